@@ -1,0 +1,321 @@
+//! Behaviours: what drives a thing's values. Property sources (stored, drifting simulation,
+//! polled file readings), action effects (toggle, set, ramp) and event conditions (threshold
+//! crossings), all declared in a things/ file and turned here into core action handlers and
+//! background tasks.
+//!
+//! Behaviours act on the core only through `ExposedThing`'s public methods, like any client of
+//! the core would; they know nothing of TDs or bindings.
+
+pub mod spec;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use rand::RngExt;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use crate::core::{ActionHandler, Error, ExposedThing, Received, Target, Topic};
+use spec::{ActionRuntime, Condition, Drift, Effect, EventRuntime, FileSource, PropertyRuntime, PropertySource, RampEffect};
+
+/// The runtime part of one thing file.
+#[derive(Debug, Clone, Default)]
+pub struct Behaviors {
+    pub properties: IndexMap<String, PropertyRuntime>,
+    pub actions: IndexMap<String, ActionRuntime>,
+    pub events: IndexMap<String, EventRuntime>,
+}
+
+/// A reference from a behaviour to something that does not fit: (JSON pointer, message).
+pub type BehaviorError = (String, String);
+
+impl Behaviors {
+    /// Checks every cross-reference against the thing's model: the properties and events named
+    /// exist and have types the behaviour can drive.
+    pub fn check(&self, model: &Value) -> Result<(), BehaviorError> {
+        let kind_of = |kind: &str, name: &str| model.get(kind).and_then(|m| m.get(name));
+        let numeric = |name: &str| {
+            kind_of("properties", name)
+                .and_then(|p| p.get("type"))
+                .and_then(Value::as_str)
+                .is_some_and(|t| t == "number" || t == "integer")
+        };
+        let need_property = |at: String, name: &str, want_numeric: bool| -> Result<(), BehaviorError> {
+            if kind_of("properties", name).is_none() {
+                return Err((at, format!("no property named '{name}'")));
+            }
+            if want_numeric && !numeric(name) {
+                return Err((at, format!("property '{name}' must be of type number or integer")));
+            }
+            Ok(())
+        };
+        for (name, runtime) in &self.properties {
+            let at = format!("/properties/{name}/runtime/source");
+            match &runtime.source {
+                PropertySource::Stored => {}
+                PropertySource::Drift(d) => {
+                    need_property(at.clone(), name, true)?;
+                    need_property(format!("{at}/drift/toward"), &d.toward, true)?;
+                    if !(0.0..=1.0).contains(&d.rate) {
+                        return Err((format!("{at}/drift/rate"), "rate must be between 0 and 1".into()));
+                    }
+                }
+                PropertySource::File(f) => {
+                    need_property(at.clone(), name, true)?;
+                    if let Some(p) = &f.pattern {
+                        regex::Regex::new(p).map_err(|e| (format!("{at}/file/pattern"), e.to_string()))?;
+                    }
+                }
+            }
+        }
+        for (name, runtime) in &self.actions {
+            let at = format!("/actions/{name}/runtime");
+            match &runtime.effect {
+                Effect::Toggle(p) => {
+                    need_property(format!("{at}/effect/toggle"), p, false)?;
+                    let is_bool = kind_of("properties", p).and_then(|s| s.get("type")) == Some(&Value::from("boolean"));
+                    if !is_bool {
+                        return Err((format!("{at}/effect/toggle"), format!("property '{p}' must be boolean")));
+                    }
+                }
+                Effect::Set(s) => need_property(format!("{at}/effect/set/property"), &s.property, false)?,
+                Effect::Ramp(r) => need_property(format!("{at}/effect/ramp/property"), &r.property, true)?,
+                Effect::Nothing => {}
+            }
+            if let Some(event) = &runtime.emit
+                && kind_of("events", event).is_none()
+            {
+                return Err((format!("{at}/emit"), format!("no event named '{event}'")));
+            }
+        }
+        for (name, runtime) in &self.events {
+            let at = format!("/events/{name}/runtime/when");
+            need_property(format!("{at}/property"), &runtime.when.property, true)?;
+            if runtime.when.above.is_none() && runtime.when.below.is_none() {
+                return Err((at, "a condition needs 'above' or 'below'".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The core action handler for each action with a declared effect.
+    pub fn action_handlers(&self) -> impl Iterator<Item = (&str, ActionHandler)> {
+        self.actions.iter().map(|(name, runtime)| (name.as_str(), action_handler(runtime.clone())))
+    }
+
+    /// Starts the background tasks (sources and conditions) of a thing. The caller aborts the
+    /// returned handles when the thing goes away.
+    pub fn start(&self, thing: &Arc<ExposedThing>) -> Vec<JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for (name, runtime) in &self.properties {
+            match &runtime.source {
+                PropertySource::Stored => {}
+                PropertySource::Drift(d) => tasks.push(tokio::spawn(drift(thing.clone(), name.clone(), d.clone()))),
+                PropertySource::File(f) => tasks.push(tokio::spawn(poll_file(thing.clone(), name.clone(), f.clone()))),
+            }
+        }
+        for (name, runtime) in &self.events {
+            tasks.push(tokio::spawn(watch(thing.clone(), name.clone(), runtime.when.clone())));
+        }
+        tasks
+    }
+}
+
+fn round(value: f64, decimals: u32) -> f64 {
+    let factor = 10f64.powi(decimals as i32);
+    (value * factor).round() / factor
+}
+
+fn as_number(value: f64, schema_type: Option<&str>) -> Value {
+    if schema_type == Some("integer") {
+        Value::from(value.round() as i64)
+    } else {
+        serde_json::Number::from_f64(value).map(Value::Number).unwrap_or(Value::Null)
+    }
+}
+
+fn schema_type(thing: &ExposedThing, name: &str) -> Option<String> {
+    thing.model.pointer(&format!("/properties/{name}/type")).and_then(Value::as_str).map(str::to_owned)
+}
+
+async fn drift(thing: Arc<ExposedThing>, name: String, spec: Drift) {
+    let mut tick = tokio::time::interval(Duration::from_millis(spec.period_ms.max(10)));
+    let ty = schema_type(&thing, &name);
+    loop {
+        tick.tick().await;
+        let (Ok(current), Ok(target)) = (thing.property(&name), thing.property(&spec.toward)) else { return };
+        let (Some(current), Some(target)) = (current.value().as_f64(), target.value().as_f64()) else { continue };
+        let noise = if spec.noise > 0.0 { rand::rng().random_range(-spec.noise..=spec.noise) } else { 0.0 };
+        let next = round(current + (target - current) * spec.rate + noise, spec.decimals);
+        if let Err(e) = thing.update_property(&name, as_number(next, ty.as_deref())) {
+            tracing::debug!(thing = %thing.slug, property = %name, "drift value rejected: {e}");
+        }
+    }
+}
+
+/// Reads one number out of a file per its source spec.
+pub fn read_file_number(spec: &FileSource, pattern: Option<&regex::Regex>) -> Result<f64, String> {
+    let text = std::fs::read_to_string(&spec.path).map_err(|e| format!("{}: {e}", spec.path))?;
+    let raw = match pattern {
+        Some(re) => re
+            .captures(&text)
+            .and_then(|c| c.get(1))
+            .map(|m| m.as_str().to_owned())
+            .ok_or_else(|| format!("{}: pattern did not match", spec.path))?,
+        None => text.trim().to_owned(),
+    };
+    let number: f64 = raw.trim().parse().map_err(|_| format!("{}: '{raw}' is not a number", spec.path))?;
+    Ok(round(number * spec.scale + spec.offset, spec.decimals))
+}
+
+async fn poll_file(thing: Arc<ExposedThing>, name: String, spec: FileSource) {
+    let pattern = spec.pattern.as_deref().and_then(|p| regex::Regex::new(p).ok());
+    let ty = schema_type(&thing, &name);
+    let mut tick = tokio::time::interval(Duration::from_millis(spec.poll_ms.max(10)));
+    let mut warned = false;
+    loop {
+        tick.tick().await;
+        match read_file_number(&spec, pattern.as_ref()) {
+            Ok(n) => {
+                warned = false;
+                if let Err(e) = thing.update_property(&name, as_number(n, ty.as_deref())) {
+                    tracing::warn!(thing = %thing.slug, property = %name, "{e}");
+                }
+            }
+            Err(e) if !warned => {
+                warned = true;
+                tracing::warn!(thing = %thing.slug, property = %name, "file source: {e}");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+async fn watch(thing: Arc<ExposedThing>, event: String, when: Condition) {
+    let Ok(mut changes) = thing.subscribe(Target::Property(when.property.clone())) else { return };
+    let mut armed = true;
+    // The condition may hold already at start; judge the current value first.
+    let mut next_value = thing.property(&when.property).ok().map(|p| p.value());
+    loop {
+        if let Some(value) = next_value.take().and_then(|v| v.as_f64()) {
+            let crossed = when.above.is_some_and(|t| value > t) || when.below.is_some_and(|t| value < t);
+            let cleared = when.above.is_none_or(|t| value <= t - when.hysteresis)
+                && when.below.is_none_or(|t| value >= t + when.hysteresis);
+            if armed && crossed {
+                armed = false;
+                if let Err(e) = thing.emit_event(&event, Some(Value::from(value))) {
+                    tracing::warn!(thing = %thing.slug, %event, "{e}");
+                }
+            } else if !armed && cleared {
+                armed = true;
+            }
+        }
+        match changes.recv().await {
+            Received::Notification(n) => {
+                if let Topic::Property(_) = n.topic {
+                    next_value = serde_json::from_slice(&n.data).ok();
+                }
+            }
+            Received::Lagged(_) => next_value = thing.property(&when.property).ok().map(|p| p.value()),
+            Received::Closed => return,
+        }
+    }
+}
+
+fn input_at(input: &Option<Value>, pointer: &str) -> Result<Value, Error> {
+    let input = input.as_ref().unwrap_or(&Value::Null);
+    input
+        .pointer(pointer)
+        .cloned()
+        .ok_or_else(|| Error::ActionFailed(format!("input has no member at '{pointer}'")))
+}
+
+fn action_handler(runtime: ActionRuntime) -> ActionHandler {
+    let runtime = Arc::new(runtime);
+    Arc::new(move |ctx| {
+        let runtime = runtime.clone();
+        Box::pin(async move {
+            let thing = ctx.thing;
+            let output = match &runtime.effect {
+                Effect::Toggle(property) => {
+                    let next = !thing.property(property)?.value().as_bool().unwrap_or(false);
+                    thing.update_property(property, Value::Bool(next))?;
+                    Some(Value::Bool(next))
+                }
+                Effect::Set(set) => {
+                    let value = input_at(&ctx.input, &set.from)?;
+                    thing.write_property(&set.property, value)?;
+                    None
+                }
+                Effect::Ramp(ramp) => Some(run_ramp(&thing, ramp, &ctx.input).await?),
+                Effect::Nothing => None,
+            };
+            if let Some(event) = &runtime.emit {
+                thing.emit_event(event, output.clone())?;
+            }
+            Ok(output)
+        })
+    })
+}
+
+async fn run_ramp(thing: &Arc<ExposedThing>, ramp: &RampEffect, input: &Option<Value>) -> Result<Value, Error> {
+    let target = input_at(input, &ramp.to)?
+        .as_f64()
+        .ok_or_else(|| Error::ActionFailed(format!("'{}' is not a number", ramp.to)))?;
+    let duration = input_at(input, &ramp.duration_ms)?.as_f64().unwrap_or(0.0).max(0.0);
+    let ty = schema_type(thing, &ramp.property);
+    let start = thing.property(&ramp.property)?.value().as_f64().unwrap_or(0.0);
+    let step_ms = ramp.step_ms.max(1) as f64;
+    let steps = ((duration / step_ms).ceil() as u64).clamp(1, 10_000);
+    let mut tick = tokio::time::interval(Duration::from_millis((duration / steps as f64) as u64 + 1));
+    tick.tick().await;
+    for step in 1..=steps {
+        tick.tick().await;
+        let value = start + (target - start) * step as f64 / steps as f64;
+        thing.update_property(&ramp.property, as_number(value, ty.as_deref()))?;
+    }
+    Ok(as_number(target, ty.as_deref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn file_numbers_are_extracted_and_scaled() {
+        let dir = std::env::temp_dir().join(format!("wot-behavior-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("meminfo");
+        std::fs::write(&path, "MemTotal: 2048 kB\nMemFree: 1024 kB\n").unwrap();
+        let spec = FileSource {
+            path: path.to_string_lossy().into(),
+            pattern: Some(r"MemFree:\s+(\d+)".into()),
+            scale: 1.0 / 1024.0,
+            offset: 0.0,
+            poll_ms: 1000,
+            decimals: 2,
+        };
+        let re = regex::Regex::new(spec.pattern.as_deref().unwrap()).unwrap();
+        assert_eq!(read_file_number(&spec, Some(&re)).unwrap(), 1.0);
+        std::fs::write(&path, "garbage").unwrap();
+        assert!(read_file_number(&spec, Some(&re)).is_err());
+    }
+
+    #[test]
+    fn references_are_checked() {
+        let model = json!({"properties":{"on":{"type":"boolean"},"level":{"type":"integer"}}, "events":{}});
+        let mut b = Behaviors::default();
+        b.actions.insert(
+            "toggle".into(),
+            ActionRuntime { effect: Effect::Toggle("level".into()), emit: None },
+        );
+        let (pointer, message) = b.check(&model).unwrap_err();
+        assert_eq!(pointer, "/actions/toggle/runtime/effect/toggle");
+        assert!(message.contains("boolean"), "{message}");
+        b.actions["toggle"].effect = Effect::Toggle("on".into());
+        b.actions["toggle"].emit = Some("missing".into());
+        assert_eq!(b.check(&model).unwrap_err().0, "/actions/toggle/runtime/emit");
+    }
+}

@@ -1,0 +1,144 @@
+//! The runtime-only part of a thing file: where each property's value comes from, what each
+//! action does, when each event fires. Plain data, deserialised with unknown keys refused so a
+//! typo is an error that names its place. It never appears in a served TD.
+
+use serde::Deserialize;
+
+/// The `runtime` object of a property.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PropertyRuntime {
+    #[serde(default)]
+    pub source: PropertySource,
+}
+
+/// Where a property's value comes from.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub enum PropertySource {
+    /// Written by clients (or actions); starts at the schema's `default`.
+    #[default]
+    Stored,
+    /// A simulated quantity that moves toward another property's value each period.
+    Drift(Drift),
+    /// A reading of a file (such as /proc/loadavg), polled.
+    File(FileSource),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Drift {
+    /// Name of the property whose value this one moves toward.
+    pub toward: String,
+    /// Fraction of the remaining distance covered each period (0..=1).
+    #[serde(default = "default_rate")]
+    pub rate: f64,
+    /// Amplitude of uniform noise added each period.
+    #[serde(default)]
+    pub noise: f64,
+    #[serde(default = "default_period")]
+    pub period_ms: u64,
+    /// Decimal places kept.
+    #[serde(default = "default_decimals")]
+    pub decimals: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FileSource {
+    pub path: String,
+    /// A regular expression whose first capture group is the number; without it, the whole
+    /// trimmed file content is parsed.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    #[serde(default = "one")]
+    pub scale: f64,
+    #[serde(default)]
+    pub offset: f64,
+    #[serde(default = "default_period")]
+    pub poll_ms: u64,
+    #[serde(default = "default_decimals")]
+    pub decimals: u32,
+}
+
+/// The `runtime` object of an action.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ActionRuntime {
+    pub effect: Effect,
+    /// An event emitted when the effect completes, with the action's output as data.
+    #[serde(default)]
+    pub emit: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub enum Effect {
+    /// Flip a boolean property; the output is the new value.
+    Toggle(String),
+    /// Set a property to the input (or to the input member a JSON pointer names).
+    Set(SetEffect),
+    /// Move a numeric property to a target over a duration, in steps; the output is the end value.
+    Ramp(RampEffect),
+    /// Do nothing but emit (an action that only fires its event).
+    Nothing,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SetEffect {
+    pub property: String,
+    /// JSON pointer into the input; "" (the default) is the whole input.
+    #[serde(default)]
+    pub from: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RampEffect {
+    pub property: String,
+    /// JSON pointer to the target value in the input.
+    pub to: String,
+    /// JSON pointer to the duration in milliseconds in the input.
+    pub duration_ms: String,
+    /// Time between steps; each step is one property change (and one notification).
+    #[serde(default = "default_step")]
+    pub step_ms: u64,
+}
+
+/// The `runtime` object of an event.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EventRuntime {
+    pub when: Condition,
+}
+
+/// Fires when a numeric property crosses a threshold; re-arms once it is back past the
+/// threshold by `hysteresis`. The event data is the property's value.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Condition {
+    pub property: String,
+    #[serde(default)]
+    pub above: Option<f64>,
+    #[serde(default)]
+    pub below: Option<f64>,
+    #[serde(default)]
+    pub hysteresis: f64,
+}
+
+fn default_rate() -> f64 {
+    0.1
+}
+fn default_period() -> u64 {
+    1000
+}
+fn default_decimals() -> u32 {
+    2
+}
+fn default_step() -> u64 {
+    100
+}
+fn one() -> f64 {
+    1.0
+}

@@ -1,0 +1,161 @@
+//! The HTTP binding (actix-web): the URL contract of DESIGN.md §1.2 under the W3C WoT Profile
+//! (HTTP Basic + SSE), TDs, `GET /things`, `/.well-known/wot`, CORS and problem+json errors.
+//!
+//! It translates HTTP into core operations and back (`routes`), streams notifications (`sse`),
+//! maps errors once (`problem`) and describes itself in TDs (`forms`). It must not reach into
+//! another binding or keep thing state of its own.
+
+pub mod forms;
+pub mod problem;
+pub mod routes;
+pub mod sse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Service;
+use futures_util::future::Either;
+use actix_web::http::{Method, header};
+use actix_web::{App, HttpResponse, HttpServer, web};
+use tokio::sync::watch;
+
+use crate::core::Servient;
+use crate::td::TdPublisher;
+pub use forms::HttpForms;
+use problem::HttpError;
+
+/// Everything the handlers share.
+pub struct HttpState {
+    pub servient: Arc<Servient>,
+    pub publisher: Arc<TdPublisher>,
+    /// Public origin (`--base-url`); when None, the request's scheme and Host are used.
+    pub base_url: Option<String>,
+    /// The CoAP origin for TD forms, when CoAP runs.
+    pub coap_origin: Option<String>,
+    /// The id of the directory TD served at `/.well-known/wot` when several things run.
+    pub directory_id: String,
+    pub body_limit: usize,
+    pub keepalive: Duration,
+    /// Turns true when the server shuts down; open streams end.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+const CORS_METHODS: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
+const CORS_HEADERS: &str = "Origin, Content-Type, Accept, X-Requested-With, Authorization, Last-Event-ID";
+
+fn not_allowed(allow: &'static str) -> actix_web::Route {
+    web::to(move || async move { Err::<HttpResponse, _>(HttpError::MethodNotAllowed(allow)) })
+}
+
+fn allow_origin(headers: &mut header::HeaderMap) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, header::HeaderValue::from_static("*"));
+    headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, header::HeaderValue::from_static("Location, Link"));
+}
+
+fn preflight() -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, CORS_METHODS))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, CORS_HEADERS))
+        .insert_header((header::ACCESS_CONTROL_MAX_AGE, "86400"))
+        .finish()
+}
+
+/// Registers every route of the binding.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    use routes::*;
+    cfg.service(
+        web::resource("/.well-known/wot")
+            .route(web::get().to(well_known))
+            .route(web::head().to(well_known))
+            .default_service(not_allowed("GET, HEAD")),
+    )
+    .service(
+        web::resource("/things")
+            .route(web::get().to(all_things))
+            .route(web::head().to(all_things))
+            .default_service(not_allowed("GET, HEAD")),
+    )
+    .service(
+        web::resource("/things/{id}")
+            .route(web::get().to(thing_description))
+            .route(web::head().to(thing_description))
+            .default_service(not_allowed("GET, HEAD")),
+    )
+    .service(
+        web::resource("/things/{id}/properties")
+            .route(web::get().to(read_all_properties))
+            .route(web::put().to(write_properties))
+            .default_service(not_allowed("GET, PUT")),
+    )
+    .service(
+        web::resource("/things/{id}/properties/{name}")
+            .route(web::get().to(read_property))
+            .route(web::put().to(write_property))
+            .default_service(not_allowed("GET, PUT")),
+    )
+    .service(
+        web::resource("/things/{id}/actions")
+            .route(web::get().to(query_all_actions))
+            .default_service(not_allowed("GET")),
+    )
+    .service(
+        web::resource("/things/{id}/actions/{name}")
+            .route(web::post().to(invoke_action))
+            .default_service(not_allowed("POST")),
+    )
+    .service(
+        web::resource("/things/{id}/actions/{name}/{action_id}")
+            .route(web::get().to(query_action))
+            .route(web::delete().to(cancel_action))
+            .default_service(not_allowed("GET, DELETE")),
+    )
+    .service(
+        web::resource("/things/{id}/events")
+            .route(web::get().to(subscribe_all_events))
+            .default_service(not_allowed("GET")),
+    )
+    .service(
+        web::resource("/things/{id}/events/{name}")
+            .route(web::get().to(subscribe_event))
+            .default_service(not_allowed("GET")),
+    )
+    .service(web::resource("/things/{id}/longpoll/properties").route(web::get().to(longpoll_all_properties)))
+    .service(web::resource("/things/{id}/longpoll/properties/{name}").route(web::get().to(longpoll_property)))
+    .service(web::resource("/things/{id}/longpoll/events").route(web::get().to(longpoll_all_events)))
+    .service(web::resource("/things/{id}/longpoll/events/{name}").route(web::get().to(longpoll_event)));
+}
+
+/// Starts the HTTP server on an already bound listener. The caller stops it through the
+/// returned handle (graceful: in-flight requests finish, streams end via `shutdown`).
+pub fn start(state: HttpState, listener: std::net::TcpListener, workers: usize) -> std::io::Result<actix_web::dev::Server> {
+    let state = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap_fn(|req, srv| {
+                // CORS: preflights are answered here; every other response gets the headers.
+                if req.method() == Method::OPTIONS {
+                    let res = req.into_response(preflight()).map_into_right_body();
+                    Either::Left(std::future::ready(Ok(res)))
+                } else {
+                    let call = srv.call(req);
+                    Either::Right(async move {
+                        let mut res = call.await?;
+                        allow_origin(res.headers_mut());
+                        Ok(res.map_into_left_body())
+                    })
+                }
+            })
+            .configure(configure)
+            .default_service(web::to(routes::not_found))
+    })
+    .workers(workers.max(1))
+    .shutdown_timeout(1)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

@@ -1,0 +1,123 @@
+//! The HTTP binding's one mapping of errors to responses: RFC 9457 `application/problem+json`
+//! with the status code each core error deserves, plus the binding's own request errors
+//! (unsupported media type, body too large, wrong method, unknown route).
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{Value, json};
+
+use crate::core::Error;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Anything a handler can fail with.
+#[derive(Debug)]
+pub enum HttpError {
+    Core(Error),
+    UnsupportedMediaType(String),
+    PayloadTooLarge(usize),
+    MethodNotAllowed(&'static str),
+    NotFound(String),
+    NotAcceptable(String),
+}
+
+impl From<Error> for HttpError {
+    fn from(e: Error) -> Self {
+        HttpError::Core(e)
+    }
+}
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HttpError::Core(e) => write!(f, "{e}"),
+            HttpError::UnsupportedMediaType(t) => {
+                write!(f, "Content-Type '{t}' is not supported; send application/json")
+            }
+            HttpError::PayloadTooLarge(limit) => write!(f, "the body is larger than the limit of {limit} bytes"),
+            HttpError::MethodNotAllowed(allow) => write!(f, "method not allowed here; allowed: {allow}"),
+            HttpError::NotFound(path) => write!(f, "no resource at '{path}'"),
+            HttpError::NotAcceptable(what) => write!(f, "cannot produce any of '{what}'"),
+        }
+    }
+}
+
+fn core_status(e: &Error) -> StatusCode {
+    match e {
+        Error::ThingNotFound(_) | Error::AffordanceNotFound { .. } | Error::ActionInstanceNotFound { .. } => {
+            StatusCode::NOT_FOUND
+        }
+        Error::ReadOnly(_)
+        | Error::WriteOnly(_)
+        | Error::UnexpectedInput(_)
+        | Error::MalformedPayload(_)
+        | Error::Schema(_)
+        | Error::NotQueryable(_) => StatusCode::BAD_REQUEST,
+        Error::AlreadyEnded(_) => StatusCode::CONFLICT,
+        Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::ActionFailed(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl HttpError {
+    fn body(&self, status: StatusCode) -> Value {
+        let (type_uri, title) = match self {
+            HttpError::Core(e) => (e.type_uri(), e.title()),
+            HttpError::UnsupportedMediaType(_) => ("/problems/unsupported-media-type", "Unsupported media type"),
+            HttpError::PayloadTooLarge(_) => ("/problems/payload-too-large", "Payload too large"),
+            HttpError::MethodNotAllowed(_) => ("/problems/method-not-allowed", "Method not allowed"),
+            HttpError::NotFound(_) => ("/problems/not-found", "Not found"),
+            HttpError::NotAcceptable(_) => ("/problems/not-acceptable", "Not acceptable"),
+        };
+        let mut body = json!({"type": type_uri, "title": title, "status": status.as_u16(), "detail": self.to_string()});
+        match self {
+            HttpError::Core(Error::Schema(v)) => {
+                body["pointer"] = json!(v.pointer);
+                body["rule"] = json!(v.rule);
+            }
+            HttpError::Core(Error::AffordanceNotFound { kind, name }) => {
+                body["kind"] = json!(kind.to_string());
+                body["name"] = json!(name);
+            }
+            HttpError::Core(Error::ReadOnly(n) | Error::WriteOnly(n)) => {
+                body["name"] = json!(n);
+                body["rule"] = json!(if matches!(self, HttpError::Core(Error::ReadOnly(_))) { "readOnly" } else { "writeOnly" });
+            }
+            _ => {}
+        }
+        body
+    }
+}
+
+impl ResponseError for HttpError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            HttpError::Core(e) => core_status(e),
+            HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            HttpError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::NotFound(_) => StatusCode::NOT_FOUND,
+            HttpError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let mut response = HttpResponse::build(status);
+        response.content_type(PROBLEM_JSON);
+        match self {
+            HttpError::MethodNotAllowed(allow) => {
+                response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
+            }
+            HttpError::Core(Error::Busy(_)) => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            _ => {}
+        }
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), "{self}");
+        }
+        response.body(self.body(status).to_string())
+    }
+}

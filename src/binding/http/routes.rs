@@ -1,0 +1,307 @@
+//! Request handlers of the HTTP binding. Each decodes the request into a core `Operation` (or a
+//! subscription), calls the servient, and encodes the reply; none holds a lock across an await.
+
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use super::problem::HttpError;
+use super::{HttpState, sse};
+use crate::core::{ActionStatus, Error, Operation, Reply, Target};
+use crate::td::{Origins, TD_MEDIA_TYPE};
+
+type Result<T = HttpResponse> = std::result::Result<T, HttpError>;
+type State = web::Data<HttpState>;
+
+const JSON: &str = "application/json";
+const LD_JSON: &str = "application/ld+json";
+const LONGPOLL_WAIT: Duration = Duration::from_secs(60);
+
+fn origins(state: &HttpState, req: &HttpRequest) -> Origins {
+    let http = match &state.base_url {
+        Some(base) => base.clone(),
+        None => {
+            let info = req.connection_info();
+            format!("{}://{}", info.scheme(), info.host())
+        }
+    };
+    Origins { http: Some(http), coap: state.coap_origin.clone() }
+}
+
+fn wants_event_stream(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(sse::EVENT_STREAM))
+}
+
+fn json_response(status: actix_web::http::StatusCode, body: Bytes) -> HttpResponse {
+    HttpResponse::build(status).insert_header((header::CONTENT_TYPE, HeaderValue::from_static(JSON))).body(body)
+}
+
+/// Reads a JSON body within the size limit. `Ok(None)` when there is no body at all.
+async fn read_json(state: &HttpState, req: &HttpRequest, mut payload: web::Payload) -> Result<Option<Value>> {
+    let limit = state.body_limit;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(HttpError::PayloadTooLarge(limit));
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| Error::MalformedPayload(format!("could not read the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(HttpError::PayloadTooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
+        let ct = content_type.to_str().unwrap_or("").to_ascii_lowercase();
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if essence != JSON && !essence.ends_with("+json") {
+            return Err(HttpError::UnsupportedMediaType(essence.to_owned()));
+        }
+    }
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| Error::MalformedPayload(format!("{e} (line {}, column {})", e.line(), e.column())).into())
+}
+
+async fn require_json(state: &HttpState, req: &HttpRequest, payload: web::Payload) -> Result<Value> {
+    read_json(state, req, payload).await?.ok_or_else(|| Error::MalformedPayload("the body is empty".into()).into())
+}
+
+// ---------------------------------------------------------------- Thing Descriptions
+
+pub async fn thing_description(state: State, req: HttpRequest, path: web::Path<String>) -> Result {
+    let thing = state.servient.thing(&path)?;
+    let bytes = state.publisher.td_bytes(&thing, &origins(&state, &req)).map_err(Error::Internal)?;
+    Ok(HttpResponse::Ok().content_type(TD_MEDIA_TYPE).body(bytes))
+}
+
+pub async fn well_known(state: State, req: HttpRequest) -> Result {
+    let things = state.servient.things();
+    let origins = origins(&state, &req);
+    let bytes = if let [only] = things.as_slice() {
+        state.publisher.td_bytes(only, &origins).map_err(Error::Internal)?
+    } else {
+        let td = crate::td::directory::directory_td(&state.directory_id, &things, &origins);
+        Bytes::from(td.to_string())
+    };
+    Ok(HttpResponse::Ok().content_type(TD_MEDIA_TYPE).body(bytes))
+}
+
+#[derive(serde::Deserialize)]
+pub struct Page {
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+/// `GET /things`: every TD, ordered by id, with optional limit/offset pagination (WoT Discovery
+/// §7.3.2.1.3).
+pub async fn all_things(state: State, req: HttpRequest, page: web::Query<Page>) -> Result {
+    let origins = origins(&state, &req);
+    let mut things = state.servient.things();
+    things.sort_by(|a, b| a.id.cmp(&b.id));
+    let total = things.len();
+    let offset = page.offset.unwrap_or(0).min(total);
+    let limit = page.limit.unwrap_or(total).max(1);
+    let end = offset.saturating_add(limit).min(total);
+    let mut body = Vec::with_capacity(4096);
+    body.push(b'[');
+    for (i, thing) in things[offset..end].iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&state.publisher.td_bytes(thing, &origins).map_err(Error::Internal)?);
+    }
+    body.push(b']');
+    let mut response = HttpResponse::Ok();
+    response.content_type(LD_JSON);
+    let mut links = vec!["</things>; rel=\"canonical\"; etag=\"v1\"".to_owned()];
+    if end < total {
+        links.push(format!("</things?offset={end}&limit={limit}>; rel=\"next\""));
+    }
+    response.insert_header((header::LINK, links.join(", ")));
+    Ok(response.body(body))
+}
+
+// ---------------------------------------------------------------- properties
+
+pub async fn read_property(state: State, req: HttpRequest, path: web::Path<(String, String)>) -> Result {
+    let (id, name) = path.into_inner();
+    if wants_event_stream(&req) {
+        let subscription = state.servient.subscribe(&id, Target::Property(name))?;
+        return Ok(sse::response(subscription, state.shutdown.clone(), state.keepalive));
+    }
+    match state.servient.handle(&id, Operation::ReadProperty(name)).await? {
+        Reply::Value(bytes) => Ok(json_response(actix_web::http::StatusCode::OK, bytes)),
+        other => Err(Error::Internal(format!("unexpected reply {other:?}")).into()),
+    }
+}
+
+pub async fn write_property(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result {
+    let (id, name) = path.into_inner();
+    // Unknown names are reported before the body is judged.
+    state.servient.thing(&id)?.property(&name)?;
+    let value = require_json(&state, &req, payload).await?;
+    state.servient.handle(&id, Operation::WriteProperty(name, value)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn read_all_properties(state: State, req: HttpRequest, path: web::Path<String>) -> Result {
+    let id = path.into_inner();
+    if wants_event_stream(&req) {
+        let subscription = state.servient.subscribe(&id, Target::AllProperties)?;
+        return Ok(sse::response(subscription, state.shutdown.clone(), state.keepalive));
+    }
+    match state.servient.handle(&id, Operation::ReadAllProperties).await? {
+        Reply::Value(bytes) => Ok(json_response(actix_web::http::StatusCode::OK, bytes)),
+        other => Err(Error::Internal(format!("unexpected reply {other:?}")).into()),
+    }
+}
+
+pub async fn write_properties(state: State, req: HttpRequest, path: web::Path<String>, payload: web::Payload) -> Result {
+    let id = path.into_inner();
+    state.servient.thing(&id)?;
+    let Value::Object(values) = require_json(&state, &req, payload).await? else {
+        return Err(Error::Schema(crate::core::SchemaViolation {
+            pointer: String::new(),
+            rule: "type".into(),
+            message: "writemultipleproperties takes an object of property names and values".into(),
+        })
+        .into());
+    };
+    state.servient.handle(&id, Operation::WriteMultipleProperties(values)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+// ---------------------------------------------------------------- actions
+
+fn status_href(origins: &Origins, thing: &str, status: &ActionStatus) -> String {
+    format!("{}/things/{thing}/actions/{}/{}", origins.http.as_deref().unwrap_or(""), status.action, status.id)
+}
+
+fn status_body(origins: &Origins, thing: &str, status: &ActionStatus) -> Value {
+    status.to_json(Some(&status_href(origins, thing, status)))
+}
+
+pub async fn invoke_action(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result {
+    let (id, name) = path.into_inner();
+    state.servient.thing(&id)?.action(&name)?;
+    let input = read_json(&state, &req, payload).await?;
+    match state.servient.handle(&id, Operation::InvokeAction { name, input }).await? {
+        Reply::Output(Some(output)) => {
+            Ok(json_response(actix_web::http::StatusCode::OK, Bytes::from(output.to_string())))
+        }
+        Reply::Output(None) => Ok(HttpResponse::NoContent().finish()),
+        Reply::Started(status) => {
+            let origins = origins(&state, &req);
+            let href = status_href(&origins, &id, &status);
+            Ok(HttpResponse::Created()
+                .insert_header((header::LOCATION, href.clone()))
+                .content_type(JSON)
+                .body(status.to_json(Some(&href)).to_string()))
+        }
+        other => Err(Error::Internal(format!("unexpected reply {other:?}")).into()),
+    }
+}
+
+pub async fn query_action(state: State, req: HttpRequest, path: web::Path<(String, String, String)>) -> Result {
+    let (id, name, action_id) = path.into_inner();
+    match state.servient.handle(&id, Operation::QueryAction { name, id: action_id }).await? {
+        Reply::Status(status) => Ok(HttpResponse::Ok()
+            .content_type(JSON)
+            .body(status_body(&origins(&state, &req), &id, &status).to_string())),
+        other => Err(Error::Internal(format!("unexpected reply {other:?}")).into()),
+    }
+}
+
+pub async fn cancel_action(state: State, path: web::Path<(String, String, String)>) -> Result {
+    let (id, name, action_id) = path.into_inner();
+    state.servient.handle(&id, Operation::CancelAction { name, id: action_id }).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn query_all_actions(state: State, req: HttpRequest, path: web::Path<String>) -> Result {
+    let id = path.into_inner();
+    let Reply::AllStatuses(grouped) = state.servient.handle(&id, Operation::QueryAllActions).await? else {
+        return Err(Error::Internal("unexpected reply".into()).into());
+    };
+    let origins = origins(&state, &req);
+    let body: serde_json::Map<String, Value> = grouped
+        .into_iter()
+        .map(|(name, statuses)| {
+            (name, Value::Array(statuses.iter().map(|s| status_body(&origins, &id, s)).collect()))
+        })
+        .collect();
+    Ok(HttpResponse::Ok().content_type(JSON).body(Value::Object(body).to_string()))
+}
+
+// ---------------------------------------------------------------- events
+
+pub async fn subscribe_event(state: State, path: web::Path<(String, String)>) -> Result {
+    let (id, name) = path.into_inner();
+    let subscription = state.servient.subscribe(&id, Target::Event(name))?;
+    Ok(sse::response(subscription, state.shutdown.clone(), state.keepalive))
+}
+
+pub async fn subscribe_all_events(state: State, path: web::Path<String>) -> Result {
+    let subscription = state.servient.subscribe(&path, Target::AllEvents)?;
+    Ok(sse::response(subscription, state.shutdown.clone(), state.keepalive))
+}
+
+// ---------------------------------------------------------------- longpoll
+
+async fn longpoll(state: &HttpState, id: &str, target: Target) -> Result {
+    let keyed = matches!(target, Target::AllProperties | Target::AllEvents);
+    let subscription = state.servient.subscribe(id, target)?;
+    let Some(n) = sse::next(subscription, state.shutdown.clone(), LONGPOLL_WAIT).await else {
+        return Ok(HttpResponse::NoContent().finish());
+    };
+    let data: Value = if n.data.is_empty() { Value::Null } else { serde_json::from_slice(&n.data).unwrap_or(Value::Null) };
+    let body = if keyed { json!({ n.topic.name(): data }) } else { data };
+    Ok(HttpResponse::Ok().content_type(JSON).body(body.to_string()))
+}
+
+pub async fn longpoll_property(state: State, path: web::Path<(String, String)>) -> Result {
+    let (id, name) = path.into_inner();
+    longpoll(&state, &id, Target::Property(name)).await
+}
+
+pub async fn longpoll_all_properties(state: State, path: web::Path<String>) -> Result {
+    longpoll(&state, &path, Target::AllProperties).await
+}
+
+pub async fn longpoll_event(state: State, path: web::Path<(String, String)>) -> Result {
+    let (id, name) = path.into_inner();
+    longpoll(&state, &id, Target::Event(name)).await
+}
+
+pub async fn longpoll_all_events(state: State, path: web::Path<String>) -> Result {
+    longpoll(&state, &path, Target::AllEvents).await
+}
+
+pub async fn not_found(req: HttpRequest) -> Result {
+    Err(HttpError::NotFound(req.path().to_owned()))
+}

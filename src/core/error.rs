@@ -1,0 +1,127 @@
+//! The one error type of the runtime core.
+//!
+//! Every failure a client can cause, or the runtime can suffer while serving a request, is a
+//! variant here. Bindings map it once each (HTTP status + problem+json, CoAP code, WTP error);
+//! this module must not know any of those wire formats.
+
+use std::fmt;
+
+/// Where and how a payload broke its DataSchema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaViolation {
+    /// JSON pointer into the payload ("" is the payload itself).
+    pub pointer: String,
+    /// The JSON Schema keyword that failed (`type`, `maximum`, `required`, ...).
+    pub rule: String,
+    /// A sentence a person can read.
+    pub message: String,
+}
+
+impl fmt::Display for SchemaViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = if self.pointer.is_empty() { "/" } else { &self.pointer };
+        write!(f, "{} (at {at}, rule '{}')", self.message, self.rule)
+    }
+}
+
+/// Which kind of affordance a name was looked up in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AffordanceKind {
+    Property,
+    Action,
+    Event,
+}
+
+impl fmt::Display for AffordanceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AffordanceKind::Property => "property",
+            AffordanceKind::Action => "action",
+            AffordanceKind::Event => "event",
+        })
+    }
+}
+
+/// Every error the core reports. The variants are grouped by what a binding does with them:
+/// "not found", "bad request", "conflict", "unavailable" and "internal".
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    #[error("no thing named '{0}'")]
+    ThingNotFound(String),
+    #[error("thing has no {kind} named '{name}'")]
+    AffordanceNotFound { kind: AffordanceKind, name: String },
+    #[error("no instance '{id}' of action '{action}'")]
+    ActionInstanceNotFound { action: String, id: String },
+    #[error("property '{0}' is read-only")]
+    ReadOnly(String),
+    #[error("property '{0}' is write-only")]
+    WriteOnly(String),
+    #[error("action '{0}' takes no input")]
+    UnexpectedInput(String),
+    #[error("payload is not valid JSON: {0}")]
+    MalformedPayload(String),
+    #[error("{0}")]
+    Schema(SchemaViolation),
+    #[error("action '{0}' is synchronous and cannot be queried or cancelled")]
+    NotQueryable(String),
+    #[error("action instance '{0}' has already ended")]
+    AlreadyEnded(String),
+    #[error("too many running actions ({0}); try again later")]
+    Busy(usize),
+    #[error("action failed: {0}")]
+    ActionFailed(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn property_not_found(name: &str) -> Self {
+        Error::AffordanceNotFound { kind: AffordanceKind::Property, name: name.to_owned() }
+    }
+    pub fn action_not_found(name: &str) -> Self {
+        Error::AffordanceNotFound { kind: AffordanceKind::Action, name: name.to_owned() }
+    }
+    pub fn event_not_found(name: &str) -> Self {
+        Error::AffordanceNotFound { kind: AffordanceKind::Event, name: name.to_owned() }
+    }
+
+    /// A short, stable title for problem details (RFC 9457 `title`).
+    pub fn title(&self) -> &'static str {
+        match self {
+            Error::ThingNotFound(_) => "Thing not found",
+            Error::AffordanceNotFound { .. } => "Affordance not found",
+            Error::ActionInstanceNotFound { .. } => "Action instance not found",
+            Error::ReadOnly(_) => "Property is read-only",
+            Error::WriteOnly(_) => "Property is write-only",
+            Error::UnexpectedInput(_) => "Action takes no input",
+            Error::MalformedPayload(_) => "Malformed payload",
+            Error::Schema(_) => "Schema violation",
+            Error::NotQueryable(_) => "Action is synchronous",
+            Error::AlreadyEnded(_) => "Action already ended",
+            Error::Busy(_) => "Too many running actions",
+            Error::ActionFailed(_) => "Action failed",
+            Error::Internal(_) => "Internal error",
+        }
+    }
+
+    /// A URI reference naming the problem type (RFC 9457 `type`), relative to the server.
+    pub fn type_uri(&self) -> &'static str {
+        match self {
+            Error::ThingNotFound(_) => "/problems/thing-not-found",
+            Error::AffordanceNotFound { .. } => "/problems/affordance-not-found",
+            Error::ActionInstanceNotFound { .. } => "/problems/action-instance-not-found",
+            Error::ReadOnly(_) => "/problems/read-only",
+            Error::WriteOnly(_) => "/problems/write-only",
+            Error::UnexpectedInput(_) => "/problems/unexpected-input",
+            Error::MalformedPayload(_) => "/problems/malformed-payload",
+            Error::Schema(_) => "/problems/schema-violation",
+            Error::NotQueryable(_) => "/problems/not-queryable",
+            Error::AlreadyEnded(_) => "/problems/already-ended",
+            Error::Busy(_) => "/problems/busy",
+            Error::ActionFailed(_) => "/problems/action-failed",
+            Error::Internal(_) => "/problems/internal",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,251 @@
+//! DataSchema validation, done once in the core for every protocol.
+//!
+//! A TD DataSchema is (nearly) a JSON Schema draft-07 document, so validation is delegated to the
+//! `jsonschema` crate; this module compiles each affordance's schema once, reports the first
+//! violation as a [`SchemaViolation`] (JSON pointer + keyword), and adds what JSON Schema does not
+//! do for WoT: nested `readOnly` members refused on writes, nested `writeOnly` members hidden on
+//! reads, and integer values normalised so `5.0` is stored and emitted as `5`.
+//! It must not know about any binding or about where values come from.
+
+use serde_json::{Map, Value};
+
+use super::error::{Error, SchemaViolation};
+
+/// A compiled DataSchema.
+pub struct DataSchema {
+    raw: Value,
+    validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for DataSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataSchema").field("raw", &self.raw).finish()
+    }
+}
+
+/// Keys of an affordance that are not DataSchema terms but share its JSON object (a
+/// PropertyAffordance is an InteractionAffordance and a DataSchema at once).
+const AFFORDANCE_ONLY_KEYS: &[&str] = &["forms", "observable", "uriVariables", "titles", "descriptions"];
+
+impl DataSchema {
+    /// Compiles a TD DataSchema. Fails when the schema itself is not valid JSON Schema.
+    pub fn compile(raw: &Value) -> Result<Self, String> {
+        let mut schema = raw.clone();
+        if let Value::Object(map) = &mut schema {
+            for key in AFFORDANCE_ONLY_KEYS {
+                map.remove(*key);
+            }
+            // readOnly/writeOnly on the affordance itself are handled by the operation check.
+            map.remove("readOnly");
+            map.remove("writeOnly");
+        }
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft7)
+            .build(&schema)
+            .map_err(|e| format!("invalid DataSchema at {}: {e}", e.instance_path()))?;
+        Ok(DataSchema { raw: schema, validator })
+    }
+
+    /// A schema that accepts anything (an affordance without a DataSchema).
+    pub fn any() -> Self {
+        // Compiling `{}` cannot fail; fall back to `true` only to avoid a panic path.
+        Self::compile(&Value::Object(Map::new()))
+            .or_else(|_| Self::compile(&Value::Bool(true)))
+            .unwrap_or_else(|_| unreachable!("the empty schema always compiles"))
+    }
+
+    pub fn raw(&self) -> &Value {
+        &self.raw
+    }
+
+    /// Validates a value that a client wants to write or send as input. On success returns the
+    /// value normalised (integers without fraction).
+    pub fn check_write(&self, value: Value) -> Result<Value, Error> {
+        if let Some(err) = self.validator.iter_errors(&value).next() {
+            return Err(Error::Schema(SchemaViolation {
+                pointer: err.instance_path().to_string(),
+                rule: err.kind().keyword().to_owned(),
+                message: err.to_string(),
+            }));
+        }
+        if let Some(pointer) = find_read_only_member(&self.raw, &value, String::new()) {
+            return Err(Error::Schema(SchemaViolation {
+                message: format!("member {pointer} is read-only and cannot be written"),
+                pointer,
+                rule: "readOnly".into(),
+            }));
+        }
+        Ok(normalise_integers(&self.raw, value))
+    }
+
+    /// Validates without the write-side rules (used for values produced by the thing itself).
+    pub fn is_valid(&self, value: &Value) -> bool {
+        self.validator.is_valid(value)
+    }
+
+    /// Normalises a value the thing produced (integers emitted without fraction).
+    pub fn normalise(&self, value: Value) -> Value {
+        normalise_integers(&self.raw, value)
+    }
+
+    /// True when reads must hide nested writeOnly members.
+    pub fn has_write_only_members(&self) -> bool {
+        has_nested(&self.raw, "writeOnly")
+    }
+
+    /// Removes nested writeOnly members from a value about to be read.
+    pub fn strip_write_only(&self, value: &mut Value) {
+        strip_write_only(&self.raw, value);
+    }
+}
+
+fn member_schemas(schema: &Value) -> Option<&Map<String, Value>> {
+    schema.get("properties").and_then(Value::as_object)
+}
+
+fn find_read_only_member(schema: &Value, value: &Value, at: String) -> Option<String> {
+    let (Some(members), Some(object)) = (member_schemas(schema), value.as_object()) else {
+        return None;
+    };
+    for (name, member_value) in object {
+        let Some(member_schema) = members.get(name) else { continue };
+        let pointer = format!("{at}/{}", escape_pointer(name));
+        if member_schema.get("readOnly") == Some(&Value::Bool(true)) {
+            return Some(pointer);
+        }
+        if let Some(found) = find_read_only_member(member_schema, member_value, pointer) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+fn has_nested(schema: &Value, flag: &str) -> bool {
+    member_schemas(schema).is_some_and(|members| {
+        members
+            .values()
+            .any(|m| m.get(flag) == Some(&Value::Bool(true)) || has_nested(m, flag))
+    })
+}
+
+fn strip_write_only(schema: &Value, value: &mut Value) {
+    let (Some(members), Some(object)) = (member_schemas(schema), value.as_object_mut()) else {
+        return;
+    };
+    object.retain(|name, _| {
+        members.get(name).and_then(|m| m.get("writeOnly")) != Some(&Value::Bool(true))
+    });
+    for (name, member_value) in object.iter_mut() {
+        if let Some(member_schema) = members.get(name) {
+            strip_write_only(member_schema, member_value);
+        }
+    }
+}
+
+fn normalise_integers(schema: &Value, value: Value) -> Value {
+    match value {
+        Value::Number(n) if schema.get("type").and_then(Value::as_str) == Some("integer") => {
+            match n.as_f64() {
+                Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                    Value::from(f as i64)
+                }
+                _ => Value::Number(n),
+            }
+        }
+        Value::Object(map) => match member_schemas(schema) {
+            Some(members) => Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| {
+                        let v = match members.get(&k) {
+                            Some(s) => normalise_integers(s, v),
+                            None => v,
+                        };
+                        (k, v)
+                    })
+                    .collect(),
+            ),
+            None => Value::Object(map),
+        },
+        Value::Array(items) => match schema.get("items") {
+            Some(item_schema) if item_schema.is_object() => Value::Array(
+                items.into_iter().map(|v| normalise_integers(item_schema, v)).collect(),
+            ),
+            _ => Value::Array(items),
+        },
+        other => other,
+    }
+}
+
+/// Escapes a member name for use in a JSON pointer (RFC 6901).
+pub fn escape_pointer(name: &str) -> String {
+    name.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn violation(schema: Value, value: Value) -> SchemaViolation {
+        match DataSchema::compile(&schema).unwrap().check_write(value) {
+            Err(Error::Schema(v)) => v,
+            other => panic!("expected a violation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reports_keyword_and_pointer() {
+        let v = violation(json!({"type":"integer","minimum":0,"maximum":100}), json!(101));
+        assert_eq!((v.rule.as_str(), v.pointer.as_str()), ("maximum", ""));
+        let v = violation(
+            json!({"type":"object","properties":{"level":{"type":"integer"}},"required":["level"]}),
+            json!({"level":"high"}),
+        );
+        assert_eq!((v.rule.as_str(), v.pointer.as_str()), ("type", "/level"));
+        let v = violation(json!({"type":"object","required":["level"]}), json!({}));
+        assert_eq!(v.rule, "required");
+    }
+
+    #[test]
+    fn covers_the_td_terms() {
+        let cases = [
+            (json!({"enum":[1,2]}), json!(3), "enum"),
+            (json!({"const":"a"}), json!("b"), "const"),
+            (json!({"exclusiveMinimum":0}), json!(0), "exclusiveMinimum"),
+            (json!({"exclusiveMaximum":1}), json!(1), "exclusiveMaximum"),
+            (json!({"multipleOf":5}), json!(7), "multipleOf"),
+            (json!({"minLength":2}), json!("a"), "minLength"),
+            (json!({"maxLength":1}), json!("ab"), "maxLength"),
+            (json!({"pattern":"^[a-z]+$"}), json!("A1"), "pattern"),
+            (json!({"type":"array","minItems":1}), json!([]), "minItems"),
+            (json!({"type":"array","maxItems":1}), json!([1,2]), "maxItems"),
+            (json!({"type":"array","items":{"type":"string"}}), json!([1]), "type"),
+            (json!({"oneOf":[{"type":"string"},{"type":"integer"}]}), json!(true), "oneOf"),
+        ];
+        for (schema, value, rule) in cases {
+            assert_eq!(violation(schema, value).rule, rule);
+        }
+    }
+
+    #[test]
+    fn read_only_members_are_refused_and_write_only_hidden() {
+        let schema = json!({"type":"object","properties":{
+            "id":{"type":"string","readOnly":true},
+            "secret":{"type":"string","writeOnly":true},
+            "name":{"type":"string"}}});
+        let v = violation(schema.clone(), json!({"id":"x"}));
+        assert_eq!((v.rule.as_str(), v.pointer.as_str()), ("readOnly", "/id"));
+        let compiled = DataSchema::compile(&schema).unwrap();
+        assert!(compiled.has_write_only_members());
+        let mut value = json!({"secret":"s","name":"n"});
+        compiled.strip_write_only(&mut value);
+        assert_eq!(value, json!({"name":"n"}));
+    }
+
+    #[test]
+    fn integers_lose_their_fraction() {
+        let schema = DataSchema::compile(&json!({"type":"integer"})).unwrap();
+        assert_eq!(schema.check_write(json!(5.0)).unwrap().to_string(), "5");
+        assert!(schema.check_write(json!(5.5)).is_err());
+    }
+}

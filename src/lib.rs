@@ -1,0 +1,11 @@
+//! wot-runtime: a W3C Web of Things device runtime.
+//!
+//! Layers, arrows pointing down only (see ARCHITECTURE.md): `binding` → `td` → `behavior` →
+//! `core`. The `runtime` module wires them together for `wot serve`.
+
+pub mod core;
+pub mod behavior;
+pub mod td;
+pub mod binding;
+pub mod runtime;
+pub mod things;

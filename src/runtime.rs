@@ -1,0 +1,182 @@
+//! The runtime: starts the enabled bindings on a set of exposed things, prints the ready line,
+//! and shuts everything down in order. This is where `wot serve` and library users meet; it owns
+//! sockets and tasks but no protocol logic.
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::binding::http::{self, HttpForms, HttpState};
+use crate::core::Servient;
+use crate::td::{FormProvider, TdPublisher};
+use crate::things::{Hosted, IdStore};
+
+/// What `wot serve` is told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub http_port: u16,
+    pub coap_port: u16,
+    pub no_coap: bool,
+    pub no_mdns: bool,
+    /// Public origin for TD hrefs, without a trailing slash.
+    pub base_url: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub body_limit: usize,
+    pub sse_keepalive: Duration,
+    /// HTTP worker threads (default: one per core).
+    pub workers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: IpAddr::from([0, 0, 0, 0]),
+            http_port: 8080,
+            coap_port: 5683,
+            no_coap: false,
+            no_mdns: false,
+            base_url: None,
+            state_dir: None,
+            body_limit: http::DEFAULT_BODY_LIMIT,
+            sse_keepalive: Duration::from_secs(15),
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        }
+    }
+}
+
+impl Config {
+    /// A configuration for tests and examples: loopback, any free port, no multicast.
+    pub fn loopback() -> Self {
+        Config {
+            host: IpAddr::from([127, 0, 0, 1]),
+            http_port: 0,
+            coap_port: 0,
+            no_coap: true,
+            no_mdns: true,
+            workers: 1,
+            ..Config::default()
+        }
+    }
+}
+
+/// A started runtime.
+pub struct Running {
+    pub servient: Arc<Servient>,
+    pub publisher: Arc<TdPublisher>,
+    pub http_addr: SocketAddr,
+    http: actix_web::dev::ServerHandle,
+    http_task: JoinHandle<std::io::Result<()>>,
+    behavior_tasks: Vec<JoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("state directory: {0}")]
+    State(std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Makes a bound address something a client can connect to (0.0.0.0 → 127.0.0.1).
+fn connectable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
+        _ => addr,
+    }
+}
+
+fn origin(scheme: &str, addr: SocketAddr) -> String {
+    format!("{scheme}://{}", connectable(addr))
+}
+
+impl Running {
+    /// Binds every listener, exposes the things and starts their behaviours.
+    pub async fn start(config: Config, hosted: Vec<Hosted>) -> Result<Running, StartError> {
+        let servient = Arc::new(Servient::new());
+        let mut behavior_tasks = Vec::new();
+        for h in &hosted {
+            servient.expose(h.thing.clone());
+        }
+        for h in &hosted {
+            behavior_tasks.extend(h.behaviors.start(&h.thing));
+        }
+        let mut ids = IdStore::open(config.state_dir.as_deref()).map_err(StartError::State)?;
+        let directory_id = ids.id_for("directory").map_err(StartError::State)?;
+
+        let providers: Vec<Arc<dyn FormProvider>> = vec![Arc::new(HttpForms)];
+        let publisher = Arc::new(TdPublisher::new(providers));
+
+        let addr = SocketAddr::new(config.host, config.http_port);
+        let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { what: "HTTP", addr, source })?;
+        let http_addr = listener.local_addr().map_err(|source| StartError::Bind { what: "HTTP", addr, source })?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let state = HttpState {
+            servient: servient.clone(),
+            publisher: publisher.clone(),
+            base_url: config.base_url.as_ref().map(|b| b.trim_end_matches('/').to_owned()),
+            coap_origin: None,
+            directory_id,
+            body_limit: config.body_limit,
+            keepalive: config.sse_keepalive,
+            shutdown: shutdown_rx,
+        };
+        let server = http::start(state, listener, config.workers)
+            .map_err(|source| StartError::Bind { what: "HTTP", addr, source })?;
+        let handle = server.handle();
+        let http_task = tokio::spawn(server);
+        Ok(Running { servient, publisher, http_addr, http: handle, http_task, behavior_tasks, shutdown })
+    }
+
+    /// The HTTP origin clients can connect to.
+    pub fn http_url(&self) -> String {
+        origin("http", self.http_addr)
+    }
+
+    /// The one JSON line `wot serve` prints when every listener is bound.
+    pub fn ready_line(&self) -> String {
+        json!({"event": "ready", "http": self.http_url(), "things": self.servient.slugs()}).to_string()
+    }
+
+    /// Stops accepting, ends streams, lets in-flight requests finish, stops behaviours.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        self.http.stop(true).await;
+        let _ = self.http_task.await;
+        for task in self.behavior_tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,59 @@
+//! How bindings contribute forms to a TD. Each enabled binding implements [`FormProvider`]; the
+//! publisher asks every provider for its forms, so forms are generated from the bindings that
+//! actually run and never written by hand.
+//!
+//! This module defines the contract only; the forms themselves live with their binding.
+
+use wot_td::hlist::{Cons, Nil};
+use wot_td::protocol::{coap::CoapProtocol, http::HttpProtocol};
+use wot_td::thing::{DefaultedFormOperations, FormOperation};
+
+use crate::core::ExposedThing;
+
+/// The binding vocabularies a TD of ours may carry in its forms (`htv:*`, `cov:*`).
+pub type TdExt = Cons<CoapProtocol, Cons<HttpProtocol, Nil>>;
+/// One form of a TD, as wot-td models it.
+pub type Form = wot_td::thing::Form<TdExt>;
+/// The typed TD, as wot-td models it.
+pub type Thing = wot_td::thing::Thing<TdExt>;
+
+/// The public origins the TD's hrefs are built from, one per binding that has one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Origins {
+    /// `http://host:port` (no trailing slash), from the request's Host or `--base-url`.
+    pub http: Option<String>,
+    /// `coap://host:port`.
+    pub coap: Option<String>,
+}
+
+/// A binding's contribution to every TD.
+pub trait FormProvider: Send + Sync {
+    fn thing_forms(&self, thing: &ExposedThing, origins: &Origins, forms: &mut Vec<Form>);
+    fn property_forms(&self, thing: &ExposedThing, name: &str, origins: &Origins, forms: &mut Vec<Form>);
+    fn action_forms(&self, thing: &ExposedThing, name: &str, origins: &Origins, forms: &mut Vec<Form>);
+    fn event_forms(&self, thing: &ExposedThing, name: &str, origins: &Origins, forms: &mut Vec<Form>);
+    /// WoT Profile identifiers the binding conforms to.
+    fn profiles(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// JSON-LD prefixes the binding's form terms need, beyond the TD 1.1 context.
+    fn context_prefixes(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+}
+
+/// A form with the given operations and href; everything else empty.
+pub fn form(ops: &[FormOperation], href: impl Into<String>) -> Form {
+    Form {
+        op: DefaultedFormOperations::Custom(ops.to_vec()),
+        href: href.into(),
+        content_type: None,
+        content_coding: None,
+        subprotocol: None,
+        security: None,
+        scopes: None,
+        response: None,
+        additional_responses: None,
+        other: Default::default(),
+    }
+}
