@@ -1,0 +1,98 @@
+//! Shared test harness: a real runtime on loopback (port 0) with the bundled things, and helpers
+//! to talk to it. Nothing here mocks the runtime.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use serde_json::Value;
+use wot_runtime::runtime::{Config, Running};
+use wot_runtime::things::{self, Hosted, IdStore};
+
+/// Exposes the bundled things.
+pub fn bundled_things() -> Vec<Hosted> {
+    let mut ids = IdStore::open(None).expect("id store");
+    things::bundled()
+        .into_iter()
+        .map(|d| things::expose(d.expect("bundled thing parses"), &mut ids).expect("bundled thing builds"))
+        .collect()
+}
+
+/// Starts a runtime with the bundled things on a free loopback port.
+pub async fn start() -> Running {
+    start_with(Config::loopback()).await
+}
+
+pub async fn start_with(config: Config) -> Running {
+    Running::start(config, bundled_things()).await.expect("runtime starts")
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client")
+}
+
+/// Asserts a TD validates against the W3C TD 1.1 schema.
+pub fn assert_valid_td(td: &Value) {
+    let violations = wot_runtime::td::validate::td_violations(td);
+    assert!(violations.is_empty(), "TD does not validate: {violations:#?}\n{td:#}");
+}
+
+/// Reads SSE frames from a streaming response until `want` frames with data have arrived.
+pub struct SseReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseFrame {
+    pub event: Option<String>,
+    pub id: Option<String>,
+    pub data: String,
+}
+
+impl SseReader {
+    pub fn new(response: reqwest::Response) -> Self {
+        SseReader { response, buffer: String::new() }
+    }
+
+    /// The next frame that carries data (comments are skipped). Panics after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> SseFrame {
+        tokio::time::timeout(timeout, async {
+            loop {
+                while let Some(end) = self.buffer.find("\n\n") {
+                    let block: String = self.buffer.drain(..end + 2).collect();
+                    let mut frame = SseFrame { event: None, id: None, data: String::new() };
+                    let mut has_data = false;
+                    for line in block.lines() {
+                        if let Some(v) = line.strip_prefix("event: ") {
+                            frame.event = Some(v.to_owned());
+                        } else if let Some(v) = line.strip_prefix("id: ") {
+                            frame.id = Some(v.to_owned());
+                        } else if let Some(v) = line.strip_prefix("data: ") {
+                            frame.data.push_str(v);
+                            has_data = true;
+                        }
+                    }
+                    if has_data {
+                        return frame;
+                    }
+                }
+                let chunk = self.response.chunk().await.expect("stream readable").expect("stream still open");
+                self.buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+            }
+        })
+        .await
+        .expect("an SSE frame within the timeout")
+    }
+
+    /// Reads raw text until `needle` appears (used for comments such as keep-alives).
+    pub async fn wait_for_text(&mut self, needle: &str, timeout: Duration) {
+        tokio::time::timeout(timeout, async {
+            while !self.buffer.contains(needle) {
+                let chunk = self.response.chunk().await.expect("stream readable").expect("stream still open");
+                self.buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+            }
+        })
+        .await
+        .expect("text within the timeout");
+    }
+}
