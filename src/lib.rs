@@ -3,9 +3,9 @@
 //! Layers, arrows pointing down only (see ARCHITECTURE.md): `binding` → `td` → `behavior` →
 //! `core`. The `runtime` module wires them together for `wot serve`.
 
-pub mod core;
 pub mod behavior;
-pub mod td;
 pub mod binding;
+pub mod core;
 pub mod runtime;
+pub mod td;
 pub mod things;

@@ -64,7 +64,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,actix_server=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,actix_server=warn".into()),
         )
         .init();
     let cli = Cli::parse();
@@ -173,7 +174,11 @@ fn validate_files(files: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn is_thing_model(doc: &Value) -> bool {
@@ -190,13 +195,17 @@ fn is_full_td(doc: &Value) -> bool {
 
 /// Validates one file: a Thing Model, a complete TD, or a thing definition of `things/`.
 fn validate_one(file: &Path) -> Result<&'static str, Vec<Problem>> {
-    let text = std::fs::read_to_string(file).map_err(|e| vec![Problem::new(file, "", "io", e.to_string())])?;
+    let text =
+        std::fs::read_to_string(file).map_err(|e| vec![Problem::new(file, "", "io", e.to_string())])?;
     if let Ok(doc) = serde_json::from_str::<Value>(&text) {
         let check = |violations: Vec<wot_runtime::core::SchemaViolation>, kind| {
             if violations.is_empty() {
                 Ok(kind)
             } else {
-                Err(violations.into_iter().map(|v| Problem::from_violation(file, v)).collect())
+                Err(violations
+                    .into_iter()
+                    .map(|v| Problem::from_violation(file, v))
+                    .collect())
             }
         };
         if is_thing_model(&doc) {
@@ -210,12 +219,20 @@ fn validate_one(file: &Path) -> Result<&'static str, Vec<Problem>> {
     let mut ids = IdStore::open(None).map_err(|e| vec![Problem::new(file, "", "io", e.to_string())])?;
     let hosted = things::expose(definition, &mut ids).map_err(|p| vec![p])?;
     let publisher = TdPublisher::new(vec![std::sync::Arc::new(wot_runtime::binding::http::HttpForms)]);
-    let origins = Origins { http: Some("http://localhost:8080".into()), coap: None };
-    let td = publisher.build(&hosted.thing, &origins).map_err(|e| vec![Problem::new(file, "", "td", e)])?;
+    let origins = Origins {
+        http: Some("http://localhost:8080".into()),
+        coap: None,
+    };
+    let td = publisher
+        .build(&hosted.thing, &origins)
+        .map_err(|e| vec![Problem::new(file, "", "td", e)])?;
     let violations = validate::td_violations(&td);
     if violations.is_empty() {
         Ok("thing definition")
     } else {
-        Err(violations.into_iter().map(|v| Problem::from_violation(file, v)).collect())
+        Err(violations
+            .into_iter()
+            .map(|v| Problem::from_violation(file, v))
+            .collect())
     }
 }

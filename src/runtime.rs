@@ -79,7 +79,11 @@ pub struct Running {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot bind {what} on {addr}: {source}")]
-    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("state directory: {0}")]
     State(std::io::Error),
     #[error("{0}")]
@@ -90,7 +94,9 @@ pub enum StartError {
 fn connectable(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
         _ => addr,
     }
 }
@@ -117,24 +123,46 @@ impl Running {
         let publisher = Arc::new(TdPublisher::new(providers));
 
         let addr = SocketAddr::new(config.host, config.http_port);
-        let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { what: "HTTP", addr, source })?;
-        let http_addr = listener.local_addr().map_err(|source| StartError::Bind { what: "HTTP", addr, source })?;
+        let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind {
+            what: "HTTP",
+            addr,
+            source,
+        })?;
+        let http_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            what: "HTTP",
+            addr,
+            source,
+        })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let state = HttpState {
             servient: servient.clone(),
             publisher: publisher.clone(),
-            base_url: config.base_url.as_ref().map(|b| b.trim_end_matches('/').to_owned()),
+            base_url: config
+                .base_url
+                .as_ref()
+                .map(|b| b.trim_end_matches('/').to_owned()),
             coap_origin: None,
             directory_id,
             body_limit: config.body_limit,
             keepalive: config.sse_keepalive,
             shutdown: shutdown_rx,
         };
-        let server = http::start(state, listener, config.workers)
-            .map_err(|source| StartError::Bind { what: "HTTP", addr, source })?;
+        let server = http::start(state, listener, config.workers).map_err(|source| StartError::Bind {
+            what: "HTTP",
+            addr,
+            source,
+        })?;
         let handle = server.handle();
         let http_task = tokio::spawn(server);
-        Ok(Running { servient, publisher, http_addr, http: handle, http_task, behavior_tasks, shutdown })
+        Ok(Running {
+            servient,
+            publisher,
+            http_addr,
+            http: handle,
+            http_task,
+            behavior_tasks,
+            shutdown,
+        })
     }
 
     /// The HTTP origin clients can connect to.

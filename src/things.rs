@@ -41,7 +41,11 @@ impl IdStore {
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| "wot-runtime".into());
         let Some(dir) = state_dir else {
-            return Ok(IdStore { file: None, ids: Map::new(), machine });
+            return Ok(IdStore {
+                file: None,
+                ids: Map::new(),
+                machine,
+            });
         };
         std::fs::create_dir_all(dir)?;
         let file = dir.join("ids.json");
@@ -50,7 +54,11 @@ impl IdStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
             Err(e) => return Err(e),
         };
-        Ok(IdStore { file: Some(file), ids, machine })
+        Ok(IdStore {
+            file: Some(file),
+            ids,
+            machine,
+        })
     }
 
     /// The id for a key (a thing's slug, or "directory").
@@ -62,7 +70,10 @@ impl IdStore {
             Some(_) => format!("urn:uuid:{}", uuid::Uuid::new_v4()),
             None => {
                 let name = format!("{}/{key}", self.machine);
-                format!("urn:uuid:{}", uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes()))
+                format!(
+                    "urn:uuid:{}",
+                    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes())
+                )
             }
         };
         self.ids.insert(key.to_owned(), Value::from(id.clone()));
@@ -80,7 +91,9 @@ pub fn expose(definition: ThingDefinition, ids: &mut IdStore) -> Result<Hosted, 
     let path = definition.path.clone();
     let id = match definition.model.get("id").and_then(Value::as_str) {
         Some(id) => id.to_owned(),
-        None => ids.id_for(&definition.slug).map_err(|e| Problem::new(&path, "", "io", e.to_string()))?,
+        None => ids
+            .id_for(&definition.slug)
+            .map_err(|e| Problem::new(&path, "", "io", e.to_string()))?,
     };
     let mut builder = ThingBuilder::new(definition.slug.clone(), definition.model).id(id);
     for (name, handler) in definition.behaviors.action_handlers() {
@@ -90,10 +103,16 @@ pub fn expose(definition: ThingDefinition, ids: &mut IdStore) -> Result<Hosted, 
         let (pointer, message) = e.split_once(": ").unwrap_or(("", &e));
         Problem::new(&path, pointer, "schema", message)
     })?;
-    Ok(Hosted { thing, behaviors: definition.behaviors })
+    Ok(Hosted {
+        thing,
+        behaviors: definition.behaviors,
+    })
 }
 
 /// Parses the bundled thing files.
 pub fn bundled() -> Vec<Result<ThingDefinition, Vec<Problem>>> {
-    BUNDLED.iter().map(|(name, text)| definition::parse(Path::new(name), text)).collect()
+    BUNDLED
+        .iter()
+        .map(|(name, text)| definition::parse(Path::new(name), text))
+        .collect()
 }

@@ -17,7 +17,10 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::core::{ActionHandler, Error, ExposedThing, Received, Target, Topic};
-use spec::{ActionRuntime, Condition, Drift, Effect, EventRuntime, FileSource, PropertyRuntime, PropertySource, RampEffect};
+use spec::{
+    ActionRuntime, Condition, Drift, Effect, EventRuntime, FileSource, PropertyRuntime, PropertySource,
+    RampEffect,
+};
 
 /// The runtime part of one thing file.
 #[derive(Debug, Clone, Default)]
@@ -74,9 +77,13 @@ impl Behaviors {
             match &runtime.effect {
                 Effect::Toggle(p) => {
                     need_property(format!("{at}/effect/toggle"), p, false)?;
-                    let is_bool = kind_of("properties", p).and_then(|s| s.get("type")) == Some(&Value::from("boolean"));
+                    let is_bool =
+                        kind_of("properties", p).and_then(|s| s.get("type")) == Some(&Value::from("boolean"));
                     if !is_bool {
-                        return Err((format!("{at}/effect/toggle"), format!("property '{p}' must be boolean")));
+                        return Err((
+                            format!("{at}/effect/toggle"),
+                            format!("property '{p}' must be boolean"),
+                        ));
                     }
                 }
                 Effect::Set(s) => need_property(format!("{at}/effect/set/property"), &s.property, false)?,
@@ -101,7 +108,9 @@ impl Behaviors {
 
     /// The core action handler for each action with a declared effect.
     pub fn action_handlers(&self) -> impl Iterator<Item = (&str, ActionHandler)> {
-        self.actions.iter().map(|(name, runtime)| (name.as_str(), action_handler(runtime.clone())))
+        self.actions
+            .iter()
+            .map(|(name, runtime)| (name.as_str(), action_handler(runtime.clone())))
     }
 
     /// Starts the background tasks (sources and conditions) of a thing. The caller aborts the
@@ -111,12 +120,20 @@ impl Behaviors {
         for (name, runtime) in &self.properties {
             match &runtime.source {
                 PropertySource::Stored => {}
-                PropertySource::Drift(d) => tasks.push(tokio::spawn(drift(thing.clone(), name.clone(), d.clone()))),
-                PropertySource::File(f) => tasks.push(tokio::spawn(poll_file(thing.clone(), name.clone(), f.clone()))),
+                PropertySource::Drift(d) => {
+                    tasks.push(tokio::spawn(drift(thing.clone(), name.clone(), d.clone())))
+                }
+                PropertySource::File(f) => {
+                    tasks.push(tokio::spawn(poll_file(thing.clone(), name.clone(), f.clone())))
+                }
             }
         }
         for (name, runtime) in &self.events {
-            tasks.push(tokio::spawn(watch(thing.clone(), name.clone(), runtime.when.clone())));
+            tasks.push(tokio::spawn(watch(
+                thing.clone(),
+                name.clone(),
+                runtime.when.clone(),
+            )));
         }
         tasks
     }
@@ -131,12 +148,18 @@ fn as_number(value: f64, schema_type: Option<&str>) -> Value {
     if schema_type == Some("integer") {
         Value::from(value.round() as i64)
     } else {
-        serde_json::Number::from_f64(value).map(Value::Number).unwrap_or(Value::Null)
+        serde_json::Number::from_f64(value)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
     }
 }
 
 fn schema_type(thing: &ExposedThing, name: &str) -> Option<String> {
-    thing.model.pointer(&format!("/properties/{name}/type")).and_then(Value::as_str).map(str::to_owned)
+    thing
+        .model
+        .pointer(&format!("/properties/{name}/type"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 async fn drift(thing: Arc<ExposedThing>, name: String, spec: Drift) {
@@ -144,9 +167,17 @@ async fn drift(thing: Arc<ExposedThing>, name: String, spec: Drift) {
     let ty = schema_type(&thing, &name);
     loop {
         tick.tick().await;
-        let (Ok(current), Ok(target)) = (thing.property(&name), thing.property(&spec.toward)) else { return };
-        let (Some(current), Some(target)) = (current.value().as_f64(), target.value().as_f64()) else { continue };
-        let noise = if spec.noise > 0.0 { rand::rng().random_range(-spec.noise..=spec.noise) } else { 0.0 };
+        let (Ok(current), Ok(target)) = (thing.property(&name), thing.property(&spec.toward)) else {
+            return;
+        };
+        let (Some(current), Some(target)) = (current.value().as_f64(), target.value().as_f64()) else {
+            continue;
+        };
+        let noise = if spec.noise > 0.0 {
+            rand::rng().random_range(-spec.noise..=spec.noise)
+        } else {
+            0.0
+        };
         let next = round(current + (target - current) * spec.rate + noise, spec.decimals);
         if let Err(e) = thing.update_property(&name, as_number(next, ty.as_deref())) {
             tracing::debug!(thing = %thing.slug, property = %name, "drift value rejected: {e}");
@@ -165,7 +196,10 @@ pub fn read_file_number(spec: &FileSource, pattern: Option<&regex::Regex>) -> Re
             .ok_or_else(|| format!("{}: pattern did not match", spec.path))?,
         None => text.trim().to_owned(),
     };
-    let number: f64 = raw.trim().parse().map_err(|_| format!("{}: '{raw}' is not a number", spec.path))?;
+    let number: f64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("{}: '{raw}' is not a number", spec.path))?;
     Ok(round(number * spec.scale + spec.offset, spec.decimals))
 }
 
@@ -193,7 +227,9 @@ async fn poll_file(thing: Arc<ExposedThing>, name: String, spec: FileSource) {
 }
 
 async fn watch(thing: Arc<ExposedThing>, event: String, when: Condition) {
-    let Ok(mut changes) = thing.subscribe(Target::Property(when.property.clone())) else { return };
+    let Ok(mut changes) = thing.subscribe(Target::Property(when.property.clone())) else {
+        return;
+    };
     let mut armed = true;
     // The condition may hold already at start; judge the current value first.
     let mut next_value = thing.property(&when.property).ok().map(|p| p.value());
@@ -259,11 +295,18 @@ fn action_handler(runtime: ActionRuntime) -> ActionHandler {
     })
 }
 
-async fn run_ramp(thing: &Arc<ExposedThing>, ramp: &RampEffect, input: &Option<Value>) -> Result<Value, Error> {
+async fn run_ramp(
+    thing: &Arc<ExposedThing>,
+    ramp: &RampEffect,
+    input: &Option<Value>,
+) -> Result<Value, Error> {
     let target = input_at(input, &ramp.to)?
         .as_f64()
         .ok_or_else(|| Error::ActionFailed(format!("'{}' is not a number", ramp.to)))?;
-    let duration = input_at(input, &ramp.duration_ms)?.as_f64().unwrap_or(0.0).max(0.0);
+    let duration = input_at(input, &ramp.duration_ms)?
+        .as_f64()
+        .unwrap_or(0.0)
+        .max(0.0);
     let ty = schema_type(thing, &ramp.property);
     let start = thing.property(&ramp.property)?.value().as_f64().unwrap_or(0.0);
     let step_ms = ramp.step_ms.max(1) as f64;
@@ -309,7 +352,10 @@ mod tests {
         let mut b = Behaviors::default();
         b.actions.insert(
             "toggle".into(),
-            ActionRuntime { effect: Effect::Toggle("level".into()), emit: None },
+            ActionRuntime {
+                effect: Effect::Toggle("level".into()),
+                emit: None,
+            },
         );
         let (pointer, message) = b.check(&model).unwrap_err();
         assert_eq!(pointer, "/actions/toggle/runtime/effect/toggle");

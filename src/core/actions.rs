@@ -119,7 +119,10 @@ pub struct ActionLimits {
 
 impl Default for ActionLimits {
     fn default() -> Self {
-        ActionLimits { max_running: 64, max_history: 256 }
+        ActionLimits {
+            max_running: 64,
+            max_history: 256,
+        }
     }
 }
 
@@ -138,7 +141,10 @@ pub struct ActionRegistry {
 
 impl ActionRegistry {
     pub fn new(limits: ActionLimits) -> Self {
-        ActionRegistry { inner: Mutex::new(Inner::default()), limits }
+        ActionRegistry {
+            inner: Mutex::new(Inner::default()),
+            limits,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -163,7 +169,13 @@ impl ActionRegistry {
             time_ended: None,
         };
         inner.running += 1;
-        inner.instances.insert(id, Instance { status: status.clone(), abort: None });
+        inner.instances.insert(
+            id,
+            Instance {
+                status: status.clone(),
+                abort: None,
+            },
+        );
         Ok(status)
     }
 
@@ -235,7 +247,8 @@ impl ActionRegistry {
         if let Some(abort) = abort {
             abort.abort();
         }
-        self.finish(id, Err(Failure::cancelled())).ok_or_else(|| Error::AlreadyEnded(id.into()))
+        self.finish(id, Err(Failure::cancelled()))
+            .ok_or_else(|| Error::AlreadyEnded(id.into()))
     }
 
     pub fn get(&self, action: &str, id: &str) -> Result<ActionStatus, Error> {
@@ -244,12 +257,20 @@ impl ActionRegistry {
             .get(id)
             .filter(|i| &*i.status.action == action)
             .map(|i| i.status.clone())
-            .ok_or_else(|| Error::ActionInstanceNotFound { action: action.into(), id: id.into() })
+            .ok_or_else(|| Error::ActionInstanceNotFound {
+                action: action.into(),
+                id: id.into(),
+            })
     }
 
     /// Every known instance, newest first.
     pub fn all(&self) -> Vec<ActionStatus> {
-        self.lock().instances.values().rev().map(|i| i.status.clone()).collect()
+        self.lock()
+            .instances
+            .values()
+            .rev()
+            .map(|i| i.status.clone())
+            .collect()
     }
 }
 
@@ -259,7 +280,10 @@ mod tests {
 
     #[test]
     fn lifecycle_and_history_bound() {
-        let registry = ActionRegistry::new(ActionLimits { max_running: 2, max_history: 2 });
+        let registry = ActionRegistry::new(ActionLimits {
+            max_running: 2,
+            max_history: 2,
+        });
         let name: Arc<str> = "fade".into();
         let a = registry.create(&name).unwrap();
         let b = registry.create(&name).unwrap();
@@ -270,7 +294,10 @@ mod tests {
         assert!(done.time_ended.is_some());
         let cancelled = registry.cancel("fade", &b.id).unwrap();
         assert_eq!(cancelled.status, Status::Failed);
-        assert!(matches!(registry.cancel("fade", &b.id), Err(Error::AlreadyEnded(_))));
+        assert!(matches!(
+            registry.cancel("fade", &b.id),
+            Err(Error::AlreadyEnded(_))
+        ));
         for _ in 0..3 {
             let c = registry.create(&name).unwrap();
             registry.finish(&c.id, Ok(None));

@@ -10,5 +10,6 @@ pub fn now_rfc3339() -> String {
 
 pub fn format_rfc3339(t: OffsetDateTime) -> String {
     // Formatting a UTC time as RFC 3339 only fails for years outside 0..=9999.
-    t.format(&Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
 }

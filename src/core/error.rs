@@ -19,7 +19,11 @@ pub struct SchemaViolation {
 
 impl fmt::Display for SchemaViolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let at = if self.pointer.is_empty() { "/" } else { &self.pointer };
+        let at = if self.pointer.is_empty() {
+            "/"
+        } else {
+            &self.pointer
+        };
         write!(f, "{} (at {at}, rule '{}')", self.message, self.rule)
     }
 }
@@ -76,13 +80,22 @@ pub enum Error {
 
 impl Error {
     pub fn property_not_found(name: &str) -> Self {
-        Error::AffordanceNotFound { kind: AffordanceKind::Property, name: name.to_owned() }
+        Error::AffordanceNotFound {
+            kind: AffordanceKind::Property,
+            name: name.to_owned(),
+        }
     }
     pub fn action_not_found(name: &str) -> Self {
-        Error::AffordanceNotFound { kind: AffordanceKind::Action, name: name.to_owned() }
+        Error::AffordanceNotFound {
+            kind: AffordanceKind::Action,
+            name: name.to_owned(),
+        }
     }
     pub fn event_not_found(name: &str) -> Self {
-        Error::AffordanceNotFound { kind: AffordanceKind::Event, name: name.to_owned() }
+        Error::AffordanceNotFound {
+            kind: AffordanceKind::Event,
+            name: name.to_owned(),
+        }
     }
 
     /// A short, stable title for problem details (RFC 9457 `title`).

@@ -6,8 +6,8 @@
 //! frame. Slow receivers lag (tokio broadcast drops the oldest for them) and are told how much they
 //! missed; they never block the sender. This module knows nothing of any wire format.
 
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::broadcast;
@@ -18,7 +18,10 @@ pub enum Topic {
     Property(Arc<str>),
     Event(Arc<str>),
     /// An action instance's status changed.
-    Action { name: Arc<str>, id: Arc<str> },
+    Action {
+        name: Arc<str>,
+        id: Arc<str>,
+    },
 }
 
 impl Topic {
@@ -67,7 +70,10 @@ pub enum Target {
     AllProperties,
     Event(String),
     AllEvents,
-    Action { name: String, id: String },
+    Action {
+        name: String,
+        id: String,
+    },
     /// Everything the thing emits (used by sockets that multiplex several subscriptions).
     Everything,
 }
@@ -98,7 +104,10 @@ pub struct EventHub {
 impl EventHub {
     pub fn new(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));
-        EventHub { sender, seq: AtomicU64::new(0) }
+        EventHub {
+            sender,
+            seq: AtomicU64::new(0),
+        }
     }
 
     pub fn publish(&self, topic: Topic, data: Bytes) -> Arc<Notification> {
@@ -115,7 +124,10 @@ impl EventHub {
     }
 
     pub fn subscribe(&self, target: Target) -> Subscription {
-        Subscription { receiver: self.sender.subscribe(), target }
+        Subscription {
+            receiver: self.sender.subscribe(),
+            target,
+        }
     }
 
     pub fn subscriber_count(&self) -> usize {
@@ -169,9 +181,13 @@ mod tests {
         let mut events = hub.subscribe(Target::AllEvents);
         hub.publish(Topic::Event("faded".into()), Bytes::from_static(b"5"));
         hub.publish(Topic::Property("on".into()), Bytes::from_static(b"true"));
-        let Received::Notification(p) = props.recv().await else { panic!("no property") };
+        let Received::Notification(p) = props.recv().await else {
+            panic!("no property")
+        };
         assert_eq!(&p.data[..], b"true");
-        let Received::Notification(e) = events.recv().await else { panic!("no event") };
+        let Received::Notification(e) = events.recv().await else {
+            panic!("no event")
+        };
         assert_eq!(e.topic, Topic::Event("faded".into()));
         let first = e.encoded(EncodingSlot::Sse, |n| Bytes::from(format!("x{}", n.seq)));
         let second = e.encoded(EncodingSlot::Sse, |_| Bytes::from_static(b"never"));

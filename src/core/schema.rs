@@ -43,7 +43,10 @@ impl DataSchema {
             .with_draft(jsonschema::Draft::Draft7)
             .build(&schema)
             .map_err(|e| format!("invalid DataSchema at {}: {e}", e.instance_path()))?;
-        Ok(DataSchema { raw: schema, validator })
+        Ok(DataSchema {
+            raw: schema,
+            validator,
+        })
     }
 
     /// A schema that accepts anything (an affordance without a DataSchema).
@@ -108,7 +111,9 @@ fn find_read_only_member(schema: &Value, value: &Value, at: String) -> Option<St
         return None;
     };
     for (name, member_value) in object {
-        let Some(member_schema) = members.get(name) else { continue };
+        let Some(member_schema) = members.get(name) else {
+            continue;
+        };
         let pointer = format!("{at}/{}", escape_pointer(name));
         if member_schema.get("readOnly") == Some(&Value::Bool(true)) {
             return Some(pointer);
@@ -132,9 +137,7 @@ fn strip_write_only(schema: &Value, value: &mut Value) {
     let (Some(members), Some(object)) = (member_schemas(schema), value.as_object_mut()) else {
         return;
     };
-    object.retain(|name, _| {
-        members.get(name).and_then(|m| m.get("writeOnly")) != Some(&Value::Bool(true))
-    });
+    object.retain(|name, _| members.get(name).and_then(|m| m.get("writeOnly")) != Some(&Value::Bool(true)));
     for (name, member_value) in object.iter_mut() {
         if let Some(member_schema) = members.get(name) {
             strip_write_only(member_schema, member_value);
@@ -146,9 +149,7 @@ fn normalise_integers(schema: &Value, value: Value) -> Value {
     match value {
         Value::Number(n) if schema.get("type").and_then(Value::as_str) == Some("integer") => {
             match n.as_f64() {
-                Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
-                    Value::from(f as i64)
-                }
+                Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
                 _ => Value::Number(n),
             }
         }
@@ -168,7 +169,10 @@ fn normalise_integers(schema: &Value, value: Value) -> Value {
         },
         Value::Array(items) => match schema.get("items") {
             Some(item_schema) if item_schema.is_object() => Value::Array(
-                items.into_iter().map(|v| normalise_integers(item_schema, v)).collect(),
+                items
+                    .into_iter()
+                    .map(|v| normalise_integers(item_schema, v))
+                    .collect(),
             ),
             _ => Value::Array(items),
         },
@@ -218,9 +222,17 @@ mod tests {
             (json!({"maxLength":1}), json!("ab"), "maxLength"),
             (json!({"pattern":"^[a-z]+$"}), json!("A1"), "pattern"),
             (json!({"type":"array","minItems":1}), json!([]), "minItems"),
-            (json!({"type":"array","maxItems":1}), json!([1,2]), "maxItems"),
-            (json!({"type":"array","items":{"type":"string"}}), json!([1]), "type"),
-            (json!({"oneOf":[{"type":"string"},{"type":"integer"}]}), json!(true), "oneOf"),
+            (json!({"type":"array","maxItems":1}), json!([1, 2]), "maxItems"),
+            (
+                json!({"type":"array","items":{"type":"string"}}),
+                json!([1]),
+                "type",
+            ),
+            (
+                json!({"oneOf":[{"type":"string"},{"type":"integer"}]}),
+                json!(true),
+                "oneOf",
+            ),
         ];
         for (schema, value, rule) in cases {
             assert_eq!(violation(schema, value).rule, rule);

@@ -23,7 +23,10 @@ impl Servient {
 
     /// Adds (or replaces) a thing under its slug.
     pub fn expose(&self, thing: Arc<ExposedThing>) {
-        self.things.write().unwrap_or_else(|p| p.into_inner()).insert(thing.slug.clone(), thing);
+        self.things
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(thing.slug.clone(), thing);
     }
 
     pub fn thing(&self, slug: &str) -> Result<Arc<ExposedThing>, Error> {
@@ -37,11 +40,21 @@ impl Servient {
 
     /// Every thing, in the order they were exposed.
     pub fn things(&self) -> Vec<Arc<ExposedThing>> {
-        self.things.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.things
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn slugs(&self) -> Vec<String> {
-        self.things.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+        self.things
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     pub async fn handle(&self, slug: &str, op: Operation) -> Result<Reply, Error> {
@@ -60,9 +73,9 @@ pub async fn perform(thing: &Arc<ExposedThing>, op: Operation) -> Result<Reply, 
         Operation::ReadProperty(name) => thing.read_property(&name).map(Reply::Value),
         Operation::WriteProperty(name, value) => thing.write_property(&name, value).map(|_| Reply::Written),
         Operation::ReadAllProperties => thing.read_all_properties().map(Reply::Value),
-        Operation::ReadMultipleProperties(names) => {
-            thing.read_properties(names.iter().map(String::as_str)).map(Reply::Value)
-        }
+        Operation::ReadMultipleProperties(names) => thing
+            .read_properties(names.iter().map(String::as_str))
+            .map(Reply::Value),
         Operation::WriteMultipleProperties(values) => thing.write_properties(values).map(|_| Reply::Written),
         Operation::InvokeAction { name, input } => {
             if thing.action(&name)?.synchronous {

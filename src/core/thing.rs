@@ -84,7 +84,10 @@ pub struct Action {
 
 impl std::fmt::Debug for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Action").field("name", &self.name).field("synchronous", &self.synchronous).finish()
+        f.debug_struct("Action")
+            .field("name", &self.name)
+            .field("synchronous", &self.synchronous)
+            .finish()
     }
 }
 
@@ -112,15 +115,22 @@ pub struct ExposedThing {
 
 impl ExposedThing {
     pub fn title(&self) -> &str {
-        self.model.get("title").and_then(Value::as_str).unwrap_or(&self.slug)
+        self.model
+            .get("title")
+            .and_then(Value::as_str)
+            .unwrap_or(&self.slug)
     }
 
     pub fn property(&self, name: &str) -> Result<&Property, Error> {
-        self.properties.get(name).ok_or_else(|| Error::property_not_found(name))
+        self.properties
+            .get(name)
+            .ok_or_else(|| Error::property_not_found(name))
     }
 
     pub fn action(&self, name: &str) -> Result<&Action, Error> {
-        self.actions.get(name).ok_or_else(|| Error::action_not_found(name))
+        self.actions
+            .get(name)
+            .ok_or_else(|| Error::action_not_found(name))
     }
 
     pub fn event(&self, name: &str) -> Result<&Event, Error> {
@@ -184,7 +194,10 @@ impl ExposedThing {
             if property.read_only {
                 return Err(Error::ReadOnly(name));
             }
-            let value = property.schema.check_write(value).map_err(|e| prefix_pointer(e, &name))?;
+            let value = property
+                .schema
+                .check_write(value)
+                .map_err(|e| prefix_pointer(e, &name))?;
             checked.push((property, value));
         }
         for (property, value) in checked {
@@ -198,7 +211,9 @@ impl ExposedThing {
     pub fn update_property(&self, name: &str, value: Value) -> Result<(), Error> {
         let property = self.property(name)?;
         if !property.schema.is_valid(&value) {
-            return Err(Error::Internal(format!("value {value} for '{name}' violates its schema")));
+            return Err(Error::Internal(format!(
+                "value {value} for '{name}' violates its schema"
+            )));
         }
         let value = property.schema.normalise(value);
         if property.stored().value == value {
@@ -222,7 +237,9 @@ impl ExposedThing {
                 if let Some(schema) = schema
                     && !schema.is_valid(value)
                 {
-                    return Err(Error::Internal(format!("data {value} for event '{name}' violates its schema")));
+                    return Err(Error::Internal(format!(
+                        "data {value} for event '{name}' violates its schema"
+                    )));
                 }
                 Bytes::from(serde_json::to_vec(value).map_err(|e| Error::Internal(e.to_string()))?)
             }
@@ -264,11 +281,19 @@ impl ExposedThing {
     }
 
     /// Runs a synchronous action to its end and returns its output.
-    pub async fn invoke_sync(self: &Arc<Self>, name: &str, input: Option<Value>) -> Result<Option<Value>, Error> {
+    pub async fn invoke_sync(
+        self: &Arc<Self>,
+        name: &str,
+        input: Option<Value>,
+    ) -> Result<Option<Value>, Error> {
         let action = self.action(name)?;
         let input = self.check_input(action, input)?;
         let handler = action.handler.clone();
-        handler(ActionContext { input, thing: self.clone() }).await
+        handler(ActionContext {
+            input,
+            thing: self.clone(),
+        })
+        .await
     }
 
     /// Starts an asynchronous action; returns its pending status at once.
@@ -285,7 +310,11 @@ impl ExposedThing {
             } else {
                 return;
             }
-            let result = handler(ActionContext { input, thing: thing.clone() }).await;
+            let result = handler(ActionContext {
+                input,
+                thing: thing.clone(),
+            })
+            .await;
             let result = result.map_err(|e| Failure::from_error(&e));
             if let Some(done) = thing.registry.finish(&id, result) {
                 thing.publish_status(&done);
@@ -315,8 +344,12 @@ impl ExposedThing {
 
     /// Every known action instance, grouped by action name, newest first.
     pub fn all_action_statuses(&self) -> IndexMap<String, Vec<ActionStatus>> {
-        let mut grouped: IndexMap<String, Vec<ActionStatus>> =
-            self.actions.values().filter(|a| !a.synchronous).map(|a| (a.name.to_string(), Vec::new())).collect();
+        let mut grouped: IndexMap<String, Vec<ActionStatus>> = self
+            .actions
+            .values()
+            .filter(|a| !a.synchronous)
+            .map(|a| (a.name.to_string(), Vec::new()))
+            .collect();
         for status in self.registry.all() {
             grouped.entry(status.action.to_string()).or_default().push(status);
         }
@@ -325,7 +358,13 @@ impl ExposedThing {
 
     fn publish_status(&self, status: &ActionStatus) {
         let bytes = Bytes::from(serde_json::to_vec(&status.to_json(None)).unwrap_or_default());
-        self.hub.publish(Topic::Action { name: status.action.clone(), id: status.id.clone() }, bytes);
+        self.hub.publish(
+            Topic::Action {
+                name: status.action.clone(),
+                id: status.id.clone(),
+            },
+            bytes,
+        );
     }
 }
 
@@ -385,7 +424,8 @@ impl ThingBuilder {
         F: Fn(ActionContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Option<Value>, Error>> + Send + 'static,
     {
-        self.handlers.insert(name.to_owned(), Arc::new(move |ctx| Box::pin(handler(ctx))));
+        self.handlers
+            .insert(name.to_owned(), Arc::new(move |ctx| Box::pin(handler(ctx))));
         self
     }
 
@@ -399,13 +439,20 @@ impl ThingBuilder {
         for (name, affordance) in affordances(&self.model, "properties") {
             let schema = DataSchema::compile(affordance).map_err(|e| format!("/properties/{name}: {e}"))?;
             let flag = |key: &str| affordance.get(key).and_then(Value::as_bool).unwrap_or(false);
-            let initial = affordance.get("default").cloned().or_else(|| zero_value(affordance)).unwrap_or(Value::Null);
+            let initial = affordance
+                .get("default")
+                .cloned()
+                .or_else(|| zero_value(affordance))
+                .unwrap_or(Value::Null);
             let property = Property {
                 name: name.as_str().into(),
                 read_only: flag("readOnly"),
                 write_only: flag("writeOnly"),
                 observable: flag("observable"),
-                current: RwLock::new(Stored { value: Value::Null, bytes: Bytes::from_static(b"null") }),
+                current: RwLock::new(Stored {
+                    value: Value::Null,
+                    bytes: Bytes::from_static(b"null"),
+                }),
                 schema,
             };
             let initial = property.schema.normalise(initial);
@@ -424,7 +471,9 @@ impl ThingBuilder {
                 let name = name.clone();
                 Arc::new(move |_| {
                     let name = name.clone();
-                    Box::pin(async move { Err(Error::ActionFailed(format!("action '{name}' has no behaviour"))) })
+                    Box::pin(
+                        async move { Err(Error::ActionFailed(format!("action '{name}' has no behaviour"))) },
+                    )
                 })
             });
             actions.insert(
@@ -433,13 +482,18 @@ impl ThingBuilder {
                     name: name.as_str().into(),
                     input: compile("input")?,
                     output: compile("output")?,
-                    synchronous: affordance.get("synchronous").and_then(Value::as_bool).unwrap_or(true),
+                    synchronous: affordance
+                        .get("synchronous")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(true),
                     handler,
                 },
             );
         }
         if let Some(orphan) = self.handlers.keys().next() {
-            return Err(format!("a handler was given for '{orphan}', which is not an action of the thing"));
+            return Err(format!(
+                "a handler was given for '{orphan}', which is not an action of the thing"
+            ));
         }
         let mut events = IndexMap::new();
         for (name, affordance) in affordances(&self.model, "events") {
@@ -447,7 +501,13 @@ impl ThingBuilder {
                 .get("data")
                 .map(|s| DataSchema::compile(s).map_err(|e| format!("/events/{name}/data: {e}")))
                 .transpose()?;
-            events.insert(name.clone(), Event { name: name.as_str().into(), data });
+            events.insert(
+                name.clone(),
+                Event {
+                    name: name.as_str().into(),
+                    data,
+                },
+            );
         }
         Ok(Arc::new(ExposedThing {
             slug: self.slug,
@@ -463,7 +523,11 @@ impl ThingBuilder {
 }
 
 fn affordances<'a>(model: &'a Value, kind: &str) -> impl Iterator<Item = (&'a String, &'a Value)> {
-    model.get(kind).and_then(Value::as_object).into_iter().flat_map(|m| m.iter())
+    model
+        .get(kind)
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|m| m.iter())
 }
 
 /// A starting value for a property without a `default`, so reads never return `null` for a
@@ -472,7 +536,11 @@ fn zero_value(schema: &Value) -> Option<Value> {
     if let Some(c) = schema.get("const") {
         return Some(c.clone());
     }
-    if let Some(first) = schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
         return Some(first.clone());
     }
     let minimum = schema.get("minimum").cloned();

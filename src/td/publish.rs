@@ -29,7 +29,10 @@ pub struct TdPublisher {
 
 impl TdPublisher {
     pub fn new(providers: Vec<Arc<dyn FormProvider>>) -> Self {
-        TdPublisher { providers, cache: RwLock::new(HashMap::new()) }
+        TdPublisher {
+            providers,
+            cache: RwLock::new(HashMap::new()),
+        }
     }
 
     /// The serialised TD of a thing for these origins.
@@ -50,7 +53,10 @@ impl TdPublisher {
 
     /// Forgets the cached TDs of a thing (after it changed or went away).
     pub fn invalidate(&self, slug: &str) {
-        self.cache.write().unwrap_or_else(|p| p.into_inner()).retain(|(s, _), _| s != slug);
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(s, _), _| s != slug);
     }
 
     /// The TD as JSON.
@@ -68,12 +74,19 @@ impl TdPublisher {
         context.push(Value::Object(prefixes));
         root.insert("@context".into(), Value::Array(context));
         root.insert("id".into(), json!(thing.id));
-        root.insert("securityDefinitions".into(), json!({"nosec_sc": {"scheme": "nosec"}}));
+        root.insert(
+            "securityDefinitions".into(),
+            json!({"nosec_sc": {"scheme": "nosec"}}),
+        );
         root.insert("security".into(), json!("nosec_sc"));
         if let Some(http) = &origins.http {
             root.insert("base".into(), json!(format!("{http}/")));
         }
-        let profiles: Vec<&str> = self.providers.iter().flat_map(|p| p.profiles().iter().copied()).collect();
+        let profiles: Vec<&str> = self
+            .providers
+            .iter()
+            .flat_map(|p| p.profiles().iter().copied())
+            .collect();
         if !profiles.is_empty() {
             root.insert("profile".into(), json!(profiles));
         }
@@ -91,7 +104,10 @@ impl TdPublisher {
                                 // Query and cancel forms address one instance by this variable.
                                 let vars = a.entry("uriVariables").or_insert_with(|| json!({}));
                                 if let Value::Object(vars) = vars {
-                                    vars.insert(ACTION_ID_VARIABLE.into(), json!({"type": "string", "format": "uuid"}));
+                                    vars.insert(
+                                        ACTION_ID_VARIABLE.into(),
+                                        json!({"type": "string", "format": "uuid"}),
+                                    );
                                 }
                             }
                         }
@@ -99,8 +115,14 @@ impl TdPublisher {
                 }
             }
         }
-        let mut typed: Thing = serde_path_to_error::deserialize(doc.clone())
-            .map_err(|e| format!("the model of '{}' is not a TD at {}: {}", thing.slug, e.path(), e.inner()))?;
+        let mut typed: Thing = serde_path_to_error::deserialize(doc.clone()).map_err(|e| {
+            format!(
+                "the model of '{}' is not a TD at {}: {}",
+                thing.slug,
+                e.path(),
+                e.inner()
+            )
+        })?;
         let mut thing_forms = Vec::new();
         for provider in &self.providers {
             provider.thing_forms(thing, origins, &mut thing_forms);
@@ -114,13 +136,19 @@ impl TdPublisher {
             }
         };
         for (name, p) in typed.properties.iter_mut().flatten() {
-            fill(&mut p.interaction.forms, &|b, out| b.property_forms(thing, name, origins, out));
+            fill(&mut p.interaction.forms, &|b, out| {
+                b.property_forms(thing, name, origins, out)
+            });
         }
         for (name, a) in typed.actions.iter_mut().flatten() {
-            fill(&mut a.interaction.forms, &|b, out| b.action_forms(thing, name, origins, out));
+            fill(&mut a.interaction.forms, &|b, out| {
+                b.action_forms(thing, name, origins, out)
+            });
         }
         for (name, e) in typed.events.iter_mut().flatten() {
-            fill(&mut e.interaction.forms, &|b, out| b.event_forms(thing, name, origins, out));
+            fill(&mut e.interaction.forms, &|b, out| {
+                b.event_forms(thing, name, origins, out)
+            });
         }
         let mut out = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
         order_like(&mut out, &doc, 0);
@@ -133,7 +161,9 @@ impl TdPublisher {
 /// writes `readOnly: false` / `writeOnly: false` into every nested DataSchema; those defaults
 /// are dropped below the affordance level (depth 3) to keep TDs small for constrained clients.
 fn order_like(value: &mut Value, template: &Value, depth: usize) {
-    let (Value::Object(map), Value::Object(tmpl)) = (value, template) else { return };
+    let (Value::Object(map), Value::Object(tmpl)) = (value, template) else {
+        return;
+    };
     let mut old = std::mem::take(map);
     if depth > 2 {
         for key in ["readOnly", "writeOnly"] {

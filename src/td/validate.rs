@@ -18,7 +18,10 @@ fn compile(text: &str) -> Option<jsonschema::Validator> {
         // The `$id` names the TD 2.0 draft on `main`; the embedded REC copy is the one we want.
         map.remove("$id");
     }
-    jsonschema::options().with_draft(jsonschema::Draft::Draft7).build(&schema).ok()
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft7)
+        .build(&schema)
+        .ok()
 }
 
 fn td_validator() -> Option<&'static jsonschema::Validator> {

@@ -17,7 +17,9 @@ pub struct HttpForms;
 
 fn http(ops: &[Op], href: String, method: Method) -> Form {
     let mut f = form(ops, href);
-    f.other.tail.head = HtvForm { method_name: Some(method) };
+    f.other.tail.head = HtvForm {
+        method_name: Some(method),
+    };
     f
 }
 
@@ -40,24 +42,43 @@ impl FormProvider for HttpForms {
         }
         let t = format!("things/{}", thing.slug);
         if !thing.properties.is_empty() {
-            forms.push(http(&[Op::ReadAllProperties], format!("{t}/properties"), Method::Get));
+            forms.push(http(
+                &[Op::ReadAllProperties],
+                format!("{t}/properties"),
+                Method::Get,
+            ));
             if thing.properties.values().any(|p| !p.read_only) {
-                forms.push(http(&[Op::WriteMultipleProperties], format!("{t}/properties"), Method::Put));
+                forms.push(http(
+                    &[Op::WriteMultipleProperties],
+                    format!("{t}/properties"),
+                    Method::Put,
+                ));
             }
-            forms.push(sse(&[Op::ObserveAllProperties, Op::UnobserveAllProperties], format!("{t}/properties")));
-            forms.push(longpoll(Op::ObserveAllProperties, format!("{t}/longpoll/properties")));
+            forms.push(sse(
+                &[Op::ObserveAllProperties, Op::UnobserveAllProperties],
+                format!("{t}/properties"),
+            ));
+            forms.push(longpoll(
+                Op::ObserveAllProperties,
+                format!("{t}/longpoll/properties"),
+            ));
         }
         if thing.actions.values().any(|a| !a.synchronous) {
             forms.push(http(&[Op::QueryAllActions], format!("{t}/actions"), Method::Get));
         }
         if !thing.events.is_empty() {
-            forms.push(sse(&[Op::SubscribeAllEvents, Op::UnsubscribeAllEvents], format!("{t}/events")));
+            forms.push(sse(
+                &[Op::SubscribeAllEvents, Op::UnsubscribeAllEvents],
+                format!("{t}/events"),
+            ));
             forms.push(longpoll(Op::SubscribeAllEvents, format!("{t}/longpoll/events")));
         }
     }
 
     fn property_forms(&self, thing: &ExposedThing, name: &str, origins: &Origins, forms: &mut Vec<Form>) {
-        let Some(p) = thing.properties.get(name).filter(|_| origins.http.is_some()) else { return };
+        let Some(p) = thing.properties.get(name).filter(|_| origins.http.is_some()) else {
+            return;
+        };
         let href = format!("things/{}/properties/{name}", thing.slug);
         if !p.write_only {
             forms.push(http(&[Op::ReadProperty], href.clone(), Method::Get));
@@ -67,17 +88,30 @@ impl FormProvider for HttpForms {
         }
         if p.observable && !p.write_only {
             forms.push(sse(&[Op::ObserveProperty, Op::UnobserveProperty], href));
-            forms.push(longpoll(Op::ObserveProperty, format!("things/{}/longpoll/properties/{name}", thing.slug)));
+            forms.push(longpoll(
+                Op::ObserveProperty,
+                format!("things/{}/longpoll/properties/{name}", thing.slug),
+            ));
         }
     }
 
     fn action_forms(&self, thing: &ExposedThing, name: &str, origins: &Origins, forms: &mut Vec<Form>) {
-        let Some(a) = thing.actions.get(name).filter(|_| origins.http.is_some()) else { return };
+        let Some(a) = thing.actions.get(name).filter(|_| origins.http.is_some()) else {
+            return;
+        };
         let href = format!("things/{}/actions/{name}", thing.slug);
         forms.push(http(&[Op::InvokeAction], href.clone(), Method::Post));
         if !a.synchronous {
-            forms.push(http(&[Op::QueryAction], format!("{href}/{{actionID}}"), Method::Get));
-            forms.push(http(&[Op::CancelAction], format!("{href}/{{actionID}}"), Method::Delete));
+            forms.push(http(
+                &[Op::QueryAction],
+                format!("{href}/{{actionID}}"),
+                Method::Get,
+            ));
+            forms.push(http(
+                &[Op::CancelAction],
+                format!("{href}/{{actionID}}"),
+                Method::Delete,
+            ));
         }
     }
 
@@ -87,7 +121,10 @@ impl FormProvider for HttpForms {
         }
         let href = format!("things/{}/events/{name}", thing.slug);
         forms.push(sse(&[Op::SubscribeEvent, Op::UnsubscribeEvent], href));
-        forms.push(longpoll(Op::SubscribeEvent, format!("things/{}/longpoll/events/{name}", thing.slug)));
+        forms.push(longpoll(
+            Op::SubscribeEvent,
+            format!("things/{}/longpoll/events/{name}", thing.slug),
+        ));
     }
 
     fn profiles(&self) -> &'static [&'static str] {

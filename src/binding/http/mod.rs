@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Service;
-use futures_util::future::Either;
 use actix_web::http::{Method, header};
 use actix_web::{App, HttpResponse, HttpServer, web};
+use futures_util::future::Either;
 use tokio::sync::watch;
 
 use crate::core::Servient;
@@ -50,8 +50,14 @@ fn not_allowed(allow: &'static str) -> actix_web::Route {
 }
 
 fn allow_origin(headers: &mut header::HeaderMap) {
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, header::HeaderValue::from_static("*"));
-    headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, header::HeaderValue::from_static("Location, Link"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        header::HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        header::HeaderValue::from_static("Location, Link"),
+    );
 }
 
 fn preflight() -> HttpResponse {
@@ -130,7 +136,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Starts the HTTP server on an already bound listener. The caller stops it through the
 /// returned handle (graceful: in-flight requests finish, streams end via `shutdown`).
-pub fn start(state: HttpState, listener: std::net::TcpListener, workers: usize) -> std::io::Result<actix_web::dev::Server> {
+pub fn start(
+    state: HttpState,
+    listener: std::net::TcpListener,
+    workers: usize,
+) -> std::io::Result<actix_web::dev::Server> {
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()

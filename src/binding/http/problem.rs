@@ -35,7 +35,9 @@ impl std::fmt::Display for HttpError {
             HttpError::UnsupportedMediaType(t) => {
                 write!(f, "Content-Type '{t}' is not supported; send application/json")
             }
-            HttpError::PayloadTooLarge(limit) => write!(f, "the body is larger than the limit of {limit} bytes"),
+            HttpError::PayloadTooLarge(limit) => {
+                write!(f, "the body is larger than the limit of {limit} bytes")
+            }
             HttpError::MethodNotAllowed(allow) => write!(f, "method not allowed here; allowed: {allow}"),
             HttpError::NotFound(path) => write!(f, "no resource at '{path}'"),
             HttpError::NotAcceptable(what) => write!(f, "cannot produce any of '{what}'"),
@@ -64,13 +66,16 @@ impl HttpError {
     fn body(&self, status: StatusCode) -> Value {
         let (type_uri, title) = match self {
             HttpError::Core(e) => (e.type_uri(), e.title()),
-            HttpError::UnsupportedMediaType(_) => ("/problems/unsupported-media-type", "Unsupported media type"),
+            HttpError::UnsupportedMediaType(_) => {
+                ("/problems/unsupported-media-type", "Unsupported media type")
+            }
             HttpError::PayloadTooLarge(_) => ("/problems/payload-too-large", "Payload too large"),
             HttpError::MethodNotAllowed(_) => ("/problems/method-not-allowed", "Method not allowed"),
             HttpError::NotFound(_) => ("/problems/not-found", "Not found"),
             HttpError::NotAcceptable(_) => ("/problems/not-acceptable", "Not acceptable"),
         };
-        let mut body = json!({"type": type_uri, "title": title, "status": status.as_u16(), "detail": self.to_string()});
+        let mut body =
+            json!({"type": type_uri, "title": title, "status": status.as_u16(), "detail": self.to_string()});
         match self {
             HttpError::Core(Error::Schema(v)) => {
                 body["pointer"] = json!(v.pointer);
@@ -82,7 +87,11 @@ impl HttpError {
             }
             HttpError::Core(Error::ReadOnly(n) | Error::WriteOnly(n)) => {
                 body["name"] = json!(n);
-                body["rule"] = json!(if matches!(self, HttpError::Core(Error::ReadOnly(_))) { "readOnly" } else { "writeOnly" });
+                body["rule"] = json!(if matches!(self, HttpError::Core(Error::ReadOnly(_))) {
+                    "readOnly"
+                } else {
+                    "writeOnly"
+                });
             }
             _ => {}
         }

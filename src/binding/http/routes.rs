@@ -29,7 +29,10 @@ fn origins(state: &HttpState, req: &HttpRequest) -> Origins {
             format!("{}://{}", info.scheme(), info.host())
         }
     };
-    Origins { http: Some(http), coap: state.coap_origin.clone() }
+    Origins {
+        http: Some(http),
+        coap: state.coap_origin.clone(),
+    }
 }
 
 fn wants_event_stream(req: &HttpRequest) -> bool {
@@ -40,7 +43,9 @@ fn wants_event_stream(req: &HttpRequest) -> bool {
 }
 
 fn json_response(status: actix_web::http::StatusCode, body: Bytes) -> HttpResponse {
-    HttpResponse::build(status).insert_header((header::CONTENT_TYPE, HeaderValue::from_static(JSON))).body(body)
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, HeaderValue::from_static(JSON)))
+        .body(body)
 }
 
 /// Reads a JSON body within the size limit. `Ok(None)` when there is no body at all.
@@ -72,20 +77,25 @@ async fn read_json(state: &HttpState, req: &HttpRequest, mut payload: web::Paylo
             return Err(HttpError::UnsupportedMediaType(essence.to_owned()));
         }
     }
-    serde_json::from_slice(&body)
-        .map(Some)
-        .map_err(|e| Error::MalformedPayload(format!("{e} (line {}, column {})", e.line(), e.column())).into())
+    serde_json::from_slice(&body).map(Some).map_err(|e| {
+        Error::MalformedPayload(format!("{e} (line {}, column {})", e.line(), e.column())).into()
+    })
 }
 
 async fn require_json(state: &HttpState, req: &HttpRequest, payload: web::Payload) -> Result<Value> {
-    read_json(state, req, payload).await?.ok_or_else(|| Error::MalformedPayload("the body is empty".into()).into())
+    read_json(state, req, payload)
+        .await?
+        .ok_or_else(|| Error::MalformedPayload("the body is empty".into()).into())
 }
 
 // ---------------------------------------------------------------- Thing Descriptions
 
 pub async fn thing_description(state: State, req: HttpRequest, path: web::Path<String>) -> Result {
     let thing = state.servient.thing(&path)?;
-    let bytes = state.publisher.td_bytes(&thing, &origins(&state, &req)).map_err(Error::Internal)?;
+    let bytes = state
+        .publisher
+        .td_bytes(&thing, &origins(&state, &req))
+        .map_err(Error::Internal)?;
     Ok(HttpResponse::Ok().content_type(TD_MEDIA_TYPE).body(bytes))
 }
 
@@ -93,7 +103,10 @@ pub async fn well_known(state: State, req: HttpRequest) -> Result {
     let things = state.servient.things();
     let origins = origins(&state, &req);
     let bytes = if let [only] = things.as_slice() {
-        state.publisher.td_bytes(only, &origins).map_err(Error::Internal)?
+        state
+            .publisher
+            .td_bytes(only, &origins)
+            .map_err(Error::Internal)?
     } else {
         let td = crate::td::directory::directory_td(&state.directory_id, &things, &origins);
         Bytes::from(td.to_string())
@@ -123,7 +136,12 @@ pub async fn all_things(state: State, req: HttpRequest, page: web::Query<Page>) 
         if i > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(&state.publisher.td_bytes(thing, &origins).map_err(Error::Internal)?);
+        body.extend_from_slice(
+            &state
+                .publisher
+                .td_bytes(thing, &origins)
+                .map_err(Error::Internal)?,
+        );
     }
     body.push(b']');
     let mut response = HttpResponse::Ok();
@@ -142,7 +160,11 @@ pub async fn read_property(state: State, req: HttpRequest, path: web::Path<(Stri
     let (id, name) = path.into_inner();
     if wants_event_stream(&req) {
         let subscription = state.servient.subscribe(&id, Target::Property(name))?;
-        return Ok(sse::response(subscription, state.shutdown.clone(), state.keepalive));
+        return Ok(sse::response(
+            subscription,
+            state.shutdown.clone(),
+            state.keepalive,
+        ));
     }
     match state.servient.handle(&id, Operation::ReadProperty(name)).await? {
         Reply::Value(bytes) => Ok(json_response(actix_web::http::StatusCode::OK, bytes)),
@@ -160,7 +182,10 @@ pub async fn write_property(
     // Unknown names are reported before the body is judged.
     state.servient.thing(&id)?.property(&name)?;
     let value = require_json(&state, &req, payload).await?;
-    state.servient.handle(&id, Operation::WriteProperty(name, value)).await?;
+    state
+        .servient
+        .handle(&id, Operation::WriteProperty(name, value))
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -168,7 +193,11 @@ pub async fn read_all_properties(state: State, req: HttpRequest, path: web::Path
     let id = path.into_inner();
     if wants_event_stream(&req) {
         let subscription = state.servient.subscribe(&id, Target::AllProperties)?;
-        return Ok(sse::response(subscription, state.shutdown.clone(), state.keepalive));
+        return Ok(sse::response(
+            subscription,
+            state.shutdown.clone(),
+            state.keepalive,
+        ));
     }
     match state.servient.handle(&id, Operation::ReadAllProperties).await? {
         Reply::Value(bytes) => Ok(json_response(actix_web::http::StatusCode::OK, bytes)),
@@ -176,7 +205,12 @@ pub async fn read_all_properties(state: State, req: HttpRequest, path: web::Path
     }
 }
 
-pub async fn write_properties(state: State, req: HttpRequest, path: web::Path<String>, payload: web::Payload) -> Result {
+pub async fn write_properties(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result {
     let id = path.into_inner();
     state.servient.thing(&id)?;
     let Value::Object(values) = require_json(&state, &req, payload).await? else {
@@ -187,14 +221,22 @@ pub async fn write_properties(state: State, req: HttpRequest, path: web::Path<St
         })
         .into());
     };
-    state.servient.handle(&id, Operation::WriteMultipleProperties(values)).await?;
+    state
+        .servient
+        .handle(&id, Operation::WriteMultipleProperties(values))
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 // ---------------------------------------------------------------- actions
 
 fn status_href(origins: &Origins, thing: &str, status: &ActionStatus) -> String {
-    format!("{}/things/{thing}/actions/{}/{}", origins.http.as_deref().unwrap_or(""), status.action, status.id)
+    format!(
+        "{}/things/{thing}/actions/{}/{}",
+        origins.http.as_deref().unwrap_or(""),
+        status.action,
+        status.id
+    )
 }
 
 fn status_body(origins: &Origins, thing: &str, status: &ActionStatus) -> Value {
@@ -210,10 +252,15 @@ pub async fn invoke_action(
     let (id, name) = path.into_inner();
     state.servient.thing(&id)?.action(&name)?;
     let input = read_json(&state, &req, payload).await?;
-    match state.servient.handle(&id, Operation::InvokeAction { name, input }).await? {
-        Reply::Output(Some(output)) => {
-            Ok(json_response(actix_web::http::StatusCode::OK, Bytes::from(output.to_string())))
-        }
+    match state
+        .servient
+        .handle(&id, Operation::InvokeAction { name, input })
+        .await?
+    {
+        Reply::Output(Some(output)) => Ok(json_response(
+            actix_web::http::StatusCode::OK,
+            Bytes::from(output.to_string()),
+        )),
         Reply::Output(None) => Ok(HttpResponse::NoContent().finish()),
         Reply::Started(status) => {
             let origins = origins(&state, &req);
@@ -227,9 +274,17 @@ pub async fn invoke_action(
     }
 }
 
-pub async fn query_action(state: State, req: HttpRequest, path: web::Path<(String, String, String)>) -> Result {
+pub async fn query_action(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+) -> Result {
     let (id, name, action_id) = path.into_inner();
-    match state.servient.handle(&id, Operation::QueryAction { name, id: action_id }).await? {
+    match state
+        .servient
+        .handle(&id, Operation::QueryAction { name, id: action_id })
+        .await?
+    {
         Reply::Status(status) => Ok(HttpResponse::Ok()
             .content_type(JSON)
             .body(status_body(&origins(&state, &req), &id, &status).to_string())),
@@ -239,7 +294,10 @@ pub async fn query_action(state: State, req: HttpRequest, path: web::Path<(Strin
 
 pub async fn cancel_action(state: State, path: web::Path<(String, String, String)>) -> Result {
     let (id, name, action_id) = path.into_inner();
-    state.servient.handle(&id, Operation::CancelAction { name, id: action_id }).await?;
+    state
+        .servient
+        .handle(&id, Operation::CancelAction { name, id: action_id })
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -252,10 +310,15 @@ pub async fn query_all_actions(state: State, req: HttpRequest, path: web::Path<S
     let body: serde_json::Map<String, Value> = grouped
         .into_iter()
         .map(|(name, statuses)| {
-            (name, Value::Array(statuses.iter().map(|s| status_body(&origins, &id, s)).collect()))
+            (
+                name,
+                Value::Array(statuses.iter().map(|s| status_body(&origins, &id, s)).collect()),
+            )
         })
         .collect();
-    Ok(HttpResponse::Ok().content_type(JSON).body(Value::Object(body).to_string()))
+    Ok(HttpResponse::Ok()
+        .content_type(JSON)
+        .body(Value::Object(body).to_string()))
 }
 
 // ---------------------------------------------------------------- events
@@ -263,12 +326,20 @@ pub async fn query_all_actions(state: State, req: HttpRequest, path: web::Path<S
 pub async fn subscribe_event(state: State, path: web::Path<(String, String)>) -> Result {
     let (id, name) = path.into_inner();
     let subscription = state.servient.subscribe(&id, Target::Event(name))?;
-    Ok(sse::response(subscription, state.shutdown.clone(), state.keepalive))
+    Ok(sse::response(
+        subscription,
+        state.shutdown.clone(),
+        state.keepalive,
+    ))
 }
 
 pub async fn subscribe_all_events(state: State, path: web::Path<String>) -> Result {
     let subscription = state.servient.subscribe(&path, Target::AllEvents)?;
-    Ok(sse::response(subscription, state.shutdown.clone(), state.keepalive))
+    Ok(sse::response(
+        subscription,
+        state.shutdown.clone(),
+        state.keepalive,
+    ))
 }
 
 // ---------------------------------------------------------------- longpoll
@@ -279,8 +350,16 @@ async fn longpoll(state: &HttpState, id: &str, target: Target) -> Result {
     let Some(n) = sse::next(subscription, state.shutdown.clone(), LONGPOLL_WAIT).await else {
         return Ok(HttpResponse::NoContent().finish());
     };
-    let data: Value = if n.data.is_empty() { Value::Null } else { serde_json::from_slice(&n.data).unwrap_or(Value::Null) };
-    let body = if keyed { json!({ n.topic.name(): data }) } else { data };
+    let data: Value = if n.data.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&n.data).unwrap_or(Value::Null)
+    };
+    let body = if keyed {
+        json!({ n.topic.name(): data })
+    } else {
+        data
+    };
     Ok(HttpResponse::Ok().content_type(JSON).body(body.to_string()))
 }
 

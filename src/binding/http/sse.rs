@@ -37,16 +37,28 @@ struct StreamState {
 
 /// A `text/event-stream` response that forwards the subscription until the client goes away or
 /// the server shuts down.
-pub fn response(subscription: Subscription, shutdown: watch::Receiver<bool>, keepalive: Duration) -> HttpResponse {
+pub fn response(
+    subscription: Subscription,
+    shutdown: watch::Receiver<bool>,
+    keepalive: Duration,
+) -> HttpResponse {
     let mut interval = tokio::time::interval(keepalive);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let state = StreamState { subscription, shutdown, keepalive: interval, opened: false };
+    let state = StreamState {
+        subscription,
+        shutdown,
+        keepalive: interval,
+        opened: false,
+    };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
         if !st.opened {
             st.opened = true;
             st.keepalive.reset();
             // An immediate comment flushes the headers so the client knows it is subscribed.
-            return Some((Ok::<_, actix_web::Error>(Bytes::from_static(b": subscribed\n\n")), st));
+            return Some((
+                Ok::<_, actix_web::Error>(Bytes::from_static(b": subscribed\n\n")),
+                st,
+            ));
         }
         if *st.shutdown.borrow() {
             return None;
@@ -71,7 +83,11 @@ pub fn response(subscription: Subscription, shutdown: watch::Receiver<bool>, kee
 
 /// Waits for the next matching notification (longpoll). `None` when the wait timed out or the
 /// server is shutting down.
-pub async fn next(mut subscription: Subscription, mut shutdown: watch::Receiver<bool>, wait: Duration) -> Option<std::sync::Arc<Notification>> {
+pub async fn next(
+    mut subscription: Subscription,
+    mut shutdown: watch::Receiver<bool>,
+    wait: Duration,
+) -> Option<std::sync::Arc<Notification>> {
     let deadline = tokio::time::sleep(wait);
     tokio::pin!(deadline);
     loop {
