@@ -147,11 +147,13 @@ impl Running {
             keepalive: config.sse_keepalive,
             shutdown: shutdown_rx,
         };
-        let server = http::start(state, listener, config.workers).map_err(|source| StartError::Bind {
-            what: "HTTP",
-            addr,
-            source,
-        })?;
+        let mounts: Vec<http::Mount> = Vec::new();
+        let server =
+            http::start(state, listener, config.workers, mounts).map_err(|source| StartError::Bind {
+                what: "HTTP",
+                addr,
+                source,
+            })?;
         let handle = server.handle();
         let http_task = tokio::spawn(server);
         Ok(Running {

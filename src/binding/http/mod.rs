@@ -134,15 +134,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/things/{id}/longpoll/events/{name}").route(web::get().to(longpoll_event)));
 }
 
+/// Routes another adapter serves on the HTTP port (the WebSocket binding, the legacy WebThings
+/// API). Mounts are registered before the HTTP binding's own routes, so a guarded resource (for
+/// example `GET /things/{id}` with `Upgrade: websocket`) is tried first. The runtime composes
+/// them; the HTTP binding never names another binding.
+pub type Mount = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+
 /// Starts the HTTP server on an already bound listener. The caller stops it through the
 /// returned handle (graceful: in-flight requests finish, streams end via `shutdown`).
 pub fn start(
     state: HttpState,
     listener: std::net::TcpListener,
     workers: usize,
+    mounts: Vec<Mount>,
 ) -> std::io::Result<actix_web::dev::Server> {
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
+        let mounts = mounts.clone();
         App::new()
             .app_data(state.clone())
             .wrap_fn(|req, srv| {
@@ -157,6 +165,11 @@ pub fn start(
                         allow_origin(res.headers_mut());
                         Ok(res.map_into_left_body())
                     })
+                }
+            })
+            .configure(move |cfg| {
+                for mount in &mounts {
+                    mount(cfg);
                 }
             })
             .configure(configure)
