@@ -99,10 +99,7 @@ pub fn expose(definition: ThingDefinition, ids: &mut IdStore) -> Result<Hosted, 
     for (name, handler) in definition.behaviors.action_handlers() {
         builder = builder.on_action_handler(name, handler);
     }
-    let thing = builder.build().map_err(|e| {
-        let (pointer, message) = e.split_once(": ").unwrap_or(("", &e));
-        Problem::new(&path, pointer, "schema", message)
-    })?;
+    let thing = builder.build().map_err(|v| Problem::from_violation(&path, v))?;
     Ok(Hosted {
         thing,
         behaviors: definition.behaviors,

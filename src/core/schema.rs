@@ -28,8 +28,9 @@ impl std::fmt::Debug for DataSchema {
 const AFFORDANCE_ONLY_KEYS: &[&str] = &["forms", "observable", "uriVariables", "titles", "descriptions"];
 
 impl DataSchema {
-    /// Compiles a TD DataSchema. Fails when the schema itself is not valid JSON Schema.
-    pub fn compile(raw: &Value) -> Result<Self, String> {
+    /// Compiles a TD DataSchema. Fails when the schema itself is not valid JSON Schema; the
+    /// violation's pointer is relative to the schema.
+    pub fn compile(raw: &Value) -> Result<Self, SchemaViolation> {
         let mut schema = raw.clone();
         if let Value::Object(map) = &mut schema {
             for key in AFFORDANCE_ONLY_KEYS {
@@ -42,7 +43,11 @@ impl DataSchema {
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft7)
             .build(&schema)
-            .map_err(|e| format!("invalid DataSchema at {}: {e}", e.instance_path()))?;
+            .map_err(|e| SchemaViolation {
+                pointer: e.instance_path().to_string(),
+                rule: e.kind().keyword().to_owned(),
+                message: format!("invalid DataSchema: {e}"),
+            })?;
         Ok(DataSchema {
             raw: schema,
             validator,

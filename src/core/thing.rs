@@ -14,7 +14,7 @@ use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
 use super::actions::{ActionLimits, ActionRegistry, ActionStatus, Failure};
-use super::error::Error;
+use super::error::{Error, SchemaViolation};
 use super::events::{EventHub, Subscription, Target, Topic};
 use super::schema::DataSchema;
 
@@ -250,10 +250,8 @@ impl ExposedThing {
 
     pub fn subscribe(&self, target: Target) -> Result<Subscription, Error> {
         match &target {
-            Target::Property(name) => {
-                if self.property(name)?.write_only {
-                    return Err(Error::WriteOnly(name.clone()));
-                }
+            Target::Property(name) if self.property(name)?.write_only => {
+                return Err(Error::WriteOnly(name.clone()));
             }
             Target::Event(name) => {
                 self.event(name)?;
@@ -434,10 +432,18 @@ impl ThingBuilder {
         self
     }
 
-    pub fn build(mut self) -> Result<Arc<ExposedThing>, String> {
+    /// Fails with the JSON pointer (into the model) of a DataSchema that does not compile, or of
+    /// a handler given for an action the model lacks.
+    pub fn build(mut self) -> Result<Arc<ExposedThing>, SchemaViolation> {
+        let at = |prefix: String| {
+            move |mut v: SchemaViolation| {
+                v.pointer = format!("{prefix}{}", v.pointer);
+                v
+            }
+        };
         let mut properties = IndexMap::new();
         for (name, affordance) in affordances(&self.model, "properties") {
-            let schema = DataSchema::compile(affordance).map_err(|e| format!("/properties/{name}: {e}"))?;
+            let schema = DataSchema::compile(affordance).map_err(at(format!("/properties/{name}")))?;
             let flag = |key: &str| affordance.get(key).and_then(Value::as_bool).unwrap_or(false);
             let initial = affordance
                 .get("default")
@@ -461,10 +467,10 @@ impl ThingBuilder {
         }
         let mut actions = IndexMap::new();
         for (name, affordance) in affordances(&self.model, "actions") {
-            let compile = |key: &str| -> Result<Option<DataSchema>, String> {
+            let compile = |key: &str| -> Result<Option<DataSchema>, SchemaViolation> {
                 affordance
                     .get(key)
-                    .map(|s| DataSchema::compile(s).map_err(|e| format!("/actions/{name}/{key}: {e}")))
+                    .map(|s| DataSchema::compile(s).map_err(at(format!("/actions/{name}/{key}"))))
                     .transpose()
             };
             let handler = self.handlers.shift_remove(name).unwrap_or_else(|| {
@@ -491,15 +497,17 @@ impl ThingBuilder {
             );
         }
         if let Some(orphan) = self.handlers.keys().next() {
-            return Err(format!(
-                "a handler was given for '{orphan}', which is not an action of the thing"
-            ));
+            return Err(SchemaViolation {
+                pointer: format!("/actions/{orphan}"),
+                rule: "handler".into(),
+                message: format!("a handler was given for '{orphan}', which is not an action of the thing"),
+            });
         }
         let mut events = IndexMap::new();
         for (name, affordance) in affordances(&self.model, "events") {
             let data = affordance
                 .get("data")
-                .map(|s| DataSchema::compile(s).map_err(|e| format!("/events/{name}/data: {e}")))
+                .map(|s| DataSchema::compile(s).map_err(at(format!("/events/{name}/data"))))
                 .transpose()?;
             events.insert(
                 name.clone(),

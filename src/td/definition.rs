@@ -262,7 +262,7 @@ mod tests {
         let p = &problems(
             r#"{"title":"L","properties":{"t":{"type":"number","runtime":{"source":{"drift":{"towards":"x"}}}}}}"#,
         )[0];
-        assert_eq!(p.pointer, "/properties/t/runtime/source/drift");
+        assert_eq!(p.pointer, "/properties/t/runtime/source/drift/towards");
         assert!(p.message.contains("towards"), "{}", p.message);
     }
 

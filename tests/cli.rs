@@ -1,0 +1,220 @@
+//! The `wot` binary as scripts use it: the ready line, `--base-url`, `--state-dir`, the bundled
+//! things when ./things is absent, graceful SIGTERM, and `wot validate`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const WOT: &str = env!("CARGO_BIN_EXE_wot");
+
+struct Server {
+    child: Child,
+    ready: Value,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(args: &[&str], cwd: &std::path::Path) -> Server {
+    let mut child = Command::new(WOT)
+        .arg("serve")
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--no-coap",
+            "--no-mdns",
+        ])
+        .args(args)
+        .current_dir(cwd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("wot starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("a ready line");
+    let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
+    Server { child, ready }
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("wot-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_line_and_bundled_things_without_setup() {
+    // An empty working directory: no ./things, so the embedded ones are served.
+    let dir = temp_dir("bundled");
+    let server = serve(&[], &dir);
+    assert_eq!(server.ready["event"], "ready");
+    let http = server.ready["http"].as_str().unwrap();
+    assert!(http.starts_with("http://127.0.0.1:"), "{http}");
+    assert_eq!(
+        server.ready["things"],
+        serde_json::json!(["lamp", "thermostat", "host"])
+    );
+    let td: Value = common::client()
+        .get(format!("{http}/things/lamp"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    common::assert_valid_td(&td);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_url_sets_td_base_and_state_dir_keeps_ids() {
+    let dir = temp_dir("state");
+    let things = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("things");
+    let state = dir.join("state");
+    let args = [
+        things.to_str().unwrap(),
+        "--base-url",
+        "https://lamp.example:8443/",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    let first_id = {
+        let server = serve(&args, &dir);
+        let http = server.ready["http"].as_str().unwrap().to_owned();
+        let td: Value = common::client()
+            .get(format!("{http}/things/lamp"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(td["base"], "https://lamp.example:8443/");
+        common::assert_valid_td(&td);
+        let res = common::client()
+            .post(format!("{http}/things/lamp/actions/fade"))
+            .json(&serde_json::json!({"level": 1, "duration": 10000}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            res.headers()["location"]
+                .to_str()
+                .unwrap()
+                .starts_with("https://lamp.example:8443/things/lamp/actions/fade/")
+        );
+        td["id"].as_str().unwrap().to_owned()
+    };
+    let server = serve(&args, &dir);
+    let http = server.ready["http"].as_str().unwrap().to_owned();
+    let td: Value = common::client()
+        .get(format!("{http}/things/lamp"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(td["id"], first_id, "the TD id survives a restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_an_sse_client_exits_zero_within_two_seconds() {
+    let dir = temp_dir("sigterm");
+    let mut server = serve(&[], &dir);
+    let http = server.ready["http"].as_str().unwrap().to_owned();
+    let res = common::client()
+        .get(format!("{http}/things/lamp/properties/brightness"))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let mut stream = common::SseReader::new(res);
+    stream.wait_for_text(": subscribed", Duration::from_secs(5)).await;
+    let started = Instant::now();
+    sigterm(&server.child);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "still running 2 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn validate_names_file_pointer_and_rule() {
+    let ok = Command::new(WOT)
+        .arg("validate")
+        .args(
+            ["lamp.json", "thermostat.json", "host.json"]
+                .map(|f| format!("{}/things/{f}", env!("CARGO_MANIFEST_DIR"))),
+        )
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    let dir = temp_dir("validate");
+    let cases = [
+        (
+            "broken.json",
+            r#"{"title": "x", "properties": {"p": {"type": "integer", "minimum": "zero"}}}"#,
+            "/properties/p/minimum",
+        ),
+        (
+            "typo.json",
+            r#"{"title": "x", "properties": {"p": {"type": "number", "runtime": {"source": {"file": {"pth": "/x"}}}}}}"#,
+            "/properties/p/runtime/source/file/pth",
+        ),
+        (
+            "forms.json",
+            r#"{"title": "x", "actions": {"a": {"forms": []}}}"#,
+            "/actions/a/forms",
+        ),
+        ("notjson.json", "{\"title\": ", "/"),
+        (
+            "td.json",
+            r#"{"@context": "https://www.w3.org/2022/wot/td/v1.1", "title": "t", "security": "nosec_sc", "securityDefinitions": {"nosec_sc": {"scheme": "nosec"}}, "properties": {"p": {"type": "integer", "forms": []}}}"#,
+            "/properties/p/forms",
+        ),
+    ];
+    for (name, text, pointer) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(WOT).arg("validate").arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(path.to_str().unwrap()),
+            "{name}: names the file: {stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("at {pointer}:")),
+            "{name}: names {pointer}: {stdout}"
+        );
+        assert!(stdout.contains('['), "{name}: names the rule: {stdout}");
+    }
+}
