@@ -321,3 +321,34 @@ async fn sse_sends_keepalive_comments_and_ends_on_shutdown() {
     stream.wait_for_text(": keep-alive", WAIT).await;
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_client_gets_the_changes_it_missed() {
+    let running = common::start().await;
+    let client = common::client();
+    let base = running.http_url();
+    let url = format!("{base}/things/lamp/properties/brightness");
+    let mut first = sse(&client, url.clone()).await;
+    put(&client, url.clone(), json!(1)).await;
+    let seen = first.next(WAIT).await;
+    drop(first);
+    put(&client, url.clone(), json!(2)).await;
+    put(&client, url.clone(), json!(3)).await;
+    let res = client
+        .get(&url)
+        .header("Accept", "text/event-stream")
+        .header("Last-Event-ID", seen.id.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let mut again = common::SseReader::new(res);
+    assert_eq!(again.next(WAIT).await.data, "2");
+    assert_eq!(again.next(WAIT).await.data, "3");
+    put(&client, url.clone(), json!(4)).await;
+    assert_eq!(
+        again.next(WAIT).await.data,
+        "4",
+        "live changes follow the replay, none twice"
+    );
+    running.stop().await;
+}

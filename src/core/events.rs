@@ -6,8 +6,9 @@
 //! frame. Slow receivers lag (tokio broadcast drops the oldest for them) and are told how much they
 //! missed; they never block the sender. This module knows nothing of any wire format.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::broadcast;
@@ -94,11 +95,16 @@ impl Target {
     }
 }
 
+/// How many recent notifications a hub keeps for subscribers that reconnect with the id of the
+/// last one they saw (SSE `Last-Event-ID`).
+const REPLAY_DEPTH: usize = 64;
+
 /// The sending side, owned by an exposed thing.
 #[derive(Debug)]
 pub struct EventHub {
     sender: broadcast::Sender<Arc<Notification>>,
     seq: AtomicU64,
+    recent: Mutex<VecDeque<Arc<Notification>>>,
 }
 
 impl EventHub {
@@ -107,6 +113,7 @@ impl EventHub {
         EventHub {
             sender,
             seq: AtomicU64::new(0),
+            recent: Mutex::new(VecDeque::with_capacity(REPLAY_DEPTH)),
         }
     }
 
@@ -118,6 +125,13 @@ impl EventHub {
             timestamp: crate::core::clock::now_rfc3339().into(),
             encodings: Default::default(),
         });
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if recent.len() == REPLAY_DEPTH {
+                recent.pop_front();
+            }
+            recent.push_back(notification.clone());
+        }
         // No receivers is not an error: nobody is listening right now.
         let _ = self.sender.send(notification.clone());
         notification
@@ -127,7 +141,26 @@ impl EventHub {
         Subscription {
             receiver: self.sender.subscribe(),
             target,
+            backlog: VecDeque::new(),
+            replayed_through: 0,
         }
+    }
+
+    /// Subscribes, first replaying the kept notifications that came after the one whose
+    /// timestamp is `last_id` (unknown ids replay nothing).
+    pub fn subscribe_after(&self, target: Target, last_id: &str) -> Subscription {
+        let mut subscription = self.subscribe(target);
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = recent.iter().position(|n| &*n.timestamp == last_id) {
+            subscription.backlog = recent
+                .iter()
+                .skip(at + 1)
+                .filter(|n| subscription.target.matches(&n.topic))
+                .cloned()
+                .collect();
+            subscription.replayed_through = recent.back().map_or(0, |n| n.seq);
+        }
+        subscription
     }
 
     pub fn subscriber_count(&self) -> usize {
@@ -150,6 +183,10 @@ pub enum Received {
 pub struct Subscription {
     receiver: broadcast::Receiver<Arc<Notification>>,
     target: Target,
+    /// Replayed notifications, delivered before live ones.
+    backlog: VecDeque<Arc<Notification>>,
+    /// Live notifications up to this sequence number were already in the replay.
+    replayed_through: u64,
 }
 
 impl Subscription {
@@ -159,8 +196,12 @@ impl Subscription {
 
     /// The next notification that matches the target.
     pub async fn recv(&mut self) -> Received {
+        if let Some(n) = self.backlog.pop_front() {
+            return Received::Notification(n);
+        }
         loop {
             match self.receiver.recv().await {
+                Ok(n) if n.seq <= self.replayed_through => continue,
                 Ok(n) if self.target.matches(&n.topic) => return Received::Notification(n),
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(missed)) => return Received::Lagged(missed),
@@ -192,6 +233,22 @@ mod tests {
         let first = e.encoded(EncodingSlot::Sse, |n| Bytes::from(format!("x{}", n.seq)));
         let second = e.encoded(EncodingSlot::Sse, |_| Bytes::from_static(b"never"));
         assert_eq!(first, second);
+    }
+
+    #[tokio::test]
+    async fn reconnecting_subscribers_get_what_they_missed_once() {
+        let hub = EventHub::new(8);
+        let first = hub.publish(Topic::Event("e".into()), Bytes::from_static(b"1"));
+        hub.publish(Topic::Property("p".into()), Bytes::from_static(b"2"));
+        hub.publish(Topic::Event("e".into()), Bytes::from_static(b"3"));
+        let mut again = hub.subscribe_after(Target::AllEvents, &first.timestamp);
+        hub.publish(Topic::Event("e".into()), Bytes::from_static(b"4"));
+        for want in [&b"3"[..], b"4"] {
+            let Received::Notification(n) = again.recv().await else {
+                panic!("closed")
+            };
+            assert_eq!(&n.data[..], want);
+        }
     }
 
     #[tokio::test]

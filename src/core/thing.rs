@@ -249,6 +249,12 @@ impl ExposedThing {
     }
 
     pub fn subscribe(&self, target: Target) -> Result<Subscription, Error> {
+        self.subscribe_after(target, None)
+    }
+
+    /// Subscribes; with `last_id` (the timestamp of the last notification a client saw), the
+    /// recent notifications after it are replayed first.
+    pub fn subscribe_after(&self, target: Target, last_id: Option<&str>) -> Result<Subscription, Error> {
         match &target {
             Target::Property(name) if self.property(name)?.write_only => {
                 return Err(Error::WriteOnly(name.clone()));
@@ -261,7 +267,10 @@ impl ExposedThing {
             }
             _ => {}
         }
-        Ok(self.hub.subscribe(target))
+        Ok(match last_id {
+            Some(id) => self.hub.subscribe_after(target, id),
+            None => self.hub.subscribe(target),
+        })
     }
 
     pub fn subscriber_count(&self) -> usize {

@@ -42,6 +42,17 @@ fn wants_event_stream(req: &HttpRequest) -> bool {
         .is_some_and(|v| v.contains(sse::EVENT_STREAM))
 }
 
+/// Opens an SSE stream, replaying what a reconnecting client missed (`Last-Event-ID`).
+fn event_stream(state: &HttpState, req: &HttpRequest, id: &str, target: Target) -> Result {
+    let last_id = req.headers().get("last-event-id").and_then(|v| v.to_str().ok());
+    let subscription = state.servient.thing(id)?.subscribe_after(target, last_id)?;
+    Ok(sse::response(
+        subscription,
+        state.shutdown.clone(),
+        state.keepalive,
+    ))
+}
+
 fn json_response(status: actix_web::http::StatusCode, body: Bytes) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((header::CONTENT_TYPE, HeaderValue::from_static(JSON)))
@@ -159,12 +170,7 @@ pub async fn all_things(state: State, req: HttpRequest, page: web::Query<Page>) 
 pub async fn read_property(state: State, req: HttpRequest, path: web::Path<(String, String)>) -> Result {
     let (id, name) = path.into_inner();
     if wants_event_stream(&req) {
-        let subscription = state.servient.subscribe(&id, Target::Property(name))?;
-        return Ok(sse::response(
-            subscription,
-            state.shutdown.clone(),
-            state.keepalive,
-        ));
+        return event_stream(&state, &req, &id, Target::Property(name));
     }
     match state.servient.handle(&id, Operation::ReadProperty(name)).await? {
         Reply::Value(bytes) => Ok(json_response(actix_web::http::StatusCode::OK, bytes)),
@@ -192,12 +198,7 @@ pub async fn write_property(
 pub async fn read_all_properties(state: State, req: HttpRequest, path: web::Path<String>) -> Result {
     let id = path.into_inner();
     if wants_event_stream(&req) {
-        let subscription = state.servient.subscribe(&id, Target::AllProperties)?;
-        return Ok(sse::response(
-            subscription,
-            state.shutdown.clone(),
-            state.keepalive,
-        ));
+        return event_stream(&state, &req, &id, Target::AllProperties);
     }
     match state.servient.handle(&id, Operation::ReadAllProperties).await? {
         Reply::Value(bytes) => Ok(json_response(actix_web::http::StatusCode::OK, bytes)),
@@ -323,23 +324,13 @@ pub async fn query_all_actions(state: State, req: HttpRequest, path: web::Path<S
 
 // ---------------------------------------------------------------- events
 
-pub async fn subscribe_event(state: State, path: web::Path<(String, String)>) -> Result {
+pub async fn subscribe_event(state: State, req: HttpRequest, path: web::Path<(String, String)>) -> Result {
     let (id, name) = path.into_inner();
-    let subscription = state.servient.subscribe(&id, Target::Event(name))?;
-    Ok(sse::response(
-        subscription,
-        state.shutdown.clone(),
-        state.keepalive,
-    ))
+    event_stream(&state, &req, &id, Target::Event(name))
 }
 
-pub async fn subscribe_all_events(state: State, path: web::Path<String>) -> Result {
-    let subscription = state.servient.subscribe(&path, Target::AllEvents)?;
-    Ok(sse::response(
-        subscription,
-        state.shutdown.clone(),
-        state.keepalive,
-    ))
+pub async fn subscribe_all_events(state: State, req: HttpRequest, path: web::Path<String>) -> Result {
+    event_stream(&state, &req, &path, Target::AllEvents)
 }
 
 // ---------------------------------------------------------------- longpoll

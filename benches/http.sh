@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# HTTP benchmark: wrk -t1 -c64 against a release `wot serve` on loopback, for GET property,
+# PUT property, POST action (synchronous toggle) and GET TD. Prints one line per case.
+#   bash benches/http.sh [seconds]        (needs wrk: apt-get install wrk)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+cargo build --release --quiet
+out=$(mktemp)
+target/release/wot serve things --host 127.0.0.1 --http-port 0 --no-coap --no-mdns >"$out" 2>/dev/null &
+pid=$!
+trap 'kill $pid 2>/dev/null; rm -f "$out" "$out.lua"' EXIT
+for _ in $(seq 50); do [ -s "$out" ] && break; sleep 0.1; done
+url=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["http"])' "$out")
+run() {
+  local name=$1; shift
+  local rps lat
+  res=$(wrk -t1 -c64 -d"${secs}s" --latency "$@")
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$res")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$res")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$res")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$res")
+  printf '%-22s %12s req/s   p50 %-8s p99 %-8s non-2xx %s\n' "$name" "$rps" "$p50" "$p99" "${non2xx:-0}"
+}
+cat >"$out.lua" <<'LUA'
+wrk.method = "PUT"
+wrk.body = "42"
+wrk.headers["Content-Type"] = "application/json"
+LUA
+run "GET property" "$url/things/lamp/properties/brightness"
+run "PUT property" -s "$out.lua" "$url/things/lamp/properties/brightness"
+sed -i 's/"PUT"/"POST"/; s/wrk.body = "42"/wrk.body = nil/' "$out.lua"
+run "POST action (toggle)" -s "$out.lua" "$url/things/lamp/actions/toggle"
+run "GET TD" "$url/things/lamp"
