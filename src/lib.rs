@@ -7,5 +7,6 @@ pub mod behavior;
 pub mod binding;
 pub mod core;
 pub mod runtime;
+pub mod state;
 pub mod td;
 pub mod things;

@@ -55,6 +55,10 @@ struct ServeArgs {
     /// Durable state: thing ids (and later property values and certificates).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// With --state-dir: fsync before acknowledging each (group-committed) write, or at most
+    /// once a second.
+    #[arg(long, value_enum, default_value_t = wot_runtime::state::Durability::Immediate)]
+    durability: wot_runtime::state::Durability,
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = wot_runtime::binding::http::DEFAULT_BODY_LIMIT)]
     body_limit: usize,
@@ -110,13 +114,17 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut ids = match IdStore::open(config.state_dir.as_deref()) {
-        Ok(ids) => ids,
-        Err(e) => {
-            eprintln!("state directory: {e}");
-            return ExitCode::FAILURE;
-        }
+    let store = match &config.state_dir {
+        Some(dir) => match wot_runtime::state::Store::open(dir, args.durability) {
+            Ok(store) => Some(store),
+            Err(e) => {
+                eprintln!("state store: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
     };
+    let mut ids = IdStore::new(store);
     let mut hosted: Vec<Hosted> = Vec::new();
     for definition in definitions {
         match definition.and_then(|d| things::expose(d, &mut ids).map_err(|p| vec![p])) {
@@ -128,7 +136,6 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     }
-    drop(ids);
     if hosted.is_empty() {
         eprintln!("no thing to serve");
         return ExitCode::FAILURE;
@@ -141,7 +148,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let running = match Running::start(config, hosted).await {
+        let running = match Running::start_with_ids(config, hosted, ids).await {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("{e}");
@@ -216,7 +223,7 @@ fn validate_one(file: &Path) -> Result<&'static str, Vec<Problem>> {
         }
     }
     let definition = definition::parse(file, &text)?;
-    let mut ids = IdStore::open(None).map_err(|e| vec![Problem::new(file, "", "io", e.to_string())])?;
+    let mut ids = IdStore::new(None);
     let hosted = things::expose(definition, &mut ids).map_err(|p| vec![p])?;
     let publisher = TdPublisher::new(vec![std::sync::Arc::new(wot_runtime::binding::http::HttpForms)]);
     let origins = Origins {

@@ -74,6 +74,7 @@ pub struct Running {
     http_task: JoinHandle<std::io::Result<()>>,
     behavior_tasks: Vec<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
+    ids: IdStore,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,8 +85,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("state directory: {0}")]
-    State(std::io::Error),
+    #[error("state store: {0}")]
+    State(String),
     #[error("{0}")]
     Other(String),
 }
@@ -106,8 +107,17 @@ fn origin(scheme: &str, addr: SocketAddr) -> String {
 }
 
 impl Running {
-    /// Binds every listener, exposes the things and starts their behaviours.
+    /// Binds every listener, exposes the things and starts their behaviours (no durable state).
     pub async fn start(config: Config, hosted: Vec<Hosted>) -> Result<Running, StartError> {
+        Self::start_with_ids(config, hosted, IdStore::new(None)).await
+    }
+
+    /// Like [`Running::start`], with the id store (and its state store) the things were built with.
+    pub async fn start_with_ids(
+        config: Config,
+        hosted: Vec<Hosted>,
+        mut ids: IdStore,
+    ) -> Result<Running, StartError> {
         let servient = Arc::new(Servient::new());
         let mut behavior_tasks = Vec::new();
         for h in &hosted {
@@ -116,7 +126,6 @@ impl Running {
         for h in &hosted {
             behavior_tasks.extend(h.behaviors.start(&h.thing));
         }
-        let mut ids = IdStore::open(config.state_dir.as_deref()).map_err(StartError::State)?;
         let directory_id = ids.id_for("directory").map_err(StartError::State)?;
 
         let providers: Vec<Arc<dyn FormProvider>> = vec![Arc::new(HttpForms)];
@@ -164,6 +173,7 @@ impl Running {
             http_task,
             behavior_tasks,
             shutdown,
+            ids,
         })
     }
 
@@ -184,6 +194,9 @@ impl Running {
         let _ = self.http_task.await;
         for task in self.behavior_tasks {
             task.abort();
+        }
+        if let Some(store) = self.ids.store() {
+            store.flush_async().await;
         }
     }
 }

@@ -5,13 +5,14 @@
 //!
 //! It also carries the bundled `things/` files, so `wot serve` works with no setup.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::behavior::Behaviors;
 use crate::core::{ExposedThing, ThingBuilder};
+use crate::state::Store;
 use crate::td::definition::{self, Problem, ThingDefinition};
 
 /// The bundled thing files, embedded in the binary.
@@ -27,62 +28,43 @@ pub struct Hosted {
     pub behaviors: Behaviors,
 }
 
-/// Hands out stable ids.
+/// Hands out stable ids: kept in the state store when there is one (random v4, changeable by
+/// deleting the state), else derived from the machine's id and the slug (v5), which is stable
+/// across restarts too.
 pub struct IdStore {
-    file: Option<PathBuf>,
-    ids: Map<String, Value>,
+    store: Option<Arc<Store>>,
     machine: String,
 }
 
 impl IdStore {
-    pub fn open(state_dir: Option<&Path>) -> std::io::Result<Self> {
+    pub fn new(store: Option<Arc<Store>>) -> Self {
         let machine = std::fs::read_to_string("/etc/machine-id")
             .or_else(|_| std::fs::read_to_string("/var/lib/dbus/machine-id"))
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| "wot-runtime".into());
-        let Some(dir) = state_dir else {
-            return Ok(IdStore {
-                file: None,
-                ids: Map::new(),
-                machine,
-            });
-        };
-        std::fs::create_dir_all(dir)?;
-        let file = dir.join("ids.json");
-        let ids = match std::fs::read(&file) {
-            Ok(bytes) => serde_json::from_slice::<Map<String, Value>>(&bytes).unwrap_or_default(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
-            Err(e) => return Err(e),
-        };
-        Ok(IdStore {
-            file: Some(file),
-            ids,
-            machine,
-        })
+        IdStore { store, machine }
     }
 
     /// The id for a key (a thing's slug, or "directory").
-    pub fn id_for(&mut self, key: &str) -> std::io::Result<String> {
-        if let Some(id) = self.ids.get(key).and_then(Value::as_str) {
-            return Ok(id.to_owned());
-        }
-        let id = match &self.file {
-            Some(_) => format!("urn:uuid:{}", uuid::Uuid::new_v4()),
-            None => {
-                let name = format!("{}/{key}", self.machine);
-                format!(
-                    "urn:uuid:{}",
-                    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes())
-                )
-            }
+    pub fn id_for(&mut self, key: &str) -> Result<String, String> {
+        let Some(store) = &self.store else {
+            let name = format!("{}/{key}", self.machine);
+            return Ok(format!(
+                "urn:uuid:{}",
+                uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes())
+            ));
         };
-        self.ids.insert(key.to_owned(), Value::from(id.clone()));
-        if let Some(file) = &self.file {
-            let tmp = file.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&self.ids)?)?;
-            std::fs::rename(&tmp, file)?;
+        let meta = format!("id:{key}");
+        if let Some(id) = store.get_meta(&meta) {
+            return Ok(id);
         }
+        let id = format!("urn:uuid:{}", uuid::Uuid::new_v4());
+        store.set_meta(&meta, &id)?;
         Ok(id)
+    }
+
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
     }
 }
 

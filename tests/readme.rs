@@ -7,7 +7,11 @@ use std::process::Command;
 
 fn readme_curl_lines() -> Vec<String> {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    readme.lines().filter(|l| l.starts_with("curl ")).map(str::to_owned).collect()
+    readme
+        .lines()
+        .filter(|l| l.starts_with("curl "))
+        .map(str::to_owned)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,9 +29,10 @@ async fn readme_curl_examples_work_as_printed() {
         } else {
             format!("{line} -w '\\nstatus=%{{http_code}}'")
         };
-        let out = tokio::task::spawn_blocking(move || Command::new("sh").arg("-c").arg(&command).output().unwrap())
-            .await
-            .unwrap();
+        let out =
+            tokio::task::spawn_blocking(move || Command::new("sh").arg("-c").arg(&command).output().unwrap())
+                .await
+                .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         if streaming {
             // curl exits 28 when --max-time ends the stream; the subscription was confirmed.

@@ -276,12 +276,12 @@ fn action_handler(runtime: ActionRuntime) -> ActionHandler {
             let output = match &runtime.effect {
                 Effect::Toggle(property) => {
                     let next = !thing.property(property)?.value().as_bool().unwrap_or(false);
-                    thing.update_property(property, Value::Bool(next))?;
+                    thing.set_property(property, Value::Bool(next)).await?;
                     Some(Value::Bool(next))
                 }
                 Effect::Set(set) => {
                     let value = input_at(&ctx.input, &set.from)?;
-                    thing.write_property(&set.property, value)?;
+                    thing.write_property(&set.property, value).await?;
                     None
                 }
                 Effect::Ramp(ramp) => Some(run_ramp(&thing, ramp, &ctx.input).await?),
@@ -316,7 +316,9 @@ async fn run_ramp(
     for step in 1..=steps {
         tick.tick().await;
         let value = start + (target - start) * step as f64 / steps as f64;
-        thing.update_property(&ramp.property, as_number(value, ty.as_deref()))?;
+        thing
+            .set_property(&ramp.property, as_number(value, ty.as_deref()))
+            .await?;
     }
     Ok(as_number(target, ty.as_deref()))
 }

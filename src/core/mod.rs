@@ -11,6 +11,7 @@ pub mod events;
 pub mod operation;
 pub mod schema;
 pub mod servient;
+pub mod store;
 pub mod thing;
 
 pub use actions::{ActionLimits, ActionStatus, Status};

@@ -71,12 +71,16 @@ impl Servient {
 pub async fn perform(thing: &Arc<ExposedThing>, op: Operation) -> Result<Reply, Error> {
     match op {
         Operation::ReadProperty(name) => thing.read_property(&name).map(Reply::Value),
-        Operation::WriteProperty(name, value) => thing.write_property(&name, value).map(|_| Reply::Written),
+        Operation::WriteProperty(name, value) => {
+            thing.write_property(&name, value).await.map(|_| Reply::Written)
+        }
         Operation::ReadAllProperties => thing.read_all_properties().map(Reply::Value),
         Operation::ReadMultipleProperties(names) => thing
             .read_properties(names.iter().map(String::as_str))
             .map(Reply::Value),
-        Operation::WriteMultipleProperties(values) => thing.write_properties(values).map(|_| Reply::Written),
+        Operation::WriteMultipleProperties(values) => {
+            thing.write_properties(values).await.map(|_| Reply::Written)
+        }
         Operation::InvokeAction { name, input } => {
             if thing.action(&name)?.synchronous {
                 thing.invoke_sync(&name, input).await.map(Reply::Output)

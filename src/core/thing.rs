@@ -17,6 +17,8 @@ use super::actions::{ActionLimits, ActionRegistry, ActionStatus, Failure};
 use super::error::{Error, SchemaViolation};
 use super::events::{EventHub, Subscription, Target, Topic};
 use super::schema::DataSchema;
+use super::store::Persistence;
+use tokio::sync::oneshot;
 
 /// What an action handler returns: its output (if any) or an error.
 pub type ActionFuture = Pin<Box<dyn Future<Output = Result<Option<Value>, Error>> + Send>>;
@@ -43,6 +45,8 @@ pub struct Property {
     pub read_only: bool,
     pub write_only: bool,
     pub observable: bool,
+    /// Written values go through the thing's persistence (client-writable properties).
+    pub durable: bool,
     current: RwLock<Stored>,
 }
 
@@ -111,6 +115,7 @@ pub struct ExposedThing {
     pub events: IndexMap<String, Event>,
     hub: EventHub,
     registry: ActionRegistry,
+    persistence: Option<Arc<dyn Persistence>>,
 }
 
 impl ExposedThing {
@@ -174,20 +179,20 @@ impl ExposedThing {
         self.read_properties(self.properties.keys().map(String::as_str))
     }
 
-    /// writeproperty from a client: checks readOnly and the schema, stores, notifies.
-    pub fn write_property(&self, name: &str, value: Value) -> Result<(), Error> {
+    /// writeproperty from a client: checks readOnly and the schema, then stores (durably when
+    /// the thing persists) and notifies. Returns once readers see the new value.
+    pub async fn write_property(self: &Arc<Self>, name: &str, value: Value) -> Result<(), Error> {
         let property = self.property(name)?;
         if property.read_only {
             return Err(Error::ReadOnly(name.into()));
         }
         let value = property.schema.check_write(value)?;
-        self.commit(property, value);
-        Ok(())
+        self.apply(vec![(property.name.clone(), value)]).await
     }
 
     /// writemultipleproperties: every value is checked before any is stored, so a rejected
-    /// request changes nothing.
-    pub fn write_properties(&self, values: Map<String, Value>) -> Result<(), Error> {
+    /// request changes nothing; the accepted ones are stored in one batch.
+    pub async fn write_properties(self: &Arc<Self>, values: Map<String, Value>) -> Result<(), Error> {
         let mut checked = Vec::with_capacity(values.len());
         for (name, value) in values {
             let property = self.property(&name)?;
@@ -198,34 +203,90 @@ impl ExposedThing {
                 .schema
                 .check_write(value)
                 .map_err(|e| prefix_pointer(e, &name))?;
-            checked.push((property, value));
+            checked.push((property.name.clone(), value));
         }
-        for (property, value) in checked {
-            self.commit(property, value);
+        self.apply(checked).await
+    }
+
+    /// Sets a property from inside the thing (an action's effect) and waits until readers see it.
+    /// readOnly does not apply; the schema still does.
+    pub async fn set_property(self: &Arc<Self>, name: &str, value: Value) -> Result<(), Error> {
+        let (property, value) = self.internal_value(name, value)?;
+        self.apply(vec![(property, value)]).await
+    }
+
+    /// Sets a property from inside the thing without waiting (a sensor reading). readOnly does
+    /// not apply; the schema still does, so a bad reading never becomes visible. An unchanged
+    /// value is not a change.
+    pub fn update_property(self: &Arc<Self>, name: &str, value: Value) -> Result<(), Error> {
+        let (property, value) = self.internal_value(name, value)?;
+        if self
+            .properties
+            .get(&*property)
+            .is_some_and(|p| p.stored().value == value)
+        {
+            return Ok(());
         }
+        // Durable values apply once stored; the caller does not wait for that.
+        drop(self.queue(vec![(property, value)]));
         Ok(())
     }
 
-    /// Sets a property from inside the thing (a sensor reading, an action's effect). readOnly
-    /// does not apply; the schema still does, so a bad reading never becomes visible.
-    pub fn update_property(&self, name: &str, value: Value) -> Result<(), Error> {
+    fn internal_value(&self, name: &str, value: Value) -> Result<(Arc<str>, Value), Error> {
         let property = self.property(name)?;
         if !property.schema.is_valid(&value) {
             return Err(Error::Internal(format!(
                 "value {value} for '{name}' violates its schema"
             )));
         }
-        let value = property.schema.normalise(value);
-        if property.stored().value == value {
-            return Ok(());
+        Ok((property.name.clone(), property.schema.normalise(value)))
+    }
+
+    /// Stores values (durable ones through the persistence, applied after their commit) and
+    /// notifies. `None` when everything was applied at once.
+    fn queue(
+        self: &Arc<Self>,
+        values: Vec<(Arc<str>, Value)>,
+    ) -> Option<oneshot::Receiver<Result<(), String>>> {
+        let durable: Vec<(Arc<str>, Bytes)> = values
+            .iter()
+            .filter(|(name, _)| self.properties.get(&**name).is_some_and(|p| p.durable))
+            .map(|(name, value)| {
+                (
+                    name.clone(),
+                    Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
+                )
+            })
+            .collect();
+        match &self.persistence {
+            Some(persistence) if !durable.is_empty() => {
+                let thing = self.clone();
+                Some(persistence.persist(&self.id, durable, Box::new(move || thing.commit_all(values))))
+            }
+            _ => {
+                self.commit_all(values);
+                None
+            }
         }
-        self.commit(property, value);
+    }
+
+    async fn apply(self: &Arc<Self>, values: Vec<(Arc<str>, Value)>) -> Result<(), Error> {
+        if let Some(stored) = self.queue(values) {
+            stored
+                .await
+                .map_err(|_| Error::Internal("the state store stopped".into()))?
+                .map_err(|e| Error::Internal(format!("the value could not be stored: {e}")))?;
+        }
         Ok(())
     }
 
-    fn commit(&self, property: &Property, value: Value) {
-        let bytes = property.store(value);
-        self.hub.publish(Topic::Property(property.name.clone()), bytes);
+    fn commit_all(&self, values: Vec<(Arc<str>, Value)>) {
+        for (name, value) in values {
+            if let Some(property) = self.properties.get(&*name) {
+                let bytes = property.store(value);
+                self.hub.publish(Topic::Property(property.name.clone()), bytes);
+            }
+        }
     }
 
     /// Emits an event with the given data (validated against the event's data schema).
@@ -393,6 +454,7 @@ pub struct ThingBuilder {
     handlers: IndexMap<String, ActionHandler>,
     limits: ActionLimits,
     hub_capacity: usize,
+    persistence: Option<Arc<dyn Persistence>>,
 }
 
 impl ThingBuilder {
@@ -406,7 +468,16 @@ impl ThingBuilder {
             handlers: IndexMap::new(),
             limits: ActionLimits::default(),
             hub_capacity: 1024,
+            persistence: None,
         }
+    }
+
+    /// Makes the client-writable properties durable: their stored values are restored now
+    /// (a value that no longer fits the schema falls back to the default, with a warning) and
+    /// every write is acknowledged only once stored.
+    pub fn persistence(mut self, persistence: Arc<dyn Persistence>) -> Self {
+        self.persistence = Some(persistence);
+        self
     }
 
     pub fn id(mut self, id: impl Into<String>) -> Self {
@@ -459,11 +530,31 @@ impl ThingBuilder {
                 .cloned()
                 .or_else(|| zero_value(affordance))
                 .unwrap_or(Value::Null);
+            let read_only = flag("readOnly");
+            let restored = match (&self.persistence, read_only) {
+                (Some(p), false) => p.load(&self.id, name).and_then(|bytes| {
+                    match serde_json::from_slice::<Value>(&bytes) {
+                        Ok(v) if schema.is_valid(&v) => Some(v),
+                        Ok(v) => {
+                            tracing::warn!(thing = %self.slug, property = %name,
+                                "stored value {v} no longer fits the schema; using the default");
+                            None
+                        }
+                        Err(e) => {
+                            tracing::warn!(thing = %self.slug, property = %name, "stored value unreadable: {e}");
+                            None
+                        }
+                    }
+                }),
+                _ => None,
+            };
+            let initial = restored.unwrap_or(initial);
             let property = Property {
                 name: name.as_str().into(),
-                read_only: flag("readOnly"),
+                read_only,
                 write_only: flag("writeOnly"),
                 observable: flag("observable"),
+                durable: !read_only,
                 current: RwLock::new(Stored {
                     value: Value::Null,
                     bytes: Bytes::from_static(b"null"),
@@ -535,6 +626,7 @@ impl ThingBuilder {
             events,
             hub: EventHub::new(self.hub_capacity),
             registry: ActionRegistry::new(self.limits),
+            persistence: self.persistence,
         }))
     }
 }

@@ -10,7 +10,7 @@ use wot_runtime::things::{self, Hosted, IdStore};
 
 /// Exposes the bundled things.
 pub fn bundled_things() -> Vec<Hosted> {
-    let mut ids = IdStore::open(None).expect("id store");
+    let mut ids = IdStore::new(None);
     things::bundled()
         .into_iter()
         .map(|d| things::expose(d.expect("bundled thing parses"), &mut ids).expect("bundled thing builds"))

@@ -1,0 +1,28 @@
+//! Durability of property values as the core sees it. A [`Persistence`] takes serialised values
+//! and runs a callback once they are stored; the core decides what is persisted and applies a
+//! write to memory only in that callback, so what clients read is always in commit order and
+//! an acknowledged write is durable. How values are stored (the `state` module, on redb) is not
+//! this module's business: no storage engine type appears here.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+/// Runs after a batch is durable, in the order batches were queued.
+pub type Apply = Box<dyn FnOnce() + Send>;
+
+/// Where durable property values go.
+pub trait Persistence: Send + Sync + std::fmt::Debug {
+    /// Queues the values of one thing's properties for storage. `apply` runs once they are
+    /// stored; the receiver then resolves (an `Err` means nothing was stored or applied).
+    fn persist(
+        &self,
+        thing_id: &str,
+        values: Vec<(Arc<str>, Bytes)>,
+        apply: Apply,
+    ) -> oneshot::Receiver<Result<(), String>>;
+
+    /// The stored value of a property, if any.
+    fn load(&self, thing_id: &str, property: &str) -> Option<Bytes>;
+}
