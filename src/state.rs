@@ -29,8 +29,8 @@ pub enum Durability {
     /// fsync before a write is acknowledged (group-committed).
     #[default]
     Immediate,
-    /// Acknowledge without fsync; fsync at most every second and at shutdown. A crash of the
-    /// machine (not of the process) can lose the last second of writes.
+    /// Acknowledge without fsync; fsync at most every second and at a clean shutdown. A crash
+    /// (of the process or the machine) can lose the last second of acknowledged writes.
     Periodic,
 }
 

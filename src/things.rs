@@ -75,9 +75,12 @@ pub fn expose(definition: ThingDefinition, ids: &mut IdStore) -> Result<Hosted, 
         Some(id) => id.to_owned(),
         None => ids
             .id_for(&definition.slug)
-            .map_err(|e| Problem::new(&path, "", "io", e.to_string()))?,
+            .map_err(|e| Problem::new(&path, "", "state", e))?,
     };
     let mut builder = ThingBuilder::new(definition.slug.clone(), definition.model).id(id);
+    if let Some(store) = ids.store() {
+        builder = builder.persistence(store.clone());
+    }
     for (name, handler) in definition.behaviors.action_handlers() {
         builder = builder.on_action_handler(name, handler);
     }
