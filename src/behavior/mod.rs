@@ -1,11 +1,12 @@
-//! Behaviours: what drives a thing's values. Property sources (stored, drifting simulation,
-//! polled file readings), action effects (toggle, set, ramp) and event conditions (threshold
-//! crossings), all declared in a things/ file and turned here into core action handlers and
-//! background tasks.
+//! Behaviours: what drives a thing's values. Property sources (stored, drifting or simulated
+//! signals, polled file readings, commands), action effects (toggle, set, ramp, command) and
+//! event triggers (threshold crossings, a command's output lines), all declared in a things/
+//! file and turned here into core action handlers and background tasks.
 //!
 //! Behaviours act on the core only through `ExposedThing`'s public methods, like any client of
 //! the core would; they know nothing of TDs or bindings.
 
+pub mod command;
 pub mod spec;
 
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use tokio::task::JoinHandle;
 use crate::core::{ActionHandler, Error, ExposedThing, Received, Target, Topic};
 use spec::{
     ActionRuntime, Condition, Drift, Effect, EventRuntime, FileSource, PropertyRuntime, PropertySource,
-    RampEffect,
+    RampEffect, Simulated, SimulatedKind,
 };
 
 /// The runtime part of one thing file.
@@ -64,6 +65,26 @@ impl Behaviors {
                         return Err((format!("{at}/drift/rate"), "rate must be between 0 and 1".into()));
                     }
                 }
+                PropertySource::Simulated(sim) => {
+                    need_property(at.clone(), name, sim.kind != SimulatedKind::Steps)?;
+                    if sim.kind == SimulatedKind::Steps && sim.values.is_empty() {
+                        return Err((
+                            format!("{at}/simulated/values"),
+                            "steps need at least one value".into(),
+                        ));
+                    }
+                    if sim.max < sim.min {
+                        return Err((format!("{at}/simulated/max"), "max is below min".into()));
+                    }
+                }
+                PropertySource::Command(c) => {
+                    if c.argv.is_empty() {
+                        return Err((
+                            format!("{at}/command/argv"),
+                            "argv needs at least the program".into(),
+                        ));
+                    }
+                }
                 PropertySource::File(f) => {
                     need_property(at.clone(), name, true)?;
                     if let Some(p) = &f.pattern {
@@ -88,6 +109,14 @@ impl Behaviors {
                 }
                 Effect::Set(s) => need_property(format!("{at}/effect/set/property"), &s.property, false)?,
                 Effect::Ramp(r) => need_property(format!("{at}/effect/ramp/property"), &r.property, true)?,
+                Effect::Command(c) => {
+                    if c.argv.is_empty() {
+                        return Err((
+                            format!("{at}/effect/command/argv"),
+                            "argv needs at least the program".into(),
+                        ));
+                    }
+                }
                 Effect::Nothing => {}
             }
             if let Some(event) = &runtime.emit
@@ -97,10 +126,22 @@ impl Behaviors {
             }
         }
         for (name, runtime) in &self.events {
-            let at = format!("/events/{name}/runtime/when");
-            need_property(format!("{at}/property"), &runtime.when.property, true)?;
-            if runtime.when.above.is_none() && runtime.when.below.is_none() {
-                return Err((at, "a condition needs 'above' or 'below'".into()));
+            match runtime {
+                EventRuntime::When(when) => {
+                    let at = format!("/events/{name}/runtime/when");
+                    need_property(format!("{at}/property"), &when.property, true)?;
+                    if when.above.is_none() && when.below.is_none() {
+                        return Err((at, "a condition needs 'above' or 'below'".into()));
+                    }
+                }
+                EventRuntime::Lines(lines) => {
+                    if lines.argv.is_empty() {
+                        return Err((
+                            format!("/events/{name}/runtime/lines/argv"),
+                            "argv needs at least the program".into(),
+                        ));
+                    }
+                }
             }
         }
         Ok(())
@@ -110,7 +151,7 @@ impl Behaviors {
     pub fn action_handlers(&self) -> impl Iterator<Item = (&str, ActionHandler)> {
         self.actions
             .iter()
-            .map(|(name, runtime)| (name.as_str(), action_handler(runtime.clone())))
+            .map(|(name, runtime)| (name.as_str(), action_handler(name.clone(), runtime.clone())))
     }
 
     /// Starts the background tasks (sources and conditions) of a thing. The caller aborts the
@@ -126,14 +167,24 @@ impl Behaviors {
                 PropertySource::File(f) => {
                     tasks.push(tokio::spawn(poll_file(thing.clone(), name.clone(), f.clone())))
                 }
+                PropertySource::Simulated(sim) => {
+                    tasks.push(tokio::spawn(simulate(thing.clone(), name.clone(), sim.clone())))
+                }
+                PropertySource::Command(c) => tasks.push(tokio::spawn(command::poll(
+                    thing.clone(),
+                    name.clone(),
+                    c.clone(),
+                ))),
             }
         }
         for (name, runtime) in &self.events {
-            tasks.push(tokio::spawn(watch(
-                thing.clone(),
-                name.clone(),
-                runtime.when.clone(),
-            )));
+            let task = match runtime {
+                EventRuntime::When(when) => tokio::spawn(watch(thing.clone(), name.clone(), when.clone())),
+                EventRuntime::Lines(lines) => {
+                    tokio::spawn(command::lines(thing.clone(), name.clone(), lines.clone()))
+                }
+            };
+            tasks.push(task);
         }
         tasks
     }
@@ -181,6 +232,48 @@ async fn drift(thing: Arc<ExposedThing>, name: String, spec: Drift) {
         let next = round(current + (target - current) * spec.rate + noise, spec.decimals);
         if let Err(e) = thing.update_property(&name, as_number(next, ty.as_deref())) {
             tracing::debug!(thing = %thing.slug, property = %name, "drift value rejected: {e}");
+        }
+    }
+}
+
+async fn simulate(thing: Arc<ExposedThing>, name: String, spec: Simulated) {
+    let ty = schema_type(&thing, &name);
+    let mut tick = tokio::time::interval(Duration::from_millis(spec.period_ms.max(10)));
+    let started = tokio::time::Instant::now();
+    let mut index = 0usize;
+    loop {
+        tick.tick().await;
+        let value = match spec.kind {
+            SimulatedKind::Steps => {
+                let v = spec.values[index % spec.values.len()].clone();
+                index += 1;
+                v
+            }
+            SimulatedKind::Sine => {
+                let phase = started.elapsed().as_millis() as f64 / spec.cycle_ms.max(1) as f64;
+                let v =
+                    spec.min + (spec.max - spec.min) * (1.0 + (std::f64::consts::TAU * phase).sin()) / 2.0;
+                as_number(round(v, spec.decimals), ty.as_deref())
+            }
+            SimulatedKind::RandomWalk => {
+                let current = thing
+                    .property(&name)
+                    .ok()
+                    .and_then(|p| p.value().as_f64())
+                    .unwrap_or(spec.min);
+                let delta = if spec.step > 0.0 {
+                    rand::rng().random_range(-spec.step..=spec.step)
+                } else {
+                    0.0
+                };
+                as_number(
+                    round((current + delta).clamp(spec.min, spec.max), spec.decimals),
+                    ty.as_deref(),
+                )
+            }
+        };
+        if let Err(e) = thing.update_property(&name, value) {
+            tracing::warn!(thing = %thing.slug, property = %name, "simulated value rejected: {e}");
         }
     }
 }
@@ -267,10 +360,12 @@ fn input_at(input: &Option<Value>, pointer: &str) -> Result<Value, Error> {
         .ok_or_else(|| Error::ActionFailed(format!("input has no member at '{pointer}'")))
 }
 
-fn action_handler(runtime: ActionRuntime) -> ActionHandler {
+fn action_handler(action: String, runtime: ActionRuntime) -> ActionHandler {
     let runtime = Arc::new(runtime);
+    let action: Arc<str> = action.into();
     Arc::new(move |ctx| {
         let runtime = runtime.clone();
+        let action = action.clone();
         Box::pin(async move {
             let thing = ctx.thing;
             let output = match &runtime.effect {
@@ -285,6 +380,21 @@ fn action_handler(runtime: ActionRuntime) -> ActionHandler {
                     None
                 }
                 Effect::Ramp(ramp) => Some(run_ramp(&thing, ramp, &ctx.input).await?),
+                Effect::Command(spec) => {
+                    let stdin = serde_json::to_vec(ctx.input.as_ref().unwrap_or(&Value::Null))
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                    let output = command::run(spec, Some(&stdin))
+                        .await
+                        .map_err(Error::ActionFailed)?;
+                    if let Some(schema) = &thing.action(&action)?.output
+                        && !schema.is_valid(&output)
+                    {
+                        return Err(Error::ActionFailed(format!(
+                            "the command's output {output} does not fit the action's output schema"
+                        )));
+                    }
+                    Some(output)
+                }
                 Effect::Nothing => None,
             };
             if let Some(event) = &runtime.emit {

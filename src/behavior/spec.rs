@@ -23,6 +23,89 @@ pub enum PropertySource {
     Drift(Drift),
     /// A reading of a file (such as /proc/loadavg), polled.
     File(FileSource),
+    /// A simulated signal: random walk, sine or steps.
+    Simulated(Simulated),
+    /// The output of a command, run every poll interval.
+    Command(CommandSource),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Simulated {
+    pub kind: SimulatedKind,
+    #[serde(default)]
+    pub min: f64,
+    #[serde(default = "hundred")]
+    pub max: f64,
+    /// Time between values.
+    #[serde(default = "default_period")]
+    pub period_ms: u64,
+    /// Largest change per period of a random walk.
+    #[serde(default = "one")]
+    pub step: f64,
+    /// Length of one sine cycle.
+    #[serde(default = "default_cycle")]
+    pub cycle_ms: u64,
+    /// The values `steps` cycles through (any JSON that fits the schema).
+    #[serde(default)]
+    pub values: Vec<serde_json::Value>,
+    #[serde(default = "default_decimals")]
+    pub decimals: u32,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum SimulatedKind {
+    RandomWalk,
+    Sine,
+    Steps,
+}
+
+/// A program and its arguments, run directly (never through a shell).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CommandSpec {
+    pub argv: Vec<String>,
+    /// Killed after this long.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// How its standard output is read.
+    #[serde(default)]
+    pub parse: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum OutputFormat {
+    /// A JSON document.
+    #[default]
+    Json,
+    /// A number (surrounding whitespace ignored).
+    Number,
+    /// The trimmed text, as a JSON string.
+    Text,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CommandSource {
+    pub argv: Vec<String>,
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub parse: OutputFormat,
+    #[serde(default = "default_period")]
+    pub poll_ms: u64,
+}
+
+impl CommandSource {
+    pub fn command(&self) -> CommandSpec {
+        CommandSpec {
+            argv: self.argv.clone(),
+            timeout_ms: self.timeout_ms,
+            parse: self.parse,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -80,6 +163,10 @@ pub enum Effect {
     Set(SetEffect),
     /// Move a numeric property to a target over a duration, in steps; the output is the end value.
     Ramp(RampEffect),
+    /// Run a command with the input as JSON on standard input; its output (parsed per
+    /// `parse`, checked against the output schema) is the action's output. Cancelling the
+    /// action kills the command.
+    Command(CommandSpec),
     /// Do nothing but emit (an action that only fires its event).
     Nothing,
 }
@@ -106,11 +193,26 @@ pub struct RampEffect {
     pub step_ms: u64,
 }
 
-/// The `runtime` object of an event.
+/// The `runtime` object of an event: what makes it fire (besides actions that `emit` it).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct EventRuntime {
-    pub when: Condition,
+pub enum EventRuntime {
+    /// A property crossing a threshold.
+    When(Condition),
+    /// Each line a long-running command prints (parsed per `parse`) is one event; the
+    /// command is restarted when it exits.
+    Lines(LinesSource),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LinesSource {
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub parse: OutputFormat,
+    /// Wait before restarting a command that exited.
+    #[serde(default = "default_restart")]
+    pub restart_ms: u64,
 }
 
 /// Fires when a numeric property crosses a threshold; re-arms once it is back past the
@@ -141,4 +243,16 @@ fn default_step() -> u64 {
 }
 fn one() -> f64 {
     1.0
+}
+fn hundred() -> f64 {
+    100.0
+}
+fn default_cycle() -> u64 {
+    60_000
+}
+fn default_timeout() -> u64 {
+    10_000
+}
+fn default_restart() -> u64 {
+    5_000
 }
