@@ -104,6 +104,17 @@ pub fn parse(path: &Path, text: &str) -> Result<ThingDefinition, Vec<Problem>> {
             format!("not valid JSON: {e} (line {}, column {})", e.line(), e.column()),
         )]
     })?;
+    if super::model::is_thing_model(&doc) {
+        return Err(vec![Problem::new(
+            path,
+            "/@type",
+            "tm:ThingModel",
+            "a Thing Model is not served itself: an instance file names it in 'instance'",
+        )]);
+    }
+    if super::model::instance_of(&doc).is_some() {
+        doc = super::model::instantiate(path, &doc)?;
+    }
     let Some(root) = doc.as_object_mut() else {
         return Err(vec![Problem::new(
             path,
@@ -220,13 +231,21 @@ fn typed<T: DeserializeOwned>(path: &Path, at: &str, value: Value) -> Result<T, 
 }
 
 /// Reads and parses every `*.json` file of a directory, sorted by name.
-pub fn load_dir(dir: &Path) -> Result<Vec<Result<ThingDefinition, Vec<Problem>>>, std::io::Error> {
+/// Thing files of a directory: every `*.json` except Thing Models (`*.tm.json`), which are
+/// only used through instance files. Sorted by name.
+pub fn thing_files(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "json"))
+        .filter(|p| !p.to_string_lossy().ends_with(".tm.json"))
         .collect();
     paths.sort();
-    Ok(paths.iter().map(|p| load_file(p)).collect())
+    Ok(paths)
+}
+
+/// Reads and parses every thing file of a directory.
+pub fn load_dir(dir: &Path) -> Result<Vec<Result<ThingDefinition, Vec<Problem>>>, std::io::Error> {
+    Ok(thing_files(dir)?.iter().map(|p| load_file(p)).collect())
 }
 
 pub fn load_file(path: &Path) -> Result<ThingDefinition, Vec<Problem>> {

@@ -8,6 +8,7 @@
 pub mod definition;
 pub mod directory;
 pub mod forms;
+pub mod model;
 pub mod publish;
 pub mod validate;
 
