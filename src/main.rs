@@ -95,13 +95,16 @@ fn serve(args: ServeArgs) -> ExitCode {
         base_url: args.base_url,
         state_dir: args.state_dir,
         body_limit: args.body_limit,
+        watch_dir: None,
         ..Config::default()
     };
-    let definitions = match &args.things_dir {
+    let things_dir = match &args.things_dir {
+        Some(dir) => Some(dir.clone()),
+        None if Path::new("things").is_dir() => Some(PathBuf::from("things")),
+        None => None,
+    };
+    let definitions = match &things_dir {
         Some(dir) => definition::load_dir(dir).map_err(|e| format!("{}: {e}", dir.display())),
-        None if Path::new("things").is_dir() => {
-            definition::load_dir(Path::new("things")).map_err(|e| format!("things: {e}"))
-        }
         None => {
             tracing::info!("no ./things directory: serving the bundled things");
             Ok(things::bundled())
@@ -123,6 +126,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         },
         None => None,
+    };
+    let config = Config {
+        watch_dir: things_dir.clone(),
+        ..config
     };
     let mut ids = IdStore::new(store);
     let mut hosted: Vec<Hosted> = Vec::new();

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::binding::http::{self, HttpForms, HttpState};
 use crate::core::Servient;
 use crate::td::{FormProvider, TdPublisher};
-use crate::things::{Hosted, IdStore};
+use crate::things::{Host, Hosted, IdStore};
 
 /// What `wot serve` is told.
 #[derive(Debug, Clone)]
@@ -31,6 +31,10 @@ pub struct Config {
     pub sse_keepalive: Duration,
     /// HTTP worker threads (default: one per core).
     pub workers: usize,
+    /// The things directory to watch: files added, changed or removed there add, update or
+    /// remove their thing while serving.
+    pub watch_dir: Option<PathBuf>,
+    pub watch_period: Duration,
 }
 
 impl Default for Config {
@@ -46,6 +50,8 @@ impl Default for Config {
             body_limit: http::DEFAULT_BODY_LIMIT,
             sse_keepalive: Duration::from_secs(15),
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            watch_dir: None,
+            watch_period: Duration::from_millis(500),
         }
     }
 }
@@ -72,9 +78,9 @@ pub struct Running {
     pub http_addr: SocketAddr,
     http: actix_web::dev::ServerHandle,
     http_task: JoinHandle<std::io::Result<()>>,
-    behavior_tasks: Vec<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
-    ids: IdStore,
+    pub host: Arc<Host>,
+    reloader: Option<JoinHandle<()>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,17 +125,17 @@ impl Running {
         mut ids: IdStore,
     ) -> Result<Running, StartError> {
         let servient = Arc::new(Servient::new());
-        let mut behavior_tasks = Vec::new();
-        for h in &hosted {
-            servient.expose(h.thing.clone());
-        }
-        for h in &hosted {
-            behavior_tasks.extend(h.behaviors.start(&h.thing));
-        }
         let directory_id = ids.id_for("directory").map_err(StartError::State)?;
-
         let providers: Vec<Arc<dyn FormProvider>> = vec![Arc::new(HttpForms)];
         let publisher = Arc::new(TdPublisher::new(providers));
+        let host = Arc::new(Host::new(servient.clone(), publisher.clone(), ids));
+        for h in hosted {
+            host.add(h);
+        }
+        let reloader = config
+            .watch_dir
+            .clone()
+            .map(|dir| tokio::spawn(crate::reload::watch(dir, host.clone(), config.watch_period)));
 
         let addr = SocketAddr::new(config.host, config.http_port);
         let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind {
@@ -171,9 +177,9 @@ impl Running {
             http_addr,
             http: handle,
             http_task,
-            behavior_tasks,
             shutdown,
-            ids,
+            host,
+            reloader,
         })
     }
 
@@ -192,10 +198,11 @@ impl Running {
         let _ = self.shutdown.send(true);
         self.http.stop(true).await;
         let _ = self.http_task.await;
-        for task in self.behavior_tasks {
-            task.abort();
+        if let Some(reloader) = self.reloader {
+            reloader.abort();
         }
-        if let Some(store) = self.ids.store() {
+        self.host.stop();
+        if let Some(store) = self.host.store() {
             store.flush_async().await;
         }
     }

@@ -98,3 +98,77 @@ pub fn bundled() -> Vec<Result<ThingDefinition, Vec<Problem>>> {
         .map(|(name, text)| definition::parse(Path::new(name), text))
         .collect()
 }
+
+/// The things a runtime hosts, with their behaviour tasks: adds, replaces and removes things
+/// while the runtime serves (hot reload), so that one thing's change never touches another's
+/// tasks or connections.
+pub struct Host {
+    pub servient: Arc<crate::core::Servient>,
+    pub publisher: Arc<crate::td::TdPublisher>,
+    tasks: std::sync::Mutex<std::collections::HashMap<String, Vec<tokio::task::JoinHandle<()>>>>,
+    pub ids: std::sync::Mutex<IdStore>,
+}
+
+impl Host {
+    pub fn new(
+        servient: Arc<crate::core::Servient>,
+        publisher: Arc<crate::td::TdPublisher>,
+        ids: IdStore,
+    ) -> Self {
+        Host {
+            servient,
+            publisher,
+            tasks: Default::default(),
+            ids: std::sync::Mutex::new(ids),
+        }
+    }
+
+    fn tasks(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Vec<tokio::task::JoinHandle<()>>>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Exposes a thing and starts its behaviours; a thing with the same slug is replaced (its
+    /// tasks stop, its subscribers' streams end, its cached TDs are dropped).
+    pub fn add(&self, hosted: Hosted) {
+        let slug = hosted.thing.slug.clone();
+        let started = hosted.behaviors.start(&hosted.thing);
+        self.servient.expose(hosted.thing);
+        self.publisher.invalidate(&slug);
+        if let Some(old) = self.tasks().insert(slug, started) {
+            old.iter().for_each(|t| t.abort());
+        }
+    }
+
+    pub fn remove(&self, slug: &str) {
+        self.servient.remove(slug);
+        self.publisher.invalidate(slug);
+        if let Some(old) = self.tasks().remove(slug) {
+            old.iter().for_each(|t| t.abort());
+        }
+    }
+
+    /// Stops every behaviour (at shutdown).
+    pub fn stop(&self) {
+        for (_, tasks) in self.tasks().drain() {
+            tasks.iter().for_each(|t| t.abort());
+        }
+    }
+
+    /// Builds a thing from its definition with this host's ids and state.
+    pub fn expose(&self, definition: ThingDefinition) -> Result<Hosted, Problem> {
+        expose(
+            definition,
+            &mut self.ids.lock().unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+
+    pub fn store(&self) -> Option<Arc<Store>> {
+        self.ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .store()
+            .cloned()
+    }
+}

@@ -5,15 +5,28 @@
 use std::sync::{Arc, RwLock};
 
 use indexmap::IndexMap;
+use tokio::sync::watch;
 
 use super::error::Error;
 use super::events::{Subscription, Target};
 use super::operation::{Operation, Reply};
 use super::thing::ExposedThing;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Servient {
     things: RwLock<IndexMap<String, Arc<ExposedThing>>>,
+    /// Counts changes to the set of things (added, replaced, removed), so that announcers and
+    /// caches outside the core can follow without polling.
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Servient {
+    fn default() -> Self {
+        Servient {
+            things: RwLock::default(),
+            changes: watch::channel(0).0,
+        }
+    }
 }
 
 impl Servient {
@@ -21,12 +34,33 @@ impl Servient {
         Self::default()
     }
 
-    /// Adds (or replaces) a thing under its slug.
-    pub fn expose(&self, thing: Arc<ExposedThing>) {
-        self.things
+    /// Adds (or replaces) a thing under its slug. Returns the thing it replaced.
+    pub fn expose(&self, thing: Arc<ExposedThing>) -> Option<Arc<ExposedThing>> {
+        let old = self
+            .things
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(thing.slug.clone(), thing);
+        self.changes.send_modify(|n| *n += 1);
+        old
+    }
+
+    /// Takes a thing away; its subscribers' streams end once nothing else holds it.
+    pub fn remove(&self, slug: &str) -> Option<Arc<ExposedThing>> {
+        let old = self
+            .things
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .shift_remove(slug);
+        if old.is_some() {
+            self.changes.send_modify(|n| *n += 1);
+        }
+        old
+    }
+
+    /// A receiver that changes whenever a thing is added, replaced or removed.
+    pub fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn thing(&self, slug: &str) -> Result<Arc<ExposedThing>, Error> {

@@ -1,0 +1,221 @@
+//! Hot reload of `things/`: the directory is scanned every period; a thing file that appears,
+//! changes or disappears adds, updates or removes its thing through the [`Host`], without
+//! touching the other things. A changed file that no longer loads leaves the running thing as
+//! it was (the error is logged with file, pointer and rule). A changed Thing Model reloads every
+//! instance file. Updated things keep their id, keep the values of their stored properties
+//! that still fit, and get their TD `version.instance` bumped.
+//!
+//! Scanning and diffing are plain functions; only `watch` sleeps.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+
+use crate::td::definition::{self, ThingDefinition};
+use crate::things::Host;
+
+/// What identifies a version of a file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signature {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+/// Every `*.json` file of the directory (thing files and models) with its signature.
+pub fn scan(dir: &Path) -> BTreeMap<PathBuf, Signature> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return BTreeMap::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter_map(|p| {
+            let meta = std::fs::metadata(&p).ok().filter(|m| m.is_file())?;
+            Some((
+                p,
+                Signature {
+                    modified: meta.modified().ok(),
+                    len: meta.len(),
+                },
+            ))
+        })
+        .collect()
+}
+
+#[derive(Debug, Default, PartialEq)]
+pub struct Changes {
+    pub added: Vec<PathBuf>,
+    pub changed: Vec<PathBuf>,
+    pub removed: Vec<PathBuf>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+fn is_model(path: &Path) -> bool {
+    path.to_string_lossy().ends_with(".tm.json")
+}
+
+/// The thing files to add, reload and remove between two scans. A changed model reloads every
+/// thing file still present.
+pub fn diff(old: &BTreeMap<PathBuf, Signature>, new: &BTreeMap<PathBuf, Signature>) -> Changes {
+    let mut changes = Changes::default();
+    let model_changed = old
+        .keys()
+        .chain(new.keys())
+        .filter(|p| is_model(p))
+        .any(|p| old.get(p) != new.get(p));
+    for (path, sig) in new.iter().filter(|(p, _)| !is_model(p)) {
+        match old.get(path) {
+            None => changes.added.push(path.clone()),
+            Some(before) if before != sig || model_changed => changes.changed.push(path.clone()),
+            Some(_) => {}
+        }
+    }
+    changes.removed = old
+        .keys()
+        .filter(|p| !is_model(p) && !new.contains_key(*p))
+        .cloned()
+        .collect();
+    changes
+}
+
+/// `a.b.c` with its patch number raised by `by` ("1.0.0" when there is none).
+pub fn bump_patch(version: Option<&str>, by: u64) -> String {
+    let base = version.unwrap_or("1.0.0");
+    let mut parts: Vec<String> = base.splitn(3, '.').map(str::to_owned).collect();
+    while parts.len() < 3 {
+        parts.push("0".into());
+    }
+    let digits: String = parts[2].chars().take_while(char::is_ascii_digit).collect();
+    let patch = digits.parse::<u64>().unwrap_or(0) + by;
+    format!("{}.{}.{patch}", parts[0], parts[1])
+}
+
+/// Watches `dir` until the task is aborted.
+pub async fn watch(dir: PathBuf, host: Arc<Host>, period: Duration) {
+    let mut seen = scan(&dir);
+    let mut reloads: HashMap<String, u64> = HashMap::new();
+    loop {
+        tokio::time::sleep(period).await;
+        let now = scan(&dir);
+        let changes = diff(&seen, &now);
+        seen = now;
+        if changes.is_empty() {
+            continue;
+        }
+        for path in &changes.removed {
+            if let Ok(slug) = definition::slug_of(path) {
+                tracing::info!(thing = %slug, "removed: {}", path.display());
+                host.remove(&slug);
+            }
+        }
+        for path in changes.added.iter().chain(&changes.changed) {
+            let replacing = changes.changed.contains(path);
+            match definition::load_file(path) {
+                Ok(mut def) => {
+                    if replacing {
+                        let n = reloads.entry(def.slug.clone()).or_insert(0);
+                        *n += 1;
+                        bump_version(&mut def, *n);
+                    }
+                    load(&host, def, replacing);
+                }
+                Err(problems) => {
+                    for p in problems {
+                        tracing::error!("not (re)loaded: {p}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn bump_version(def: &mut ThingDefinition, by: u64) {
+    let current = def
+        .model
+        .pointer("/version/instance")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let bumped = bump_patch(current.as_deref(), by);
+    match def.model.get_mut("version") {
+        Some(Value::Object(v)) => {
+            v.insert("instance".into(), json!(bumped));
+        }
+        _ => {
+            if let Some(root) = def.model.as_object_mut() {
+                root.insert("version".into(), json!({"instance": bumped}));
+            }
+        }
+    }
+}
+
+fn load(host: &Host, def: ThingDefinition, replacing: bool) {
+    let slug = def.slug.clone();
+    let previous = host.servient.thing(&slug).ok();
+    match host.expose(def) {
+        Ok(hosted) => {
+            // Stored values that still fit carry over (durable ones are restored by the store).
+            if let Some(old) = previous {
+                for (name, property) in &hosted.thing.properties {
+                    if property.read_only {
+                        continue;
+                    }
+                    if let Ok(before) = old.property(name) {
+                        let value = before.value();
+                        if property.schema.is_valid(&value) {
+                            let _ = hosted.thing.update_property(name, value);
+                        }
+                    }
+                }
+            }
+            tracing::info!(thing = %slug, "{}", if replacing { "updated" } else { "added" });
+            host.add(hosted);
+        }
+        Err(p) => tracing::error!("not (re)loaded: {p}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sig(len: u64) -> Signature {
+        Signature { modified: None, len }
+    }
+
+    #[test]
+    fn diff_finds_added_changed_and_removed_files() {
+        let old: BTreeMap<PathBuf, Signature> =
+            [("a.json", 1), ("b.json", 1), ("c.json", 1), ("m.tm.json", 1)]
+                .map(|(p, l)| (p.into(), sig(l)))
+                .into();
+        let new: BTreeMap<PathBuf, Signature> =
+            [("a.json", 1), ("b.json", 2), ("d.json", 1), ("m.tm.json", 1)]
+                .map(|(p, l)| (p.into(), sig(l)))
+                .into();
+        let changes = diff(&old, &new);
+        assert_eq!(changes.added, [PathBuf::from("d.json")]);
+        assert_eq!(changes.changed, [PathBuf::from("b.json")]);
+        assert_eq!(changes.removed, [PathBuf::from("c.json")]);
+        // A changed model reloads every instance.
+        let mut newer = new.clone();
+        newer.insert("m.tm.json".into(), sig(5));
+        let changes = diff(&new, &newer);
+        assert_eq!(changes.changed.len(), 3);
+    }
+
+    #[test]
+    fn versions_are_bumped() {
+        assert_eq!(bump_patch(None, 1), "1.0.1");
+        assert_eq!(bump_patch(Some("2.3.4"), 2), "2.3.6");
+        assert_eq!(bump_patch(Some("7"), 1), "7.0.1");
+    }
+}

@@ -1,0 +1,169 @@
+//! Hot reload: adding, changing and removing files in the things directory adds, updates (with
+//! a bumped TD version) and removes things while serving, and other things' connections stay up.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use wot_runtime::runtime::{Config, Running};
+use wot_runtime::things::{self, IdStore};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn bundled(name: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("things").join(name)).unwrap()
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    tokio::time::timeout(WAIT, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what} did not happen"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_modify_and_remove_things_while_serving() {
+    let dir: PathBuf = std::env::temp_dir().join(format!("wot-reload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("lamp.json"), bundled("lamp.json")).unwrap();
+    std::fs::write(dir.join("thermostat.json"), bundled("thermostat.json")).unwrap();
+    let mut ids = IdStore::new(None);
+    let hosted = wot_runtime::td::definition::load_dir(&dir)
+        .unwrap()
+        .into_iter()
+        .map(|d| things::expose(d.unwrap(), &mut ids).unwrap())
+        .collect();
+    let config = Config {
+        watch_dir: Some(dir.clone()),
+        watch_period: Duration::from_millis(100),
+        ..Config::loopback()
+    };
+    let running = Running::start_with_ids(config, hosted, ids).await.unwrap();
+    let client = common::client();
+    let base = running.http_url();
+    // A connection to a thing that is not touched.
+    let mut target = common::SseReader::new(
+        client
+            .get(format!("{base}/things/thermostat/properties/target"))
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap(),
+    );
+    target.wait_for_text(": subscribed", WAIT).await;
+    let lamp_before: Value = client
+        .get(format!("{base}/things/lamp"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    client
+        .put(format!("{base}/things/lamp/properties/brightness"))
+        .json(&json!(64))
+        .send()
+        .await
+        .unwrap();
+
+    // Add.
+    std::fs::write(dir.join("host.json"), bundled("host.json")).unwrap();
+    let status = |url: String| {
+        let client = client.clone();
+        async move { client.get(url).send().await.unwrap().status() }
+    };
+    eventually("host added", || async {
+        status(format!("{base}/things/host")).await == StatusCode::OK
+    })
+    .await;
+    let host_td: Value = client
+        .get(format!("{base}/things/host"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    common::assert_valid_td(&host_td);
+
+    // A broken edit leaves the running thing alone.
+    std::fs::write(dir.join("lamp.json"), "{ broken").unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(status(format!("{base}/things/lamp")).await, StatusCode::OK);
+
+    // Modify: a new title, a bumped version, the same id, and the written value kept.
+    let mut lamp: Value = serde_json::from_str(&bundled("lamp.json")).unwrap();
+    lamp["title"] = json!("Desk lamp");
+    std::fs::write(dir.join("lamp.json"), lamp.to_string()).unwrap();
+    eventually("lamp updated", || async {
+        let td: Value = client
+            .get(format!("{base}/things/lamp"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        td["title"] == "Desk lamp"
+    })
+    .await;
+    let lamp_after: Value = client
+        .get(format!("{base}/things/lamp"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    common::assert_valid_td(&lamp_after);
+    assert_eq!(lamp_after["id"], lamp_before["id"]);
+    assert!(lamp_before.get("version").is_none());
+    let bumped = lamp_after["version"]["instance"].as_str().unwrap();
+    assert!(bumped == "1.0.1" || bumped == "1.0.2", "{bumped}");
+    let kept: Value = client
+        .get(format!("{base}/things/lamp/properties/brightness"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(kept, json!(64));
+
+    // Remove.
+    std::fs::remove_file(dir.join("host.json")).unwrap();
+    eventually("host removed", || async {
+        status(format!("{base}/things/host")).await == StatusCode::NOT_FOUND
+    })
+    .await;
+    let listed: Vec<Value> = client
+        .get(format!("{base}/things"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2);
+
+    // The untouched thing's subscriber never noticed: it still receives changes.
+    client
+        .put(format!("{base}/things/thermostat/properties/target"))
+        .json(&json!(23))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(target.next(WAIT).await.data, "23");
+    running.stop().await;
+}
