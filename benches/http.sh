@@ -32,3 +32,18 @@ run "PUT property" -s "$out.lua" "$url/things/lamp/properties/brightness"
 sed -i 's/"PUT"/"POST"/; s/wrk.body = "42"/wrk.body = nil/' "$out.lua"
 run "POST action (toggle)" -s "$out.lua" "$url/things/lamp/actions/toggle"
 run "GET TD" "$url/things/lamp"
+
+# PUT with durable state: fsync per group commit, then fsync at most once a second.
+for durability in immediate periodic; do
+  kill $pid 2>/dev/null; wait $pid 2>/dev/null || true
+  state=$(mktemp -d)
+  : >"$out"
+  target/release/wot serve things --host 127.0.0.1 --http-port 0 --no-coap --no-mdns \
+    --state-dir "$state" --durability $durability >"$out" 2>/dev/null &
+  pid=$!
+  for _ in $(seq 50); do [ -s "$out" ] && break; sleep 0.1; done
+  url=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["http"])' "$out")
+  sed -i 's/"POST"/"PUT"/; s/wrk.body = nil/wrk.body = "42"/' "$out.lua"
+  run "PUT durable $durability" -s "$out.lua" "$url/things/lamp/properties/brightness"
+  rm -rf "$state"
+done
