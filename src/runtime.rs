@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::binding::http::{self, HttpForms, HttpState};
+use crate::binding::ws::{self, WsConfig, WsForms, WsState};
 use crate::core::Servient;
 use crate::td::{FormProvider, TdPublisher};
 use crate::things::{Hosted, IdStore};
@@ -31,6 +32,8 @@ pub struct Config {
     pub sse_keepalive: Duration,
     /// HTTP worker threads (default: one per core).
     pub workers: usize,
+    /// WebSocket (Web Thing Protocol) limits and keepalive.
+    pub ws: WsConfig,
 }
 
 impl Default for Config {
@@ -46,6 +49,7 @@ impl Default for Config {
             body_limit: http::DEFAULT_BODY_LIMIT,
             sse_keepalive: Duration::from_secs(15),
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            ws: WsConfig::default(),
         }
     }
 }
@@ -119,7 +123,7 @@ impl Running {
         let mut ids = IdStore::open(config.state_dir.as_deref()).map_err(StartError::State)?;
         let directory_id = ids.id_for("directory").map_err(StartError::State)?;
 
-        let providers: Vec<Arc<dyn FormProvider>> = vec![Arc::new(HttpForms)];
+        let providers: Vec<Arc<dyn FormProvider>> = vec![Arc::new(HttpForms), Arc::new(WsForms)];
         let publisher = Arc::new(TdPublisher::new(providers));
 
         let addr = SocketAddr::new(config.host, config.http_port);
@@ -147,7 +151,11 @@ impl Running {
             keepalive: config.sse_keepalive,
             shutdown: shutdown_rx,
         };
-        let mounts: Vec<http::Mount> = Vec::new();
+        let mounts: Vec<http::Mount> = vec![Arc::new(ws::service(WsState {
+            servient: servient.clone(),
+            shutdown: shutdown.subscribe(),
+            config: config.ws.clone(),
+        }))];
         let server =
             http::start(state, listener, config.workers, mounts).map_err(|source| StartError::Bind {
                 what: "HTTP",
