@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
 use bytes::Bytes;
@@ -66,7 +66,7 @@ pub async fn run(
     };
     let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
     let mut keepalive = Keepalive::new(config.ping_interval, Instant::now());
-    let mut ticker = tokio::time::interval(config.ping_interval / 2);
+    let mut ticker = tokio::time::interval((config.ping_interval / 2).max(Duration::from_millis(10)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.reset();
 

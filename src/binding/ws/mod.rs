@@ -29,7 +29,7 @@ pub use protocol::SUBPROTOCOL;
 #[derive(Debug, Clone)]
 pub struct WsConfig {
     /// A ping goes out after this much silence from the client; after twice this the
-    /// connection is closed (1008) as dead.
+    /// connection is closed (1008) as dead. Zero switches keepalive off.
     pub ping_interval: Duration,
     /// Largest message (after joining continuation frames) that is processed; a larger one is
     /// answered with a 413 error and the socket stays open.

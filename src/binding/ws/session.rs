@@ -177,7 +177,11 @@ impl Keepalive {
         self.last_heard = now;
     }
 
+    /// A zero interval switches keepalive off.
     pub fn tick(&self, now: Instant) -> Tick {
+        if self.interval.is_zero() {
+            return Tick::Nothing;
+        }
         let silent = now.saturating_duration_since(self.last_heard);
         if silent >= self.timeout {
             Tick::Dead
@@ -271,6 +275,8 @@ mod tests {
         assert_eq!(k.tick(t0 + Duration::from_secs(32)), Tick::Dead);
         // A clock that goes backwards is not a reason to close.
         assert_eq!(k.tick(t0), Tick::Nothing);
+        let off = Keepalive::new(Duration::ZERO, t0);
+        assert_eq!(off.tick(t0 + Duration::from_secs(3600)), Tick::Nothing);
     }
 
     #[test]
