@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::binding::http::{self, HttpForms, HttpState};
+use crate::binding::ws::{self, WsConfig, WsForms, WsState};
 use crate::core::Servient;
 use crate::td::{FormProvider, TdPublisher};
 use crate::things::{Host, Hosted, IdStore};
@@ -35,6 +36,8 @@ pub struct Config {
     /// remove their thing while serving.
     pub watch_dir: Option<PathBuf>,
     pub watch_period: Duration,
+    /// WebSocket (Web Thing Protocol) limits and keepalive.
+    pub ws: WsConfig,
 }
 
 impl Default for Config {
@@ -52,6 +55,7 @@ impl Default for Config {
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             watch_dir: None,
             watch_period: Duration::from_millis(500),
+            ws: WsConfig::default(),
         }
     }
 }
@@ -126,7 +130,7 @@ impl Running {
     ) -> Result<Running, StartError> {
         let servient = Arc::new(Servient::new());
         let directory_id = ids.id_for("directory").map_err(StartError::State)?;
-        let providers: Vec<Arc<dyn FormProvider>> = vec![Arc::new(HttpForms)];
+        let providers: Vec<Arc<dyn FormProvider>> = vec![Arc::new(HttpForms), Arc::new(WsForms)];
         let publisher = Arc::new(TdPublisher::new(providers));
         let host = Arc::new(Host::new(servient.clone(), publisher.clone(), ids));
         for h in hosted {
@@ -162,7 +166,11 @@ impl Running {
             keepalive: config.sse_keepalive,
             shutdown: shutdown_rx,
         };
-        let mounts: Vec<http::Mount> = Vec::new();
+        let mounts: Vec<http::Mount> = vec![Arc::new(ws::service(WsState {
+            servient: servient.clone(),
+            shutdown: shutdown.subscribe(),
+            config: config.ws.clone(),
+        }))];
         let server =
             http::start(state, listener, config.workers, mounts).map_err(|source| StartError::Bind {
                 what: "HTTP",

@@ -1,0 +1,333 @@
+//! Benchmark of the WebSocket binding (not a test): event fan-out latency to many subscribers and
+//! read round-trips per second.
+//!
+//!     cargo run --release --example ws_bench -- [--subscribers 10000] [--events 20]
+//!         [--readers 64] [--read-secs 5] [--url http://127.0.0.1:8080]
+//!
+//! Without `--url` it starts the runtime (bundled things, loopback, default workers) in a child
+//! process of its own binary, so server and clients each hold ~N sockets: 10,000 subscribers
+//! need a little over 10,000 descriptors per process: raise the limit first if needed
+//! (`ulimit -n 20000`); the bench checks it and says so rather than failing halfway.
+//!
+//! Latency: for each event the bench POSTs `fade` (duration 0) to the lamp, which emits `faded`
+//! with the requested level; each subscriber's latency is from just before that POST to the
+//! moment its socket delivered the notification. p50/p99 are over all (event, subscriber) pairs;
+//! "last" is the slowest subscriber per event (the time until everyone had it).
+
+use std::io::{BufRead, BufReader, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+struct Args {
+    subscribers: usize,
+    events: usize,
+    readers: usize,
+    read_secs: u64,
+    url: Option<String>,
+    serve: bool,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        subscribers: 10_000,
+        events: 20,
+        readers: 64,
+        read_secs: 5,
+        url: None,
+        serve: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--subscribers" => a.subscribers = value().parse().expect("number"),
+            "--events" => a.events = value().parse().expect("number"),
+            "--readers" => a.readers = value().parse().expect("number"),
+            "--read-secs" => a.read_secs = value().parse().expect("number"),
+            "--url" => a.url = Some(value()),
+            "--serve" => a.serve = true,
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+/// The soft open-file limit of this process (children inherit it).
+fn fd_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+fn serve() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut ids = wot_runtime::things::IdStore::new(None);
+        let hosted = wot_runtime::things::bundled()
+            .into_iter()
+            .map(|d| wot_runtime::things::expose(d.expect("bundled"), &mut ids).expect("expose"))
+            .collect();
+        let config = wot_runtime::runtime::Config {
+            host: [127, 0, 0, 1].into(),
+            http_port: 0,
+            no_coap: true,
+            no_mdns: true,
+            ..Default::default()
+        };
+        let running = wot_runtime::runtime::Running::start(config, hosted)
+            .await
+            .expect("start");
+        println!("{}", running.ready_line());
+        std::io::stdout().flush().expect("flush");
+        // Runs until the parent closes our stdin.
+        tokio::task::spawn_blocking(|| {
+            let mut sink = String::new();
+            while std::io::stdin()
+                .read_line(&mut sink)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {}
+        })
+        .await
+        .expect("stdin");
+        running.stop().await;
+    });
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    let a = args();
+    if a.serve {
+        serve();
+        return;
+    }
+    if let Some(limit) = fd_limit() {
+        let needed = a.subscribers.max(a.readers) as u64 + 64;
+        if limit < needed {
+            eprintln!(
+                "open-file limit {limit} < {needed}: run `ulimit -n {}` first",
+                needed + 1024
+            );
+            std::process::exit(2);
+        }
+    }
+    let mut child = None;
+    let http = match &a.url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let exe = std::env::current_exe().expect("own path");
+            let mut c = std::process::Command::new(exe)
+                .arg("--serve")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("server child");
+            let mut line = String::new();
+            BufReader::new(c.stdout.take().expect("stdout"))
+                .read_line(&mut line)
+                .expect("ready line");
+            let ready: Value = serde_json::from_str(&line).expect("ready JSON");
+            child = Some(c);
+            ready["http"].as_str().expect("http origin").to_owned()
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(bench(&a, &http));
+    if let Some(mut c) = child {
+        drop(c.stdin.take());
+        let _ = c.wait();
+    }
+}
+
+async fn bench(a: &Args, http: &str) {
+    let ws = http.replacen("http", "ws", 1) + "/things/lamp";
+    let client = reqwest::Client::new();
+    let td: Value = client
+        .get(format!("{http}/things/lamp"))
+        .send()
+        .await
+        .expect("TD")
+        .json()
+        .await
+        .expect("TD JSON");
+    let thing_id = td["id"].as_str().expect("TD id").to_owned();
+
+    // ---- fan-out
+    println!("connecting {} subscribers to {ws} ...", a.subscribers);
+    let started = Instant::now();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Instant)>();
+    let connected = Arc::new(AtomicU64::new(0));
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut tasks = Vec::with_capacity(a.subscribers);
+    for i in 0..a.subscribers {
+        let (ws, thing_id, tx, connected, semaphore) = (
+            ws.clone(),
+            thing_id.clone(),
+            tx.clone(),
+            connected.clone(),
+            semaphore.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let permit = semaphore.acquire_owned().await.expect("semaphore");
+            let mut request = ws.into_client_request().expect("request");
+            request.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                "webthingprotocol".parse().expect("header"),
+            );
+            let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
+            let subscribe = json!({"thingID": thing_id, "messageID": uuid::Uuid::new_v4().to_string(),
+                "messageType": "request", "operation": "subscribeevent", "name": "faded",
+                "correlationID": format!("s{i}")});
+            socket
+                .send(Message::text(subscribe.to_string()))
+                .await
+                .expect("subscribe");
+            while let Some(Ok(m)) = socket.next().await {
+                if let Message::Text(t) = m
+                    && t.contains("\"response\"")
+                {
+                    break;
+                }
+            }
+            drop(permit);
+            connected.fetch_add(1, Ordering::Relaxed);
+            while let Some(Ok(m)) = socket.next().await {
+                if let Message::Text(t) = m {
+                    let at = Instant::now();
+                    // `"data":<level>` identifies the event round.
+                    if let Some(pos) = t.find("\"data\":") {
+                        let digits: String =
+                            t[pos + 7..].chars().take_while(|c| c.is_ascii_digit()).collect();
+                        if let Ok(level) = digits.parse() {
+                            let _ = tx.send((level, at));
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    drop(tx);
+    while (connected.load(Ordering::Relaxed) as usize) < a.subscribers {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("{} subscribed in {}", a.subscribers, ms(started.elapsed()));
+
+    let mut all = Vec::with_capacity(a.subscribers * a.events);
+    let mut lasts = Vec::with_capacity(a.events);
+    for round in 0..a.events {
+        let level = (round % 100 + 1) as u64;
+        let t0 = Instant::now();
+        let response = client
+            .post(format!("{http}/things/lamp/actions/fade"))
+            .json(&json!({"level": level, "duration": 0}))
+            .send()
+            .await
+            .expect("invoke fade");
+        assert_eq!(response.status(), 201, "fade accepted");
+        let mut got = 0;
+        let mut last = Duration::ZERO;
+        let deadline = tokio::time::sleep(Duration::from_secs(30));
+        tokio::pin!(deadline);
+        while got < a.subscribers {
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some((l, at)) if l == level => {
+                        let d = at.saturating_duration_since(t0);
+                        all.push(d);
+                        last = last.max(d);
+                        got += 1;
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+                _ = &mut deadline => break,
+            }
+        }
+        if got < a.subscribers {
+            println!(
+                "round {round}: only {got}/{} delivered within 30 s",
+                a.subscribers
+            );
+        }
+        lasts.push(last);
+        // Let the fade's brightness and status notifications settle between rounds.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    all.sort();
+    lasts.sort();
+    println!(
+        "fan-out: {} subscribers x {} events: per-subscriber emit->delivery p50 {} p99 {} max {}; \
+         time to last delivery per event p50 {} max {}",
+        a.subscribers,
+        a.events,
+        ms(percentile(&all, 0.50)),
+        ms(percentile(&all, 0.99)),
+        ms(*all.last().unwrap_or(&Duration::ZERO)),
+        ms(percentile(&lasts, 0.50)),
+        ms(*lasts.last().unwrap_or(&Duration::ZERO)),
+    );
+    for t in tasks {
+        t.abort();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // ---- read round-trips
+    let count = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(a.read_secs);
+    let mut readers = Vec::new();
+    for r in 0..a.readers {
+        let (ws, thing_id, count) = (ws.clone(), thing_id.clone(), count.clone());
+        readers.push(tokio::spawn(async move {
+            let (mut socket, _) = tokio_tungstenite::connect_async(ws.as_str())
+                .await
+                .expect("connect");
+            let mut n = 0u64;
+            while Instant::now() < until {
+                let request = json!({"thingID": thing_id, "messageID": "m", "messageType": "request",
+                    "operation": "readproperty", "name": "brightness", "correlationID": format!("r{r}-{n}")});
+                socket
+                    .send(Message::text(request.to_string()))
+                    .await
+                    .expect("send");
+                loop {
+                    match socket.next().await {
+                        Some(Ok(Message::Text(t))) if t.contains("\"value\"") => break,
+                        Some(Ok(_)) => continue,
+                        _ => return,
+                    }
+                }
+                n += 1;
+            }
+            count.fetch_add(n, Ordering::Relaxed);
+        }));
+    }
+    let t0 = Instant::now();
+    for r in readers {
+        let _ = r.await;
+    }
+    let total = count.load(Ordering::Relaxed);
+    println!(
+        "reads: {} sockets, sequential readproperty round-trips: {total} in {:.1} s = {:.0}/s",
+        a.readers,
+        t0.elapsed().as_secs_f64(),
+        total as f64 / t0.elapsed().as_secs_f64()
+    );
+}

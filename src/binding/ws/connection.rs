@@ -1,0 +1,590 @@
+//! Drives one Web Thing Protocol socket: reads messages, performs them on the thing through the
+//! core, forwards matching notifications, keeps the connection alive and closes it on shutdown.
+//!
+//! One task per socket. Outgoing frames go through actix-ws's bounded channel (32 frames) into
+//! the socket; notifications are pulled from the thing's broadcast only when there is room, so a
+//! client that stops reading holds a fixed amount of memory. It falls behind on the shared
+//! broadcast instead, and when it reads again it is told (close 1013, with the count) rather than
+//! silently missing changes. The thing and the other sockets never wait for it. No protocol
+//! decision is made here that `protocol` or `session` could make without IO.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
+use bytes::Bytes;
+use bytestring::ByteString;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+use super::WsConfig;
+use super::protocol::{self, Decoded, Frame, Rejection, Request};
+use super::session::{Interests, Keepalive, Tick, names_thing};
+use crate::core::servient::perform;
+use crate::core::{
+    EncodingSlot, Error, ExposedThing, Notification, Operation, Received, Reply, Subscription, Target, Topic,
+};
+
+type Pending = Pin<Box<dyn Future<Output = Bytes> + Send>>;
+
+/// The socket's thing and what its consumer listens to.
+struct Connection {
+    thing: Arc<ExposedThing>,
+    interests: Interests,
+    subscription: Option<Subscription>,
+}
+
+/// The answer to one message: now, or when a synchronous action ends.
+enum Answer {
+    Now(Bytes),
+    Later(Pending),
+}
+
+/// Why the loop ended.
+enum End {
+    /// Send this close frame.
+    Close(CloseCode, String),
+    /// The peer is gone or stuck; just drop the connection.
+    Drop,
+}
+
+pub async fn run(
+    thing: Arc<ExposedThing>,
+    mut session: Session,
+    mut stream: AggregatedMessageStream,
+    mut shutdown: watch::Receiver<bool>,
+    config: WsConfig,
+) {
+    let mut conn = Connection {
+        thing,
+        interests: Interests::default(),
+        subscription: None,
+    };
+    let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
+    let mut keepalive = Keepalive::new(config.ping_interval, Instant::now());
+    let mut ticker = tokio::time::interval((config.ping_interval / 2).max(Duration::from_millis(10)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.reset();
+
+    let end = loop {
+        let frame: Bytes = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|down| *down) => {
+                break End::Close(CloseCode::Away, "server shutting down".into());
+            }
+            message = stream.recv(), if pending.len() < config.max_in_flight => {
+                keepalive.heard(Instant::now());
+                match message {
+                    None => break End::Drop,
+                    Some(Ok(AggregatedMessage::Text(text))) => {
+                        if text.len() > config.max_message {
+                            protocol::rejection_response(&conn.thing.id, &Rejection::too_large(config.max_message))
+                        } else {
+                            match conn.handle(&text).await {
+                                Answer::Now(frame) => frame,
+                                Answer::Later(future) => {
+                                    pending.push(future);
+                                    continue;
+                                }
+                            }
+                        }
+                    }
+                    Some(Ok(AggregatedMessage::Binary(_))) => {
+                        protocol::rejection_response(&conn.thing.id, &Rejection::binary())
+                    }
+                    Some(Ok(AggregatedMessage::Ping(payload))) => {
+                        if send_with(&mut session, &config, |s| Box::pin(s.pong(&payload))).await.is_err() {
+                            break End::Drop;
+                        }
+                        continue;
+                    }
+                    Some(Ok(AggregatedMessage::Pong(_))) => continue,
+                    Some(Ok(AggregatedMessage::Close(reason))) => {
+                        // Echo the client's close and stop.
+                        let _ = tokio::time::timeout(config.send_timeout, session.close(reason)).await;
+                        return;
+                    }
+                    Some(Err(ProtocolError::Io(e))) if e.to_string().contains("continuation size") => {
+                        protocol::rejection_response(&conn.thing.id, &Rejection::too_large(config.max_message))
+                    }
+                    Some(Err(ProtocolError::Overflow)) => {
+                        let frame = protocol::rejection_response(&conn.thing.id, &Rejection::too_large(config.max_frame));
+                        if send(&mut session, frame, &config).await.is_err() {
+                            break End::Drop;
+                        }
+                        break End::Close(CloseCode::Size, format!("frame larger than {} bytes", config.max_frame));
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!("websocket protocol error: {e}");
+                        break End::Close(CloseCode::Protocol, format!("protocol error: {e}"));
+                    }
+                }
+            }
+            Some(frame) = pending.next(), if !pending.is_empty() => frame,
+            received = next_notification(&mut conn.subscription) => match received {
+                Received::Notification(n) => match conn.notification(&n) {
+                    Some(frame) => frame,
+                    None => continue,
+                },
+                Received::Lagged(missed) => {
+                    break End::Close(
+                        CloseCode::Again,
+                        format!("lagged: {missed} notifications dropped because this socket was not read; reconnect and read again"),
+                    );
+                }
+                Received::Closed => {
+                    conn.subscription = None;
+                    continue;
+                }
+            },
+            _ = ticker.tick() => match keepalive.tick(Instant::now()) {
+                Tick::Nothing => continue,
+                Tick::Ping => {
+                    if send_with(&mut session, &config, |s| Box::pin(s.ping(b"wot"))).await.is_err() {
+                        break End::Drop;
+                    }
+                    continue;
+                }
+                Tick::Dead => {
+                    break End::Close(
+                        CloseCode::Policy,
+                        format!("keepalive: nothing heard for {} s", keepalive.timeout().as_secs_f32()),
+                    );
+                }
+            },
+        };
+        if send(&mut session, frame, &config).await.is_err() {
+            break End::Drop;
+        }
+    };
+    if let End::Close(code, description) = end {
+        let reason = CloseReason {
+            code,
+            description: Some(description),
+        };
+        let _ = tokio::time::timeout(config.send_timeout, session.close(Some(reason))).await;
+    }
+}
+
+/// Hands a frame to the socket, or fails when the socket is gone or stuck for `send_timeout`.
+async fn send(session: &mut Session, frame: Bytes, config: &WsConfig) -> Result<(), ()> {
+    // Every frame is built from JSON text, so it is UTF-8.
+    let text = ByteString::try_from(frame).map_err(|_| ())?;
+    send_with(session, config, |s| Box::pin(s.text(text))).await
+}
+
+type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), actix_ws::Closed>> + 'a>>;
+
+async fn send_with<'a>(
+    session: &'a mut Session,
+    config: &WsConfig,
+    op: impl FnOnce(&'a mut Session) -> SendFuture<'a>,
+) -> Result<(), ()> {
+    match tokio::time::timeout(config.send_timeout, op(session)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// The next notification, or never when nothing is subscribed.
+async fn next_notification(subscription: &mut Option<Subscription>) -> Received {
+    match subscription {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The part of a notification frame every socket shares: envelope, name, payload, time. Each
+/// socket appends its operation and correlationID.
+fn shared_prefix(thing_id: &str, n: &Notification) -> Bytes {
+    let frame = protocol::envelope(thing_id, "notification", n.data.len() + 64).str("name", n.topic.name());
+    let frame = match n.topic {
+        Topic::Property(_) => frame.raw("value", &n.data),
+        _ if n.data.is_empty() => frame,
+        _ => frame.raw("data", &n.data),
+    };
+    frame.str("timestamp", &n.timestamp).prefix()
+}
+
+impl Connection {
+    fn ensure_subscribed(&mut self) -> Result<(), Error> {
+        if self.subscription.is_none() {
+            self.subscription = Some(self.thing.subscribe(Target::Everything)?);
+        }
+        Ok(())
+    }
+
+    fn release_if_idle(&mut self) {
+        if self.interests.is_empty() {
+            self.subscription = None;
+        }
+    }
+
+    /// This socket's frame for a notification, if its consumer wants it.
+    fn notification(&mut self, n: &Notification) -> Option<Bytes> {
+        let delivery = self.interests.route(&n.topic)?;
+        match &n.topic {
+            Topic::Property(_) | Topic::Event(_) => {
+                let thing_id = &self.thing.id;
+                let prefix = n.encoded(EncodingSlot::WebSocket, |n| shared_prefix(thing_id, n));
+                Some(
+                    Frame::resume(&prefix, 48 + delivery.correlation_id.map_or(0, str::len))
+                        .str("operation", delivery.operation)
+                        .opt_str("correlationID", delivery.correlation_id)
+                        .finish(),
+                )
+            }
+            Topic::Action { name, id } => {
+                let mut status: Value = serde_json::from_slice(&n.data).unwrap_or(Value::Null);
+                let ended = matches!(
+                    status.get("status").and_then(Value::as_str),
+                    Some("completed" | "failed")
+                );
+                protocol::from_profile_status(id, &mut status);
+                let frame = protocol::envelope(&self.thing.id, "notification", n.data.len() + 64)
+                    .str("operation", delivery.operation)
+                    .str("name", name)
+                    .json("status", &status)
+                    .str("timestamp", &n.timestamp)
+                    .opt_str("correlationID", delivery.correlation_id)
+                    .finish();
+                if ended {
+                    self.interests.untrack_action(id);
+                    self.release_if_idle();
+                }
+                Some(frame)
+            }
+        }
+    }
+
+    /// Decodes and performs one message.
+    async fn handle(&mut self, text: &str) -> Answer {
+        let decoded = match protocol::decode(text) {
+            Ok(d) => d,
+            Err(rejection) => return Answer::Now(protocol::rejection_response(&self.thing.id, &rejection)),
+        };
+        if let Some(id) = &decoded.thing_id
+            && !names_thing(&self.thing, id)
+        {
+            let mut rejection = Rejection::unknown_thing(id);
+            rejection.correlation_id = decoded.correlation_id.clone();
+            rejection.operation = Some(decoded.request.operation().into());
+            return Answer::Now(protocol::rejection_response(&self.thing.id, &rejection));
+        }
+        let operation = decoded.request.operation();
+        let name = decoded.request.name().map(str::to_owned);
+        let correlation = decoded.correlation_id.clone();
+        match self.perform(decoded).await {
+            Ok(answer) => answer,
+            Err(error) => Answer::Now(error_frame(
+                &self.thing.id,
+                operation,
+                name.as_deref(),
+                correlation.as_deref(),
+                &error,
+            )),
+        }
+    }
+
+    async fn perform(&mut self, decoded: Decoded) -> Result<Answer, Error> {
+        let Decoded {
+            correlation_id,
+            request,
+            ..
+        } = decoded;
+        let thing = self.thing.clone();
+        let op = request.operation();
+        let respond = |capacity: usize| protocol::response(&thing.id, op, capacity);
+        let done = |frame: Frame| {
+            Ok(Answer::Now(
+                frame.opt_str("correlationID", correlation_id.as_deref()).finish(),
+            ))
+        };
+        match request {
+            Request::ReadProperty { name } => {
+                let value = expect_value(perform(&thing, Operation::ReadProperty(name.clone())).await?)?;
+                done(respond(value.len() + 64).str("name", &name).raw("value", &value))
+            }
+            Request::WriteProperty { name, value } => {
+                perform(&thing, Operation::WriteProperty(name.clone(), value)).await?;
+                // The write is confirmed: answer with the value now stored, unless it is
+                // write-only (then the draft forbids a value).
+                let frame = respond(64).str("name", &name);
+                match thing.read_property(&name) {
+                    Ok(stored) => done(frame.raw("value", &stored)),
+                    Err(_) => done(frame),
+                }
+            }
+            Request::ReadAllProperties => {
+                let values = expect_value(perform(&thing, Operation::ReadAllProperties).await?)?;
+                done(respond(values.len()).raw("values", &values))
+            }
+            Request::ReadMultipleProperties { names } => {
+                let values = perform(&thing, Operation::ReadMultipleProperties(names))
+                    .await
+                    .map_err(unknown_name_is_bad_request)?;
+                let values = expect_value(values)?;
+                done(respond(values.len()).raw("values", &values))
+            }
+            Request::WriteAllProperties { values } => {
+                let missing: Vec<&str> = thing
+                    .properties
+                    .iter()
+                    .filter(|(name, p)| !p.read_only && !values.contains_key(*name))
+                    .map(|(name, _)| name.as_str())
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(Error::MalformedPayload(format!(
+                        "writeallproperties needs a value for every writable property; missing: {}",
+                        missing.join(", ")
+                    )));
+                }
+                self.write_multiple(values, op, correlation_id.as_deref()).await
+            }
+            Request::WriteMultipleProperties { values } => {
+                self.write_multiple(values, op, correlation_id.as_deref()).await
+            }
+            Request::ObserveProperty { name } => {
+                if thing.property(&name)?.write_only {
+                    return Err(Error::WriteOnly(name));
+                }
+                self.ensure_subscribed()?;
+                self.interests.observe_property(&name, correlation_id.clone());
+                done(respond(32).str("name", &name))
+            }
+            Request::UnobserveProperty { name } => {
+                thing.property(&name)?;
+                self.interests.unobserve_property(&name);
+                self.release_if_idle();
+                done(respond(32).str("name", &name))
+            }
+            Request::ObserveAllProperties => {
+                self.ensure_subscribed()?;
+                self.interests.observe_all_properties(correlation_id.clone());
+                done(respond(0))
+            }
+            Request::UnobserveAllProperties => {
+                self.interests.unobserve_all_properties();
+                self.release_if_idle();
+                done(respond(0))
+            }
+            Request::SubscribeEvent { name } => {
+                thing.event(&name)?;
+                self.ensure_subscribed()?;
+                self.interests.subscribe_event(&name, correlation_id.clone());
+                done(respond(32).str("name", &name))
+            }
+            Request::UnsubscribeEvent { name } => {
+                thing.event(&name)?;
+                self.interests.unsubscribe_event(&name);
+                self.release_if_idle();
+                done(respond(32).str("name", &name))
+            }
+            Request::SubscribeAllEvents => {
+                self.ensure_subscribed()?;
+                self.interests.subscribe_all_events(correlation_id.clone());
+                done(respond(0))
+            }
+            Request::UnsubscribeAllEvents => {
+                self.interests.unsubscribe_all_events();
+                self.release_if_idle();
+                done(respond(0))
+            }
+            Request::InvokeAction { name, input } => {
+                if thing.action(&name)?.synchronous {
+                    // May take a while: answered when it ends, while the socket keeps serving.
+                    let thing_id = thing.id.clone();
+                    let thing = thing.clone();
+                    return Ok(Answer::Later(Box::pin(async move {
+                        let reply = perform(
+                            &thing,
+                            Operation::InvokeAction {
+                                name: name.clone(),
+                                input,
+                            },
+                        )
+                        .await;
+                        match reply {
+                            Ok(Reply::Output(output)) => {
+                                let frame =
+                                    protocol::response(&thing_id, "invokeaction", 64).str("name", &name);
+                                let frame = match &output {
+                                    Some(output) => frame.json("output", output),
+                                    None => frame,
+                                };
+                                frame.opt_str("correlationID", correlation_id.as_deref()).finish()
+                            }
+                            Ok(other) => error_frame(
+                                &thing_id,
+                                "invokeaction",
+                                Some(&name),
+                                correlation_id.as_deref(),
+                                &Error::Internal(format!("unexpected reply {other:?}")),
+                            ),
+                            Err(e) => error_frame(
+                                &thing_id,
+                                "invokeaction",
+                                Some(&name),
+                                correlation_id.as_deref(),
+                                &e,
+                            ),
+                        }
+                    })));
+                }
+                // Subscribe before starting, so no status change can slip past this socket.
+                self.ensure_subscribed()?;
+                let reply = perform(
+                    &thing,
+                    Operation::InvokeAction {
+                        name: name.clone(),
+                        input,
+                    },
+                )
+                .await;
+                let status = match reply {
+                    Ok(Reply::Started(status)) => status,
+                    Ok(other) => return Err(Error::Internal(format!("unexpected reply {other:?}"))),
+                    Err(e) => {
+                        self.release_if_idle();
+                        return Err(e);
+                    }
+                };
+                self.interests.track_action(&status.id, correlation_id.clone());
+                done(
+                    respond(128)
+                        .str("name", &name)
+                        .json("status", &protocol::action_status(&status)),
+                )
+            }
+            Request::QueryAction { name, action_id } => {
+                let name = self.action_of(name, &action_id)?;
+                let status = match perform(
+                    &thing,
+                    Operation::QueryAction {
+                        name: name.clone(),
+                        id: action_id,
+                    },
+                )
+                .await?
+                {
+                    Reply::Status(s) => s,
+                    other => return Err(Error::Internal(format!("unexpected reply {other:?}"))),
+                };
+                done(
+                    respond(128)
+                        .str("name", &name)
+                        .json("status", &protocol::action_status(&status)),
+                )
+            }
+            Request::CancelAction { name, action_id } => {
+                let name = self.action_of(name, &action_id)?;
+                let op = Operation::CancelAction {
+                    name: name.clone(),
+                    id: action_id.clone(),
+                };
+                let status = match perform(&thing, op).await? {
+                    Reply::Cancelled(s) => s,
+                    other => return Err(Error::Internal(format!("unexpected reply {other:?}"))),
+                };
+                done(
+                    respond(128)
+                        .str("name", &name)
+                        .str("actionID", &action_id)
+                        .json("status", &protocol::action_status(&status)),
+                )
+            }
+            Request::QueryAllActions => {
+                let all = match perform(&thing, Operation::QueryAllActions).await? {
+                    Reply::AllStatuses(all) => all,
+                    other => return Err(Error::Internal(format!("unexpected reply {other:?}"))),
+                };
+                let statuses: Map<String, Value> = all
+                    .into_iter()
+                    .map(|(name, list)| {
+                        (
+                            name,
+                            Value::Array(list.iter().map(protocol::action_status).collect()),
+                        )
+                    })
+                    .collect();
+                done(respond(256).json("statuses", &Value::Object(statuses)))
+            }
+        }
+    }
+
+    async fn write_multiple(
+        &mut self,
+        values: Map<String, Value>,
+        op: &'static str,
+        correlation_id: Option<&str>,
+    ) -> Result<Answer, Error> {
+        let names: Vec<String> = values.keys().cloned().collect();
+        perform(&self.thing, Operation::WriteMultipleProperties(values)).await?;
+        // Confirmed values of what was written (write-only ones are left out).
+        let confirmed = self.thing.read_properties(names.iter().map(String::as_str))?;
+        Ok(Answer::Now(
+            protocol::response(&self.thing.id, op, confirmed.len())
+                .raw("values", &confirmed)
+                .opt_str("correlationID", correlation_id)
+                .finish(),
+        ))
+    }
+
+    /// The action an instance belongs to: the given name, or found among the asynchronous
+    /// actions when the request names only the `actionID`.
+    fn action_of(&self, name: Option<String>, action_id: &str) -> Result<String, Error> {
+        if let Some(name) = name {
+            return Ok(name);
+        }
+        self.thing
+            .actions
+            .values()
+            .filter(|a| !a.synchronous)
+            .find(|a| self.thing.action_status(&a.name, action_id).is_ok())
+            .map(|a| a.name.to_string())
+            .ok_or_else(|| Error::ActionInstanceNotFound {
+                action: "*".into(),
+                id: action_id.into(),
+            })
+    }
+}
+
+fn expect_value(reply: Reply) -> Result<Bytes, Error> {
+    match reply {
+        Reply::Value(bytes) => Ok(bytes),
+        other => Err(Error::Internal(format!("unexpected reply {other:?}"))),
+    }
+}
+
+/// readmultipleproperties: the draft answers an unknown name with 400, not 404.
+fn unknown_name_is_bad_request(error: Error) -> Error {
+    match error {
+        Error::AffordanceNotFound { name, .. } => Error::MalformedPayload(format!(
+            "'names' lists '{name}', which is not a property of this thing"
+        )),
+        other => other,
+    }
+}
+
+fn error_frame(
+    thing_id: &str,
+    operation: &str,
+    name: Option<&str>,
+    correlation_id: Option<&str>,
+    error: &Error,
+) -> Bytes {
+    if matches!(error, Error::Internal(_)) {
+        tracing::warn!(operation, "websocket request failed: {error}");
+    }
+    protocol::error_response(
+        thing_id,
+        Some(operation),
+        name,
+        correlation_id,
+        &protocol::core_problem(error),
+    )
+}

@@ -1,0 +1,133 @@
+//! The WebSocket binding: the W3C Web Thing Protocol (Community Group draft) on each thing's URL,
+//! `GET /things/{id}` with `Upgrade: websocket`, subprotocol `webthingprotocol` (a client that
+//! offers no subprotocol is accepted too). One socket carries every operation of its thing and
+//! pushes property changes, events and action status.
+//!
+//! `protocol` decodes and encodes messages (sans-IO), `session` keeps per-connection state
+//! (sans-IO), `connection` drives one socket, `forms` describes the endpoint in TDs. The binding
+//! turns messages into core operations and subscriptions; it must not keep thing state, reach
+//! into another binding, or let one client's socket hold up the thing or other clients.
+
+pub mod connection;
+pub mod forms;
+pub mod protocol;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, guard, web};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::core::Servient;
+pub use forms::WsForms;
+pub use protocol::SUBPROTOCOL;
+
+/// Limits and clocks of the binding.
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    /// A ping goes out after this much silence from the client; after twice this the
+    /// connection is closed (1008) as dead. Zero switches keepalive off.
+    pub ping_interval: Duration,
+    /// Largest message (after joining continuation frames) that is processed; a larger one is
+    /// answered with a 413 error and the socket stays open.
+    pub max_message: usize,
+    /// Largest single frame the codec accepts; a larger one ends the connection with 1009,
+    /// because its payload cannot be skipped.
+    pub max_frame: usize,
+    /// How long one outgoing frame may wait for room in the socket before the client is
+    /// considered stuck and the connection is dropped.
+    pub send_timeout: Duration,
+    /// Synchronous action invocations running at once per socket; further messages wait.
+    pub max_in_flight: usize,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            ping_interval: Duration::from_secs(30),
+            max_message: 64 * 1024,
+            max_frame: 1024 * 1024,
+            send_timeout: Duration::from_secs(60),
+            max_in_flight: 16,
+        }
+    }
+}
+
+/// What every socket of the binding shares.
+pub struct WsState {
+    pub servient: Arc<Servient>,
+    /// Turns true when the runtime shuts down; every socket then closes with 1001.
+    pub shutdown: watch::Receiver<bool>,
+    pub config: WsConfig,
+}
+
+/// Whether a request asks for a WebSocket upgrade (`Upgrade: websocket`, any case).
+fn wants_upgrade(ctx: &guard::GuardContext<'_>) -> bool {
+    ctx.head()
+        .headers()
+        .get_all(header::UPGRADE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// Registers the endpoint: `GET /things/{id}` guarded on `Upgrade: websocket`, so it must be
+/// configured before the HTTP binding's own `/things/{id}` (which then still serves the TD).
+pub fn service(state: WsState) -> impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static {
+    let data = web::Data::new(state);
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.service(
+            web::resource("/things/{id}")
+                .guard(guard::Get())
+                .guard(guard::fn_guard(wants_upgrade))
+                .app_data(data.clone())
+                .route(web::get().to(upgrade)),
+        );
+    }
+}
+
+fn refuse(status: actix_web::http::StatusCode, title: &str, detail: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/problem+json")
+        .body(json!({"type": format!("{}{}", protocol::ERROR_TYPE_BASE, status.as_u16()), "title": title, "status": status.as_u16(), "detail": detail}).to_string())
+}
+
+async fn upgrade(
+    req: HttpRequest,
+    body: web::Payload,
+    path: web::Path<String>,
+    state: web::Data<WsState>,
+) -> HttpResponse {
+    let thing = match state.servient.thing(&path) {
+        Ok(thing) => thing,
+        Err(e) => return refuse(actix_web::http::StatusCode::NOT_FOUND, "Not Found", e.to_string()),
+    };
+    if *state.shutdown.borrow() {
+        return refuse(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+            "the server is shutting down".into(),
+        );
+    }
+    match actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL]) {
+        Ok((response, session, stream)) => {
+            let config = state.config.clone();
+            let stream = stream
+                .max_frame_size(config.max_frame)
+                .aggregate_continuations()
+                .max_continuation_size(config.max_message);
+            actix_web::rt::spawn(connection::run(
+                thing,
+                session,
+                stream,
+                state.shutdown.clone(),
+                config,
+            ));
+            response
+        }
+        Err(e) => e.error_response(),
+    }
+}

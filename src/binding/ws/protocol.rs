@@ -1,0 +1,850 @@
+//! The Web Thing Protocol wire format, sans-IO: one text message in → a [`Decoded`] request (or a
+//! precise [`Rejection`]); replies, errors and notifications out → JSON bytes.
+//!
+//! It knows the draft's envelope (`thingID`, `messageID`, `messageType`, `operation`,
+//! `correlationID`) and the members of each operation; it does not know sockets, sessions or the
+//! servient, and it never panics on input. Readings the draft leaves open are recorded in
+//! `spec-notes/ws.md`.
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::core::{ActionStatus, Error};
+
+/// The WebSocket subprotocol name of the Web Thing Protocol.
+pub const SUBPROTOCOL: &str = "webthingprotocol";
+/// The (placeholder) base of the draft's error types.
+pub const ERROR_TYPE_BASE: &str = "https://w3c.github.io/web-thing-protocol/errors#";
+/// Longest correlationID we echo; longer ones are refused (they would be copied into every
+/// notification of a subscription).
+pub const MAX_CORRELATION_ID: usize = 256;
+
+/// A request, decoded and checked for shape (not yet against the thing).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    ReadProperty { name: String },
+    WriteProperty { name: String, value: Value },
+    ObserveProperty { name: String },
+    UnobserveProperty { name: String },
+    ReadAllProperties,
+    ReadMultipleProperties { names: Vec<String> },
+    WriteAllProperties { values: Map<String, Value> },
+    WriteMultipleProperties { values: Map<String, Value> },
+    ObserveAllProperties,
+    UnobserveAllProperties,
+    InvokeAction { name: String, input: Option<Value> },
+    QueryAction { name: Option<String>, action_id: String },
+    CancelAction { name: Option<String>, action_id: String },
+    QueryAllActions,
+    SubscribeEvent { name: String },
+    UnsubscribeEvent { name: String },
+    SubscribeAllEvents,
+    UnsubscribeAllEvents,
+}
+
+impl Request {
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Request::ReadProperty { .. } => "readproperty",
+            Request::WriteProperty { .. } => "writeproperty",
+            Request::ObserveProperty { .. } => "observeproperty",
+            Request::UnobserveProperty { .. } => "unobserveproperty",
+            Request::ReadAllProperties => "readallproperties",
+            Request::ReadMultipleProperties { .. } => "readmultipleproperties",
+            Request::WriteAllProperties { .. } => "writeallproperties",
+            Request::WriteMultipleProperties { .. } => "writemultipleproperties",
+            Request::ObserveAllProperties => "observeallproperties",
+            Request::UnobserveAllProperties => "unobserveallproperties",
+            Request::InvokeAction { .. } => "invokeaction",
+            Request::QueryAction { .. } => "queryaction",
+            Request::CancelAction { .. } => "cancelaction",
+            Request::QueryAllActions => "queryallactions",
+            Request::SubscribeEvent { .. } => "subscribeevent",
+            Request::UnsubscribeEvent { .. } => "unsubscribeevent",
+            Request::SubscribeAllEvents => "subscribeallevents",
+            Request::UnsubscribeAllEvents => "unsubscribeallevents",
+        }
+    }
+
+    /// The affordance name the request is about, if any.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Request::ReadProperty { name }
+            | Request::WriteProperty { name, .. }
+            | Request::ObserveProperty { name }
+            | Request::UnobserveProperty { name }
+            | Request::InvokeAction { name, .. }
+            | Request::SubscribeEvent { name }
+            | Request::UnsubscribeEvent { name } => Some(name),
+            Request::QueryAction { name, .. } | Request::CancelAction { name, .. } => name.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Every operation name the binding serves (the 18 TD operation types).
+pub const OPERATIONS: &[&str] = &[
+    "readproperty",
+    "writeproperty",
+    "observeproperty",
+    "unobserveproperty",
+    "readallproperties",
+    "readmultipleproperties",
+    "writeallproperties",
+    "writemultipleproperties",
+    "observeallproperties",
+    "unobserveallproperties",
+    "invokeaction",
+    "queryaction",
+    "cancelaction",
+    "queryallactions",
+    "subscribeevent",
+    "unsubscribeevent",
+    "subscribeallevents",
+    "unsubscribeallevents",
+];
+
+/// A decoded request with its envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// `thingID` as sent; None when the client left it out (the URL names the thing).
+    pub thing_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub request: Request,
+}
+
+/// Why a message was refused before it reached the thing. Always answered with an error
+/// response; the socket stays open.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub status: u16,
+    pub title: &'static str,
+    pub detail: String,
+    /// The member at fault, when one is.
+    pub member: Option<&'static str>,
+    pub correlation_id: Option<String>,
+    pub operation: Option<String>,
+}
+
+impl Rejection {
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Rejection {
+            status: 400,
+            title: "Bad Request",
+            detail: detail.into(),
+            member: None,
+            correlation_id: None,
+            operation: None,
+        }
+    }
+
+    fn at(mut self, member: &'static str) -> Self {
+        self.member = Some(member);
+        self
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Rejection {
+            status: 413,
+            title: "Message Too Large",
+            detail: format!("the message is larger than the limit of {limit} bytes"),
+            member: None,
+            correlation_id: None,
+            operation: None,
+        }
+    }
+
+    pub fn binary() -> Self {
+        Rejection::bad_request("binary frames are not supported: send each message as a JSON text frame")
+    }
+
+    pub fn unknown_thing(thing_id: &str) -> Self {
+        Rejection {
+            status: 404,
+            title: "Not Found",
+            detail: format!("this socket serves no thing with thingID '{thing_id}'"),
+            member: Some("thingID"),
+            correlation_id: None,
+            operation: None,
+        }
+    }
+}
+
+fn string_member(object: &Map<String, Value>, key: &'static str) -> Result<Option<String>, Rejection> {
+    match object.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => {
+            Err(Rejection::bad_request(format!("'{key}' must be a string, not {}", kind(other))).at(key))
+        }
+    }
+}
+
+fn required_string(object: &Map<String, Value>, key: &'static str, op: &str) -> Result<String, Rejection> {
+    string_member(object, key)?
+        .ok_or_else(|| Rejection::bad_request(format!("'{op}' needs a '{key}' member")).at(key))
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Decodes one text message.
+pub fn decode(text: &str) -> Result<Decoded, Rejection> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        Rejection::bad_request(format!(
+            "the message is not valid JSON: {e} (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let Value::Object(mut object) = value else {
+        return Err(Rejection::bad_request(format!(
+            "a message must be a JSON object, not {}",
+            kind(&value)
+        )));
+    };
+    // The correlationID is read first, so every later rejection can echo it.
+    let correlation_id = match string_member(&object, "correlationID") {
+        Ok(Some(id)) if id.len() > MAX_CORRELATION_ID => {
+            return Err(Rejection::bad_request(format!(
+                "'correlationID' is longer than {MAX_CORRELATION_ID} bytes"
+            ))
+            .at("correlationID"));
+        }
+        Ok(id) => id,
+        Err(e) => return Err(e),
+    };
+    let operation = string_member(&object, "operation").map_err(|e| with_correlation(e, &correlation_id))?;
+    let fail = |e: Rejection| {
+        let mut e = with_correlation(e, &correlation_id);
+        if e.operation.is_none() {
+            e.operation = operation.clone();
+        }
+        e
+    };
+    let thing_id = string_member(&object, "thingID").map_err(fail)?;
+    string_member(&object, "messageID").map_err(fail)?;
+    match string_member(&object, "messageType").map_err(fail)?.as_deref() {
+        Some("request") => {}
+        None => {
+            return Err(fail(
+                Rejection::bad_request("'messageType' is missing").at("messageType"),
+            ));
+        }
+        Some(t @ ("response" | "notification")) => {
+            return Err(fail(
+                Rejection::bad_request(format!(
+                    "a Thing only accepts messages of type 'request', not '{t}'"
+                ))
+                .at("messageType"),
+            ));
+        }
+        Some(t) => {
+            return Err(fail(
+                Rejection::bad_request(format!("unknown messageType '{t}'; expected 'request'"))
+                    .at("messageType"),
+            ));
+        }
+    }
+    let Some(op) = operation.as_deref() else {
+        return Err(fail(
+            Rejection::bad_request("'operation' is missing").at("operation"),
+        ));
+    };
+    let name = |o: &Map<String, Value>| required_string(o, "name", op);
+    let request = match op {
+        "readproperty" => Request::ReadProperty {
+            name: name(&object).map_err(fail)?,
+        },
+        "writeproperty" => {
+            let name = name(&object).map_err(fail)?;
+            let value = object.remove("value").ok_or_else(|| {
+                fail(Rejection::bad_request("'writeproperty' needs a 'value' member").at("value"))
+            })?;
+            Request::WriteProperty { name, value }
+        }
+        "observeproperty" => Request::ObserveProperty {
+            name: name(&object).map_err(fail)?,
+        },
+        "unobserveproperty" => Request::UnobserveProperty {
+            name: name(&object).map_err(fail)?,
+        },
+        "readallproperties" => Request::ReadAllProperties,
+        "readmultipleproperties" => {
+            let names = match object.get("names") {
+                Some(Value::Array(items)) if !items.is_empty() => items
+                    .iter()
+                    .map(|n| match n {
+                        Value::String(s) => Ok(s.clone()),
+                        other => Err(fail(
+                            Rejection::bad_request(format!(
+                                "'names' must hold property names (strings), not {}",
+                                kind(other)
+                            ))
+                            .at("names"),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                Some(Value::Array(_)) => {
+                    return Err(fail(
+                        Rejection::bad_request("'names' must not be empty").at("names"),
+                    ));
+                }
+                Some(other) => {
+                    return Err(fail(
+                        Rejection::bad_request(format!("'names' must be an array, not {}", kind(other)))
+                            .at("names"),
+                    ));
+                }
+                None => {
+                    return Err(fail(
+                        Rejection::bad_request("'readmultipleproperties' needs a 'names' member").at("names"),
+                    ));
+                }
+            };
+            Request::ReadMultipleProperties { names }
+        }
+        "writeallproperties" | "writemultipleproperties" => {
+            let values = match object.remove("values") {
+                Some(Value::Object(values)) if !values.is_empty() => values,
+                Some(Value::Object(_)) => {
+                    return Err(fail(
+                        Rejection::bad_request("'values' must not be empty").at("values"),
+                    ));
+                }
+                Some(other) => {
+                    return Err(fail(
+                        Rejection::bad_request(format!("'values' must be an object, not {}", kind(&other)))
+                            .at("values"),
+                    ));
+                }
+                None => {
+                    return Err(fail(
+                        Rejection::bad_request(format!("'{op}' needs a 'values' member")).at("values"),
+                    ));
+                }
+            };
+            if op == "writeallproperties" {
+                Request::WriteAllProperties { values }
+            } else {
+                Request::WriteMultipleProperties { values }
+            }
+        }
+        "observeallproperties" => Request::ObserveAllProperties,
+        "unobserveallproperties" => Request::UnobserveAllProperties,
+        "invokeaction" => Request::InvokeAction {
+            name: name(&object).map_err(fail)?,
+            input: object.remove("input"),
+        },
+        "queryaction" | "cancelaction" => {
+            let action_id = required_string(&object, "actionID", op).map_err(fail)?;
+            let name = string_member(&object, "name").map_err(fail)?;
+            if op == "queryaction" {
+                Request::QueryAction { name, action_id }
+            } else {
+                Request::CancelAction { name, action_id }
+            }
+        }
+        "queryallactions" => Request::QueryAllActions,
+        "subscribeevent" => Request::SubscribeEvent {
+            name: name(&object).map_err(fail)?,
+        },
+        "unsubscribeevent" => Request::UnsubscribeEvent {
+            name: name(&object).map_err(fail)?,
+        },
+        "subscribeallevents" => Request::SubscribeAllEvents,
+        "unsubscribeallevents" => Request::UnsubscribeAllEvents,
+        other => {
+            return Err(fail(
+                Rejection::bad_request(format!(
+                    "unknown operation '{other}'; expected one of {}",
+                    OPERATIONS.join(", ")
+                ))
+                .at("operation"),
+            ));
+        }
+    };
+    Ok(Decoded {
+        thing_id,
+        correlation_id,
+        request,
+    })
+}
+
+fn with_correlation(mut rejection: Rejection, correlation_id: &Option<String>) -> Rejection {
+    if rejection.correlation_id.is_none() {
+        rejection.correlation_id = correlation_id.clone();
+    }
+    rejection
+}
+
+// ------------------------------------------------------------------------------------- encoding
+
+/// Writes one JSON object member by member; values already serialised (property bytes,
+/// notification payloads) are copied in as they are.
+pub struct Frame {
+    out: Vec<u8>,
+    first: bool,
+}
+
+impl Frame {
+    pub fn new(capacity: usize) -> Self {
+        let mut out = Vec::with_capacity(capacity);
+        out.push(b'{');
+        Frame { out, first: true }
+    }
+
+    /// Continues an object whose members were written earlier (a cached prefix without `}`).
+    pub fn resume(prefix: &[u8], extra: usize) -> Self {
+        let mut out = Vec::with_capacity(prefix.len() + extra);
+        out.extend_from_slice(prefix);
+        Frame {
+            first: prefix.len() <= 1,
+            out,
+        }
+    }
+
+    fn key(&mut self, key: &str) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.push_string(key);
+        self.out.push(b':');
+    }
+
+    fn push_string(&mut self, s: &str) {
+        // Serialising a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.out, s);
+    }
+
+    pub fn str(mut self, key: &str, value: &str) -> Self {
+        self.key(key);
+        self.push_string(value);
+        self
+    }
+
+    pub fn opt_str(self, key: &str, value: Option<&str>) -> Self {
+        match value {
+            Some(v) => self.str(key, v),
+            None => self,
+        }
+    }
+
+    /// A member whose value is already serialised JSON (`null` when empty).
+    pub fn raw(mut self, key: &str, json: &[u8]) -> Self {
+        self.key(key);
+        if json.is_empty() {
+            self.out.extend_from_slice(b"null");
+        } else {
+            self.out.extend_from_slice(json);
+        }
+        self
+    }
+
+    pub fn json(mut self, key: &str, value: &Value) -> Self {
+        self.key(key);
+        let _ = serde_json::to_writer(&mut self.out, value);
+        self
+    }
+
+    /// The object without its closing brace, for caching and resuming.
+    pub fn prefix(self) -> Bytes {
+        Bytes::from(self.out)
+    }
+
+    pub fn finish(mut self) -> Bytes {
+        self.out.push(b'}');
+        Bytes::from(self.out)
+    }
+}
+
+/// The start of every message the Thing sends.
+pub fn envelope(thing_id: &str, message_type: &str, capacity: usize) -> Frame {
+    Frame::new(capacity + thing_id.len() + 96)
+        .str("thingID", thing_id)
+        .str("messageID", &uuid::Uuid::new_v4().to_string())
+        .str("messageType", message_type)
+}
+
+/// The start of a response to `operation`.
+pub fn response(thing_id: &str, operation: &str, capacity: usize) -> Frame {
+    envelope(thing_id, "response", capacity).str("operation", operation)
+}
+
+/// A WTP ActionStatus: `{actionID, state, output?, error?, timeRequested, timeEnded?}`.
+pub fn action_status(status: &ActionStatus) -> Value {
+    let mut profile = status.to_json(None);
+    from_profile_status(&status.id, &mut profile);
+    profile
+}
+
+/// Turns the core's serialised status (WoT Profile shape, `status` member) into the WTP shape
+/// (`actionID` + `state`), in place.
+pub fn from_profile_status(id: &str, status: &mut Value) {
+    if let Value::Object(object) = status {
+        let mut out = Map::with_capacity(object.len() + 1);
+        out.insert("actionID".into(), Value::from(id));
+        for (key, value) in std::mem::take(object) {
+            if key == "status" {
+                out.insert("state".into(), value);
+            } else {
+                out.insert(key, value);
+            }
+        }
+        *object = out;
+    }
+}
+
+/// The problem-details status code of a core error.
+pub fn status_of(error: &Error) -> u16 {
+    match error {
+        Error::ThingNotFound(_) | Error::AffordanceNotFound { .. } | Error::ActionInstanceNotFound { .. } => {
+            404
+        }
+        Error::ReadOnly(_)
+        | Error::WriteOnly(_)
+        | Error::UnexpectedInput(_)
+        | Error::MalformedPayload(_)
+        | Error::Schema(_)
+        | Error::NotQueryable(_) => 400,
+        Error::AlreadyEnded(_) => 409,
+        Error::Busy(_) => 503,
+        Error::ActionFailed(_) | Error::Internal(_) => 500,
+    }
+}
+
+/// The problem-details object of a core error (RFC 9457 members, the draft's type URIs, plus
+/// where the payload broke its schema).
+pub fn core_problem(error: &Error) -> Value {
+    let status = status_of(error);
+    let mut problem = Map::new();
+    problem.insert("status".into(), Value::from(status));
+    problem.insert("type".into(), Value::from(format!("{ERROR_TYPE_BASE}{status}")));
+    problem.insert("title".into(), Value::from(error.title()));
+    problem.insert("detail".into(), Value::from(error.to_string()));
+    match error {
+        Error::Schema(v) => {
+            problem.insert("pointer".into(), Value::from(v.pointer.clone()));
+            problem.insert("rule".into(), Value::from(v.rule.clone()));
+        }
+        Error::ReadOnly(_) => {
+            problem.insert("rule".into(), Value::from("readOnly"));
+        }
+        Error::WriteOnly(_) => {
+            problem.insert("rule".into(), Value::from("writeOnly"));
+        }
+        _ => {}
+    }
+    Value::Object(problem)
+}
+
+/// The problem-details object of a rejection.
+pub fn rejection_problem(rejection: &Rejection) -> Value {
+    let mut problem = Map::new();
+    problem.insert("status".into(), Value::from(rejection.status));
+    problem.insert(
+        "type".into(),
+        Value::from(format!("{ERROR_TYPE_BASE}{}", rejection.status)),
+    );
+    problem.insert("title".into(), Value::from(rejection.title));
+    problem.insert("detail".into(), Value::from(rejection.detail.clone()));
+    if let Some(member) = rejection.member {
+        problem.insert("member".into(), Value::from(member));
+    }
+    Value::Object(problem)
+}
+
+/// An error response: `messageType: response` with an `error` member.
+pub fn error_response(
+    thing_id: &str,
+    operation: Option<&str>,
+    name: Option<&str>,
+    correlation_id: Option<&str>,
+    problem: &Value,
+) -> Bytes {
+    envelope(thing_id, "response", 256)
+        .opt_str("operation", operation)
+        .opt_str("name", name)
+        .json("error", problem)
+        .opt_str("correlationID", correlation_id)
+        .finish()
+}
+
+pub fn rejection_response(thing_id: &str, rejection: &Rejection) -> Bytes {
+    error_response(
+        thing_id,
+        rejection.operation.as_deref(),
+        None,
+        rejection.correlation_id.as_deref(),
+        &rejection_problem(rejection),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(bytes: &Bytes) -> Value {
+        serde_json::from_slice(bytes).expect("valid JSON")
+    }
+
+    #[test]
+    fn decodes_every_operation() {
+        let cases = [
+            (
+                json!({"operation":"readproperty","name":"on"}),
+                Request::ReadProperty { name: "on".into() },
+            ),
+            (
+                json!({"operation":"writeproperty","name":"on","value":true}),
+                Request::WriteProperty {
+                    name: "on".into(),
+                    value: json!(true),
+                },
+            ),
+            (
+                json!({"operation":"writeproperty","name":"on","value":null}),
+                Request::WriteProperty {
+                    name: "on".into(),
+                    value: Value::Null,
+                },
+            ),
+            (
+                json!({"operation":"observeproperty","name":"on"}),
+                Request::ObserveProperty { name: "on".into() },
+            ),
+            (
+                json!({"operation":"unobserveproperty","name":"on"}),
+                Request::UnobserveProperty { name: "on".into() },
+            ),
+            (
+                json!({"operation":"readallproperties"}),
+                Request::ReadAllProperties,
+            ),
+            (
+                json!({"operation":"readmultipleproperties","names":["on","brightness"]}),
+                Request::ReadMultipleProperties {
+                    names: vec!["on".into(), "brightness".into()],
+                },
+            ),
+            (
+                json!({"operation":"writemultipleproperties","values":{"on":true}}),
+                Request::WriteMultipleProperties {
+                    values: json!({"on":true}).as_object().unwrap().clone(),
+                },
+            ),
+            (
+                json!({"operation":"writeallproperties","values":{"on":true}}),
+                Request::WriteAllProperties {
+                    values: json!({"on":true}).as_object().unwrap().clone(),
+                },
+            ),
+            (
+                json!({"operation":"observeallproperties"}),
+                Request::ObserveAllProperties,
+            ),
+            (
+                json!({"operation":"unobserveallproperties"}),
+                Request::UnobserveAllProperties,
+            ),
+            (
+                json!({"operation":"invokeaction","name":"fade","input":{"level":1}}),
+                Request::InvokeAction {
+                    name: "fade".into(),
+                    input: Some(json!({"level":1})),
+                },
+            ),
+            (
+                json!({"operation":"invokeaction","name":"toggle"}),
+                Request::InvokeAction {
+                    name: "toggle".into(),
+                    input: None,
+                },
+            ),
+            (
+                json!({"operation":"queryaction","actionID":"a"}),
+                Request::QueryAction {
+                    name: None,
+                    action_id: "a".into(),
+                },
+            ),
+            (
+                json!({"operation":"cancelaction","actionID":"a","name":"fade"}),
+                Request::CancelAction {
+                    name: Some("fade".into()),
+                    action_id: "a".into(),
+                },
+            ),
+            (json!({"operation":"queryallactions"}), Request::QueryAllActions),
+            (
+                json!({"operation":"subscribeevent","name":"e"}),
+                Request::SubscribeEvent { name: "e".into() },
+            ),
+            (
+                json!({"operation":"unsubscribeevent","name":"e"}),
+                Request::UnsubscribeEvent { name: "e".into() },
+            ),
+            (
+                json!({"operation":"subscribeallevents"}),
+                Request::SubscribeAllEvents,
+            ),
+            (
+                json!({"operation":"unsubscribeallevents"}),
+                Request::UnsubscribeAllEvents,
+            ),
+        ];
+        assert_eq!(cases.len(), OPERATIONS.len() + 2);
+        for (mut message, want) in cases {
+            message["thingID"] = json!("urn:uuid:x");
+            message["messageID"] = json!("m");
+            message["messageType"] = json!("request");
+            message["correlationID"] = json!("c-1");
+            let decoded = decode(&message.to_string()).unwrap_or_else(|e| panic!("{message}: {e:?}"));
+            assert_eq!(decoded.request, want);
+            assert_eq!(decoded.request.operation(), message["operation"]);
+            assert_eq!(decoded.correlation_id.as_deref(), Some("c-1"));
+            assert_eq!(decoded.thing_id.as_deref(), Some("urn:uuid:x"));
+        }
+    }
+
+    #[test]
+    fn rejects_bad_input_precisely_and_keeps_the_correlation_id() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("not json", "not valid JSON", None),
+            ("[1,2]", "must be a JSON object", None),
+            (
+                r#"{"messageType":"request","operation":"readproperty","name":"on","correlationID":5}"#,
+                "'correlationID' must be a string",
+                None,
+            ),
+            (
+                r#"{"messageType":"request","operation":"nope","correlationID":"c"}"#,
+                "unknown operation 'nope'",
+                Some("c"),
+            ),
+            (
+                r#"{"messageType":"response","operation":"readproperty","correlationID":"c"}"#,
+                "only accepts messages of type 'request'",
+                Some("c"),
+            ),
+            (
+                r#"{"messageType":"shout","operation":"readproperty","correlationID":"c"}"#,
+                "unknown messageType 'shout'",
+                Some("c"),
+            ),
+            (
+                r#"{"operation":"readproperty","name":"on","correlationID":"c"}"#,
+                "'messageType' is missing",
+                Some("c"),
+            ),
+            (
+                r#"{"messageType":"request","correlationID":"c"}"#,
+                "'operation' is missing",
+                Some("c"),
+            ),
+            (
+                r#"{"messageType":"request","operation":"readproperty","correlationID":"c"}"#,
+                "needs a 'name'",
+                Some("c"),
+            ),
+            (
+                r#"{"messageType":"request","operation":"readproperty","name":3,"correlationID":"c"}"#,
+                "'name' must be a string",
+                Some("c"),
+            ),
+            (
+                r#"{"messageType":"request","operation":"writeproperty","name":"on","correlationID":"c"}"#,
+                "needs a 'value'",
+                Some("c"),
+            ),
+            (
+                r#"{"messageType":"request","operation":"readmultipleproperties","names":[],"correlationID":"c"}"#,
+                "must not be empty",
+                Some("c"),
+            ),
+            (
+                r#"{"messageType":"request","operation":"readmultipleproperties","names":"on","correlationID":"c"}"#,
+                "must be an array",
+                Some("c"),
+            ),
+            (
+                r#"{"messageType":"request","operation":"readmultipleproperties","names":[1],"correlationID":"c"}"#,
+                "property names",
+                Some("c"),
+            ),
+            (
+                r#"{"messageType":"request","operation":"writemultipleproperties","values":[],"correlationID":"c"}"#,
+                "must be an object",
+                Some("c"),
+            ),
+            (
+                r#"{"messageType":"request","operation":"queryaction","correlationID":"c"}"#,
+                "needs a 'actionID'",
+                Some("c"),
+            ),
+            (
+                r#"{"messageType":"request","operation":"readproperty","name":"on","thingID":7,"correlationID":"c"}"#,
+                "'thingID' must be a string",
+                Some("c"),
+            ),
+        ];
+        for (text, needle, correlation) in cases {
+            let rejection = decode(text).expect_err(text);
+            assert_eq!(rejection.status, 400, "{text}");
+            assert!(rejection.detail.contains(needle), "{text}: {}", rejection.detail);
+            assert_eq!(rejection.correlation_id.as_deref(), *correlation, "{text}");
+            let frame = parse(&rejection_response("urn:t", &rejection));
+            assert_eq!(frame["messageType"], "response");
+            assert_eq!(frame["error"]["status"], 400);
+            assert_eq!(frame["error"]["type"], format!("{ERROR_TYPE_BASE}400"));
+        }
+        let long = format!(
+            r#"{{"messageType":"request","operation":"readallproperties","correlationID":"{}"}}"#,
+            "x".repeat(MAX_CORRELATION_ID + 1)
+        );
+        assert!(decode(&long).unwrap_err().detail.contains("longer than"));
+    }
+
+    #[test]
+    fn frames_are_valid_json_with_raw_values() {
+        let frame = response("urn:t", "readproperty", 32)
+            .str("name", "on")
+            .raw("value", b"true")
+            .opt_str("correlationID", Some("c\"1"))
+            .finish();
+        let v = parse(&frame);
+        assert_eq!(v["value"], true);
+        assert_eq!(v["correlationID"], "c\"1");
+        assert_eq!(v["operation"], "readproperty");
+        assert!(uuid::Uuid::parse_str(v["messageID"].as_str().unwrap()).is_ok());
+        let prefix = envelope("urn:t", "notification", 0).str("name", "x").prefix();
+        let resumed = Frame::resume(&prefix, 16)
+            .str("operation", "observeproperty")
+            .finish();
+        assert_eq!(parse(&resumed)["operation"], "observeproperty");
+        assert_eq!(
+            parse(&Frame::new(0).raw("data", b"").finish())["data"],
+            Value::Null
+        );
+    }
+
+    #[test]
+    fn statuses_use_the_wtp_shape() {
+        let mut v = json!({"status":"running","timeRequested":"t"});
+        from_profile_status("abc", &mut v);
+        assert_eq!(v, json!({"actionID":"abc","state":"running","timeRequested":"t"}));
+        let e = Error::property_not_found("x");
+        assert_eq!(core_problem(&e)["status"], 404);
+        assert_eq!(status_of(&Error::Busy(1)), 503);
+    }
+}
