@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::binding::http::{self, HttpForms, HttpState};
+use crate::binding::legacy::Legacy;
 use crate::core::Servient;
 use crate::td::{FormProvider, TdPublisher};
 use crate::things::{Hosted, IdStore};
@@ -74,6 +75,7 @@ pub struct Running {
     http_task: JoinHandle<std::io::Result<()>>,
     behavior_tasks: Vec<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
+    legacy: Legacy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +149,10 @@ impl Running {
             keepalive: config.sse_keepalive,
             shutdown: shutdown_rx,
         };
-        let mounts: Vec<http::Mount> = Vec::new();
+        let base_url = state.base_url.clone();
+        let mut mounts: Vec<http::Mount> = Vec::new();
+        let legacy = Legacy::start(servient.clone(), base_url, shutdown.subscribe());
+        mounts.push(Arc::new(legacy.configure()));
         let server =
             http::start(state, listener, config.workers, mounts).map_err(|source| StartError::Bind {
                 what: "HTTP",
@@ -164,6 +169,7 @@ impl Running {
             http_task,
             behavior_tasks,
             shutdown,
+            legacy,
         })
     }
 
@@ -182,6 +188,7 @@ impl Running {
         let _ = self.shutdown.send(true);
         self.http.stop(true).await;
         let _ = self.http_task.await;
+        self.legacy.stop();
         for task in self.behavior_tasks {
             task.abort();
         }

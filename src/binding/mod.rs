@@ -3,3 +3,4 @@
 //! `td::FormProvider`. No binding imports another.
 
 pub mod http;
+pub mod legacy;
