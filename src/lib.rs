@@ -6,6 +6,7 @@
 pub mod behavior;
 pub mod binding;
 pub mod core;
+pub mod discovery;
 pub mod runtime;
 pub mod td;
 pub mod things;

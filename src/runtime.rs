@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::binding::http::{self, HttpForms, HttpState};
 use crate::binding::legacy::Legacy;
 use crate::core::Servient;
+use crate::discovery::{self, Announcer, MdnsConfig};
 use crate::td::{FormProvider, TdPublisher};
 use crate::things::{Hosted, IdStore};
 
@@ -32,6 +33,8 @@ pub struct Config {
     pub sse_keepalive: Duration,
     /// HTTP worker threads (default: one per core).
     pub workers: usize,
+    /// Interfaces (names or addresses) mDNS announces on; empty: every interface.
+    pub mdns_interfaces: Vec<String>,
 }
 
 impl Default for Config {
@@ -47,6 +50,7 @@ impl Default for Config {
             body_limit: http::DEFAULT_BODY_LIMIT,
             sse_keepalive: Duration::from_secs(15),
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            mdns_interfaces: Vec::new(),
         }
     }
 }
@@ -76,6 +80,7 @@ pub struct Running {
     behavior_tasks: Vec<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
     legacy: Legacy,
+    mdns: Option<Announcer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +166,24 @@ impl Running {
             })?;
         let handle = server.handle();
         let http_task = tokio::spawn(server);
+        let mdns = if config.no_mdns {
+            None
+        } else {
+            // The CoAP binding, when it runs, passes its bound port here to add `_wot._udp`.
+            let ports = discovery::Ports {
+                http: http_addr.port(),
+                coap: None,
+                tls: false,
+            };
+            match announce(&config, &servient, ports) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    // Serving without announcements beats not serving: say so and go on.
+                    tracing::error!("mDNS disabled: {e}");
+                    None
+                }
+            }
+        };
         Ok(Running {
             servient,
             publisher,
@@ -170,6 +193,7 @@ impl Running {
             behavior_tasks,
             shutdown,
             legacy,
+            mdns,
         })
     }
 
@@ -183,8 +207,17 @@ impl Running {
         json!({"event": "ready", "http": self.http_url(), "things": self.servient.slugs()}).to_string()
     }
 
-    /// Stops accepting, ends streams, lets in-flight requests finish, stops behaviours.
+    /// The full names of the mDNS instances announced (empty with `no_mdns`).
+    pub fn announced(&self) -> Vec<String> {
+        self.mdns.as_ref().map(Announcer::fullnames).unwrap_or_default()
+    }
+
+    /// Sends mDNS goodbyes, stops accepting, ends streams, lets in-flight requests finish,
+    /// stops behaviours.
     pub async fn stop(self) {
+        if let Some(mdns) = self.mdns {
+            mdns.stop().await;
+        }
         let _ = self.shutdown.send(true);
         self.http.stop(true).await;
         let _ = self.http_task.await;
@@ -193,6 +226,26 @@ impl Running {
             task.abort();
         }
     }
+}
+
+/// Starts announcing every thing of the servient (and the directory when there are several).
+fn announce(config: &Config, servient: &Servient, ports: discovery::Ports) -> Result<Announcer, String> {
+    let mdns = MdnsConfig {
+        interfaces: config.mdns_interfaces.clone(),
+        host: None,
+        bound: Some(config.host),
+    };
+    let things: Vec<discovery::ThingInfo> = servient
+        .things()
+        .iter()
+        .map(|t| discovery::ThingInfo {
+            slug: t.slug.clone(),
+            title: t.title().to_owned(),
+            id: t.id.clone(),
+        })
+        .collect();
+    let announcements = discovery::records::plan(&things, ports, &discovery::mdns::system_host());
+    Announcer::start(&mdns, announcements)
 }
 
 /// Waits for SIGINT or SIGTERM.
