@@ -296,6 +296,23 @@ fn browse_until(
     (seen, daemon, receivers)
 }
 
+/// Sends broken mDNS packets to the group (inside netns-run only): garbage, a header that
+/// promises records it does not carry, a name whose compression pointer points at itself.
+fn send_malformed_mdns() {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+    let packets: Vec<Vec<u8>> = vec![
+        vec![0xff; 3],
+        (0..512u32).map(|i| (i * 7919 % 251) as u8).collect(),
+        vec![0, 0, 0x84, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+        vec![0, 0, 0x84, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 12, 0, 1],
+    ];
+    for p in &packets {
+        socket
+            .send_to(p, "224.0.0.251:5353")
+            .expect("multicast send inside the namespace");
+    }
+}
+
 fn of_type<'a>(seen: &'a HashMap<String, Seen>, ty: &str) -> Vec<&'a Seen> {
     seen.values().filter(|s| s.fullname.ends_with(ty)).collect()
 }
@@ -479,141 +496,157 @@ fn wot_discover_json_finds_every_bundled_thing() {
     assert!(lines.iter().any(|l| l["kind"] == "Directory"));
 }
 
-#[tokio::test]
-async fn coap_port_adds_wot_udp_and_withdrawn_things_say_goodbye() {
+#[test]
+fn coap_port_adds_wot_udp_and_withdrawn_things_say_goodbye() {
     let Some(_one) = mdns_allowed() else { return };
-    use wot_runtime::discovery::{Announcer, MdnsConfig, Ports, ThingInfo, records};
-    let things = vec![
-        ThingInfo {
-            slug: "lamp".into(),
-            title: "Udp Lamp".into(),
-            id: "urn:uuid:abcdef01-0000".into(),
-        },
-        ThingInfo {
-            slug: "fan".into(),
-            title: "Udp Fan".into(),
-            id: "urn:uuid:12345678-0000".into(),
-        },
-    ];
-    let ports = Ports {
-        http: 18080,
-        coap: Some(15683),
-        tls: false,
-    };
-    let config = MdnsConfig {
-        interfaces: vec![],
-        host: Some("udp-test".into()),
-        bound: None,
-    };
-    let announcer = Announcer::start(&config, records::plan(&things, ports, "udp-test")).unwrap();
-    let (seen, daemon, _) = tokio::task::spawn_blocking(|| {
-        browse_until(&["_wot._udp.local."], |s| {
-            s.values().filter(|x| x.fullname.starts_with("Udp ")).count() == 2
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use wot_runtime::discovery::{Announcer, MdnsConfig, Ports, ThingInfo, records};
+        let things = vec![
+            ThingInfo {
+                slug: "lamp".into(),
+                title: "Udp Lamp".into(),
+                id: "urn:uuid:abcdef01-0000".into(),
+            },
+            ThingInfo {
+                slug: "fan".into(),
+                title: "Udp Fan".into(),
+                id: "urn:uuid:12345678-0000".into(),
+            },
+        ];
+        let ports = Ports {
+            http: 18080,
+            coap: Some(15683),
+            tls: false,
+        };
+        let config = MdnsConfig {
+            interfaces: vec![],
+            host: Some("udp-test".into()),
+            bound: None,
+        };
+        let announcer = Announcer::start(&config, records::plan(&things, ports, "udp-test")).unwrap();
+        // Malformed packets from others are ignored: the announcer keeps answering after them.
+        send_malformed_mdns();
+        let (seen, daemon, _) = tokio::task::spawn_blocking(|| {
+            browse_until(&["_wot._udp.local."], |s| {
+                s.values().filter(|x| x.fullname.starts_with("Udp ")).count() == 2
+            })
         })
-    })
-    .await
-    .unwrap();
-    for s in seen.values().filter(|x| x.fullname.starts_with("Udp ")) {
-        assert_eq!(s.port, 15683);
-        assert_eq!(s.host, "udp-test.local.");
-        assert_eq!(
-            s.txt.keys().map(String::as_str).collect::<HashSet<_>>(),
-            HashSet::from(["td", "type", "scheme"])
-        );
-        assert_eq!(s.txt["scheme"], "coap");
-        assert_eq!(s.txt["type"], "Thing");
-        assert!(s.txt["td"] == "/things/lamp" || s.txt["td"] == "/things/fan");
-    }
-    // A thing that goes away is withdrawn with goodbyes; the other stays.
-    let watch = daemon.browse("_wot._udp.local.").unwrap();
-    announcer.withdraw("fan").await;
-    let removed = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            assert!(Instant::now() < deadline, "no goodbye for the fan");
-            if let Ok(mdns_sd::ServiceEvent::ServiceRemoved(_, name)) =
-                watch.recv_timeout(Duration::from_millis(200))
-            {
-                return name;
-            }
+        .await
+        .unwrap();
+        for s in seen.values().filter(|x| x.fullname.starts_with("Udp ")) {
+            assert_eq!(s.port, 15683);
+            assert_eq!(s.host, "udp-test.local.");
+            assert_eq!(
+                s.txt.keys().map(String::as_str).collect::<HashSet<_>>(),
+                HashSet::from(["td", "type", "scheme"])
+            );
+            assert_eq!(s.txt["scheme"], "coap");
+            assert_eq!(s.txt["type"], "Thing");
+            assert!(s.txt["td"] == "/things/lamp" || s.txt["td"] == "/things/fan");
         }
-    })
-    .await
-    .unwrap();
-    assert!(removed.starts_with("Udp Fan"), "{removed}");
-    assert!(announcer.fullnames().iter().all(|n| !n.starts_with("Udp Fan")));
-    assert!(announcer.fullnames().iter().any(|n| n.starts_with("Udp Lamp")));
-    announcer.stop().await;
-    let _ = daemon.shutdown();
+        // A thing that goes away is withdrawn with goodbyes; the other stays.
+        let watch = daemon.browse("_wot._udp.local.").unwrap();
+        announcer.withdraw("fan").await;
+        let removed = tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                assert!(Instant::now() < deadline, "no goodbye for the fan");
+                if let Ok(mdns_sd::ServiceEvent::ServiceRemoved(_, name)) =
+                    watch.recv_timeout(Duration::from_millis(200))
+                {
+                    return name;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(removed.starts_with("Udp Fan"), "{removed}");
+        assert!(announcer.fullnames().iter().all(|n| !n.starts_with("Udp Fan")));
+        assert!(announcer.fullnames().iter().any(|n| n.starts_with("Udp Lamp")));
+        announcer.stop().await;
+        let _ = daemon.shutdown();
+    });
 }
 
-#[tokio::test]
-async fn a_name_conflict_is_resolved_by_renaming() {
+#[test]
+fn a_name_conflict_is_resolved_by_renaming() {
     let Some(_one) = mdns_allowed() else { return };
-    use wot_runtime::discovery::{Announcer, MdnsConfig, Ports, ThingInfo, records};
-    let things = vec![ThingInfo {
-        slug: "twin".into(),
-        title: "Twin".into(),
-        id: "urn:uuid:77777777".into(),
-    }];
-    let plan = |port| {
-        records::plan(
-            &things,
-            Ports {
-                http: port,
-                coap: None,
-                tls: false,
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use wot_runtime::discovery::{Announcer, MdnsConfig, Ports, ThingInfo, records};
+        let things = vec![ThingInfo {
+            slug: "twin".into(),
+            title: "Twin".into(),
+            id: "urn:uuid:77777777".into(),
+        }];
+        let plan = |port| {
+            records::plan(
+                &things,
+                Ports {
+                    http: port,
+                    coap: None,
+                    tls: false,
+                },
+                "h",
+            )
+        };
+        let first = Announcer::start(
+            &MdnsConfig {
+                host: Some("twin-a".into()),
+                ..Default::default()
             },
-            "h",
+            plan(18081),
         )
-    };
-    let first = Announcer::start(
-        &MdnsConfig {
-            host: Some("twin-a".into()),
-            ..Default::default()
-        },
-        plan(18081),
-    )
-    .unwrap();
-    let (seen, _d, _r) = tokio::task::spawn_blocking(|| {
-        browse_until(&["_wot._tcp.local."], |s| {
-            s.values().any(|x| x.fullname.starts_with("Twin-777777"))
+        .unwrap();
+        let (seen, _d, _r) = tokio::task::spawn_blocking(|| {
+            browse_until(&["_wot._tcp.local."], |s| {
+                s.values().any(|x| x.fullname.starts_with("Twin-777777"))
+            })
         })
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        seen.values()
-            .filter(|x| x.fullname.starts_with("Twin-777777"))
-            .count(),
-        1
-    );
-    // A second responder claims the same instance name: it must rename, not fail.
-    let second = Announcer::start(
-        &MdnsConfig {
-            host: Some("twin-b".into()),
-            ..Default::default()
-        },
-        plan(18082),
-    )
-    .unwrap();
-    let (seen, _d, _r) = tokio::task::spawn_blocking(|| {
-        browse_until(&["_wot._tcp.local."], |s| {
-            let twins: Vec<_> = s
-                .values()
+        .await
+        .unwrap();
+        assert_eq!(
+            seen.values()
                 .filter(|x| x.fullname.starts_with("Twin-777777"))
-                .collect();
-            twins.len() == 2 && twins.iter().any(|t| t.port == 18081) && twins.iter().any(|t| t.port == 18082)
+                .count(),
+            1
+        );
+        // A second responder claims the same instance name: it must rename, not fail.
+        let second = Announcer::start(
+            &MdnsConfig {
+                host: Some("twin-b".into()),
+                ..Default::default()
+            },
+            plan(18082),
+        )
+        .unwrap();
+        let (seen, _d, _r) = tokio::task::spawn_blocking(|| {
+            browse_until(&["_wot._tcp.local."], |s| {
+                let twins: Vec<_> = s
+                    .values()
+                    .filter(|x| x.fullname.starts_with("Twin-777777"))
+                    .collect();
+                twins.len() == 2
+                    && twins.iter().any(|t| t.port == 18081)
+                    && twins.iter().any(|t| t.port == 18082)
+            })
         })
-    })
-    .await
-    .unwrap();
-    let names: HashSet<&str> = seen
-        .values()
-        .filter(|x| x.fullname.starts_with("Twin-777777"))
-        .map(|x| x.fullname.as_str())
-        .collect();
-    assert_eq!(names.len(), 2, "two distinct instance names: {names:?}");
-    second.stop().await;
-    first.stop().await;
+        .await
+        .unwrap();
+        let names: HashSet<&str> = seen
+            .values()
+            .filter(|x| x.fullname.starts_with("Twin-777777"))
+            .map(|x| x.fullname.as_str())
+            .collect();
+        assert_eq!(names.len(), 2, "two distinct instance names: {names:?}");
+        second.stop().await;
+        first.stop().await;
+    });
 }

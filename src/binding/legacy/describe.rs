@@ -61,38 +61,39 @@ fn types(model: &Value) -> Value {
     }
 }
 
+type Adjust<'a> = &'a dyn Fn(&Value, &mut Map<String, Value>);
+
+/// One of `properties`, `actions`, `events`: each affordance without its TD-only keys, adjusted,
+/// with its Mozilla link.
+fn section(model: &Value, base: &str, kind: &str, rel: &str, adjust: Adjust<'_>) -> Value {
+    let mut out = Map::new();
+    for (name, affordance) in model.get(kind).and_then(Value::as_object).into_iter().flatten() {
+        let mut a = copy_affordance(affordance);
+        adjust(affordance, &mut a);
+        a.insert(
+            "links".into(),
+            json!([link(rel, format!("{base}/{kind}/{name}"))]),
+        );
+        out.insert(name.clone(), Value::Object(a));
+    }
+    Value::Object(out)
+}
+
 /// The origin-independent description of a thing.
 pub fn template(thing: &ExposedThing) -> Value {
     let model = &thing.model;
     let base = prefix(&thing.slug);
-    let section = |kind: &str, rel: &str, mut adjust: Box<dyn FnMut(&Value, &mut Map<String, Value>)>| {
-        let mut out = Map::new();
-        for (name, affordance) in model.get(kind).and_then(Value::as_object).into_iter().flatten() {
-            let mut a = copy_affordance(affordance);
-            adjust(affordance, &mut a);
-            a.insert(
-                "links".into(),
-                json!([link(rel, format!("{base}/{kind}/{name}"))]),
-            );
-            out.insert(name.clone(), Value::Object(a));
-        }
-        Value::Object(out)
-    };
-    let properties = section("properties", "property", Box::new(|_, _| {}));
-    let actions = section("actions", "action", Box::new(|_, _| {}));
-    let events = section(
-        "events",
-        "event",
-        Box::new(|affordance, a| {
-            if let Some(data) = affordance.get("data").and_then(Value::as_object) {
-                for key in EVENT_DATA_KEYS {
-                    if let Some(v) = data.get(*key) {
-                        a.entry(*key).or_insert_with(|| v.clone());
-                    }
+    let properties = section(model, &base, "properties", "property", &|_, _| {});
+    let actions = section(model, &base, "actions", "action", &|_, _| {});
+    let events = section(model, &base, "events", "event", &|affordance, a| {
+        if let Some(data) = affordance.get("data").and_then(Value::as_object) {
+            for key in EVENT_DATA_KEYS {
+                if let Some(v) = data.get(*key) {
+                    a.entry(*key).or_insert_with(|| v.clone());
                 }
             }
-        }),
-    );
+        }
+    });
     let mut d = Map::new();
     d.insert("id".into(), json!(thing.id));
     d.insert("title".into(), json!(thing.title()));
