@@ -59,6 +59,12 @@ impl Announcer {
     pub fn start(config: &MdnsConfig, announcements: Vec<Announcement>) -> Result<Announcer, String> {
         let daemon = ServiceDaemon::new().map_err(|e| format!("cannot start mDNS: {e}"))?;
         if !config.interfaces.is_empty() {
+            for name in config.interfaces.iter().filter(|s| s.parse::<IpAddr>().is_err()) {
+                if cfg!(target_os = "linux") && !std::path::Path::new("/sys/class/net").join(name).exists() {
+                    // Not fatal: it may appear later (mdns-sd watches interfaces).
+                    tracing::warn!("mDNS interface '{name}' does not exist (yet); nothing is announced on it");
+                }
+            }
             let kinds: Vec<IfKind> = config.interfaces.iter().map(|s| interface_kind(s)).collect();
             daemon
                 .disable_interface(IfKind::All)
