@@ -62,7 +62,9 @@ impl Announcer {
             for name in config.interfaces.iter().filter(|s| s.parse::<IpAddr>().is_err()) {
                 if cfg!(target_os = "linux") && !std::path::Path::new("/sys/class/net").join(name).exists() {
                     // Not fatal: it may appear later (mdns-sd watches interfaces).
-                    tracing::warn!("mDNS interface '{name}' does not exist (yet); nothing is announced on it");
+                    tracing::warn!(
+                        "mDNS interface '{name}' does not exist (yet); nothing is announced on it"
+                    );
                 }
             }
             let kinds: Vec<IfKind> = config.interfaces.iter().map(|s| interface_kind(s)).collect();
