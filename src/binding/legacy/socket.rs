@@ -61,7 +61,40 @@ async fn run(
 ) {
     let mut events: HashSet<String> = HashSet::new();
     loop {
+        // Biased: an action's `created` (adapter channel) goes out before the core's later
+        // statuses of the same instance, and shutdown is noticed first.
         tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            status = statuses.recv() => {
+                match status {
+                    Ok(frame) => {
+                        if !send(&mut session, &frame).await {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+            received = subscription.recv() => {
+                let frame = match received {
+                    Received::Notification(n) => match &n.topic {
+                        Topic::Event(name) if !events.contains(&**name) => continue,
+                        // The core announces asynchronous actions (whoever requested them);
+                        // actions this adapter runs itself announce through `statuses`.
+                        Topic::Action { .. } | Topic::Property(_) | Topic::Event(_) => legacy.frame(&n),
+                    },
+                    Received::Lagged(missed) => {
+                        tracing::warn!(thing = legacy.slug(), missed, "legacy socket fell behind");
+                        continue;
+                    }
+                    Received::Closed => break,
+                };
+                if !send(&mut session, &frame).await {
+                    return;
+                }
+            }
             incoming = stream.recv() => {
                 let Some(incoming) = incoming else { break };
                 let ok = match incoming {
@@ -87,36 +120,6 @@ async fn run(
                     return;
                 }
             }
-            received = subscription.recv() => {
-                let frame = match received {
-                    Received::Notification(n) => match &n.topic {
-                        Topic::Event(name) if !events.contains(&**name) => continue,
-                        // The core announces asynchronous actions (whoever requested them);
-                        // actions this adapter runs itself announce through `statuses`.
-                        Topic::Action { .. } | Topic::Property(_) | Topic::Event(_) => legacy.frame(&n),
-                    },
-                    Received::Lagged(missed) => {
-                        tracing::warn!(thing = legacy.slug(), missed, "legacy socket fell behind");
-                        continue;
-                    }
-                    Received::Closed => break,
-                };
-                if !send(&mut session, &frame).await {
-                    return;
-                }
-            }
-            status = statuses.recv() => {
-                match status {
-                    Ok(frame) => {
-                        if !send(&mut session, &frame).await {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => break,
-                }
-            }
-            _ = shutdown.changed() => break,
         }
     }
     let _ = session.close(None).await;
