@@ -24,6 +24,15 @@ struct Cli {
 enum Command {
     /// Serve every thing of THINGS_DIR (default ./things, or the bundled things if it is absent).
     Serve(ServeArgs),
+    /// Find things on the local network over mDNS/DNS-SD and fetch their TDs.
+    Discover {
+        /// Seconds to browse.
+        #[arg(long, default_value_t = 3.0)]
+        timeout: f64,
+        /// One JSON object per thing and line, instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check thing files, TDs and Thing Models; exit 1 with precise errors.
     Validate {
         #[arg(required = true)]
@@ -62,6 +71,10 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = wot_runtime::binding::http::DEFAULT_BODY_LIMIT)]
     body_limit: usize,
+    /// Announce over mDNS on this interface only (a name such as eth0, or one of its
+    /// addresses); repeat for several. Default: every interface.
+    #[arg(long = "mdns-interface", value_name = "IFACE")]
+    mdns_interfaces: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -76,6 +89,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Validate { files } => validate_files(&files),
+        Command::Discover { timeout, json } => discover(timeout, json),
     }
 }
 
@@ -96,6 +110,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         state_dir: args.state_dir,
         body_limit: args.body_limit,
         watch_dir: None,
+        mdns_interfaces: args.mdns_interfaces,
         ..Config::default()
     };
     let things_dir = match &args.things_dir {
@@ -173,6 +188,54 @@ fn serve(args: ServeArgs) -> ExitCode {
         running.stop().await;
         ExitCode::SUCCESS
     })
+}
+
+fn discover(timeout: f64, json: bool) -> ExitCode {
+    if !(timeout.is_finite() && (0.1..=3600.0).contains(&timeout)) {
+        eprintln!("--timeout takes seconds between 0.1 and 3600");
+        return ExitCode::from(2);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let found = rt.block_on(wot_runtime::discovery::browse::discover(
+        std::time::Duration::from_secs_f64(timeout),
+    ));
+    let found = match found {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if json {
+        for thing in &found {
+            let _ = writeln!(out, "{}", serde_json::to_string(thing).unwrap_or_default());
+        }
+    } else {
+        let _ = writeln!(out, "{:<28} {:<46} {:<44} PROTOCOLS", "TITLE", "ID", "URL");
+        for t in &found {
+            let _ = writeln!(
+                out,
+                "{:<28} {:<46} {:<44} {}",
+                t.title,
+                t.id.as_deref().unwrap_or("-"),
+                t.url,
+                t.protocols.join(",")
+            );
+        }
+        if found.is_empty() {
+            let _ = writeln!(out, "(nothing found in {timeout} s)");
+        }
+    }
+    let _ = out.flush();
+    ExitCode::SUCCESS
 }
 
 fn validate_files(files: &[PathBuf]) -> ExitCode {

@@ -12,8 +12,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::binding::http::{self, HttpForms, HttpState};
+use crate::binding::legacy::Legacy;
 use crate::binding::ws::{self, WsConfig, WsForms, WsState};
 use crate::core::Servient;
+use crate::discovery::{self, Announcer, MdnsConfig};
 use crate::td::{FormProvider, TdPublisher};
 use crate::things::{Host, Hosted, IdStore};
 
@@ -38,6 +40,8 @@ pub struct Config {
     pub watch_period: Duration,
     /// WebSocket (Web Thing Protocol) limits and keepalive.
     pub ws: WsConfig,
+    /// Interfaces (names or addresses) mDNS announces on; empty: every interface.
+    pub mdns_interfaces: Vec<String>,
 }
 
 impl Default for Config {
@@ -56,6 +60,7 @@ impl Default for Config {
             watch_dir: None,
             watch_period: Duration::from_millis(500),
             ws: WsConfig::default(),
+            mdns_interfaces: Vec::new(),
         }
     }
 }
@@ -85,6 +90,8 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     pub host: Arc<Host>,
     reloader: Option<JoinHandle<()>>,
+    legacy: Legacy,
+    mdns: Option<Announcer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,11 +173,14 @@ impl Running {
             keepalive: config.sse_keepalive,
             shutdown: shutdown_rx,
         };
-        let mounts: Vec<http::Mount> = vec![Arc::new(ws::service(WsState {
+        let base_url = state.base_url.clone();
+        let mut mounts: Vec<http::Mount> = vec![Arc::new(ws::service(WsState {
             servient: servient.clone(),
             shutdown: shutdown.subscribe(),
             config: config.ws.clone(),
         }))];
+        let legacy = Legacy::start(servient.clone(), base_url, shutdown.subscribe());
+        mounts.push(Arc::new(legacy.configure()));
         let server =
             http::start(state, listener, config.workers, mounts).map_err(|source| StartError::Bind {
                 what: "HTTP",
@@ -179,6 +189,24 @@ impl Running {
             })?;
         let handle = server.handle();
         let http_task = tokio::spawn(server);
+        let mdns = if config.no_mdns {
+            None
+        } else {
+            // The CoAP binding, when it runs, passes its bound port here to add `_wot._udp`.
+            let ports = discovery::Ports {
+                http: http_addr.port(),
+                coap: None,
+                tls: false,
+            };
+            match announce(&config, &servient, ports) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    // Serving without announcements beats not serving: say so and go on.
+                    tracing::error!("mDNS disabled: {e}");
+                    None
+                }
+            }
+        };
         Ok(Running {
             servient,
             publisher,
@@ -188,6 +216,8 @@ impl Running {
             shutdown,
             host,
             reloader,
+            legacy,
+            mdns,
         })
     }
 
@@ -201,11 +231,21 @@ impl Running {
         json!({"event": "ready", "http": self.http_url(), "things": self.servient.slugs()}).to_string()
     }
 
-    /// Stops accepting, ends streams, lets in-flight requests finish, stops behaviours.
+    /// The full names of the mDNS instances announced (empty with `no_mdns`).
+    pub fn announced(&self) -> Vec<String> {
+        self.mdns.as_ref().map(Announcer::fullnames).unwrap_or_default()
+    }
+
+    /// Sends mDNS goodbyes, stops accepting, ends streams, lets in-flight requests finish,
+    /// stops behaviours.
     pub async fn stop(self) {
+        if let Some(mdns) = self.mdns {
+            mdns.stop().await;
+        }
         let _ = self.shutdown.send(true);
         self.http.stop(true).await;
         let _ = self.http_task.await;
+        self.legacy.stop();
         if let Some(reloader) = self.reloader {
             reloader.abort();
         }
@@ -214,6 +254,26 @@ impl Running {
             store.flush_async().await;
         }
     }
+}
+
+/// Starts announcing every thing of the servient (and the directory when there are several).
+fn announce(config: &Config, servient: &Servient, ports: discovery::Ports) -> Result<Announcer, String> {
+    let mdns = MdnsConfig {
+        interfaces: config.mdns_interfaces.clone(),
+        host: None,
+        bound: Some(config.host),
+    };
+    let things: Vec<discovery::ThingInfo> = servient
+        .things()
+        .iter()
+        .map(|t| discovery::ThingInfo {
+            slug: t.slug.clone(),
+            title: t.title().to_owned(),
+            id: t.id.clone(),
+        })
+        .collect();
+    let announcements = discovery::records::plan(&things, ports, &discovery::mdns::system_host());
+    Announcer::start(&mdns, announcements)
 }
 
 /// Waits for SIGINT or SIGTERM.

@@ -516,7 +516,9 @@ async fn tds_are_served_with_td_media_type_head_and_directory() {
     let dir: Value = res.json().await.unwrap();
     common::assert_valid_td(&dir);
     assert!(dir["@type"].to_string().contains("ThingDirectory"), "{dir}");
-    let things_href = dir["properties"]["things"]["forms"][0]["href"].as_str().unwrap();
+    // The href is a URI template (`things{?offset,limit,format}`); expand it with no variables.
+    let template = dir["properties"]["things"]["forms"][0]["href"].as_str().unwrap();
+    let things_href = template.split('{').next().unwrap();
     let url = reqwest::Url::parse(dir["base"].as_str().unwrap())
         .unwrap()
         .join(things_href)

@@ -3,4 +3,5 @@
 //! `td::FormProvider`. No binding imports another.
 
 pub mod http;
+pub mod legacy;
 pub mod ws;

@@ -348,6 +348,13 @@ impl ExposedThing {
         }
     }
 
+    /// Validates an action's input without running it, for bindings that accept an action
+    /// into a queue and must refuse bad input before answering.
+    pub fn check_action_input(&self, name: &str, input: Option<Value>) -> Result<Option<Value>, Error> {
+        let action = self.action(name)?;
+        self.check_input(action, input)
+    }
+
     /// Runs a synchronous action to its end and returns its output.
     pub async fn invoke_sync(
         self: &Arc<Self>,

@@ -20,6 +20,8 @@ pub enum HttpError {
     MethodNotAllowed(&'static str),
     NotFound(String),
     NotAcceptable(String),
+    /// Query arguments that cannot be used (TDD `additionalResponses`: 400).
+    BadQuery(String),
 }
 
 impl From<Error> for HttpError {
@@ -41,6 +43,7 @@ impl std::fmt::Display for HttpError {
             HttpError::MethodNotAllowed(allow) => write!(f, "method not allowed here; allowed: {allow}"),
             HttpError::NotFound(path) => write!(f, "no resource at '{path}'"),
             HttpError::NotAcceptable(what) => write!(f, "cannot produce any of '{what}'"),
+            HttpError::BadQuery(what) => write!(f, "invalid query arguments: {what}"),
         }
     }
 }
@@ -73,6 +76,7 @@ impl HttpError {
             HttpError::MethodNotAllowed(_) => ("/problems/method-not-allowed", "Method not allowed"),
             HttpError::NotFound(_) => ("/problems/not-found", "Not found"),
             HttpError::NotAcceptable(_) => ("/problems/not-acceptable", "Not acceptable"),
+            HttpError::BadQuery(_) => ("/problems/bad-query", "Invalid query arguments"),
         };
         let mut body =
             json!({"type": type_uri, "title": title, "status": status.as_u16(), "detail": self.to_string()});
@@ -108,6 +112,7 @@ impl ResponseError for HttpError {
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::NotFound(_) => StatusCode::NOT_FOUND,
             HttpError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            HttpError::BadQuery(_) => StatusCode::BAD_REQUEST,
         }
     }
 

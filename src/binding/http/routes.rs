@@ -126,14 +126,40 @@ pub async fn well_known(state: State, req: HttpRequest) -> Result {
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Page {
     limit: Option<usize>,
     offset: Option<usize>,
+    format: Option<String>,
 }
 
-/// `GET /things`: every TD, ordered by id, with optional limit/offset pagination (WoT Discovery
-/// §7.3.2.1.3).
-pub async fn all_things(state: State, req: HttpRequest, page: web::Query<Page>) -> Result {
+/// An etag for the current set of things: it changes whenever a TD is added or removed.
+fn collection_etag(ids: &[&str]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    ids.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// `GET /things`: every TD, ordered by id (Unicode code points), with optional limit/offset
+/// pagination, `Link` next + canonical headers, and `format=collection` (WoT Discovery
+/// §7.3.2.1.5). Bad arguments are 400 problem+json, as the directory TD's form says.
+pub async fn all_things(state: State, req: HttpRequest) -> Result {
+    let page = web::Query::<Page>::from_query(req.query_string())
+        .map_err(|e| HttpError::BadQuery(e.to_string()))?
+        .into_inner();
+    let collection = match page.format.as_deref() {
+        None | Some("array") => false,
+        Some("collection") => true,
+        Some(other) => {
+            return Err(HttpError::BadQuery(format!(
+                "format '{other}' is neither 'array' nor 'collection'"
+            )));
+        }
+    };
+    if page.limit == Some(0) {
+        return Err(HttpError::BadQuery("limit must be a positive integer".into()));
+    }
     let origins = origins(&state, &req);
     let mut things = state.servient.things();
     things.sort_by(|a, b| a.id.cmp(&b.id));
@@ -141,28 +167,56 @@ pub async fn all_things(state: State, req: HttpRequest, page: web::Query<Page>) 
     let offset = page.offset.unwrap_or(0).min(total);
     let limit = page.limit.unwrap_or(total).max(1);
     let end = offset.saturating_add(limit).min(total);
-    let mut body = Vec::with_capacity(4096);
-    body.push(b'[');
+    let mut members = Vec::with_capacity(4096);
+    members.push(b'[');
     for (i, thing) in things[offset..end].iter().enumerate() {
         if i > 0 {
-            body.push(b',');
+            members.push(b',');
         }
-        body.extend_from_slice(
+        members.extend_from_slice(
             &state
                 .publisher
                 .td_bytes(thing, &origins)
                 .map_err(Error::Internal)?,
         );
     }
-    body.push(b']');
-    let mut response = HttpResponse::Ok();
-    response.content_type(LD_JSON);
-    let mut links = vec!["</things>; rel=\"canonical\"; etag=\"v1\"".to_owned()];
-    if end < total {
-        links.push(format!("</things?offset={end}&limit={limit}>; rel=\"next\""));
+    members.push(b']');
+    let format_arg = if collection { "&format=collection" } else { "" };
+    let next = (end < total).then(|| format!("/things?offset={end}&limit={limit}{format_arg}"));
+    let ids: Vec<&str> = things.iter().map(|t| t.id.as_str()).collect();
+    let mut links = vec![format!(
+        "</things>; rel=\"canonical\"; etag=\"{}\"",
+        collection_etag(&ids)
+    )];
+    if let Some(next) = &next {
+        links.push(format!("<{next}>; rel=\"next\""));
     }
-    response.insert_header((header::LINK, links.join(", ")));
-    Ok(response.body(body))
+    let body = if collection {
+        let mut head = serde_json::Map::new();
+        head.insert("@context".into(), json!(crate::td::directory::DISCOVERY_CONTEXT));
+        head.insert("@type".into(), json!("ThingCollection"));
+        head.insert(
+            "@id".into(),
+            json!(format!("/things?offset={offset}&limit={limit}&format=collection")),
+        );
+        head.insert("total".into(), json!(total));
+        if let Some(next) = &next {
+            head.insert("next".into(), json!(next));
+        }
+        // Splice the cached TD bytes in as "members" without parsing them again.
+        let mut out = serde_json::to_vec(&Value::Object(head)).map_err(|e| Error::Internal(e.to_string()))?;
+        out.pop();
+        out.extend_from_slice(b",\"members\":");
+        out.extend_from_slice(&members);
+        out.push(b'}');
+        out
+    } else {
+        members
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(LD_JSON)
+        .insert_header((header::LINK, links.join(", ")))
+        .body(body))
 }
 
 // ---------------------------------------------------------------- properties

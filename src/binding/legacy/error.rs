@@ -1,0 +1,74 @@
+//! The legacy adapter's one mapping of errors to HTTP responses: the status each core error
+//! deserves and Mozilla's error body `{"messageType":"error","data":{"status","message"}}`
+//! (HUBS.md §3 item 5), which is also what its WebSocket sends.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+use super::wire;
+use crate::core::Error;
+
+#[derive(Debug)]
+pub enum LegacyError {
+    Core(Error),
+    /// A request the legacy API cannot take, with the status to answer.
+    Request(StatusCode, String),
+}
+
+impl From<Error> for LegacyError {
+    fn from(e: Error) -> Self {
+        LegacyError::Core(e)
+    }
+}
+
+impl LegacyError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        LegacyError::Request(StatusCode::BAD_REQUEST, message.into())
+    }
+}
+
+impl std::fmt::Display for LegacyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LegacyError::Core(e) => write!(f, "{e}"),
+            LegacyError::Request(_, m) => f.write_str(m),
+        }
+    }
+}
+
+/// The status code of a core error on the legacy API.
+pub fn core_status(e: &Error) -> StatusCode {
+    match e {
+        Error::ThingNotFound(_) | Error::AffordanceNotFound { .. } | Error::ActionInstanceNotFound { .. } => {
+            StatusCode::NOT_FOUND
+        }
+        Error::ReadOnly(_)
+        | Error::WriteOnly(_)
+        | Error::UnexpectedInput(_)
+        | Error::MalformedPayload(_)
+        | Error::Schema(_)
+        | Error::NotQueryable(_) => StatusCode::BAD_REQUEST,
+        Error::AlreadyEnded(_) => StatusCode::CONFLICT,
+        Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::ActionFailed(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl ResponseError for LegacyError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            LegacyError::Core(e) => core_status(e),
+            LegacyError::Request(status, _) => *status,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), "legacy API: {self}");
+        }
+        HttpResponse::build(status)
+            .content_type("application/json")
+            .body(wire::error_message(status.as_u16(), &self.to_string()))
+    }
+}

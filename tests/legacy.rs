@@ -1,0 +1,629 @@
+//! The legacy WebThings API against HUBS.md §3, point by point, over real loopback sockets with
+//! reqwest and tokio-tungstenite. First the points a hub breaks on: the string `@context`, the
+//! absolute `alternate` ws link, PUT `{name: value}` → 200 `{name: value}`, a WebSocket
+//! setProperty seen over the W3C API, and unique event timestamps.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn get_json(client: &reqwest::Client, url: &str) -> (u16, Value) {
+    let response = client.get(url).send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(base: &str, thing: &str) -> Socket {
+    let url = format!("{}/webthing/{thing}", base.replacen("http://", "ws://", 1));
+    let (socket, response) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket opens");
+    assert!(
+        response.headers().get("sec-websocket-protocol").is_none(),
+        "no subprotocol offered, none chosen"
+    );
+    socket
+}
+
+/// The next text message whose messageType is `kind` (others are skipped).
+async fn next_of(socket: &mut Socket, kind: &str) -> Value {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let message = socket.next().await.expect("socket open").expect("frame");
+            if let Message::Text(text) = message {
+                let v: Value = serde_json::from_str(&text).expect("JSON message");
+                if v["messageType"] == kind {
+                    return v;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("a '{kind}' message in time"))
+}
+
+async fn send(socket: &mut Socket, message: Value) {
+    socket
+        .send(Message::text(message.to_string()))
+        .await
+        .expect("send");
+}
+
+#[tokio::test]
+async fn context_is_the_webthings_string_and_alternate_is_an_absolute_ws_link_from_host() {
+    let running = common::start().await;
+    let client = common::client();
+    let base = running.http_url();
+    // Any Accept gets the JSON description (item 1); the Host header builds the ws link (item 2).
+    let response = client
+        .get(format!("{base}/webthing/lamp"))
+        .header("Accept", "text/html")
+        .header("Host", "hub-sees-me.example:8123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let d: Value = response.json().await.unwrap();
+    assert_eq!(d["@context"], json!("https://webthings.io/schemas"));
+    assert!(d["@context"].is_string());
+    let links = d["links"].as_array().unwrap();
+    let alternate: Vec<&Value> = links.iter().filter(|l| l["rel"] == "alternate").collect();
+    assert_eq!(alternate.len(), 1);
+    assert_eq!(
+        alternate[0]["href"],
+        "ws://hub-sees-me.example:8123/webthing/lamp"
+    );
+    for (rel, href) in [
+        ("properties", "/webthing/lamp/properties"),
+        ("actions", "/webthing/lamp/actions"),
+        ("events", "/webthing/lamp/events"),
+    ] {
+        assert!(
+            links.iter().any(|l| l["rel"] == rel && l["href"] == href),
+            "{rel} link in {links:?}"
+        );
+    }
+    // Item 1: the fields a hub reads.
+    let td: Value = client
+        .get(format!("{base}/things/lamp"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["id"], td["id"], "one thing, one id in both representations");
+    assert_eq!(d["title"], "Lamp");
+    assert!(d["@type"].is_array());
+    assert_eq!(d["security"], "nosec_sc");
+    assert_eq!(d["securityDefinitions"]["nosec_sc"]["scheme"], "nosec");
+    assert!(d.get("forms").is_none());
+    // Item 3: every property carries its link and its DataSchema terms.
+    let on = &d["properties"]["on"];
+    assert_eq!(
+        on["links"],
+        json!([{"rel": "property", "href": "/webthing/lamp/properties/on"}])
+    );
+    assert_eq!(on["type"], "boolean");
+    let brightness = &d["properties"]["brightness"];
+    assert_eq!(
+        (brightness["minimum"].clone(), brightness["maximum"].clone()),
+        (json!(0), json!(100))
+    );
+    assert_eq!(brightness["unit"], "percent");
+    let temperature: Value = get_json(&client, &format!("{base}/webthing/thermostat")).await.1;
+    assert_eq!(temperature["properties"]["temperature"]["readOnly"], true);
+    assert_eq!(
+        d["actions"]["fade"]["links"][0]["href"],
+        "/webthing/lamp/actions/fade"
+    );
+    assert_eq!(
+        d["events"]["faded"]["links"][0]["href"],
+        "/webthing/lamp/events/faded"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn trailing_slash_and_the_bridge_list() {
+    let running = common::start().await;
+    let client = common::client();
+    let base = running.http_url();
+    // openHAB always appends '/'.
+    let (status, slash) = get_json(&client, &format!("{base}/webthing/lamp/")).await;
+    assert_eq!(status, 200);
+    assert_eq!(slash["title"], "Lamp");
+    // Item 13: GET /webthing/ lists every thing, each with an href.
+    let (status, list) = get_json(&client, &format!("{base}/webthing/")).await;
+    assert_eq!(status, 200);
+    let hrefs: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["href"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        hrefs,
+        ["/webthing/lamp", "/webthing/thermostat", "/webthing/host"]
+    );
+    let (status, unknown) = get_json(&client, &format!("{base}/webthing/nope")).await;
+    assert_eq!(status, 404);
+    assert_eq!(unknown["messageType"], "error");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn put_name_value_answers_200_name_value_and_w3c_sees_it() {
+    let running = common::start().await;
+    let client = common::client();
+    let base = running.http_url();
+    let url = format!("{base}/webthing/lamp/properties/brightness");
+    let response = client
+        .put(&url)
+        .json(&json!({"brightness": 73}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap(), json!({"brightness": 73}));
+    // Item 4: {name: value}, never null.
+    assert_eq!(get_json(&client, &url).await, (200, json!({"brightness": 73})));
+    let all = get_json(&client, &format!("{base}/webthing/lamp/properties"))
+        .await
+        .1;
+    assert_eq!(all, json!({"on": false, "brightness": 73}));
+    // The same core: the W3C API reads the bare value.
+    let w3c = get_json(&client, &format!("{base}/things/lamp/properties/brightness"))
+        .await
+        .1;
+    assert_eq!(w3c, json!(73));
+    // And the other way round.
+    let w = client
+        .put(format!("{base}/things/lamp/properties/on"))
+        .json(&json!(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(w.status(), 204);
+    assert_eq!(
+        get_json(&client, &format!("{base}/webthing/lamp/properties/on"))
+            .await
+            .1,
+        json!({"on": true})
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn bad_writes_are_refused_precisely_and_change_nothing() {
+    let running = common::start().await;
+    let client = common::client();
+    let base = running.http_url();
+    let url = format!("{base}/webthing/lamp/properties/brightness");
+    // Item 5: a missing key is 400 with Mozilla's error body.
+    let r = client.put(&url).json(&json!({"on": true})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["messageType"], "error");
+    assert_eq!(body["data"]["status"], "400 Bad Request");
+    assert!(body["data"]["message"].as_str().unwrap().contains("brightness"));
+    // Unknown property: 404.
+    let r = client
+        .put(format!("{base}/webthing/lamp/properties/nope"))
+        .json(&json!({"nope": 1}))
+        .send()
+        .await;
+    assert_eq!(r.unwrap().status(), 404);
+    // Out of range, wrong type, not JSON, read-only: 400.
+    for body in [json!({"brightness": 101}), json!({"brightness": "x"}), json!(5)] {
+        let r = client.put(&url).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+    }
+    let r = client.put(&url).body("{not json").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = client
+        .put(format!("{base}/webthing/thermostat/properties/temperature"))
+        .json(&json!({"temperature": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = client
+        .post(&url)
+        .json(&json!({"brightness": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(
+        get_json(&client, &url).await.1,
+        json!({"brightness": 50}),
+        "nothing changed"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn actions_queue_created_pending_completed_and_delete() {
+    let running = common::start().await;
+    let client = common::client();
+    let base = running.http_url();
+    // Item 6: POST {name: {input}} → 201 with status "created" and an href.
+    let r = client
+        .post(format!("{base}/webthing/lamp/actions"))
+        .json(&json!({"fade": {"input": {"level": 80, "duration": 300}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let fade = &created["fade"];
+    assert_eq!(fade["status"], "created");
+    assert_eq!(fade["input"], json!({"level": 80, "duration": 300}));
+    assert!(fade["timeRequested"].is_string());
+    let href = fade["href"].as_str().unwrap().to_owned();
+    assert!(href.starts_with("/webthing/lamp/actions/fade/"), "{href}");
+    // It runs to completion; the same href keeps answering.
+    let done = tokio::time::timeout(WAIT, async {
+        loop {
+            let (status, v) = get_json(&client, &format!("{base}{href}")).await;
+            assert_eq!(status, 200);
+            if v["fade"]["status"] == "completed" {
+                return v;
+            }
+            assert_eq!(v["fade"]["status"], "pending");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the fade completes");
+    assert!(done["fade"]["timeCompleted"].is_string());
+    assert_eq!(done["fade"]["href"], href.as_str());
+    // The effect is visible through the W3C API.
+    assert_eq!(
+        get_json(&client, &format!("{base}/things/lamp/properties/brightness"))
+            .await
+            .1,
+        json!(80)
+    );
+    // A synchronous core action is queued as well: POST on its own URL.
+    let r = client
+        .post(format!("{base}/webthing/lamp/actions/toggle"))
+        .json(&json!({"toggle": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let toggle: Value = r.json().await.unwrap();
+    let toggle_href = toggle["toggle"]["href"].as_str().unwrap().to_owned();
+    // GET …/actions lists both, oldest first.
+    let (_, list) = get_json(&client, &format!("{base}/webthing/lamp/actions")).await;
+    let names: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_object().unwrap().keys().next().unwrap().clone())
+        .collect();
+    assert_eq!(names, ["fade", "toggle"]);
+    let (_, only) = get_json(&client, &format!("{base}/webthing/lamp/actions/toggle")).await;
+    assert_eq!(only.as_array().unwrap().len(), 1);
+    // DELETE → 204, and it is gone.
+    let r = client
+        .delete(format!("{base}{toggle_href}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (status, _) = get_json(&client, &format!("{base}{toggle_href}")).await;
+    assert_eq!(status, 404);
+    // A long fade cancelled by DELETE stops in the core too.
+    let r = client
+        .post(format!("{base}/webthing/lamp/actions/fade"))
+        .json(&json!({"fade": {"input": {"level": 0, "duration": 600000}}}))
+        .send()
+        .await
+        .unwrap();
+    let long: Value = r.json().await.unwrap();
+    let long_href = long["fade"]["href"].as_str().unwrap().to_owned();
+    let core_id = long_href.rsplit('/').next().unwrap();
+    assert_eq!(
+        client
+            .delete(format!("{base}{long_href}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let (_, w3c) = get_json(&client, &format!("{base}/things/lamp/actions/fade/{core_id}")).await;
+    assert_eq!(w3c["status"], "failed", "cancelled in the core: {w3c}");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn bad_action_requests_are_refused_before_queueing() {
+    let running = common::start().await;
+    let client = common::client();
+    let base = running.http_url();
+    let url = format!("{base}/webthing/lamp/actions");
+    for (body, status) in [
+        (json!({"fade": {"input": {"level": 500, "duration": 1}}}), 400),
+        (json!({"fade": {"input": {"level": 5}}}), 400),
+        (json!({"toggle": {"input": 3}}), 400),
+        (json!({"fly": {}}), 404),
+        (json!({}), 400),
+        (json!({"toggle": {}, "fade": {}}), 400),
+        (json!({"toggle": 7}), 400),
+    ] {
+        let r = client.post(&url).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), status, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["messageType"], "error", "{body}");
+    }
+    let r = client
+        .post(format!("{url}/toggle"))
+        .json(&json!({"fade": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "URL and body disagree");
+    assert_eq!(get_json(&client, &url).await.1, json!([]), "nothing was queued");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn event_timestamps_are_unique_even_in_one_millisecond() {
+    let running = common::start().await;
+    let client = common::client();
+    let base = running.http_url();
+    let lamp = running.servient.thing("lamp").unwrap();
+    let mut socket = connect(&base, "lamp").await;
+    send(
+        &mut socket,
+        json!({"messageType": "addEventSubscription", "data": {"faded": {}}}),
+    )
+    .await;
+    // The subscription is in place once a later message has been handled: a setProperty round trip.
+    send(
+        &mut socket,
+        json!({"messageType": "setProperty", "data": {"on": true}}),
+    )
+    .await;
+    next_of(&mut socket, "propertyStatus").await;
+    for level in 0..40 {
+        lamp.emit_event("faded", Some(json!(level))).unwrap();
+    }
+    let mut seen_ws = Vec::new();
+    for _ in 0..40 {
+        let m = next_of(&mut socket, "event").await;
+        seen_ws.push((
+            m["data"]["faded"]["data"].clone(),
+            m["data"]["faded"]["timestamp"].clone(),
+        ));
+    }
+    // Item 7: the log the Gateway polls has the same occurrences with the same timestamps.
+    let log = tokio::time::timeout(WAIT, async {
+        loop {
+            let (_, log) = get_json(&client, &format!("{base}/webthing/lamp/events")).await;
+            if log.as_array().unwrap().len() == 40 {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("every event logged");
+    let logged: Vec<(Value, Value)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["faded"]["data"].clone(), e["faded"]["timestamp"].clone()))
+        .collect();
+    assert_eq!(logged, seen_ws);
+    let stamps: HashSet<String> = logged
+        .iter()
+        .map(|(_, t)| t.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(stamps.len(), 40, "every name-timestamp pair is unique");
+    let (_, filtered) = get_json(&client, &format!("{base}/webthing/lamp/events/faded")).await;
+    assert_eq!(filtered.as_array().unwrap().len(), 40);
+    let (status, _) = get_json(&client, &format!("{base}/webthing/lamp/events/nope")).await;
+    assert_eq!(status, 404);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_set_property_is_seen_over_the_w3c_api_and_back() {
+    let running = common::start().await;
+    let client = common::client();
+    let base = running.http_url();
+    let mut socket = connect(&base, "lamp").await;
+    // Item 9: the Gateway writes over the socket.
+    send(
+        &mut socket,
+        json!({"messageType": "setProperty", "data": {"brightness": 12}}),
+    )
+    .await;
+    let status = next_of(&mut socket, "propertyStatus").await;
+    assert_eq!(status["data"], json!({"brightness": 12}));
+    assert_eq!(
+        get_json(&client, &format!("{base}/things/lamp/properties/brightness"))
+            .await
+            .1,
+        json!(12)
+    );
+    // A W3C write reaches the hub's socket as propertyStatus (item 10).
+    client
+        .put(format!("{base}/things/lamp/properties/on"))
+        .json(&json!(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        next_of(&mut socket, "propertyStatus").await["data"],
+        json!({"on": true})
+    );
+    // A bad write is an error message and changes nothing.
+    send(
+        &mut socket,
+        json!({"messageType": "setProperty", "data": {"brightness": 1000}}),
+    )
+    .await;
+    let error = next_of(&mut socket, "error").await;
+    assert_eq!(error["data"]["status"], "400 Bad Request");
+    send(&mut socket, json!({"messageType": "teleport", "data": {}})).await;
+    assert_eq!(
+        next_of(&mut socket, "error").await["data"]["status"],
+        "400 Bad Request"
+    );
+    socket.send(Message::text("not json")).await.unwrap();
+    next_of(&mut socket, "error").await;
+    assert_eq!(
+        get_json(&client, &format!("{base}/things/lamp/properties/brightness"))
+            .await
+            .1,
+        json!(12)
+    );
+    // Item 11: pings are answered.
+    socket.send(Message::Ping(b"hi".to_vec().into())).await.unwrap();
+    let pong = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Message::Pong(p) = socket.next().await.unwrap().unwrap() {
+                return p;
+            }
+        }
+    })
+    .await
+    .expect("a pong");
+    assert_eq!(&pong[..], b"hi");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_request_action_reports_action_status_with_the_same_href() {
+    let running = common::start().await;
+    let base = running.http_url();
+    let client = common::client();
+    let mut socket = connect(&base, "lamp").await;
+    send(
+        &mut socket,
+        json!({"messageType": "requestAction", "data": {"fade": {"input": {"level": 30, "duration": 200}}}}),
+    )
+    .await;
+    let first = next_of(&mut socket, "actionStatus").await;
+    assert_eq!(first["data"]["fade"]["status"], "created");
+    let href = first["data"]["fade"]["href"].as_str().unwrap().to_owned();
+    let last = tokio::time::timeout(WAIT, async {
+        loop {
+            let m = next_of(&mut socket, "actionStatus").await;
+            assert_eq!(
+                m["data"]["fade"]["href"],
+                href.as_str(),
+                "one href for one instance"
+            );
+            if m["data"]["fade"]["status"] == "completed" {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("completed");
+    assert!(last["data"]["fade"]["timeCompleted"].is_string());
+    // The same instance over HTTP.
+    let (_, polled) = get_json(&client, &format!("{base}{href}")).await;
+    assert_eq!(polled["fade"]["href"], href.as_str());
+    // Events reach subscribers only.
+    let mut quiet = connect(&base, "lamp").await;
+    send(
+        &mut socket,
+        json!({"messageType": "addEventSubscription", "data": {"faded": {}}}),
+    )
+    .await;
+    send(
+        &mut socket,
+        json!({"messageType": "requestAction", "data": {"fade": {"input": {"level": 31, "duration": 0}}}}),
+    )
+    .await;
+    let event = next_of(&mut socket, "event").await;
+    assert_eq!(event["data"]["faded"]["data"], 31);
+    // The quiet socket saw the property change but no event before it.
+    let quiet_msgs = tokio::time::timeout(WAIT, async {
+        let mut kinds = Vec::new();
+        loop {
+            if let Message::Text(t) = quiet.next().await.unwrap().unwrap() {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                kinds.push(v["messageType"].as_str().unwrap().to_owned());
+                if v["messageType"] == "actionStatus" && v["data"]["fade"]["status"] == "completed" {
+                    return kinds;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!quiet_msgs.iter().any(|k| k == "event"), "{quiet_msgs:?}");
+    send(
+        &mut socket,
+        json!({"messageType": "addEventSubscription", "data": {"nope": {}}}),
+    )
+    .await;
+    assert_eq!(
+        next_of(&mut socket, "error").await["data"]["status"],
+        "404 Not Found"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn subprotocols_are_echoed_only_when_offered_and_cors_is_open() {
+    let running = common::start().await;
+    let base = running.http_url();
+    let mut request = format!("{}/webthing/lamp", base.replacen("http://", "ws://", 1))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "webthing".parse().unwrap());
+    let (_socket, response) = tokio_tungstenite::connect_async(request).await.expect("opens");
+    assert_eq!(response.headers()["sec-websocket-protocol"], "webthing");
+    // Item 14.
+    let client = common::client();
+    let r = client
+        .get(format!("{base}/webthing/lamp/properties"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let r = client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{base}/webthing/lamp/properties/on"),
+        )
+        .header("Origin", "http://ui.example")
+        .header("Access-Control-Request-Method", "PUT")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let methods = r.headers()["access-control-allow-methods"].to_str().unwrap();
+    for m in ["GET", "PUT", "POST", "DELETE"] {
+        assert!(methods.contains(m), "{methods}");
+    }
+    running.stop().await;
+}
