@@ -159,6 +159,7 @@ fn main() {
 
 async fn bench(a: &Args, http: &str) {
     let ws = http.replacen("http", "ws", 1) + "/things/lamp";
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
     let td: Value = client
         .get(format!("{http}/things/lamp"))

@@ -9,6 +9,7 @@ pub mod core;
 pub mod discovery;
 pub mod reload;
 pub mod runtime;
+pub mod security;
 pub mod state;
 pub mod td;
 pub mod things;

@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve every thing of THINGS_DIR (default ./things, or the bundled things if it is absent).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Find things on the local network over mDNS/DNS-SD and fetch their TDs.
     Discover {
         /// Seconds to browse.
@@ -61,9 +61,28 @@ struct ServeArgs {
     /// Public origin for TD hrefs (behind a proxy or NAT), e.g. http://lamp.example:8080.
     #[arg(long)]
     base_url: Option<String>,
-    /// Durable state: thing ids (and later property values and certificates).
+    /// Durable state: property values, thing ids, the self-signed certificate.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Serve HTTPS/WSS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS/WSS with a self-signed certificate generated once into --state-dir.
+    #[arg(long, conflicts_with = "tls_cert", requires = "state_dir")]
+    tls_self_signed: bool,
+    /// Require credentials on HTTP, SSE and WebSocket: bearer:TOKEN, bearer-file:PATH or
+    /// basic:USER:PASSWORD. Secrets are kept hashed and never logged.
+    #[arg(long, value_name = "SPEC")]
+    auth: Option<String>,
+    /// Also accept requests whose Host is this name (DNS rebinding protection); repeat for several.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
+    /// Accept any Host header (behind a reverse proxy or in a container).
+    #[arg(long)]
+    allow_any_host: bool,
     /// With --state-dir: fsync before acknowledging each (group-committed) write, or at most
     /// once a second.
     #[arg(long, value_enum, default_value_t = wot_runtime::state::Durability::Immediate)]
@@ -85,9 +104,11 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,actix_server=warn".into()),
         )
         .init();
+    // One TLS crypto provider for the whole process (ring: no C toolchain, no OpenSSL).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Validate { files } => validate_files(&files),
         Command::Discover { timeout, json } => discover(timeout, json),
     }
@@ -100,7 +121,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("--base-url must start with http:// or https://");
         return ExitCode::from(2);
     }
+    let security = match security(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = Config {
+        security,
         host: args.host,
         http_port: args.http_port,
         coap_port: args.coap_port,
@@ -236,6 +265,40 @@ fn discover(timeout: f64, json: bool) -> ExitCode {
     }
     let _ = out.flush();
     ExitCode::SUCCESS
+}
+
+/// TLS, credentials and the Host allow-list from the command line.
+fn security(args: &ServeArgs) -> Result<wot_runtime::binding::http::Security, String> {
+    use wot_runtime::security::{self as sec, Auth, HostPolicy};
+    let tls = match (
+        &args.tls_cert,
+        &args.tls_key,
+        args.tls_self_signed,
+        &args.state_dir,
+    ) {
+        (Some(cert), Some(key), _, _) => Some(sec::load(cert, key)?),
+        (_, _, true, Some(dir)) => Some(sec::self_signed(dir, sec::local_names())?),
+        _ => None,
+    };
+    if let Some(tls) = &tls {
+        tracing::info!(fingerprint = %tls.fingerprint, "TLS certificate SHA-256");
+    }
+    let auth = args
+        .auth
+        .as_deref()
+        .map(Auth::parse)
+        .transpose()?
+        .map(std::sync::Arc::new);
+    let hosts = if args.allow_any_host {
+        HostPolicy::any()
+    } else {
+        HostPolicy::local(&args.allow_hosts, args.base_url.as_deref())
+    };
+    Ok(wot_runtime::binding::http::Security {
+        tls: tls.map(|t| t.config),
+        auth,
+        hosts,
+    })
 }
 
 fn validate_files(files: &[PathBuf]) -> ExitCode {

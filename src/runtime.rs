@@ -42,6 +42,8 @@ pub struct Config {
     pub ws: WsConfig,
     /// Interfaces (names or addresses) mDNS announces on; empty: every interface.
     pub mdns_interfaces: Vec<String>,
+    /// TLS, authentication and the Host allow-list of the HTTP port.
+    pub security: http::Security,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             watch_period: Duration::from_millis(500),
             ws: WsConfig::default(),
             mdns_interfaces: Vec::new(),
+            security: http::Security::default(),
         }
     }
 }
@@ -85,6 +88,7 @@ pub struct Running {
     pub servient: Arc<Servient>,
     pub publisher: Arc<TdPublisher>,
     pub http_addr: SocketAddr,
+    tls: bool,
     http: actix_web::dev::ServerHandle,
     http_task: JoinHandle<std::io::Result<()>>,
     shutdown: watch::Sender<bool>,
@@ -138,7 +142,12 @@ impl Running {
         let servient = Arc::new(Servient::new());
         let directory_id = ids.id_for("directory").map_err(StartError::State)?;
         let providers: Vec<Arc<dyn FormProvider>> = vec![Arc::new(HttpForms), Arc::new(WsForms)];
-        let publisher = Arc::new(TdPublisher::new(providers));
+        let mut publisher = TdPublisher::new(providers);
+        if let Some(auth) = &config.security.auth {
+            let (definitions, security) = auth.td_security();
+            publisher = publisher.with_security(definitions, security);
+        }
+        let publisher = Arc::new(publisher);
         let host = Arc::new(Host::new(servient.clone(), publisher.clone(), ids));
         for h in hosted {
             host.add(h);
@@ -181,12 +190,13 @@ impl Running {
         }))];
         let legacy = Legacy::start(servient.clone(), base_url, shutdown.subscribe());
         mounts.push(Arc::new(legacy.configure()));
-        let server =
-            http::start(state, listener, config.workers, mounts).map_err(|source| StartError::Bind {
+        let server = http::start(state, listener, config.workers, mounts, config.security.clone()).map_err(
+            |source| StartError::Bind {
                 what: "HTTP",
                 addr,
                 source,
-            })?;
+            },
+        )?;
         let handle = server.handle();
         let http_task = tokio::spawn(server);
         let mdns = if config.no_mdns {
@@ -196,7 +206,7 @@ impl Running {
             let ports = discovery::Ports {
                 http: http_addr.port(),
                 coap: None,
-                tls: false,
+                tls: config.security.tls.is_some(),
             };
             match announce(&config, &servient, ports) {
                 Ok(a) => Some(a),
@@ -211,6 +221,7 @@ impl Running {
             servient,
             publisher,
             http_addr,
+            tls: config.security.tls.is_some(),
             http: handle,
             http_task,
             shutdown,
@@ -221,9 +232,9 @@ impl Running {
         })
     }
 
-    /// The HTTP origin clients can connect to.
+    /// The HTTP origin clients can connect to (https under TLS).
     pub fn http_url(&self) -> String {
-        origin("http", self.http_addr)
+        origin(if self.tls { "https" } else { "http" }, self.http_addr)
     }
 
     /// The one JSON line `wot serve` prints when every listener is bound.

@@ -261,6 +261,8 @@ pub async fn discover(timeout: Duration) -> Result<Vec<Discovered>, String> {
     let found = tokio::task::spawn_blocking(move || browse(BROWSED, timeout))
         .await
         .map_err(|e| format!("browsing failed: {e}"))??;
+    // reqwest carries no TLS provider of its own; use ring, as the rest of the runtime does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

@@ -24,6 +24,8 @@ const MAX_CACHED_ORIGINS: usize = 16;
 /// Builds and caches TDs.
 pub struct TdPublisher {
     providers: Vec<Arc<dyn FormProvider>>,
+    /// `securityDefinitions` and `security`: what the runtime enforces.
+    security: (Value, Value),
     cache: RwLock<HashMap<(String, Origins), Bytes>>,
 }
 
@@ -31,8 +33,20 @@ impl TdPublisher {
     pub fn new(providers: Vec<Arc<dyn FormProvider>>) -> Self {
         TdPublisher {
             providers,
+            security: (json!({"nosec_sc": {"scheme": "nosec"}}), json!("nosec_sc")),
             cache: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// States the security the runtime enforces (default: nosec).
+    pub fn with_security(mut self, definitions: Value, security: Value) -> Self {
+        self.security = (definitions, security);
+        self
+    }
+
+    /// The `securityDefinitions` and `security` every TD of this runtime carries.
+    pub fn security(&self) -> (&Value, &Value) {
+        (&self.security.0, &self.security.1)
     }
 
     /// The serialised TD of a thing for these origins.
@@ -74,11 +88,8 @@ impl TdPublisher {
         context.push(Value::Object(prefixes));
         root.insert("@context".into(), Value::Array(context));
         root.insert("id".into(), json!(thing.id));
-        root.insert(
-            "securityDefinitions".into(),
-            json!({"nosec_sc": {"scheme": "nosec"}}),
-        );
-        root.insert("security".into(), json!("nosec_sc"));
+        root.insert("securityDefinitions".into(), self.security.0.clone());
+        root.insert("security".into(), self.security.1.clone());
         if let Some(http) = &origins.http {
             root.insert("base".into(), json!(format!("{http}/")));
         }

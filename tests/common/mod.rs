@@ -29,6 +29,8 @@ pub async fn start_with(config: Config) -> Running {
 }
 
 pub fn client() -> reqwest::Client {
+    // reqwest is built without a TLS provider of its own: rustls uses ring, as the server does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()

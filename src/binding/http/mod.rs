@@ -20,7 +20,9 @@ use futures_util::future::Either;
 use tokio::sync::watch;
 
 use crate::core::Servient;
+use crate::security::{Auth, HostPolicy};
 use crate::td::TdPublisher;
+use actix_web::ResponseError;
 pub use forms::HttpForms;
 use problem::HttpError;
 
@@ -147,15 +149,25 @@ pub fn start(
     listener: std::net::TcpListener,
     workers: usize,
     mounts: Vec<Mount>,
+    security: Security,
 ) -> std::io::Result<actix_web::dev::Server> {
     let state = web::Data::new(state);
+    let tls = security.tls.clone();
+    let security = Arc::new(security);
     let server = HttpServer::new(move || {
         let mounts = mounts.clone();
+        let security = security.clone();
         App::new()
             .app_data(state.clone())
-            .wrap_fn(|req, srv| {
-                // CORS: preflights are answered here; every other response gets the headers.
-                if req.method() == Method::OPTIONS {
+            .wrap_fn(move |req, srv| {
+                // Every request passes here first, whatever adapter serves it: the Host check
+                // against DNS rebinding, CORS preflights (answered without credentials, as
+                // browsers send none), then authentication.
+                let refused = security.judge(&req);
+                if let Some(refusal) = refused {
+                    let res = req.into_response(refusal).map_into_right_body();
+                    Either::Left(std::future::ready(Ok(res)))
+                } else if req.method() == Method::OPTIONS {
                     let res = req.into_response(preflight()).map_into_right_body();
                     Either::Left(std::future::ready(Ok(res)))
                 } else {
@@ -177,8 +189,60 @@ pub fn start(
     })
     .workers(workers.max(1))
     .shutdown_timeout(1)
-    .disable_signals()
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .disable_signals();
+    let server = match tls {
+        Some(config) => server.listen_rustls_0_23(listener, (*config).clone())?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
+}
+
+/// What the HTTP port enforces before any handler runs.
+#[derive(Debug, Clone)]
+pub struct Security {
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub auth: Option<Arc<Auth>>,
+    pub hosts: HostPolicy,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            tls: None,
+            auth: None,
+            hosts: HostPolicy::any(),
+        }
+    }
+}
+
+impl Security {
+    /// The refusal of a request, if it is refused.
+    fn judge(&self, req: &actix_web::dev::ServiceRequest) -> Option<HttpResponse> {
+        let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+        if !self.hosts.allows(header(header::HOST)) {
+            tracing::warn!(
+                host = header(header::HOST).unwrap_or(""),
+                "refused a request for a host not allowed"
+            );
+            return Some(problem::HttpError::HostNotAllowed.error_response());
+        }
+        let auth = self.auth.as_ref()?;
+        if req.method() == Method::OPTIONS {
+            return None;
+        }
+        // Browsers cannot set headers on WebSocket and EventSource requests: GETs may carry the
+        // token in the query string instead.
+        let query = (req.method() == Method::GET).then(|| req.query_string());
+        match auth.check(header(header::AUTHORIZATION), query) {
+            Ok(()) => None,
+            Err(denied) => {
+                let mut response = problem::HttpError::Unauthorized(denied).error_response();
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static(auth.challenge(denied)),
+                );
+                Some(response)
+            }
+        }
+    }
 }

@@ -22,6 +22,9 @@ pub enum HttpError {
     NotAcceptable(String),
     /// Query arguments that cannot be used (TDD `additionalResponses`: 400).
     BadQuery(String),
+    /// The Host header names none of the device's names (DNS rebinding): 403.
+    HostNotAllowed,
+    Unauthorized(crate::security::Denied),
 }
 
 impl From<Error> for HttpError {
@@ -43,6 +46,16 @@ impl std::fmt::Display for HttpError {
             HttpError::MethodNotAllowed(allow) => write!(f, "method not allowed here; allowed: {allow}"),
             HttpError::NotFound(path) => write!(f, "no resource at '{path}'"),
             HttpError::NotAcceptable(what) => write!(f, "cannot produce any of '{what}'"),
+            HttpError::HostNotAllowed => write!(
+                f,
+                "this Host is not one of the device's names (DNS rebinding protection); allow it with --allow-host"
+            ),
+            HttpError::Unauthorized(crate::security::Denied::Missing) => {
+                write!(f, "credentials are required")
+            }
+            HttpError::Unauthorized(crate::security::Denied::Wrong) => {
+                write!(f, "the credentials are not valid")
+            }
             HttpError::BadQuery(what) => write!(f, "invalid query arguments: {what}"),
         }
     }
@@ -76,6 +89,8 @@ impl HttpError {
             HttpError::MethodNotAllowed(_) => ("/problems/method-not-allowed", "Method not allowed"),
             HttpError::NotFound(_) => ("/problems/not-found", "Not found"),
             HttpError::NotAcceptable(_) => ("/problems/not-acceptable", "Not acceptable"),
+            HttpError::HostNotAllowed => ("/problems/host-not-allowed", "Host not allowed"),
+            HttpError::Unauthorized(_) => ("/problems/unauthorized", "Unauthorized"),
             HttpError::BadQuery(_) => ("/problems/bad-query", "Invalid query arguments"),
         };
         let mut body =
@@ -112,6 +127,8 @@ impl ResponseError for HttpError {
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::NotFound(_) => StatusCode::NOT_FOUND,
             HttpError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            HttpError::HostNotAllowed => StatusCode::FORBIDDEN,
+            HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             HttpError::BadQuery(_) => StatusCode::BAD_REQUEST,
         }
     }

@@ -119,7 +119,10 @@ pub async fn well_known(state: State, req: HttpRequest) -> Result {
             .td_bytes(only, &origins)
             .map_err(Error::Internal)?
     } else {
-        let td = crate::td::directory::directory_td(&state.directory_id, &things, &origins);
+        let mut td = crate::td::directory::directory_td(&state.directory_id, &things, &origins);
+        let (definitions, security) = state.publisher.security();
+        td["securityDefinitions"] = definitions.clone();
+        td["security"] = security.clone();
         Bytes::from(td.to_string())
     };
     Ok(HttpResponse::Ok().content_type(TD_MEDIA_TYPE).body(bytes))

@@ -1,0 +1,423 @@
+//! Security of the HTTP port (HTTP, SSE, the WebSocket bindings): TLS certificates, who may call
+//! (a bearer token or basic credentials), and which Host names may reach it (DNS rebinding).
+//!
+//! Every decision is a plain function of request headers, so the HTTP binding applies it in one
+//! middleware and tests call it without sockets. The TD's security description comes from the
+//! same configuration, so a TD states exactly what is enforced. Secrets are kept only as SHA-256
+//! digests, compared in constant time, and never logged.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use ring::digest::{SHA256, digest};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{Value, json};
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, bytes).as_ref());
+    out
+}
+
+/// Equal in time that does not depend on where the inputs differ.
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The credentials a client must present.
+pub enum Auth {
+    Bearer { token: [u8; 32] },
+    Basic { user: String, password: [u8; 32] },
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a secret, not even its digest.
+        match self {
+            Auth::Bearer { .. } => f.write_str("Auth::Bearer"),
+            Auth::Basic { user, .. } => write!(f, "Auth::Basic({user})"),
+        }
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    Missing,
+    Wrong,
+}
+
+/// Query parameters that carry a bearer token for clients that cannot set headers (browsers'
+/// WebSocket and EventSource; `jwt` is what WebThings hubs send).
+const TOKEN_PARAMETERS: &[&str] = &["access_token", "jwt"];
+
+impl Auth {
+    /// `bearer:TOKEN`, `bearer-file:PATH` (first line of the file) or `basic:USER:PASSWORD`.
+    pub fn parse(spec: &str) -> Result<Auth, String> {
+        let (kind, rest) = spec
+            .split_once(':')
+            .ok_or("--auth takes bearer:TOKEN, bearer-file:PATH or basic:USER:PASSWORD")?;
+        match kind {
+            "bearer" if !rest.is_empty() => Ok(Auth::Bearer {
+                token: sha256(rest.as_bytes()),
+            }),
+            "bearer-file" => {
+                let text = std::fs::read_to_string(rest).map_err(|e| format!("{rest}: {e}"))?;
+                let token = text.lines().next().unwrap_or("").trim();
+                if token.is_empty() {
+                    return Err(format!("{rest}: the token file is empty"));
+                }
+                Ok(Auth::Bearer {
+                    token: sha256(token.as_bytes()),
+                })
+            }
+            "basic" => {
+                let (user, password) = rest.split_once(':').ok_or("basic takes USER:PASSWORD")?;
+                if user.is_empty() || password.is_empty() {
+                    return Err("basic takes a non-empty USER and PASSWORD".into());
+                }
+                Ok(Auth::Basic {
+                    user: user.to_owned(),
+                    password: sha256(password.as_bytes()),
+                })
+            }
+            _ => Err(format!(
+                "unknown --auth kind '{kind}': use bearer, bearer-file or basic"
+            )),
+        }
+    }
+
+    /// Judges a request by its `Authorization` header, or for bearer tokens by a token in the
+    /// query string (GET only; the caller decides).
+    pub fn check(&self, authorization: Option<&str>, query: Option<&str>) -> Result<(), Denied> {
+        let presented = authorization.map(str::trim);
+        match self {
+            Auth::Bearer { token } => {
+                let from_header = presented.and_then(|h| strip_scheme(h, "bearer"));
+                let from_query = query.and_then(query_token);
+                match from_header.or(from_query.as_deref()) {
+                    None => Err(Denied::Missing),
+                    Some(t) if same(&sha256(t.as_bytes()), token) => Ok(()),
+                    Some(_) => Err(Denied::Wrong),
+                }
+            }
+            Auth::Basic { user, password } => {
+                let encoded = presented
+                    .and_then(|h| strip_scheme(h, "basic"))
+                    .ok_or(Denied::Missing)?;
+                let decoded = base64_decode(encoded).ok_or(Denied::Wrong)?;
+                let decoded = String::from_utf8(decoded).map_err(|_| Denied::Wrong)?;
+                let (u, p) = decoded.split_once(':').ok_or(Denied::Wrong)?;
+                // Both parts are always compared, so timing does not tell which was wrong.
+                let user_ok = same(&sha256(u.as_bytes()), &sha256(user.as_bytes()));
+                let password_ok = same(&sha256(p.as_bytes()), password);
+                if user_ok & password_ok {
+                    Ok(())
+                } else {
+                    Err(Denied::Wrong)
+                }
+            }
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge of a 401.
+    pub fn challenge(&self, denied: Denied) -> &'static str {
+        match (self, denied) {
+            (Auth::Bearer { .. }, Denied::Missing) => "Bearer realm=\"wot\"",
+            (Auth::Bearer { .. }, Denied::Wrong) => "Bearer realm=\"wot\", error=\"invalid_token\"",
+            (Auth::Basic { .. }, _) => "Basic realm=\"wot\", charset=\"UTF-8\"",
+        }
+    }
+
+    /// `securityDefinitions` and `security` for TDs: exactly what is enforced.
+    pub fn td_security(&self) -> (Value, Value) {
+        match self {
+            Auth::Bearer { .. } => (
+                json!({"bearer_sc": {"scheme": "bearer", "in": "header", "name": "Authorization",
+                    "description": "A token set with --auth; browsers may also pass it as ?access_token= on GET"}}),
+                json!("bearer_sc"),
+            ),
+            Auth::Basic { .. } => (
+                json!({"basic_sc": {"scheme": "basic", "in": "header", "name": "Authorization"}}),
+                json!("basic_sc"),
+            ),
+        }
+    }
+}
+
+fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
+    let (given, rest) = header.split_once(' ')?;
+    given.eq_ignore_ascii_case(scheme).then(|| rest.trim())
+}
+
+fn query_token(query: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        TOKEN_PARAMETERS.contains(&k).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut buffer = 0u32;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = ALPHABET.iter().position(|&a| a == c)? as u32;
+        buffer = (buffer << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// Which `Host` headers may reach the server. Against DNS rebinding, a page on another site
+/// that resolves its own name to this device's address is refused.
+#[derive(Debug, Clone)]
+pub struct HostPolicy {
+    /// None: any host (containers and reverse proxies).
+    allowed: Option<HashSet<String>>,
+}
+
+impl HostPolicy {
+    pub fn any() -> Self {
+        HostPolicy { allowed: None }
+    }
+
+    /// The local names and addresses of this machine, the `--base-url` host, and `extra`.
+    pub fn local(extra: &[String], base_url: Option<&str>) -> Self {
+        let mut allowed: HashSet<String> = ["localhost", "127.0.0.1", "::1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            let name = name.trim().to_ascii_lowercase();
+            if !name.is_empty() {
+                allowed.insert(format!("{name}.local"));
+                allowed.insert(name);
+            }
+        }
+        if let Ok(interfaces) = if_addrs::get_if_addrs() {
+            allowed.extend(interfaces.iter().map(|i| i.ip().to_string()));
+        }
+        if let Some(host) = base_url
+            .and_then(|b| b.split("://").nth(1))
+            .map(|rest| rest.split('/').next().unwrap_or(""))
+        {
+            allowed.insert(host_name(host).to_owned());
+        }
+        allowed.extend(extra.iter().map(|h| h.to_ascii_lowercase()));
+        HostPolicy {
+            allowed: Some(allowed),
+        }
+    }
+
+    /// A request without a Host header (HTTP/1.0 tools) is allowed: browsers always send one.
+    pub fn allows(&self, host: Option<&str>) -> bool {
+        let (Some(allowed), Some(host)) = (&self.allowed, host) else {
+            return true;
+        };
+        let name = host_name(host).to_ascii_lowercase();
+        allowed.contains(&name)
+            || name.ends_with(".localhost")
+            || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+/// The name part of a Host header: without port, without IPv6 brackets.
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// A server TLS configuration and the SHA-256 fingerprint of its certificate.
+pub struct Tls {
+    pub config: Arc<rustls::ServerConfig>,
+    pub fingerprint: String,
+}
+
+fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    digest(&SHA256, cert.as_ref())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn server_config(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Tls, String> {
+    let fingerprint = chain
+        .first()
+        .map(fingerprint)
+        .ok_or("the certificate file holds no certificate")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("certificate and key do not fit: {e}"))?;
+    Ok(Tls {
+        config: Arc::new(config),
+        fingerprint,
+    })
+}
+
+/// Loads a PEM certificate chain and private key.
+pub fn load(cert: &Path, key: &Path) -> Result<Tls, String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("{}: {e}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    server_config(chain, key)
+}
+
+/// A self-signed certificate for this machine's names, made once and kept in `state_dir/tls`.
+pub fn self_signed(state_dir: &Path, names: Vec<String>) -> Result<Tls, String> {
+    let dir = state_dir.join("tls");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if !(cert_path.exists() && key_path.exists()) {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let generated = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
+        std::fs::write(&cert_path, generated.cert.pem()).map_err(|e| e.to_string())?;
+        write_private(&key_path, generated.signing_key.serialize_pem().as_bytes())?;
+    }
+    load(&cert_path, &key_path)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(bytes).map_err(|e| e.to_string())
+}
+
+/// The names a self-signed certificate covers: localhost, this host and its `.local` name, the
+/// loopback and interface addresses.
+pub fn local_names() -> Vec<String> {
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let name = name.trim();
+        if !name.is_empty() {
+            names.push(name.to_owned());
+            names.push(format!("{name}.local"));
+        }
+    }
+    if let Ok(interfaces) = if_addrs::get_if_addrs() {
+        names.extend(interfaces.iter().map(|i| i.ip().to_string()));
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_from_header_or_query() {
+        let auth = Auth::parse("bearer:s3cret").unwrap();
+        assert_eq!(auth.check(Some("Bearer s3cret"), None), Ok(()));
+        assert_eq!(auth.check(Some("bearer   s3cret"), None), Ok(()));
+        assert_eq!(auth.check(Some("Bearer nope"), None), Err(Denied::Wrong));
+        assert_eq!(auth.check(None, None), Err(Denied::Missing));
+        assert_eq!(auth.check(None, Some("x=1&access_token=s3cret")), Ok(()));
+        assert_eq!(auth.check(None, Some("jwt=s3cre%74")), Ok(()));
+        assert_eq!(auth.check(Some("Basic czNjcmV0"), None), Err(Denied::Missing));
+        assert!(!format!("{auth:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn basic_credentials() {
+        let auth = Auth::parse("basic:admin:pa:ss").unwrap();
+        // "admin:pa:ss" in base64
+        assert_eq!(auth.check(Some("Basic YWRtaW46cGE6c3M="), None), Ok(()));
+        // "admin:wrong"
+        assert_eq!(
+            auth.check(Some("Basic YWRtaW46d3Jvbmc="), None),
+            Err(Denied::Wrong)
+        );
+        assert_eq!(auth.check(Some("Basic !!!"), None), Err(Denied::Wrong));
+        assert_eq!(auth.check(None, Some("access_token=x")), Err(Denied::Missing));
+        assert!(Auth::parse("basic:nopassword").is_err());
+        assert!(Auth::parse("digest:x").is_err());
+    }
+
+    #[test]
+    fn hosts_against_rebinding() {
+        let policy = HostPolicy::local(&["lamp.example".into()], Some("https://proxy.example:8443/"));
+        for ok in [
+            "localhost:8080",
+            "127.0.0.1",
+            "[::1]:80",
+            "lamp.example",
+            "PROXY.example:443",
+            "app.localhost",
+        ] {
+            assert!(policy.allows(Some(ok)), "{ok}");
+        }
+        for bad in ["evil.example", "evil.example:8080", "attacker.com"] {
+            assert!(!policy.allows(Some(bad)), "{bad}");
+        }
+        assert!(policy.allows(None));
+        assert!(HostPolicy::any().allows(Some("evil.example")));
+    }
+
+    #[test]
+    fn self_signed_certificates_are_kept() {
+        let dir = std::env::temp_dir().join(format!("wot-tls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = self_signed(&dir, vec!["localhost".into()]).unwrap();
+        let again = self_signed(&dir, vec!["localhost".into()]).unwrap();
+        assert_eq!(first.fingerprint, again.fingerprint);
+        assert_eq!(first.fingerprint.len(), 32 * 3 - 1);
+    }
+}

@@ -1,0 +1,305 @@
+//! Security of the HTTP port: HTTPS with a generated certificate that the client trusts,
+//! bearer and basic credentials on HTTP, SSE and WebSocket, and the Host allow-list.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde_json::{Value, json};
+use wot_runtime::binding::http::Security;
+use wot_runtime::runtime::{Config, Running};
+use wot_runtime::security::{self, Auth, HostPolicy};
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wot-security-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn start(security: Security) -> Running {
+    common::start_with(Config {
+        security,
+        ..Config::loopback()
+    })
+    .await
+}
+
+fn trusting(cert_pem: &std::path::Path) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(cert_pem).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_generated_certificate() {
+    let state = temp("tls");
+    let tls = security::self_signed(&state, security::local_names()).unwrap();
+    let running = start(Security {
+        tls: Some(tls.config),
+        ..Security::default()
+    })
+    .await;
+    let base = running.http_url();
+    assert!(base.starts_with("https://127.0.0.1:"), "{base}");
+    let client = trusting(&state.join("tls/cert.pem"));
+    let td: Value = client
+        .get(format!("{base}/things/lamp"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    common::assert_valid_td(&td);
+    assert_eq!(td["base"], format!("{base}/"));
+    assert!(
+        td["forms"].to_string().contains("wss://127.0.0.1:"),
+        "WebSocket forms switch to wss: {}",
+        td["forms"]
+    );
+    // Operations over https: write, read back, invoke, observe.
+    let res = client
+        .put(format!("{base}/things/lamp/properties/brightness"))
+        .json(&json!(33))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let v: Value = client
+        .get(format!("{base}/things/lamp/properties/brightness"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!(33));
+    let toggled: Value = client
+        .post(format!("{base}/things/lamp/actions/toggle"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(toggled, json!(true));
+    let mut sse = common::SseReader::new(
+        client
+            .get(format!("{base}/things/lamp/properties/on"))
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap(),
+    );
+    sse.wait_for_text(": subscribed", Duration::from_secs(5)).await;
+    client
+        .put(format!("{base}/things/lamp/properties/on"))
+        .json(&json!(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.next(Duration::from_secs(5)).await.data, "false");
+    // A client that does not trust the certificate is refused by TLS itself.
+    assert!(
+        common::client()
+            .get(format!("{base}/things/lamp"))
+            .send()
+            .await
+            .is_err()
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_guard_http_sse_and_websocket() {
+    let auth = Arc::new(Auth::parse("bearer:open-sesame").unwrap());
+    let running = start(Security {
+        auth: Some(auth),
+        ..Security::default()
+    })
+    .await;
+    let base = running.http_url();
+    let client = common::client();
+    let url = format!("{base}/things/lamp/properties/brightness");
+    for (what, request) in [
+        ("no token", client.get(&url)),
+        ("wrong token", client.get(&url).bearer_auth("nope")),
+        (
+            "SSE without token",
+            client.get(&url).header("Accept", "text/event-stream"),
+        ),
+        ("write without token", client.put(&url).json(&json!(1))),
+        ("TD without token", client.get(format!("{base}/things/lamp"))),
+        (
+            "query token on a write",
+            client
+                .put(format!("{url}?access_token=open-sesame"))
+                .json(&json!(1)),
+        ),
+    ] {
+        let res = request.send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{what}");
+        assert!(
+            res.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer"),
+            "{what}"
+        );
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/problem+json",
+            "{what}"
+        );
+    }
+    let v: Value = client
+        .get(&url)
+        .bearer_auth("open-sesame")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!(50), "nothing was written by the refused requests");
+    // Browsers' EventSource and WebSocket cannot set headers: a GET may carry the token.
+    let res = client
+        .get(format!("{url}?access_token=open-sesame"))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // Preflights need no credentials.
+    let pre = client
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("Origin", "http://app")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), StatusCode::NO_CONTENT);
+    // The TD says exactly what is enforced.
+    let td: Value = client
+        .get(format!("{base}/things/lamp"))
+        .bearer_auth("open-sesame")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    common::assert_valid_td(&td);
+    assert_eq!(td["security"], "bearer_sc");
+    assert_eq!(td["securityDefinitions"]["bearer_sc"]["scheme"], "bearer");
+    // WebSocket: refused without a token, accepted with one in the query.
+    let ws = base.replace("http://", "ws://");
+    assert!(
+        tokio_tungstenite::connect_async(format!("{ws}/things/lamp"))
+            .await
+            .is_err()
+    );
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("{ws}/things/lamp?access_token=open-sesame"))
+            .await
+            .unwrap();
+    use futures_util::{SinkExt, StreamExt};
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            json!({"thingID": td["id"], "messageID": "1", "messageType": "request", "operation": "readproperty", "name": "on"}).to_string().into(),
+        ))
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(reply.to_text().unwrap().contains("\"value\""), "{reply}");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_credentials_and_the_host_allow_list() {
+    let auth = Arc::new(Auth::parse("basic:admin:correct horse").unwrap());
+    let hosts = HostPolicy::local(&["lamp.example".into()], None);
+    let running = start(Security {
+        auth: Some(auth),
+        hosts,
+        ..Security::default()
+    })
+    .await;
+    let base = running.http_url();
+    let client = common::client();
+    let url = format!("{base}/things/lamp/properties/on");
+    let res = client
+        .get(&url)
+        .basic_auth("admin", Some("wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
+    let res = client
+        .get(&url)
+        .basic_auth("admin", Some("correct horse"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let td: Value = client
+        .get(format!("{base}/things/lamp"))
+        .basic_auth("admin", Some("correct horse"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(td["securityDefinitions"]["basic_sc"]["scheme"], "basic");
+    common::assert_valid_td(&td);
+    // A page on another site whose name resolves to this device (DNS rebinding) is refused.
+    let res = client
+        .get(&url)
+        .header("Host", "evil.example")
+        .basic_auth("admin", Some("correct horse"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["type"],
+        "/problems/host-not-allowed"
+    );
+    let res = client
+        .get(&url)
+        .header("Host", "lamp.example:8080")
+        .basic_auth("admin", Some("correct horse"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    running.stop().await;
+}
