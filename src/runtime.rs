@@ -44,6 +44,10 @@ pub struct Config {
     pub mdns_interfaces: Vec<String>,
     /// TLS, authentication and the Host allow-list of the HTTP port.
     pub security: http::Security,
+    /// Open SSE streams allowed per client address and in total.
+    pub subscribers: crate::limits::SubscriberLimits,
+    /// The longest a request body may take to arrive.
+    pub body_timeout: Duration,
 }
 
 impl Default for Config {
@@ -64,6 +68,8 @@ impl Default for Config {
             ws: WsConfig::default(),
             mdns_interfaces: Vec::new(),
             security: http::Security::default(),
+            subscribers: crate::limits::SubscriberLimits::default(),
+            body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -181,6 +187,8 @@ impl Running {
             body_limit: config.body_limit,
             keepalive: config.sse_keepalive,
             shutdown: shutdown_rx,
+            subscribers: crate::limits::Subscribers::new(config.subscribers),
+            body_timeout: config.body_timeout,
         };
         let base_url = state.base_url.clone();
         let mut mounts: Vec<http::Mount> = vec![Arc::new(ws::service(WsState {

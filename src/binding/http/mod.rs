@@ -40,6 +40,10 @@ pub struct HttpState {
     pub keepalive: Duration,
     /// Turns true when the server shuts down; open streams end.
     pub shutdown: watch::Receiver<bool>,
+    /// Open SSE streams, per client address and in total.
+    pub subscribers: crate::limits::Subscribers,
+    /// The longest a request body may take to arrive (slow clients get 408).
+    pub body_timeout: Duration,
 }
 
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -188,6 +192,11 @@ pub fn start(
             .default_service(web::to(routes::not_found))
     })
     .workers(workers.max(1))
+    // A request head must arrive within 5 s (slowloris gets 408), an idle keep-alive
+    // connection is closed after 15 s, and a closing client gets 1 s to go.
+    .client_request_timeout(std::time::Duration::from_secs(5))
+    .keep_alive(std::time::Duration::from_secs(15))
+    .client_disconnect_timeout(std::time::Duration::from_secs(1))
     .shutdown_timeout(1)
     .disable_signals();
     let server = match tls {

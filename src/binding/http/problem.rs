@@ -25,6 +25,9 @@ pub enum HttpError {
     /// The Host header names none of the device's names (DNS rebinding): 403.
     HostNotAllowed,
     Unauthorized(crate::security::Denied),
+    TooManySubscriptions(crate::limits::LimitHit),
+    /// The body did not arrive in time (slow client).
+    BodyTimeout,
 }
 
 impl From<Error> for HttpError {
@@ -57,6 +60,13 @@ impl std::fmt::Display for HttpError {
                 write!(f, "the credentials are not valid")
             }
             HttpError::BadQuery(what) => write!(f, "invalid query arguments: {what}"),
+            HttpError::TooManySubscriptions(crate::limits::LimitHit::PerClient(n)) => {
+                write!(f, "this client already holds {n} open streams; close one first")
+            }
+            HttpError::TooManySubscriptions(crate::limits::LimitHit::Total(n)) => {
+                write!(f, "the server already serves {n} open streams; try again later")
+            }
+            HttpError::BodyTimeout => write!(f, "the request body did not arrive in time"),
         }
     }
 }
@@ -91,6 +101,8 @@ impl HttpError {
             HttpError::NotAcceptable(_) => ("/problems/not-acceptable", "Not acceptable"),
             HttpError::HostNotAllowed => ("/problems/host-not-allowed", "Host not allowed"),
             HttpError::Unauthorized(_) => ("/problems/unauthorized", "Unauthorized"),
+            HttpError::TooManySubscriptions(_) => ("/problems/too-many-streams", "Too many open streams"),
+            HttpError::BodyTimeout => ("/problems/body-timeout", "Request body timeout"),
             HttpError::BadQuery(_) => ("/problems/bad-query", "Invalid query arguments"),
         };
         let mut body =
@@ -129,6 +141,13 @@ impl ResponseError for HttpError {
             HttpError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             HttpError::HostNotAllowed => StatusCode::FORBIDDEN,
             HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            HttpError::TooManySubscriptions(crate::limits::LimitHit::PerClient(_)) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            HttpError::TooManySubscriptions(crate::limits::LimitHit::Total(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            HttpError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             HttpError::BadQuery(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -141,7 +160,7 @@ impl ResponseError for HttpError {
             HttpError::MethodNotAllowed(allow) => {
                 response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
             }
-            HttpError::Core(Error::Busy(_)) => {
+            HttpError::Core(Error::Busy(_)) | HttpError::TooManySubscriptions(_) => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
             }
             _ => {}

@@ -46,8 +46,17 @@ fn wants_event_stream(req: &HttpRequest) -> bool {
 fn event_stream(state: &HttpState, req: &HttpRequest, id: &str, target: Target) -> Result {
     let last_id = req.headers().get("last-event-id").and_then(|v| v.to_str().ok());
     let subscription = state.servient.thing(id)?.subscribe_after(target, last_id)?;
+    let client = req
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    let permit = state
+        .subscribers
+        .try_open(client)
+        .map_err(HttpError::TooManySubscriptions)?;
     Ok(sse::response(
         subscription,
+        permit,
         state.shutdown.clone(),
         state.keepalive,
     ))
@@ -71,13 +80,21 @@ async fn read_json(state: &HttpState, req: &HttpRequest, mut payload: web::Paylo
         return Err(HttpError::PayloadTooLarge(limit));
     }
     let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| Error::MalformedPayload(format!("could not read the body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(HttpError::PayloadTooLarge(limit));
+    // A client that trickles its body (slowloris) is cut off instead of holding the handler.
+    let read = async {
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| Error::MalformedPayload(format!("could not read the body: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(HttpError::PayloadTooLarge(limit));
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
+        Ok(())
+    };
+    tokio::time::timeout(state.body_timeout, read)
+        .await
+        .map_err(|_| HttpError::BodyTimeout)??;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::core::{EncodingSlot, Notification, Received, Subscription};
+use crate::limits::Permit;
 
 pub const EVENT_STREAM: &str = "text/event-stream";
 
@@ -30,6 +31,8 @@ fn frame(n: &Notification) -> Bytes {
 
 struct StreamState {
     subscription: Subscription,
+    /// Held for the life of the stream: its slot in the subscriber limits.
+    _permit: Permit,
     shutdown: watch::Receiver<bool>,
     keepalive: tokio::time::Interval,
     opened: bool,
@@ -39,6 +42,7 @@ struct StreamState {
 /// the server shuts down.
 pub fn response(
     subscription: Subscription,
+    permit: Permit,
     shutdown: watch::Receiver<bool>,
     keepalive: Duration,
 ) -> HttpResponse {
@@ -46,6 +50,7 @@ pub fn response(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let state = StreamState {
         subscription,
+        _permit: permit,
         shutdown,
         keepalive: interval,
         opened: false,

@@ -1,0 +1,118 @@
+//! Limits on long-lived subscriptions (SSE streams, sockets): at most so many per client
+//! address and in total. A [`Permit`] is held for the life of a stream and frees its slot when
+//! dropped, so a stream that ends in any way (client gone, shutdown, error) gives its slot back.
+//! Plain counting: no I/O, no protocol.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriberLimits {
+    pub per_client: usize,
+    pub total: usize,
+}
+
+impl Default for SubscriberLimits {
+    fn default() -> Self {
+        SubscriberLimits {
+            per_client: 64,
+            total: 4096,
+        }
+    }
+}
+
+/// Which limit a refused subscription hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitHit {
+    /// This client holds `per_client` subscriptions already (HTTP 429).
+    PerClient(usize),
+    /// The server holds `total` subscriptions already (HTTP 503).
+    Total(usize),
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+/// Counts open subscriptions.
+#[derive(Debug, Clone)]
+pub struct Subscribers {
+    limits: SubscriberLimits,
+    counts: Arc<Mutex<Counts>>,
+}
+
+/// One open subscription; dropping it frees the slot.
+#[derive(Debug)]
+pub struct Permit {
+    client: IpAddr,
+    counts: Arc<Mutex<Counts>>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_client.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+impl Subscribers {
+    pub fn new(limits: SubscriberLimits) -> Self {
+        Subscribers {
+            limits,
+            counts: Arc::default(),
+        }
+    }
+
+    pub fn try_open(&self, client: IpAddr) -> Result<Permit, LimitHit> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if counts.total >= self.limits.total {
+            return Err(LimitHit::Total(self.limits.total));
+        }
+        let mine = counts.per_client.entry(client).or_insert(0);
+        if *mine >= self.limits.per_client {
+            return Err(LimitHit::PerClient(self.limits.per_client));
+        }
+        *mine += 1;
+        counts.total += 1;
+        Ok(Permit {
+            client,
+            counts: self.counts.clone(),
+        })
+    }
+
+    pub fn open(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_client_and_total_limits_and_release_on_drop() {
+        let subs = Subscribers::new(SubscriberLimits {
+            per_client: 2,
+            total: 3,
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let a1 = subs.try_open(a).unwrap();
+        let _a2 = subs.try_open(a).unwrap();
+        assert_eq!(subs.try_open(a).unwrap_err(), LimitHit::PerClient(2));
+        let _b1 = subs.try_open(b).unwrap();
+        assert_eq!(subs.try_open(b).unwrap_err(), LimitHit::Total(3));
+        drop(a1);
+        assert_eq!(subs.open(), 2);
+        assert!(subs.try_open(b).is_ok());
+    }
+}

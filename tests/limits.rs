@@ -1,0 +1,174 @@
+//! Limits that hold under abuse: SSE streams per client and in total, slow bodies, oversized
+//! bodies, slowloris heads and thousands of idle connections, while a normal client keeps
+//! being served.
+
+mod common;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use wot_runtime::limits::SubscriberLimits;
+use wot_runtime::runtime::Config;
+
+async fn open_stream(client: &reqwest::Client, url: &str) -> reqwest::Response {
+    client
+        .get(url)
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_limits_answer_429_and_503_and_free_their_slots() {
+    // Keep-alives every 100 ms: a closed stream is noticed at the next write.
+    let config = Config {
+        subscribers: SubscriberLimits {
+            per_client: 2,
+            total: 3,
+        },
+        sse_keepalive: Duration::from_millis(100),
+        ..Config::loopback()
+    };
+    let running = common::start_with(config).await;
+    let url = format!("{}/things/lamp/properties/on", running.http_url());
+    let client = common::client();
+    let first = open_stream(&client, &url).await;
+    let _second = open_stream(&client, &url).await;
+    let third = open_stream(&client, &url).await;
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(third.headers()["retry-after"], "1");
+    assert_eq!(third.headers()["content-type"], "application/problem+json");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let again = open_stream(&client, &url).await;
+    assert_eq!(
+        again.status(),
+        StatusCode::OK,
+        "a closed stream gives its slot back"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn total_stream_limit_answers_503() {
+    let config = Config {
+        subscribers: SubscriberLimits {
+            per_client: 10,
+            total: 2,
+        },
+        ..Config::loopback()
+    };
+    let running = common::start_with(config).await;
+    let url = format!("{}/things/lamp/events", running.http_url());
+    let client = common::client();
+    let _a = open_stream(&client, &url).await;
+    let _b = open_stream(&client, &url).await;
+    let c = open_stream(&client, &url).await;
+    assert_eq!(c.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(c.headers()["retry-after"], "1");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_is_cut_off_with_408() {
+    let config = Config {
+        body_timeout: Duration::from_millis(500),
+        ..Config::loopback()
+    };
+    let running = common::start_with(config).await;
+    let mut socket = TcpStream::connect(running.http_addr).await.unwrap();
+    socket
+        .write_all(b"PUT /things/lamp/properties/brightness HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n4")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let v: serde_json::Value = common::client()
+        .get(format!(
+            "{}/things/lamp/properties/brightness",
+            running.http_url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!(50));
+    running.stop().await;
+}
+
+/// 2,000 idle connections, a slowloris client and oversized bodies at once, while a normal
+/// client keeps getting 200s. Bounded: it ends after its requests, whatever happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abuse_does_not_starve_a_normal_client() {
+    let running = common::start_with(Config {
+        workers: 2,
+        ..Config::loopback()
+    })
+    .await;
+    let addr = running.http_addr;
+    let base = running.http_url();
+    let mut idle = Vec::new();
+    for _ in 0..2000 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let slowloris = tokio::spawn(async move {
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        for byte in b"GET /things/lamp HTTP/1.1\r\nHost: localhost\r\nX-Slow: "
+            .iter()
+            .cycle()
+            .take(80)
+        {
+            if socket.write_all(&[*byte]).await.is_err() {
+                return true; // the server hung up on it, as it should
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    });
+    let flood_base = base.clone();
+    let oversized = tokio::spawn(async move {
+        let client = common::client();
+        let body = vec![b' '; 2 * 1024 * 1024];
+        let mut refused = 0;
+        for _ in 0..20 {
+            if let Ok(res) = client
+                .put(format!("{flood_base}/things/lamp/properties/brightness"))
+                .header("Content-Type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                && res.status() == StatusCode::PAYLOAD_TOO_LARGE
+            {
+                refused += 1;
+            }
+        }
+        refused
+    });
+    let client = common::client();
+    for i in 0..200 {
+        let res = client
+            .get(format!("{base}/things/lamp/properties/brightness"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "request {i} of the normal client");
+    }
+    assert_eq!(oversized.await.unwrap(), 20, "every oversized body got 413");
+    assert!(
+        slowloris.await.unwrap(),
+        "the slowloris connection was closed by the server"
+    );
+    drop(idle);
+    running.stop().await;
+}
