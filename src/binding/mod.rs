@@ -2,4 +2,5 @@
 //! `core::Operation`s, encodes replies and errors back, and contributes its forms to TDs through
 //! `td::FormProvider`. No binding imports another.
 
+pub mod coap;
 pub mod http;
