@@ -359,7 +359,7 @@ impl Engine {
             acked: false,
         };
         match self.dispatch(&mut exchange, now, fx) {
-            Step::Respond(response) => self.finish(exchange, response, None, now, fx),
+            Step::Respond(response) => self.complete(exchange, response, now, fx),
             Step::Perform(op) => {
                 let slug = exchange.slug.clone();
                 fx.perform.push(Pending { slug, op, exchange });
@@ -699,13 +699,18 @@ impl Engine {
     }
 
     /// The core's answer to a performed operation.
-    pub fn on_done(&mut self, mut x: Exchange, result: Result<Reply, Error>, now: Instant, fx: &mut Effects) {
-        let observe = x.observe.take();
+    pub fn on_done(&mut self, x: Exchange, result: Result<Reply, Error>, now: Instant, fx: &mut Effects) {
         let response = match result {
             Err(e) => error_response(&e),
             Ok(reply) => self.encode_reply(&x, reply),
         };
-        let seq = match observe {
+        self.complete(x, response, now, fx);
+    }
+
+    /// Confirms an observation (Observe option, forwarding starts) when the answer is a
+    /// success, drops it otherwise, then sends the answer.
+    fn complete(&mut self, mut x: Exchange, response: Response, now: Instant, fx: &mut Effects) {
+        let seq = match x.observe.take() {
             Some((id, subscription)) if response.is_success() => {
                 fx.watch.push((id, subscription));
                 self.observers.get_mut(id).map(|o| o.next_seq())
@@ -994,5 +999,392 @@ fn encode_notification(n: &Notification, format: Format) -> Vec<u8> {
             })
             .to_vec(),
         _ => n.data.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ThingBuilder;
+    use coap_lite::{CoapOption, MessageClass, Packet, RequestType};
+
+    fn engine() -> (Engine, Arc<Servient>) {
+        let servient = Arc::new(Servient::new());
+        let thing = ThingBuilder::new(
+            "lamp",
+            json!({
+                "title": "Lamp",
+                "properties": {
+                    "on": {"type": "boolean", "observable": true},
+                    "level": {"type": "integer", "minimum": 0, "maximum": 100},
+                    "note": {"type": "string"}
+                },
+                "actions": {"toggle": {"synchronous": true, "output": {"type": "boolean"}}},
+                "events": {"faded": {"data": {"type": "integer"}}}
+            }),
+        )
+        .on_action("toggle", |ctx| async move {
+            let on = ctx.thing.property("on")?.value() == json!(true);
+            ctx.thing.update_property("on", json!(!on))?;
+            Ok(Some(json!(!on)))
+        })
+        .build()
+        .unwrap();
+        servient.expose(thing);
+        let publisher = Arc::new(TdPublisher::new(vec![Arc::new(super::super::CoapForms)]));
+        let origins = Origins {
+            http: None,
+            coap: Some("coap://127.0.0.1:5683".into()),
+        };
+        let engine = Engine::new(
+            EngineConfig::default(),
+            servient.clone(),
+            publisher,
+            origins,
+            "urn:x".into(),
+        );
+        (engine, servient)
+    }
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:40000".parse().unwrap()
+    }
+
+    fn request(method: RequestType, mid: u16, path: &str) -> Packet {
+        let mut p = Packet::new();
+        p.header.set_type(MessageType::Confirmable);
+        p.header.code = MessageClass::Request(method);
+        p.header.message_id = mid;
+        p.set_token(vec![0xab, (mid & 0xff) as u8]);
+        for s in path.split('/').filter(|s| !s.is_empty()) {
+            p.add_option(CoapOption::UriPath, s.as_bytes().to_vec());
+        }
+        p
+    }
+
+    /// Feeds one datagram and performs whatever core work it asks for, like the socket loop.
+    async fn exchange(engine: &mut Engine, servient: &Servient, packet: &Packet) -> Vec<Packet> {
+        let mut fx = Effects::default();
+        let now = Instant::now();
+        engine.on_datagram(peer(), &packet.to_bytes().unwrap(), false, now, &mut fx);
+        let mut out = Vec::new();
+        loop {
+            out.extend(fx.send.drain(..).map(|(_, b)| Packet::from_bytes(&b).unwrap()));
+            let perform: Vec<Pending> = fx.perform.drain(..).collect();
+            if perform.is_empty() {
+                break;
+            }
+            for p in perform {
+                let result = servient.handle(&p.slug, p.op).await;
+                engine.on_done(p.exchange, result, now, &mut fx);
+            }
+        }
+        out
+    }
+
+    fn code(p: &Packet) -> String {
+        p.header.code.to_string()
+    }
+
+    #[tokio::test]
+    async fn read_write_and_errors() {
+        let (mut e, s) = engine();
+        let r = exchange(
+            &mut e,
+            &s,
+            &request(RequestType::Get, 1, "/things/lamp/properties/on"),
+        )
+        .await;
+        assert_eq!((code(&r[0]), &r[0].payload[..]), ("2.05".into(), &b"false"[..]));
+        assert_eq!(r[0].header.get_type(), MessageType::Acknowledgement);
+        assert_eq!(r[0].header.message_id, 1);
+
+        let mut put = request(RequestType::Put, 2, "/things/lamp/properties/level");
+        put.payload = b"150".to_vec();
+        let r = exchange(&mut e, &s, &put).await;
+        assert_eq!(code(&r[0]), "4.00");
+        let diag = String::from_utf8(r[0].payload.clone()).unwrap();
+        assert!(diag.contains("maximum"), "{diag}");
+        assert_eq!(
+            s.thing("lamp").unwrap().property("level").unwrap().value(),
+            json!(0),
+            "unchanged"
+        );
+
+        put.header.message_id = 3;
+        put.payload = b"42".to_vec();
+        assert_eq!(code(&exchange(&mut e, &s, &put).await[0]), "2.04");
+        assert_eq!(
+            s.thing("lamp").unwrap().property("level").unwrap().value(),
+            json!(42)
+        );
+
+        put.header.message_id = 4;
+        put.add_option(CoapOption::ContentFormat, vec![41]);
+        assert_eq!(code(&exchange(&mut e, &s, &put).await[0]), "4.15");
+
+        let mut cbor = request(RequestType::Put, 5, "/things/lamp/properties/level");
+        cbor.add_option(CoapOption::ContentFormat, vec![60]);
+        cbor.payload = content::to_cbor(&json!(7)).unwrap();
+        assert_eq!(code(&exchange(&mut e, &s, &cbor).await[0]), "2.04");
+        let mut get = request(RequestType::Get, 6, "/things/lamp/properties/level");
+        get.add_option(CoapOption::Accept, vec![60]);
+        let r = exchange(&mut e, &s, &get).await;
+        assert_eq!(r[0].payload, content::to_cbor(&json!(7)).unwrap());
+        get.header.message_id = 7;
+        get.clear_option(CoapOption::Accept);
+        get.add_option(CoapOption::Accept, vec![41]);
+        assert_eq!(code(&exchange(&mut e, &s, &get).await[0]), "4.06");
+
+        assert_eq!(
+            code(&exchange(&mut e, &s, &request(RequestType::Get, 8, "/nope")).await[0]),
+            "4.04"
+        );
+        assert_eq!(
+            code(
+                &exchange(
+                    &mut e,
+                    &s,
+                    &request(RequestType::Get, 9, "/things/lamp/properties/x")
+                )
+                .await[0]
+            ),
+            "4.04"
+        );
+        assert_eq!(
+            code(
+                &exchange(
+                    &mut e,
+                    &s,
+                    &request(RequestType::Post, 10, "/things/lamp/properties/on")
+                )
+                .await[0]
+            ),
+            "4.05"
+        );
+        assert_eq!(
+            code(&exchange(&mut e, &s, &request(RequestType::Fetch, 11, "/things/lamp")).await[0]),
+            "4.05"
+        );
+    }
+
+    #[tokio::test]
+    async fn duplicates_execute_once() {
+        let (mut e, s) = engine();
+        let toggle = request(RequestType::Post, 20, "/things/lamp/actions/toggle");
+        let first = exchange(&mut e, &s, &toggle).await;
+        let again = exchange(&mut e, &s, &toggle).await;
+        assert_eq!(first, again, "the cached answer is replayed");
+        assert_eq!(first[0].payload, b"true");
+        assert_eq!(
+            s.thing("lamp").unwrap().property("on").unwrap().value(),
+            json!(true),
+            "ran once"
+        );
+    }
+
+    #[tokio::test]
+    async fn td_block2_and_size2() {
+        let (mut e, s) = engine();
+        let whole = e
+            .publisher
+            .td_bytes(&s.thing("lamp").unwrap(), &e.origins)
+            .unwrap();
+        let mut assembled = Vec::new();
+        let mut etag = None;
+        for num in 0.. {
+            let mut get = request(RequestType::Get, 100 + num as u16, "/things/lamp");
+            get.add_option(
+                CoapOption::Block2,
+                Block {
+                    num,
+                    more: false,
+                    szx: 0,
+                }
+                .encode(),
+            );
+            get.add_option(CoapOption::Size2, vec![]);
+            let r = exchange(&mut e, &s, &get).await.remove(0);
+            assert_eq!(code(&r), "2.05");
+            let b = Block::decode(r.get_first_option(CoapOption::Block2).unwrap()).unwrap();
+            assert_eq!((b.num, b.szx), (num, 0));
+            let size2 = r.get_first_option(CoapOption::Size2).unwrap();
+            assert_eq!(block::decode_uint(size2, 4), Some(whole.len() as u32));
+            let tag = r.get_first_option(CoapOption::ETag).cloned();
+            assert!(etag.is_none() || etag == tag);
+            etag = tag;
+            assembled.extend_from_slice(&r.payload);
+            if !b.more {
+                break;
+            }
+        }
+        assert_eq!(assembled, whole.to_vec());
+        // Random access past the end.
+        let mut get = request(RequestType::Get, 999, "/things/lamp");
+        get.add_option(
+            CoapOption::Block2,
+            Block {
+                num: 4000,
+                more: false,
+                szx: 0,
+            }
+            .encode(),
+        );
+        assert_eq!(code(&exchange(&mut e, &s, &get).await[0]), "4.02");
+    }
+
+    #[tokio::test]
+    async fn block1_write() {
+        let (mut e, s) = engine();
+        let text = "x".repeat(40);
+        let body = serde_json::to_vec(&text).unwrap();
+        let chunks: Vec<&[u8]> = body.chunks(16).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let mut put = request(RequestType::Put, 200 + i as u16, "/things/lamp/properties/note");
+            let more = i + 1 < chunks.len();
+            put.add_option(
+                CoapOption::Block1,
+                Block {
+                    num: i as u32,
+                    more,
+                    szx: 0,
+                }
+                .encode(),
+            );
+            put.payload = chunk.to_vec();
+            let r = exchange(&mut e, &s, &put).await.remove(0);
+            assert_eq!(code(&r), if more { "2.31" } else { "2.04" });
+        }
+        assert_eq!(
+            s.thing("lamp").unwrap().property("note").unwrap().value(),
+            json!(text)
+        );
+        let mut put = request(RequestType::Put, 300, "/things/lamp/properties/note");
+        put.add_option(
+            CoapOption::Block1,
+            Block {
+                num: 0,
+                more: true,
+                szx: 0,
+            }
+            .encode(),
+        );
+        put.add_option(CoapOption::Size1, block::encode_uint(1 << 20));
+        put.payload = vec![b' '; 16];
+        let r = exchange(&mut e, &s, &put).await.remove(0);
+        assert_eq!(code(&r), "4.13");
+        assert!(r.get_first_option(CoapOption::Size1).is_some());
+    }
+
+    #[tokio::test]
+    async fn observe_register_notify_and_cancel() {
+        let (mut e, s) = engine();
+        let mut obs = request(RequestType::Get, 400, "/things/lamp/properties/on");
+        obs.add_option(CoapOption::Observe, vec![]);
+        let mut fx = Effects::default();
+        let now = Instant::now();
+        e.on_datagram(peer(), &obs.to_bytes().unwrap(), false, now, &mut fx);
+        let p = fx.perform.pop().unwrap();
+        let result = s.handle(&p.slug, p.op).await;
+        e.on_done(p.exchange, result, now, &mut fx);
+        let first = Packet::from_bytes(&fx.send.pop().unwrap().1).unwrap();
+        let seq0 = block::decode_uint(first.get_first_option(CoapOption::Observe).unwrap(), 3).unwrap();
+        let (id, mut sub) = fx.watch.pop().unwrap();
+        assert_eq!(e.observer_count(), 1);
+        s.thing("lamp")
+            .unwrap()
+            .write_property("on", json!(true))
+            .unwrap();
+        let received = sub.recv().await;
+        e.on_notification(id, received, now, &mut fx);
+        let n = Packet::from_bytes(&fx.send.pop().unwrap().1).unwrap();
+        assert_eq!(n.get_token(), obs.get_token());
+        assert_eq!(n.payload, b"true");
+        let seq1 = block::decode_uint(n.get_first_option(CoapOption::Observe).unwrap(), 3).unwrap();
+        assert!(seq1 > seq0);
+        // An RST to the notification ends the observation.
+        e.on_datagram(
+            peer(),
+            &message::empty(MessageType::Reset, n.header.message_id),
+            false,
+            now,
+            &mut fx,
+        );
+        assert_eq!(fx.unwatch, vec![id]);
+        assert_eq!(e.observer_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn gone_observers_are_pruned() {
+        let (mut e, s) = engine();
+        let mut obs = request(RequestType::Get, 500, "/things/lamp/events/faded");
+        obs.add_option(CoapOption::Observe, vec![]);
+        let mut fx = Effects::default();
+        let mut now = Instant::now();
+        e.on_datagram(peer(), &obs.to_bytes().unwrap(), false, now, &mut fx);
+        let (id, mut sub) = fx.watch.pop().unwrap();
+        now += Duration::from_secs(3600);
+        s.thing("lamp")
+            .unwrap()
+            .emit_event("faded", Some(json!(3)))
+            .unwrap();
+        let received = sub.recv().await;
+        fx.send.clear();
+        e.on_notification(id, received, now, &mut fx);
+        let n = Packet::from_bytes(&fx.send.pop().unwrap().1).unwrap();
+        assert_eq!(
+            n.header.get_type(),
+            MessageType::Confirmable,
+            "a CON after the interval"
+        );
+        for _ in 0..10 {
+            now += Duration::from_secs(120);
+            e.on_tick(now, &mut fx);
+        }
+        assert_eq!(e.observer_count(), 0, "never acknowledged → dropped");
+        assert!(fx.unwatch.contains(&id));
+    }
+
+    #[tokio::test]
+    async fn message_layer_answers() {
+        let (mut e, _s) = engine();
+        let mut fx = Effects::default();
+        let now = Instant::now();
+        e.on_datagram(peer(), &[0x40, 0, 0x12, 0x34], false, now, &mut fx);
+        assert_eq!(
+            &fx.send.pop().unwrap().1[..],
+            &[0x70, 0, 0x12, 0x34],
+            "ping → RST"
+        );
+        let mut p = request(RequestType::Get, 600, "/things/lamp");
+        p.add_option(CoapOption::Unknown(9999), vec![1]);
+        e.on_datagram(peer(), &p.to_bytes().unwrap(), false, now, &mut fx);
+        assert_eq!(
+            code(&Packet::from_bytes(&fx.send.pop().unwrap().1).unwrap()),
+            "4.02"
+        );
+        p.header.set_type(MessageType::NonConfirmable);
+        e.on_datagram(peer(), &p.to_bytes().unwrap(), false, now, &mut fx);
+        let r = Packet::from_bytes(&fx.send.pop().unwrap().1).unwrap();
+        assert_eq!(r.header.get_type(), MessageType::Reset, "a rejected NON");
+        let mut non = request(RequestType::Get, 601, "/.well-known/core");
+        non.header.set_type(MessageType::NonConfirmable);
+        e.on_datagram(peer(), &non.to_bytes().unwrap(), false, now, &mut fx);
+        let r = Packet::from_bytes(&fx.send.pop().unwrap().1).unwrap();
+        assert_eq!(
+            r.header.get_type(),
+            MessageType::NonConfirmable,
+            "NON answered NON"
+        );
+        assert_eq!(code(&r), "2.05");
+        // Multicast: errors are never answered.
+        e.on_datagram(
+            peer(),
+            &request(RequestType::Get, 602, "/nope").to_bytes().unwrap(),
+            true,
+            now,
+            &mut fx,
+        );
+        assert!(fx.is_empty());
     }
 }
