@@ -23,17 +23,25 @@ pub async fn start() -> Running {
 }
 
 pub async fn start_with(config: Config) -> Running {
-    Running::start(config, bundled_things()).await.expect("runtime starts")
+    Running::start(config, bundled_things())
+        .await
+        .expect("runtime starts")
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
 }
 
 /// Asserts a TD validates against the W3C TD 1.1 schema.
 pub fn assert_valid_td(td: &Value) {
     let violations = wot_runtime::td::validate::td_violations(td);
-    assert!(violations.is_empty(), "TD does not validate: {violations:#?}\n{td:#}");
+    assert!(
+        violations.is_empty(),
+        "TD does not validate: {violations:#?}\n{td:#}"
+    );
 }
 
 /// Reads SSE frames from a streaming response until `want` frames with data have arrived.
@@ -51,7 +59,10 @@ pub struct SseFrame {
 
 impl SseReader {
     pub fn new(response: reqwest::Response) -> Self {
-        SseReader { response, buffer: String::new() }
+        SseReader {
+            response,
+            buffer: String::new(),
+        }
     }
 
     /// The next frame that carries data (comments are skipped). Panics after `timeout`.
@@ -60,7 +71,11 @@ impl SseReader {
             loop {
                 while let Some(end) = self.buffer.find("\n\n") {
                     let block: String = self.buffer.drain(..end + 2).collect();
-                    let mut frame = SseFrame { event: None, id: None, data: String::new() };
+                    let mut frame = SseFrame {
+                        event: None,
+                        id: None,
+                        data: String::new(),
+                    };
                     let mut has_data = false;
                     for line in block.lines() {
                         if let Some(v) = line.strip_prefix("event: ") {
@@ -76,7 +91,12 @@ impl SseReader {
                         return frame;
                     }
                 }
-                let chunk = self.response.chunk().await.expect("stream readable").expect("stream still open");
+                let chunk = self
+                    .response
+                    .chunk()
+                    .await
+                    .expect("stream readable")
+                    .expect("stream still open");
                 self.buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
             }
         })
@@ -88,7 +108,12 @@ impl SseReader {
     pub async fn wait_for_text(&mut self, needle: &str, timeout: Duration) {
         tokio::time::timeout(timeout, async {
             while !self.buffer.contains(needle) {
-                let chunk = self.response.chunk().await.expect("stream readable").expect("stream still open");
+                let chunk = self
+                    .response
+                    .chunk()
+                    .await
+                    .expect("stream readable")
+                    .expect("stream still open");
                 self.buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
             }
         })

@@ -47,9 +47,12 @@ impl Format {
     }
 }
 
+/// No format the resource has matches the Accept option: 4.06 Not Acceptable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotAcceptable;
+
 /// Picks the response format for a resource kind and the request's Accept (None = absent).
-/// `Err(())` means 4.06 Not Acceptable.
-pub fn negotiate(kind: Kind, accept: Option<u16>) -> Result<Format, ()> {
+pub fn negotiate(kind: Kind, accept: Option<u16>) -> Result<Format, NotAcceptable> {
     match (kind, accept) {
         (Kind::Json, None | Some(JSON)) => Ok(Format::Json),
         (Kind::Json, Some(CBOR)) => Ok(Format::Cbor),
@@ -58,7 +61,7 @@ pub fn negotiate(kind: Kind, accept: Option<u16>) -> Result<Format, ()> {
         (Kind::Td, Some(JSON)) => Ok(Format::Json),
         (Kind::Td, Some(CBOR)) => Ok(Format::Cbor),
         (Kind::Links, None | Some(LINK_FORMAT)) => Ok(Format::Links),
-        _ => Err(()),
+        _ => Err(NotAcceptable),
     }
 }
 
@@ -159,10 +162,10 @@ mod tests {
         assert_eq!(negotiate(Kind::Json, None), Ok(Format::Json));
         assert_eq!(negotiate(Kind::Json, Some(60)), Ok(Format::Cbor));
         assert_eq!(negotiate(Kind::Json, Some(0)), Ok(Format::Text));
-        assert_eq!(negotiate(Kind::Json, Some(41)), Err(()));
+        assert_eq!(negotiate(Kind::Json, Some(41)), Err(NotAcceptable));
         assert_eq!(negotiate(Kind::Td, None), Ok(Format::Td));
         assert_eq!(negotiate(Kind::Td, Some(432)), Ok(Format::Td));
-        assert_eq!(negotiate(Kind::Links, Some(50)), Err(()));
+        assert_eq!(negotiate(Kind::Links, Some(50)), Err(NotAcceptable));
     }
 
     #[test]

@@ -454,7 +454,7 @@ impl Engine {
         };
         x.format = match content::negotiate(kind, x.request.accept) {
             Ok(f) => f,
-            Err(()) => {
+            Err(content::NotAcceptable) => {
                 return Respond(Response::diagnostic(
                     ResponseType::NotAcceptable,
                     format!(

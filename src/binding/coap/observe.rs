@@ -265,10 +265,10 @@ impl Outbox {
 
     /// Records a NON notification so a later RST can be matched to its observer.
     pub fn sent_non(&mut self, peer: SocketAddr, mid: u16, id: ObserverId) {
-        if self.recent_order.len() >= self.capacity {
-            if let Some(old) = self.recent_order.pop_front() {
-                self.recent_non.remove(&old);
-            }
+        if self.recent_order.len() >= self.capacity
+            && let Some(old) = self.recent_order.pop_front()
+        {
+            self.recent_non.remove(&old);
         }
         if self.recent_non.insert((peer, mid), id).is_none() {
             self.recent_order.push_back((peer, mid));

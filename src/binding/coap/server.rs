@@ -25,7 +25,7 @@ pub const ALL_COAP_NODES_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 1, 187);
 pub const ALL_COAP_NODES_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0xfd);
 
 enum Event {
-    Done(Box<Exchange>, Result<Reply, Error>),
+    Done(Box<(Exchange, Result<Reply, Error>)>),
     Slow {
         peer: SocketAddr,
         mid: u16,
@@ -175,7 +175,10 @@ async fn run(
                 }
             },
             Some(event) = rx.recv() => match event {
-                Event::Done(exchange, result) => engine.on_done(*exchange, result, Instant::now(), &mut fx),
+                Event::Done(done) => {
+                    let (exchange, result) = *done;
+                    engine.on_done(exchange, result, Instant::now(), &mut fx)
+                }
                 Event::Slow { peer, mid, confirmable } => engine.on_slow(peer, mid, confirmable, &mut fx),
                 Event::Notify(id, received) => engine.on_notification(id, received, Instant::now(), &mut fx),
             },
@@ -265,7 +268,7 @@ async fn apply(
                                 future.await
                             }
                         };
-                        let _ = tx.send(Event::Done(exchange, result)).await;
+                        let _ = tx.send(Event::Done(Box::new((*exchange, result)))).await;
                     });
                 }
             }
