@@ -55,9 +55,12 @@ struct ServeArgs {
     /// Do not serve CoAP.
     #[arg(long)]
     no_coap: bool,
-    /// Do not announce over mDNS.
+    /// Do not announce over mDNS (also keeps CoAP off the multicast groups).
     #[arg(long)]
     no_mdns: bool,
+    /// Do not join the CoAP multicast groups (224.0.1.187, ff02::fd) even with mDNS on.
+    #[arg(long)]
+    no_coap_multicast: bool,
     /// Public origin for TD hrefs (behind a proxy or NAT), e.g. http://lamp.example:8080.
     #[arg(long)]
     base_url: Option<String>,
@@ -135,6 +138,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         coap_port: args.coap_port,
         no_coap: args.no_coap,
         no_mdns: args.no_mdns,
+        no_coap_multicast: args.no_coap_multicast,
         base_url: args.base_url,
         state_dir: args.state_dir,
         body_limit: args.body_limit,

@@ -11,12 +11,13 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::binding::coap::{self, CoapConfig, CoapForms, CoapServer};
 use crate::binding::http::{self, HttpForms, HttpState};
 use crate::binding::legacy::Legacy;
 use crate::binding::ws::{self, WsConfig, WsForms, WsState};
 use crate::core::Servient;
 use crate::discovery::{self, Announcer, MdnsConfig};
-use crate::td::{FormProvider, TdPublisher};
+use crate::td::{FormProvider, Origins, TdPublisher};
 use crate::things::{Host, Hosted, IdStore};
 
 /// What `wot serve` is told.
@@ -27,6 +28,10 @@ pub struct Config {
     pub coap_port: u16,
     pub no_coap: bool,
     pub no_mdns: bool,
+    /// Do not join the CoAP multicast groups even when mDNS is on.
+    pub no_coap_multicast: bool,
+    /// CoAP tuning (limits, separate-response delay); multicast follows the flags above.
+    pub coap: CoapConfig,
     /// Public origin for TD hrefs, without a trailing slash.
     pub base_url: Option<String>,
     pub state_dir: Option<PathBuf>,
@@ -58,6 +63,8 @@ impl Default for Config {
             coap_port: 5683,
             no_coap: false,
             no_mdns: false,
+            no_coap_multicast: false,
+            coap: CoapConfig::default(),
             base_url: None,
             state_dir: None,
             body_limit: http::DEFAULT_BODY_LIMIT,
@@ -95,6 +102,9 @@ pub struct Running {
     pub publisher: Arc<TdPublisher>,
     pub http_addr: SocketAddr,
     tls: bool,
+    /// The CoAP unicast address, when CoAP runs.
+    pub coap_addr: Option<SocketAddr>,
+    coap: Option<CoapServer>,
     http: actix_web::dev::ServerHandle,
     http_task: JoinHandle<std::io::Result<()>>,
     shutdown: watch::Sender<bool>,
@@ -133,6 +143,26 @@ fn origin(scheme: &str, addr: SocketAddr) -> String {
     format!("{scheme}://{}", connectable(addr))
 }
 
+/// The host part of an origin such as `http://[::1]:8080` or `https://lamp.example`.
+fn origin_host(origin: &str) -> Option<&str> {
+    let rest = origin.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    if authority.starts_with('[') {
+        return authority.find(']').map(|end| &authority[..=end]);
+    }
+    Some(authority.split(':').next().unwrap_or(authority)).filter(|h| !h.is_empty())
+}
+
+/// The CoAP origin TD forms use: the `--base-url` host when one is given, else the bound
+/// address made connectable.
+fn coap_origin(base_url: Option<&str>, addr: SocketAddr) -> String {
+    match base_url.and_then(origin_host) {
+        Some(host) => format!("coap://{host}:{}", addr.port()),
+        None => origin("coap", addr),
+    }
+}
+
 impl Running {
     /// Binds every listener, exposes the things and starts their behaviours (no durable state).
     pub async fn start(config: Config, hosted: Vec<Hosted>) -> Result<Running, StartError> {
@@ -147,7 +177,30 @@ impl Running {
     ) -> Result<Running, StartError> {
         let servient = Arc::new(Servient::new());
         let directory_id = ids.id_for("directory").map_err(StartError::State)?;
-        let providers: Vec<Arc<dyn FormProvider>> = vec![Arc::new(HttpForms), Arc::new(WsForms)];
+        let base_url = config
+            .base_url
+            .as_ref()
+            .map(|b| b.trim_end_matches('/').to_owned());
+        let coap_bound = if config.no_coap {
+            None
+        } else {
+            let addr = SocketAddr::new(config.host, config.coap_port);
+            Some(
+                coap::bind(config.host, config.coap_port).map_err(|source| StartError::Bind {
+                    what: "CoAP",
+                    addr,
+                    source,
+                })?,
+            )
+        };
+        let coap_origin = coap_bound
+            .as_ref()
+            .and_then(|b| b.addrs.first())
+            .map(|addr| coap_origin(base_url.as_deref(), *addr));
+        let mut providers: Vec<Arc<dyn FormProvider>> = vec![Arc::new(HttpForms), Arc::new(WsForms)];
+        if coap_bound.is_some() {
+            providers.push(Arc::new(CoapForms));
+        }
         let mut publisher = TdPublisher::new(providers);
         if let Some(auth) = &config.security.auth {
             let (definitions, security) = auth.td_security();
@@ -178,25 +231,21 @@ impl Running {
         let state = HttpState {
             servient: servient.clone(),
             publisher: publisher.clone(),
-            base_url: config
-                .base_url
-                .as_ref()
-                .map(|b| b.trim_end_matches('/').to_owned()),
-            coap_origin: None,
-            directory_id,
+            base_url: base_url.clone(),
+            coap_origin: coap_origin.clone(),
+            directory_id: directory_id.clone(),
             body_limit: config.body_limit,
             keepalive: config.sse_keepalive,
             shutdown: shutdown_rx,
             subscribers: crate::limits::Subscribers::new(config.subscribers),
             body_timeout: config.body_timeout,
         };
-        let base_url = state.base_url.clone();
         let mut mounts: Vec<http::Mount> = vec![Arc::new(ws::service(WsState {
             servient: servient.clone(),
             shutdown: shutdown.subscribe(),
             config: config.ws.clone(),
         }))];
-        let legacy = Legacy::start(servient.clone(), base_url, shutdown.subscribe());
+        let legacy = Legacy::start(servient.clone(), base_url.clone(), shutdown.subscribe());
         mounts.push(Arc::new(legacy.configure()));
         let server = http::start(state, listener, config.workers, mounts, config.security.clone()).map_err(
             |source| StartError::Bind {
@@ -207,13 +256,33 @@ impl Running {
         )?;
         let handle = server.handle();
         let http_task = tokio::spawn(server);
+        let coap_addr = coap_bound.as_ref().and_then(|b| b.addrs.first().copied());
+        let coap = coap_bound.map(|bound| {
+            // CoAP clients get the TD with the same origins an HTTP client of the bound address
+            // gets, so both serve the same bytes.
+            let origins = Origins {
+                http: Some(base_url.clone().unwrap_or_else(|| origin("http", http_addr))),
+                coap: coap_origin.clone(),
+            };
+            let coap_config = CoapConfig {
+                multicast: !config.no_mdns && !config.no_coap_multicast,
+                ..config.coap.clone()
+            };
+            bound.start(
+                coap_config,
+                servient.clone(),
+                publisher.clone(),
+                origins,
+                directory_id,
+                shutdown.subscribe(),
+            )
+        });
         let mdns = if config.no_mdns {
             None
         } else {
-            // The CoAP binding, when it runs, passes its bound port here to add `_wot._udp`.
             let ports = discovery::Ports {
                 http: http_addr.port(),
-                coap: None,
+                coap: coap_addr.map(|a| a.port()),
                 tls: config.security.tls.is_some(),
             };
             match announce(&config, &servient, ports) {
@@ -230,6 +299,8 @@ impl Running {
             publisher,
             http_addr,
             tls: config.security.tls.is_some(),
+            coap_addr,
+            coap,
             http: handle,
             http_task,
             shutdown,
@@ -245,9 +316,19 @@ impl Running {
         origin(if self.tls { "https" } else { "http" }, self.http_addr)
     }
 
+    /// The CoAP origin clients can send to, when CoAP runs.
+    pub fn coap_url(&self) -> Option<String> {
+        self.coap_addr.map(|a| origin("coap", a))
+    }
+
     /// The one JSON line `wot serve` prints when every listener is bound.
     pub fn ready_line(&self) -> String {
-        json!({"event": "ready", "http": self.http_url(), "things": self.servient.slugs()}).to_string()
+        let mut line = json!({"event": "ready", "http": self.http_url()});
+        if let Some(coap) = self.coap_url() {
+            line["coap"] = json!(coap);
+        }
+        line["things"] = json!(self.servient.slugs());
+        line.to_string()
     }
 
     /// The full names of the mDNS instances announced (empty with `no_mdns`).
@@ -264,6 +345,9 @@ impl Running {
         let _ = self.shutdown.send(true);
         self.http.stop(true).await;
         let _ = self.http_task.await;
+        if let Some(coap) = self.coap {
+            coap.stopped().await;
+        }
         self.legacy.stop();
         if let Some(reloader) = self.reloader {
             reloader.abort();
@@ -315,5 +399,24 @@ pub async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coap_origin_follows_base_url_host() {
+        let addr: SocketAddr = "0.0.0.0:5683".parse().unwrap();
+        assert_eq!(coap_origin(None, addr), "coap://127.0.0.1:5683");
+        assert_eq!(
+            coap_origin(Some("http://lamp.example:8080"), addr),
+            "coap://lamp.example:5683"
+        );
+        assert_eq!(
+            coap_origin(Some("https://u@[2001:db8::1]:1/x"), addr),
+            "coap://[2001:db8::1]:5683"
+        );
     }
 }

@@ -1,0 +1,111 @@
+//! The CoAP binding's forms (CoAP binding template, SPEC-CHECKLIST §4.3): absolute `coap://`
+//! hrefs (the TD's `base` is the HTTP origin), `cov:method` written wherever the method is not
+//! the binding's default (and always on query and cancel, §8 item 2), and observe forms marked
+//! `subprotocol: "cov:observe"` for the consumers that still require it (§8 item 6).
+//!
+//! It describes the routes of `router`; it must not invent paths the router does not serve.
+
+use wot_td::protocol::coap::{Form as CovForm, Method};
+use wot_td::thing::FormOperation as Op;
+
+use crate::core::ExposedThing;
+use crate::td::forms::{Form, FormProvider, Origins, form};
+
+pub const COV_PREFIX: &str = "cov";
+pub const COV_NAMESPACE: &str = "https://www.w3.org/2019/wot/coap#";
+pub const OBSERVE_SUBPROTOCOL: &str = "cov:observe";
+
+/// Contributes CoAP forms to every TD when the CoAP origin is known.
+#[derive(Debug, Default)]
+pub struct CoapForms;
+
+fn coap(ops: &[Op], href: String, method: Option<Method>) -> Form {
+    let mut f = form(ops, href);
+    f.other.head = CovForm {
+        method,
+        ..Default::default()
+    };
+    f
+}
+
+fn observe(ops: &[Op], href: String) -> Form {
+    let mut f = coap(ops, href, None);
+    f.subprotocol = Some(OBSERVE_SUBPROTOCOL.into());
+    f
+}
+
+impl FormProvider for CoapForms {
+    fn thing_forms(&self, thing: &ExposedThing, origins: &Origins, forms: &mut Vec<Form>) {
+        let Some(origin) = &origins.coap else {
+            return;
+        };
+        let t = format!("{origin}/things/{}", thing.slug);
+        if !thing.properties.is_empty() {
+            forms.push(coap(&[Op::ReadAllProperties], format!("{t}/properties"), None));
+            if thing.properties.values().any(|p| !p.read_only) {
+                forms.push(coap(
+                    &[Op::WriteMultipleProperties],
+                    format!("{t}/properties"),
+                    None,
+                ));
+            }
+            forms.push(observe(
+                &[Op::ObserveAllProperties, Op::UnobserveAllProperties],
+                format!("{t}/properties"),
+            ));
+        }
+        if thing.actions.values().any(|a| !a.synchronous) {
+            forms.push(coap(&[Op::QueryAllActions], format!("{t}/actions"), None));
+        }
+        if !thing.events.is_empty() {
+            forms.push(observe(
+                &[Op::SubscribeAllEvents, Op::UnsubscribeAllEvents],
+                format!("{t}/events"),
+            ));
+        }
+    }
+
+    fn property_forms(&self, thing: &ExposedThing, name: &str, origins: &Origins, forms: &mut Vec<Form>) {
+        let (Some(origin), Some(p)) = (&origins.coap, thing.properties.get(name)) else {
+            return;
+        };
+        let href = format!("{origin}/things/{}/properties/{name}", thing.slug);
+        if !p.write_only {
+            forms.push(coap(&[Op::ReadProperty], href.clone(), None));
+        }
+        if !p.read_only {
+            forms.push(coap(&[Op::WriteProperty], href.clone(), None));
+        }
+        if p.observable && !p.write_only {
+            forms.push(observe(&[Op::ObserveProperty, Op::UnobserveProperty], href));
+        }
+    }
+
+    fn action_forms(&self, thing: &ExposedThing, name: &str, origins: &Origins, forms: &mut Vec<Form>) {
+        let (Some(origin), Some(a)) = (&origins.coap, thing.actions.get(name)) else {
+            return;
+        };
+        let href = format!("{origin}/things/{}/actions/{name}", thing.slug);
+        forms.push(coap(&[Op::InvokeAction], href.clone(), None));
+        if !a.synchronous {
+            let instance = format!("{href}/{{actionID}}");
+            forms.push(coap(&[Op::QueryAction], instance.clone(), Some(Method::Get)));
+            forms.push(coap(&[Op::CancelAction], instance, Some(Method::Delete)));
+        }
+    }
+
+    fn event_forms(&self, thing: &ExposedThing, name: &str, origins: &Origins, forms: &mut Vec<Form>) {
+        let Some(origin) = &origins.coap else {
+            return;
+        };
+        if !thing.events.contains_key(name) {
+            return;
+        }
+        let href = format!("{origin}/things/{}/events/{name}", thing.slug);
+        forms.push(observe(&[Op::SubscribeEvent, Op::UnsubscribeEvent], href));
+    }
+
+    fn context_prefixes(&self) -> &'static [(&'static str, &'static str)] {
+        &[(COV_PREFIX, COV_NAMESPACE)]
+    }
+}

@@ -1,0 +1,144 @@
+//! The CoAP binding (RFC 7252, RFC 7641 Observe, RFC 7959 Block-wise, RFC 6690 link format):
+//! the URL contract of DESIGN.md §1.3 for constrained-network clients, over the same core as
+//! HTTP.
+//!
+//! The protocol lives in sans-IO modules (plain data and functions taking `now`): `message`
+//! (format checks, dedup, responses), `block`, `observe`, `content`, `router`, `link_format`,
+//! tied together by `engine`. `server` is the thin tokio socket loop; `forms` describes the
+//! binding in TDs. It must not reach into another binding or keep thing state of its own.
+
+pub mod block;
+pub mod content;
+pub mod engine;
+pub mod forms;
+pub mod link_format;
+pub mod message;
+pub mod observe;
+pub mod router;
+pub mod server;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::core::Servient;
+use crate::td::{Origins, TdPublisher};
+pub use engine::{Engine, EngineConfig};
+pub use forms::CoapForms;
+
+/// How the CoAP server runs.
+#[derive(Debug, Clone)]
+pub struct CoapConfig {
+    pub engine: EngineConfig,
+    /// An operation still running after this long is acknowledged with an empty ACK and
+    /// answered later by a separate CON response (RFC 7252 §5.2.2).
+    pub separate_after: Duration,
+    /// Join the All-CoAP-Nodes groups (224.0.1.187, ff02::fd) and answer `/.well-known/core`.
+    pub multicast: bool,
+}
+
+impl Default for CoapConfig {
+    fn default() -> Self {
+        CoapConfig {
+            engine: EngineConfig::default(),
+            separate_after: Duration::from_millis(1000),
+            multicast: false,
+        }
+    }
+}
+
+/// A running CoAP server.
+pub struct CoapServer {
+    /// The bound unicast addresses (the first is the one the ready line shows).
+    pub addrs: Vec<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Binds the unicast sockets before anything starts, so the port is known for TD origins.
+pub struct Bound {
+    sockets: Vec<tokio::net::UdpSocket>,
+    pub addrs: Vec<SocketAddr>,
+}
+
+pub fn bind(host: IpAddr, port: u16) -> std::io::Result<Bound> {
+    let sockets = server::bind_unicast(host, port)?;
+    let addrs = sockets
+        .iter()
+        .map(|s| s.local_addr())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    Ok(Bound { sockets, addrs })
+}
+
+impl Bound {
+    /// Starts one loop per socket (and per multicast group when enabled).
+    pub fn start(
+        self,
+        config: CoapConfig,
+        servient: Arc<Servient>,
+        publisher: Arc<TdPublisher>,
+        origins: Origins,
+        directory_id: String,
+        shutdown: watch::Receiver<bool>,
+    ) -> CoapServer {
+        let engine = || {
+            Engine::new(
+                config.engine.clone(),
+                servient.clone(),
+                publisher.clone(),
+                origins.clone(),
+                directory_id.clone(),
+            )
+        };
+        let mut tasks = Vec::new();
+        let port = self.addrs.first().map(|a| a.port()).unwrap_or(0);
+        let unicast: Vec<Arc<tokio::net::UdpSocket>> = self.sockets.into_iter().map(Arc::new).collect();
+        for socket in &unicast {
+            tasks.push(server::spawn_loop(
+                socket.clone(),
+                socket.clone(),
+                false,
+                engine(),
+                servient.clone(),
+                config.separate_after,
+                shutdown.clone(),
+            ));
+        }
+        if config.multicast {
+            for group in server::bind_multicast(port) {
+                let is_v4 = group.local_addr().is_ok_and(|a| a.is_ipv4());
+                let reply = unicast
+                    .iter()
+                    .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == is_v4))
+                    .cloned();
+                let Some(reply) = reply else {
+                    continue;
+                };
+                tasks.push(server::spawn_loop(
+                    Arc::new(group),
+                    reply,
+                    true,
+                    engine(),
+                    servient.clone(),
+                    config.separate_after,
+                    shutdown.clone(),
+                ));
+            }
+        }
+        CoapServer {
+            addrs: self.addrs,
+            tasks,
+        }
+    }
+}
+
+impl CoapServer {
+    /// Waits for every loop to end (after `shutdown` turned true).
+    pub async fn stopped(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
