@@ -186,10 +186,12 @@ impl Running {
         } else {
             let addr = SocketAddr::new(config.host, config.coap_port);
             Some(
-                coap::bind(config.host, config.coap_port).map_err(|source| StartError::Bind {
-                    what: "CoAP",
-                    addr,
-                    source,
+                coap::bind(config.host, config.coap_port, config.coap.loops).map_err(|source| {
+                    StartError::Bind {
+                        what: "CoAP",
+                        addr,
+                        source,
+                    }
                 })?,
             )
         };

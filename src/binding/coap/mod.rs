@@ -38,6 +38,8 @@ pub struct CoapConfig {
     pub separate_after: Duration,
     /// Join the All-CoAP-Nodes groups (224.0.1.187, ff02::fd) and answer `/.well-known/core`.
     pub multicast: bool,
+    /// Socket loops on the main address (SO_REUSEPORT), default one per core.
+    pub loops: usize,
 }
 
 impl Default for CoapConfig {
@@ -46,6 +48,7 @@ impl Default for CoapConfig {
             engine: EngineConfig::default(),
             separate_after: Duration::from_millis(1000),
             multicast: false,
+            loops: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         }
     }
 }
@@ -63,8 +66,9 @@ pub struct Bound {
     pub addrs: Vec<SocketAddr>,
 }
 
-pub fn bind(host: IpAddr, port: u16) -> std::io::Result<Bound> {
-    let sockets = server::bind_unicast(host, port)?;
+/// `loops`: sockets (each with its own loop and engine) sharing the port via SO_REUSEPORT.
+pub fn bind(host: IpAddr, port: u16, loops: usize) -> std::io::Result<Bound> {
+    let sockets = server::bind_unicast(host, port, loops)?;
     let addrs = sockets
         .iter()
         .map(|s| s.local_addr())

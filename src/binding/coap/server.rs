@@ -52,42 +52,71 @@ fn into_tokio(socket: Socket) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
-/// Binds the unicast sockets for `host:port`: one socket for a specific address; for an
-/// unspecified address both 0.0.0.0 and [::] (IPv6-only, same port), the second skipped with
-/// a warning when IPv6 is unavailable. Unicast sockets do not receive group traffic.
-pub fn bind_unicast(host: IpAddr, port: u16) -> std::io::Result<Vec<UdpSocket>> {
-    let mut out = Vec::new();
-    let first = SocketAddr::new(host, port);
-    let socket = udp(first, !host.is_unspecified(), false)?;
-    if host.is_ipv4() {
+/// Binds `loops` sockets on one address with SO_REUSEPORT, so the kernel spreads clients over
+/// several loops (one client's 4-tuple always reaches the same socket, so dedup, observers and
+/// block-wise state stay consistent per engine). For port 0 a free port is found first with a
+/// plain socket, so no other reuse-port socket can ever be handed the same port by the kernel.
+fn bind_group(addr: SocketAddr, only_v6: bool, loops: usize) -> std::io::Result<Vec<UdpSocket>> {
+    let prepare = |s: &Socket| {
         // Group datagrams go to the multicast sockets only.
-        let _ = socket.set_multicast_all_v4(false);
-    } else {
-        let _ = socket.set_multicast_all_v6(false);
+        let _ = if addr.is_ipv4() {
+            s.set_multicast_all_v4(false)
+        } else {
+            s.set_multicast_all_v6(false)
+        };
+    };
+    if loops <= 1 {
+        let s = udp(addr, only_v6, false)?;
+        prepare(&s);
+        s.bind(&addr.into())?;
+        return Ok(vec![into_tokio(s)?]);
     }
-    socket.bind(&first.into())?;
-    let bound = socket
-        .local_addr()?
-        .as_socket()
-        .ok_or_else(|| std::io::Error::other("no socket address"))?;
-    out.push(into_tokio(socket)?);
+    let mut last_error = None;
+    for _ in 0..8 {
+        let target = if addr.port() == 0 {
+            let probe = udp(addr, only_v6, false)?;
+            probe.bind(&addr.into())?;
+            probe
+                .local_addr()?
+                .as_socket()
+                .ok_or_else(|| std::io::Error::other("no socket address"))?
+        } else {
+            addr
+        };
+        let group: std::io::Result<Vec<UdpSocket>> = (0..loops)
+            .map(|_| {
+                let s = udp(target, only_v6, false)?;
+                s.set_reuse_port(true)?;
+                prepare(&s);
+                s.bind(&target.into())?;
+                into_tokio(s)
+            })
+            .collect();
+        match group {
+            Ok(g) => return Ok(g),
+            // Another socket took the probed port in between: probe again.
+            Err(e) if addr.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => last_error = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| std::io::Error::other("no free port")))
+}
+
+/// Binds the unicast sockets for `host:port`: `loops` sockets on the address; for an
+/// unspecified address also the other family's unspecified address on the same port
+/// (IPv6-only, one socket), skipped with a warning when unavailable.
+pub fn bind_unicast(host: IpAddr, port: u16, loops: usize) -> std::io::Result<Vec<UdpSocket>> {
+    let first = SocketAddr::new(host, port);
+    let mut out = bind_group(first, !host.is_unspecified(), loops)?;
+    let bound = out[0].local_addr()?;
     if host.is_unspecified() {
         let other = if host.is_ipv4() {
             SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), bound.port())
         } else {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), bound.port())
         };
-        let second = udp(other, true, false).and_then(|s| {
-            if other.is_ipv4() {
-                let _ = s.set_multicast_all_v4(false);
-            } else {
-                let _ = s.set_multicast_all_v6(false);
-            }
-            s.bind(&other.into())?;
-            into_tokio(s)
-        });
-        match second {
-            Ok(s) => out.push(s),
+        match bind_group(other, true, 1) {
+            Ok(s) => out.extend(s),
             Err(e) => tracing::warn!("CoAP: not listening on {other}: {e}"),
         }
     }
