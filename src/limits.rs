@@ -1,5 +1,5 @@
-//! Limits on long-lived subscriptions (SSE streams, sockets): at most so many per client
-//! address and in total. A [`Permit`] is held for the life of a stream and frees its slot when
+//! Limits on long-lived subscriptions (SSE streams and WebSockets, one shared pool): at most so
+//! many per client address and in total. A [`Permit`] is held for the life of a stream and frees its slot when
 //! dropped, so a stream that ends in any way (client gone, shutdown, error) gives its slot back.
 //! Plain counting: no I/O, no protocol.
 
@@ -29,6 +29,36 @@ pub enum LimitHit {
     PerClient(usize),
     /// The server holds `total` subscriptions already (HTTP 503).
     Total(usize),
+}
+
+impl LimitHit {
+    /// The HTTP status a refused upgrade or stream answers with: 429 for this client's limit,
+    /// 503 for the server's (both with `Retry-After`).
+    pub fn http_status(self) -> u16 {
+        match self {
+            LimitHit::PerClient(_) => 429,
+            LimitHit::Total(_) => 503,
+        }
+    }
+}
+
+impl std::fmt::Display for LimitHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LimitHit::PerClient(n) => {
+                write!(
+                    f,
+                    "this client already holds {n} open streams and sockets; close one first"
+                )
+            }
+            LimitHit::Total(n) => {
+                write!(
+                    f,
+                    "the server already serves {n} open streams and sockets; try again later"
+                )
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]

@@ -80,6 +80,10 @@ struct ServeArgs {
     /// basic:USER:PASSWORD. Secrets are kept hashed and never logged.
     #[arg(long, value_name = "SPEC")]
     auth: Option<String>,
+    /// With --auth: what CoAP (which has no secure transport here) serves to anyone: read,
+    /// observe, read,observe or none. Writes and invocations can never be opened.
+    #[arg(long, value_name = "KINDS", default_value = "none", value_parser = wot_runtime::binding::coap::access::Opened::parse)]
+    coap_open: wot_runtime::binding::coap::access::Opened,
     /// Also accept requests whose Host is this name (DNS rebinding protection); repeat for several.
     #[arg(long = "allow-host", value_name = "NAME")]
     allow_hosts: Vec<String>,
@@ -144,6 +148,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         body_limit: args.body_limit,
         watch_dir: None,
         mdns_interfaces: args.mdns_interfaces,
+        coap: wot_runtime::binding::coap::CoapConfig {
+            open: args.coap_open,
+            ..Default::default()
+        },
         ..Config::default()
     };
     let things_dir = match &args.things_dir {

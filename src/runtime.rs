@@ -11,6 +11,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::binding::coap::access::Access;
 use crate::binding::coap::{self, CoapConfig, CoapForms, CoapServer};
 use crate::binding::http::{self, HttpForms, HttpState};
 use crate::binding::legacy::Legacy;
@@ -49,7 +50,7 @@ pub struct Config {
     pub mdns_interfaces: Vec<String>,
     /// TLS, authentication and the Host allow-list of the HTTP port.
     pub security: http::Security,
-    /// Open SSE streams allowed per client address and in total.
+    /// Open SSE streams and WebSockets (one pool) allowed per client address and in total.
     pub subscribers: crate::limits::SubscriberLimits,
     /// The longest a request body may take to arrive.
     pub body_timeout: Duration,
@@ -200,12 +201,24 @@ impl Running {
             .and_then(|b| b.addrs.first())
             .map(|addr| coap_origin(base_url.as_deref(), *addr));
         let mut providers: Vec<Arc<dyn FormProvider>> = vec![Arc::new(HttpForms), Arc::new(WsForms)];
+        let coap_access = match config.security.auth {
+            Some(_) => Access::Restricted(config.coap.open),
+            None => Access::Open,
+        };
         if coap_bound.is_some() {
-            providers.push(Arc::new(CoapForms));
+            providers.push(Arc::new(CoapForms::new(coap_access)));
         }
         let mut publisher = TdPublisher::new(providers);
         if let Some(auth) = &config.security.auth {
-            let (definitions, security) = auth.td_security();
+            let (mut definitions, security) = auth.td_security();
+            // Opened CoAP forms name the scheme they really have: none.
+            if let (Some(name), Some(defs), true) = (
+                coap_access.form_security(),
+                definitions.as_object_mut(),
+                coap_bound.is_some(),
+            ) {
+                defs.insert(name.into(), json!({"scheme": "nosec"}));
+            }
             publisher = publisher.with_security(definitions, security);
         }
         let publisher = Arc::new(publisher);
@@ -230,6 +243,8 @@ impl Running {
             source,
         })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        // SSE streams and sockets of every binding on the HTTP port count against one pool.
+        let subscribers = crate::limits::Subscribers::new(config.subscribers);
         let state = HttpState {
             servient: servient.clone(),
             publisher: publisher.clone(),
@@ -239,15 +254,28 @@ impl Running {
             body_limit: config.body_limit,
             keepalive: config.sse_keepalive,
             shutdown: shutdown_rx,
-            subscribers: crate::limits::Subscribers::new(config.subscribers),
+            subscribers: subscribers.clone(),
             body_timeout: config.body_timeout,
         };
         let mut mounts: Vec<http::Mount> = vec![Arc::new(ws::service(WsState {
             servient: servient.clone(),
             shutdown: shutdown.subscribe(),
             config: config.ws.clone(),
+            subscribers: subscribers.clone(),
         }))];
-        let legacy = Legacy::start(servient.clone(), base_url.clone(), shutdown.subscribe());
+        let http_security = config
+            .security
+            .auth
+            .as_ref()
+            .map(|a| a.td_security())
+            .unwrap_or_else(|| (json!({"nosec_sc": {"scheme": "nosec"}}), json!("nosec_sc")));
+        let legacy = Legacy::start(
+            servient.clone(),
+            base_url.clone(),
+            &http_security,
+            subscribers,
+            shutdown.subscribe(),
+        );
         mounts.push(Arc::new(legacy.configure()));
         let server = http::start(state, listener, config.workers, mounts, config.security.clone()).map_err(
             |source| StartError::Bind {
@@ -266,10 +294,11 @@ impl Running {
                 http: Some(base_url.clone().unwrap_or_else(|| origin("http", http_addr))),
                 coap: coap_origin.clone(),
             };
-            let coap_config = CoapConfig {
+            let mut coap_config = CoapConfig {
                 multicast: !config.no_mdns && !config.no_coap_multicast,
                 ..config.coap.clone()
             };
+            coap_config.engine.access = coap_access;
             bound.start(
                 coap_config,
                 servient.clone(),

@@ -991,3 +991,181 @@ async fn cbor_and_ready_line() {
     assert!(line["coap"].as_str().unwrap().starts_with("coap://127.0.0.1:"));
     running.stop().await;
 }
+
+/// A runtime with CoAP and a bearer token on the HTTP port, opening `open` over CoAP.
+async fn start_with_auth(open: &str) -> Running {
+    let auth = wot_runtime::security::Auth::parse("bearer:coap-test-token").unwrap();
+    let mut config = coap_config();
+    config.security.auth = Some(std::sync::Arc::new(auth));
+    config.coap.open = wot_runtime::binding::coap::access::Opened::parse(open).unwrap();
+    common::start_with(config).await
+}
+
+async fn authorized_json(running: &Running, path: &str) -> Value {
+    common::client()
+        .get(format!("{}{path}", running.http_url()))
+        .bearer_auth("coap-test-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Every `coap://` form of a TD, with its operations.
+fn coap_forms(td: &Value) -> Vec<(Vec<String>, Value)> {
+    let mut all = Vec::new();
+    let mut collect = |forms: &Value| {
+        for f in forms.as_array().into_iter().flatten() {
+            if f["href"].as_str().is_some_and(|h| h.starts_with("coap://")) {
+                let ops = match &f["op"] {
+                    Value::String(s) => vec![s.clone()],
+                    Value::Array(a) => a.iter().filter_map(|o| o.as_str().map(str::to_owned)).collect(),
+                    _ => vec![],
+                };
+                all.push((ops, f.clone()));
+            }
+        }
+    };
+    collect(&td["forms"]);
+    for kind in ["properties", "actions", "events"] {
+        for a in td[kind].as_object().into_iter().flatten().map(|(_, a)| a) {
+            collect(&a["forms"]);
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn under_auth_coap_serves_only_what_is_opened() {
+    let running = start_with_auth("read").await;
+    let client = Client::new(&running).await;
+    // Reads are opened: a property, the TD, /.well-known/core.
+    let r = client
+        .call(client.req(RequestType::Get, "/things/lamp/properties/brightness"))
+        .await;
+    assert_eq!((code(&r), json_body(&r)), ("2.05".into(), json!(50)));
+    let (td, _) = client.get_blockwise("/things/lamp", 6, None).await;
+    let td: Value = serde_json::from_slice(&td).unwrap();
+    common::assert_valid_td(&td);
+    assert_eq!(
+        td,
+        authorized_json(&running, "/things/lamp").await,
+        "CoAP and HTTP serve the same TD"
+    );
+    let r = client
+        .call(client.req(RequestType::Get, "/.well-known/core"))
+        .await;
+    assert_eq!(code(&r), "2.05");
+    // Observations are not opened; writes and invocations never are.
+    let mut observe = client.req(RequestType::Get, "/things/lamp/properties/brightness");
+    observe.add_option(CoapOption::Observe, vec![]);
+    let mut put = client.req(RequestType::Put, "/things/lamp/properties/brightness");
+    put.payload = b"7".to_vec();
+    let mut invoke = client.req(RequestType::Post, "/things/lamp/actions/fade");
+    invoke.payload = br#"{"level": 3, "duration": 0}"#.to_vec();
+    for (what, p) in [
+        ("observe", observe),
+        ("write", put),
+        ("invoke", invoke),
+        (
+            "toggle",
+            client.req(RequestType::Post, "/things/lamp/actions/toggle"),
+        ),
+        ("event", client.req(RequestType::Get, "/things/lamp/events/faded")),
+    ] {
+        let r = client.call(p).await;
+        assert_eq!(code(&r), "4.01", "{what}");
+        assert!(!has_observe(&r), "{what}");
+        let diagnostic = String::from_utf8_lossy(&r.payload).to_string();
+        assert!(diagnostic.contains("--auth"), "{what}: {diagnostic}");
+    }
+    assert_eq!(
+        authorized_json(&running, "/things/lamp/properties/brightness").await,
+        json!(50),
+        "the refused write changed nothing"
+    );
+    assert_eq!(
+        authorized_json(&running, "/things/lamp/properties/on").await,
+        json!(false)
+    );
+    // The TD says exactly that: bearer at the top; CoAP forms only for reads, each nosec.
+    assert_eq!(td["security"], "bearer_sc");
+    assert_eq!(td["securityDefinitions"]["nosec_sc"]["scheme"], "nosec");
+    let forms = coap_forms(&td);
+    assert!(!forms.is_empty());
+    for (ops, form) in &forms {
+        assert!(
+            ops.iter().all(|op| matches!(
+                op.as_str(),
+                "readproperty" | "readallproperties" | "queryaction" | "queryallactions"
+            )),
+            "{form}"
+        );
+        // wot-td writes a one-name list as a plain string; the TD schema allows both.
+        assert!(
+            form["security"] == json!("nosec_sc") || form["security"] == json!(["nosec_sc"]),
+            "{form}"
+        );
+    }
+    assert!(forms.iter().any(|(ops, _)| ops == &["readproperty"]));
+    // Every other form (HTTP, relative to `base`, and WebSocket) keeps the top-level security.
+    let others: Vec<&Value> = td["properties"]["brightness"]["forms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| !f["href"].as_str().unwrap().starts_with("coap://"))
+        .collect();
+    assert!(!others.is_empty() && others.iter().all(|f| f.get("security").is_none()));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn under_auth_with_nothing_opened_coap_refuses_everything() {
+    let running = start_with_auth("none").await;
+    let client = Client::new(&running).await;
+    for uri in [
+        "/things/lamp/properties/brightness",
+        "/things/lamp",
+        "/.well-known/core",
+    ] {
+        let r = client.call(client.req(RequestType::Get, uri)).await;
+        assert_eq!(code(&r), "4.01", "{uri}");
+    }
+    let td = authorized_json(&running, "/things/lamp").await;
+    common::assert_valid_td(&td);
+    assert!(coap_forms(&td).is_empty(), "no CoAP form is offered: {td}");
+    assert!(td["securityDefinitions"].get("nosec_sc").is_none());
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn observers_per_endpoint_are_limited() {
+    let mut config = coap_config();
+    config.coap.engine.observers.per_peer = 2;
+    let running = common::start_with(config).await;
+    let client = Client::new(&running).await;
+    let observe = |uri: &str| {
+        let mut p = client.req(RequestType::Get, uri);
+        p.add_option(CoapOption::Observe, vec![]);
+        p
+    };
+    let first = client.call(observe("/things/lamp/properties/brightness")).await;
+    let second = client.call(observe("/things/lamp/properties/on")).await;
+    assert!(has_observe(&first) && has_observe(&second));
+    // Over the limit: answered with the value, without Observe (RFC 7641 §4.1).
+    let third = client.call(observe("/things/lamp/properties/brightness")).await;
+    assert_eq!(code(&third), "2.05");
+    assert_eq!(json_body(&third), json!(50));
+    assert!(
+        !has_observe(&third),
+        "not registered beyond the per-endpoint limit"
+    );
+    // Another endpoint is not affected.
+    let other = Client::new(&running).await;
+    let mut p = other.req(RequestType::Get, "/things/lamp/properties/brightness");
+    p.add_option(CoapOption::Observe, vec![]);
+    assert!(has_observe(&other.call(p).await));
+    running.stop().await;
+}

@@ -39,7 +39,7 @@ fn engine(config: EngineConfig) -> (Engine, Arc<Servient>) {
     for hosted in common::bundled_things() {
         servient.expose(hosted.thing);
     }
-    let publisher = Arc::new(TdPublisher::new(vec![Arc::new(CoapForms)]));
+    let publisher = Arc::new(TdPublisher::new(vec![Arc::new(CoapForms::default())]));
     let origins = Origins {
         http: Some("http://127.0.0.1:8080".into()),
         coap: Some("coap://127.0.0.1:5683".into()),

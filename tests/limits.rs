@@ -172,3 +172,81 @@ async fn abuse_does_not_starve_a_normal_client() {
     drop(idle);
     running.stop().await;
 }
+
+/// Opens a WebSocket from a chosen loopback address; Err carries the refusal's status and
+/// Retry-After.
+async fn websocket_from(
+    source: [u8; 4],
+    url: &str,
+) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, (StatusCode, Option<String>)> {
+    let authority = url.trim_start_matches("ws://").split('/').next().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((source, 0))).unwrap();
+    let tcp = socket.connect(authority.parse().unwrap()).await.unwrap();
+    match tokio_tungstenite::client_async(url, tcp).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err((
+            StatusCode::from_u16(response.status().as_u16()).unwrap(),
+            response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned()),
+        )),
+        Err(e) => panic!("unexpected handshake failure: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_share_the_stream_limits() {
+    let config = Config {
+        subscribers: SubscriberLimits {
+            per_client: 2,
+            total: 3,
+        },
+        ..Config::loopback()
+    };
+    let running = common::start_with(config).await;
+    let http = running.http_url();
+    let ws = http.replace("http://", "ws://");
+    let wtp = format!("{ws}/things/lamp");
+    let legacy = format!("{ws}/webthing/lamp");
+    // One SSE stream and one socket from 127.0.0.1 fill its share.
+    let client = common::client();
+    let stream = open_stream(&client, &format!("{http}/things/lamp/properties/on")).await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    let first = websocket_from([127, 0, 0, 1], &wtp).await.expect("first socket");
+    let refused = [
+        websocket_from([127, 0, 0, 1], &wtp).await.err(),
+        websocket_from([127, 0, 0, 1], &legacy).await.err(),
+    ];
+    for r in refused {
+        assert_eq!(r, Some((StatusCode::TOO_MANY_REQUESTS, Some("1".into()))));
+    }
+    let sse = open_stream(&client, &format!("{http}/things/lamp/events")).await;
+    assert_eq!(
+        sse.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "SSE counts the sockets too"
+    );
+    // Another address takes the last slot of the total, then the server is full.
+    let _other = websocket_from([127, 0, 0, 2], &legacy)
+        .await
+        .expect("legacy socket");
+    assert_eq!(
+        websocket_from([127, 0, 0, 3], &wtp).await.err(),
+        Some((StatusCode::SERVICE_UNAVAILABLE, Some("1".into())))
+    );
+    // A closed socket gives its slot back.
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(ws) = websocket_from([127, 0, 0, 1], &wtp).await {
+            reopened = Some(ws);
+            break;
+        }
+    }
+    assert!(reopened.is_some(), "the slot of a closed socket is freed");
+    drop(stream);
+    running.stop().await;
+}

@@ -30,17 +30,22 @@ async fn start(security: Security) -> Running {
     .await
 }
 
-fn trusting(cert_pem: &std::path::Path) -> reqwest::Client {
+/// A TLS client configuration that trusts exactly the certificate in `cert_pem`.
+fn trusting_tls(cert_pem: &std::path::Path) -> rustls::ClientConfig {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(cert_pem).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_no_client_auth()
+}
+
+fn trusting(cert_pem: &std::path::Path) -> reqwest::Client {
+    let tls = trusting_tls(cert_pem);
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .timeout(Duration::from_secs(20))
@@ -125,7 +130,112 @@ async fn https_with_a_generated_certificate() {
             .await
             .is_err()
     );
+
+    // The same over wss, with the Web Thing Protocol: the TD's wss form is where it connects.
+    let wss = td["forms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["href"].as_str())
+        .find(|h| h.starts_with("wss://"))
+        .unwrap()
+        .to_owned();
+    let mut socket = wss_connect(&wss, &state.join("tls/cert.pem")).await;
+    let thing_id = td["id"].clone();
+    let read = wtp(
+        &mut socket,
+        &thing_id,
+        "readproperty",
+        json!({"name": "brightness"}),
+    )
+    .await;
+    assert_eq!(read["value"], json!(33), "{read}");
+    let observed = wtp(
+        &mut socket,
+        &thing_id,
+        "observeproperty",
+        json!({"name": "brightness"}),
+    )
+    .await;
+    assert_eq!(observed["messageType"], "response", "{observed}");
+    let written = wtp(
+        &mut socket,
+        &thing_id,
+        "writeproperty",
+        json!({"name": "brightness", "value": 44}),
+    )
+    .await;
+    assert_eq!(written["messageType"], "response", "{written}");
+    let note = next_json(&mut socket, |m| m["messageType"] == "notification").await;
+    assert_eq!(
+        (note["name"].clone(), note["value"].clone()),
+        (json!("brightness"), json!(44))
+    );
+    let invoked = wtp(&mut socket, &thing_id, "invokeaction", json!({"name": "toggle"})).await;
+    assert_eq!(invoked["output"], json!(true), "{invoked}");
+    let all = wtp(&mut socket, &thing_id, "readallproperties", json!({})).await;
+    assert_eq!(all["values"]["brightness"], json!(44), "{all}");
+    assert_eq!(all["values"]["on"], json!(true), "{all}");
     running.stop().await;
+}
+
+type Wss = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// A Web Thing Protocol socket over TLS that trusts only `cert_pem`.
+async fn wss_connect(url: &str, cert_pem: &std::path::Path) -> Wss {
+    let authority = url.trim_start_matches("wss://").split('/').next().unwrap();
+    let tcp = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let host = authority.rsplit_once(':').unwrap().0.to_owned();
+    let name = rustls::pki_types::ServerName::try_from(host).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(trusting_tls(cert_pem)));
+    let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "webthingprotocol".parse().unwrap());
+    let (socket, response) = tokio_tungstenite::client_async(request, tls)
+        .await
+        .expect("upgrade");
+    assert_eq!(response.headers()["sec-websocket-protocol"], "webthingprotocol");
+    socket
+}
+
+async fn next_json(socket: &mut Wss, wanted: impl Fn(&Value) -> bool) -> Value {
+    use futures_util::StreamExt;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("a message in time")
+            .expect("socket open")
+            .expect("a frame");
+        let Ok(text) = message.to_text() else { continue };
+        let Ok(value) = serde_json::from_str::<Value>(text) else {
+            continue;
+        };
+        if wanted(&value) {
+            return value;
+        }
+    }
+}
+
+/// Sends one request and returns its response (matched by correlationID).
+async fn wtp(socket: &mut Wss, thing_id: &Value, operation: &str, members: Value) -> Value {
+    use futures_util::SinkExt;
+    let correlation = format!("{operation}-{}", uuid::Uuid::new_v4());
+    let mut message = json!({"thingID": thing_id, "messageID": uuid::Uuid::new_v4().to_string(),
+        "messageType": "request", "operation": operation, "correlationID": correlation});
+    for (k, v) in members.as_object().unwrap() {
+        message[k] = v.clone();
+    }
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text(message.to_string()))
+        .await
+        .unwrap();
+    next_json(socket, |m| {
+        m["correlationID"] == correlation.as_str() && m["messageType"] != "notification"
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,6 +319,20 @@ async fn bearer_tokens_guard_http_sse_and_websocket() {
     common::assert_valid_td(&td);
     assert_eq!(td["security"], "bearer_sc");
     assert_eq!(td["securityDefinitions"]["bearer_sc"]["scheme"], "bearer");
+    // So does the WebThings description hubs read, which sits behind the same check.
+    let legacy = client.get(format!("{base}/webthing/lamp")).send().await.unwrap();
+    assert_eq!(legacy.status(), StatusCode::UNAUTHORIZED);
+    let legacy: Value = client
+        .get(format!("{base}/webthing/lamp"))
+        .bearer_auth("open-sesame")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(legacy["security"], "bearer_sc");
+    assert_eq!(legacy["securityDefinitions"]["bearer_sc"]["scheme"], "bearer");
     // WebSocket: refused without a token, accepted with one in the query.
     let ws = base.replace("http://", "ws://");
     assert!(

@@ -3,7 +3,8 @@
 # libcoap's coap-client (Debian libcoap3-bin) and aiocoap (PyPI). Starts `wot serve` on free
 # ports, then asserts on what came back: the TD fetched block-wise equals the HTTP TD, a
 # property read and written, an observation that receives a change made over HTTP,
-# /.well-known/core filtered by rt; aiocoap fetches the TD and observes.
+# /.well-known/core filtered by rt; aiocoap fetches the TD and observes. Then, under --auth with
+# only reads opened: a read is served, a write and an invocation are refused with 4.01.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -30,17 +31,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
-target/release/wot serve --host 127.0.0.1 --http-port 0 --coap-port 0 --no-mdns >"$work/ready" 2>"$work/log" &
-server_pid=$!
-for _ in $(seq 1 100); do
-  [ -s "$work/ready" ] && break
-  kill -0 "$server_pid" 2>/dev/null || { cat "$work/log" >&2; fail "wot serve exited"; }
-  sleep 0.1
-done
-[ -s "$work/ready" ] || fail "no ready line"
-HTTP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["http"])' "$work/ready")
-COAP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["coap"])' "$work/ready")
-echo "server: $HTTP $COAP"
+# Starts `wot serve` on free ports with extra flags; sets HTTP and COAP from its ready line.
+start_server() {
+  : >"$work/ready"
+  target/release/wot serve --host 127.0.0.1 --http-port 0 --coap-port 0 --no-mdns "$@" >"$work/ready" 2>"$work/log" &
+  server_pid=$!
+  for _ in $(seq 1 100); do
+    [ -s "$work/ready" ] && break
+    kill -0 "$server_pid" 2>/dev/null || { cat "$work/log" >&2; fail "wot serve exited"; }
+    sleep 0.1
+  done
+  [ -s "$work/ready" ] || fail "no ready line"
+  HTTP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["http"])' "$work/ready")
+  COAP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["coap"])' "$work/ready")
+  echo "server: $HTTP $COAP $*"
+}
+start_server
 
 echo "-- coap-client: TD block-wise (64-byte blocks) equals the HTTP TD"
 "$COAP_CLIENT" -m get -b 64 -B 10 "$COAP/things/lamp" >"$work/td-coap"
@@ -125,6 +131,24 @@ async def main():
 
 asyncio.run(main())
 PY
+
+kill -0 "$server_pid" 2>/dev/null || fail "the server died"
+kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
+
+echo "-- coap-client under --auth with --coap-open read: reads served, writes and invocations 4.01"
+start_server --auth bearer:interop-token --coap-open read
+got=$("$COAP_CLIENT" -m get -B 10 "$COAP/things/lamp/properties/brightness")
+[ "$got" = "50" ] || fail "an opened read returned '$got'"
+denied=$("$COAP_CLIENT" -m put -e 7 -B 10 "$COAP/things/lamp/properties/brightness" 2>&1 || true)
+echo "$denied" | grep -q "4.01" || fail "an unauthenticated CoAP write was not refused with 4.01: $denied"
+denied=$("$COAP_CLIENT" -m post -B 10 "$COAP/things/lamp/actions/toggle" 2>&1 || true)
+echo "$denied" | grep -q "4.01" || fail "an unauthenticated CoAP invocation was not refused with 4.01: $denied"
+[ "$(curl -sf -H 'Authorization: Bearer interop-token' "$HTTP/things/lamp/properties/brightness")" = "50" ] \
+  || fail "a refused CoAP write changed the value"
+[ "$(curl -sf -H 'Authorization: Bearer interop-token' "$HTTP/things/lamp/properties/on")" = "false" ] \
+  || fail "a refused CoAP invocation changed the value"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$HTTP/things/lamp/properties/brightness")" = "401" ] \
+  || fail "HTTP without credentials was not refused"
 
 kill -0 "$server_pid" 2>/dev/null || fail "the server died"
 echo "coap interop passed"

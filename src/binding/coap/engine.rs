@@ -14,6 +14,7 @@ use bytes::Bytes;
 use coap_lite::{MessageType, ResponseType};
 use serde_json::{Value, json};
 
+use super::access::{Access, Kind as AccessKind};
 use super::block::{self, Block, Block1Limits, Block1Step, Block1Store, TransferKey};
 use super::content::{self, BodyError, Format, Kind};
 use super::link_format;
@@ -39,6 +40,8 @@ pub struct EngineConfig {
     pub outbox_capacity: usize,
     /// Longest random delay before answering a multicast request (RFC 7252 §8.2 Leisure).
     pub leisure: Duration,
+    /// What unauthenticated clients may do (everything unless `--auth` is on).
+    pub access: Access,
 }
 
 impl Default for EngineConfig {
@@ -50,7 +53,20 @@ impl Default for EngineConfig {
             observers: ObserverLimits::default(),
             outbox_capacity: 4096,
             leisure: Duration::from_secs(2),
+            access: Access::Open,
         }
+    }
+}
+
+/// What a request does, for the access policy: any Observe option or event resource is an
+/// observation, any other GET a read, every other method a change.
+fn access_kind(resource: &Resource, request: &Request) -> AccessKind {
+    match request.method {
+        GET if request.observe.is_some() || matches!(resource, Resource::Event(..) | Resource::Events(_)) => {
+            AccessKind::Observe
+        }
+        GET => AccessKind::Read,
+        _ => AccessKind::Change,
     }
 }
 
@@ -283,7 +299,10 @@ impl Engine {
     }
 
     fn on_multicast(&mut self, peer: SocketAddr, request: Request, fx: &mut Effects) {
-        if request.method != GET || router::resource(&request.path) != Some(Resource::WellKnownCore) {
+        if request.method != GET
+            || router::resource(&request.path) != Some(Resource::WellKnownCore)
+            || !self.cfg.access.allows(AccessKind::Read)
+        {
             return;
         }
         if content::negotiate(Kind::Links, request.accept).is_err() {
@@ -386,6 +405,13 @@ impl Engine {
                     x.request.uri(),
                     allowed.join(", ")
                 ),
+            ));
+        }
+        let kind = access_kind(&resource, &x.request);
+        if !self.cfg.access.allows(kind) {
+            return Respond(Response::diagnostic(
+                ResponseType::Unauthorized,
+                self.cfg.access.refusal(kind),
             ));
         }
         // Unknown things and affordances are reported before a body is judged.
@@ -638,7 +664,7 @@ impl Engine {
                         x.observe = Some((id, subscription));
                     }
                     Err(_) => {
-                        tracing::debug!(peer = %x.peer, "observer limit reached; answering without Observe");
+                        tracing::warn!(peer = %x.peer, "CoAP observer limit reached; answering without Observe");
                     }
                 }
                 Ok(())
@@ -1031,7 +1057,9 @@ mod tests {
         .build()
         .unwrap();
         servient.expose(thing);
-        let publisher = Arc::new(TdPublisher::new(vec![Arc::new(super::super::CoapForms)]));
+        let publisher = Arc::new(TdPublisher::new(vec![Arc::new(
+            super::super::CoapForms::default(),
+        )]));
         let origins = Origins {
             http: None,
             coap: Some("coap://127.0.0.1:5683".into()),

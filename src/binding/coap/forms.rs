@@ -3,10 +3,14 @@
 //! the binding's default (and always on query and cancel, §8 item 2), and observe forms marked
 //! `subprotocol: "cov:observe"` for the consumers that still require it (§8 item 6).
 //!
-//! It describes the routes of `router`; it must not invent paths the router does not serve.
+//! It describes the routes of `router`; it must not invent paths the router does not serve,
+//! nor offer a form the access policy (`access`) refuses. Under `--auth` the forms it does
+//! offer state their own security (`nosec_sc`), since CoAP takes no credentials.
 
 use wot_td::protocol::coap::{Form as CovForm, Method};
-use wot_td::thing::FormOperation as Op;
+use wot_td::thing::{DefaultedFormOperations, FormOperation as Op};
+
+use super::access::Access;
 
 use crate::core::ExposedThing;
 use crate::td::forms::{Form, FormProvider, Origins, form};
@@ -17,7 +21,29 @@ pub const OBSERVE_SUBPROTOCOL: &str = "cov:observe";
 
 /// Contributes CoAP forms to every TD when the CoAP origin is known.
 #[derive(Debug, Default)]
-pub struct CoapForms;
+pub struct CoapForms {
+    pub access: Access,
+}
+
+impl CoapForms {
+    pub fn new(access: Access) -> Self {
+        CoapForms { access }
+    }
+
+    /// Adds the form when the access policy serves every operation in it.
+    fn admit(&self, forms: &mut Vec<Form>, mut f: Form) {
+        let DefaultedFormOperations::Custom(ops) = &f.op else {
+            return;
+        };
+        if !self.access.allows_form(ops) {
+            return;
+        }
+        if let Some(name) = self.access.form_security() {
+            f.security = Some(vec![name.to_owned()]);
+        }
+        forms.push(f);
+    }
+}
 
 fn coap(ops: &[Op], href: String, method: Option<Method>) -> Form {
     let mut f = form(ops, href);
@@ -41,27 +67,35 @@ impl FormProvider for CoapForms {
         };
         let t = format!("{origin}/things/{}", thing.slug);
         if !thing.properties.is_empty() {
-            forms.push(coap(&[Op::ReadAllProperties], format!("{t}/properties"), None));
+            self.admit(
+                forms,
+                coap(&[Op::ReadAllProperties], format!("{t}/properties"), None),
+            );
             if thing.properties.values().any(|p| !p.read_only) {
-                forms.push(coap(
-                    &[Op::WriteMultipleProperties],
-                    format!("{t}/properties"),
-                    None,
-                ));
+                self.admit(
+                    forms,
+                    coap(&[Op::WriteMultipleProperties], format!("{t}/properties"), None),
+                );
             }
-            forms.push(observe(
-                &[Op::ObserveAllProperties, Op::UnobserveAllProperties],
-                format!("{t}/properties"),
-            ));
+            self.admit(
+                forms,
+                observe(
+                    &[Op::ObserveAllProperties, Op::UnobserveAllProperties],
+                    format!("{t}/properties"),
+                ),
+            );
         }
         if thing.actions.values().any(|a| !a.synchronous) {
-            forms.push(coap(&[Op::QueryAllActions], format!("{t}/actions"), None));
+            self.admit(forms, coap(&[Op::QueryAllActions], format!("{t}/actions"), None));
         }
         if !thing.events.is_empty() {
-            forms.push(observe(
-                &[Op::SubscribeAllEvents, Op::UnsubscribeAllEvents],
-                format!("{t}/events"),
-            ));
+            self.admit(
+                forms,
+                observe(
+                    &[Op::SubscribeAllEvents, Op::UnsubscribeAllEvents],
+                    format!("{t}/events"),
+                ),
+            );
         }
     }
 
@@ -71,13 +105,16 @@ impl FormProvider for CoapForms {
         };
         let href = format!("{origin}/things/{}/properties/{name}", thing.slug);
         if !p.write_only {
-            forms.push(coap(&[Op::ReadProperty], href.clone(), None));
+            self.admit(forms, coap(&[Op::ReadProperty], href.clone(), None));
         }
         if !p.read_only {
-            forms.push(coap(&[Op::WriteProperty], href.clone(), None));
+            self.admit(forms, coap(&[Op::WriteProperty], href.clone(), None));
         }
         if p.observable && !p.write_only {
-            forms.push(observe(&[Op::ObserveProperty, Op::UnobserveProperty], href));
+            self.admit(
+                forms,
+                observe(&[Op::ObserveProperty, Op::UnobserveProperty], href),
+            );
         }
     }
 
@@ -86,11 +123,14 @@ impl FormProvider for CoapForms {
             return;
         };
         let href = format!("{origin}/things/{}/actions/{name}", thing.slug);
-        forms.push(coap(&[Op::InvokeAction], href.clone(), None));
+        self.admit(forms, coap(&[Op::InvokeAction], href.clone(), None));
         if !a.synchronous {
             let instance = format!("{href}/{{actionID}}");
-            forms.push(coap(&[Op::QueryAction], instance.clone(), Some(Method::Get)));
-            forms.push(coap(&[Op::CancelAction], instance, Some(Method::Delete)));
+            self.admit(
+                forms,
+                coap(&[Op::QueryAction], instance.clone(), Some(Method::Get)),
+            );
+            self.admit(forms, coap(&[Op::CancelAction], instance, Some(Method::Delete)));
         }
     }
 
@@ -102,7 +142,7 @@ impl FormProvider for CoapForms {
             return;
         }
         let href = format!("{origin}/things/{}/events/{name}", thing.slug);
-        forms.push(observe(&[Op::SubscribeEvent, Op::UnsubscribeEvent], href));
+        self.admit(forms, observe(&[Op::SubscribeEvent, Op::UnsubscribeEvent], href));
     }
 
     fn context_prefixes(&self) -> &'static [(&'static str, &'static str)] {

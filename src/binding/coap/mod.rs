@@ -7,6 +7,7 @@
 //! tied together by `engine`. `server` is the thin tokio socket loop; `forms` describes the
 //! binding in TDs. It must not reach into another binding or keep thing state of its own.
 
+pub mod access;
 pub mod block;
 pub mod content;
 pub mod engine;
@@ -40,6 +41,9 @@ pub struct CoapConfig {
     pub multicast: bool,
     /// Socket loops on the main address (SO_REUSEPORT), default one per core.
     pub loops: usize,
+    /// What CoAP serves to anyone while `--auth` is on (nothing by default); the runtime turns
+    /// it into `engine.access`.
+    pub open: access::Opened,
 }
 
 impl Default for CoapConfig {
@@ -49,6 +53,7 @@ impl Default for CoapConfig {
             separate_after: Duration::from_millis(1000),
             multicast: false,
             loops: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            open: access::Opened::default(),
         }
     }
 }

@@ -60,12 +60,7 @@ impl std::fmt::Display for HttpError {
                 write!(f, "the credentials are not valid")
             }
             HttpError::BadQuery(what) => write!(f, "invalid query arguments: {what}"),
-            HttpError::TooManySubscriptions(crate::limits::LimitHit::PerClient(n)) => {
-                write!(f, "this client already holds {n} open streams; close one first")
-            }
-            HttpError::TooManySubscriptions(crate::limits::LimitHit::Total(n)) => {
-                write!(f, "the server already serves {n} open streams; try again later")
-            }
+            HttpError::TooManySubscriptions(hit) => write!(f, "{hit}"),
             HttpError::BodyTimeout => write!(f, "the request body did not arrive in time"),
         }
     }

@@ -80,7 +80,7 @@ fn section(model: &Value, base: &str, kind: &str, rel: &str, adjust: Adjust<'_>)
 }
 
 /// The origin-independent description of a thing.
-pub fn template(thing: &ExposedThing) -> Value {
+pub fn template(thing: &ExposedThing, security: &(Value, Value)) -> Value {
     let model = &thing.model;
     let base = prefix(&thing.slug);
     let properties = section(model, &base, "properties", "property", &|_, _| {});
@@ -115,11 +115,9 @@ pub fn template(thing: &ExposedThing) -> Value {
             {"rel": "describedby", "href": format!("/things/{}", thing.slug), "type": "application/td+json"},
         ]),
     );
-    d.insert(
-        "securityDefinitions".into(),
-        json!({"nosec_sc": {"scheme": "nosec"}}),
-    );
-    d.insert("security".into(), json!("nosec_sc"));
+    // The same scheme the TD states and the HTTP port enforces (nosec without --auth).
+    d.insert("securityDefinitions".into(), security.0.clone());
+    d.insert("security".into(), security.1.clone());
     Value::Object(d)
 }
 
@@ -155,7 +153,10 @@ mod tests {
         )
         .build()
         .unwrap();
-        let d = for_origin(&template(&thing), "lamp", "https://example.org:8443");
+        let security = (json!({"bearer_sc": {"scheme": "bearer"}}), json!("bearer_sc"));
+        let d = for_origin(&template(&thing, &security), "lamp", "https://example.org:8443");
+        assert_eq!(d["security"], "bearer_sc");
+        assert_eq!(d["securityDefinitions"]["bearer_sc"]["scheme"], "bearer");
         assert_eq!(d["@context"], WEBTHINGS_CONTEXT);
         assert_eq!(d["@type"], json!(["Light"]));
         let alternate = d["links"]

@@ -13,6 +13,8 @@ pub enum LegacyError {
     Core(Error),
     /// A request the legacy API cannot take, with the status to answer.
     Request(StatusCode, String),
+    /// The shared stream and socket limit was hit (429 or 503, with Retry-After).
+    Limit(crate::limits::LimitHit),
 }
 
 impl From<Error> for LegacyError {
@@ -32,6 +34,7 @@ impl std::fmt::Display for LegacyError {
         match self {
             LegacyError::Core(e) => write!(f, "{e}"),
             LegacyError::Request(_, m) => f.write_str(m),
+            LegacyError::Limit(hit) => write!(f, "{hit}"),
         }
     }
 }
@@ -59,6 +62,9 @@ impl ResponseError for LegacyError {
         match self {
             LegacyError::Core(e) => core_status(e),
             LegacyError::Request(status, _) => *status,
+            LegacyError::Limit(hit) => {
+                StatusCode::from_u16(hit.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+            }
         }
     }
 
@@ -67,7 +73,11 @@ impl ResponseError for LegacyError {
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), "legacy API: {self}");
         }
-        HttpResponse::build(status)
+        let mut response = HttpResponse::build(status);
+        if matches!(self, LegacyError::Limit(_)) {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+        }
+        response
             .content_type("application/json")
             .body(wire::error_message(status.as_u16(), &self.to_string()))
     }

@@ -48,9 +48,9 @@ pub struct LegacyThing {
 }
 
 impl LegacyThing {
-    fn new(thing: Arc<ExposedThing>) -> Self {
+    fn new(thing: Arc<ExposedThing>, security: &(Value, Value)) -> Self {
         LegacyThing {
-            template: describe::template(&thing),
+            template: describe::template(&thing, security),
             thing,
             clock: wire::StampClock::default(),
             events: Mutex::new(VecDeque::with_capacity(EVENT_LOG)),
@@ -308,6 +308,8 @@ pub struct LegacyState {
     things: HashMap<String, Arc<LegacyThing>>,
     /// `--base-url`; when None, the request's scheme and Host give the origin.
     pub base_url: Option<String>,
+    /// The pool of SSE streams and sockets shared with the other bindings of the HTTP port.
+    pub subscribers: crate::limits::Subscribers,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -337,11 +339,18 @@ pub struct Legacy {
 impl Legacy {
     /// Builds the adapter for every thing the servient exposes now and starts their event logs.
     /// Must run inside a tokio runtime.
-    pub fn start(servient: Arc<Servient>, base_url: Option<String>, shutdown: watch::Receiver<bool>) -> Self {
+    /// `security`: the `securityDefinitions` and `security` the HTTP port enforces.
+    pub fn start(
+        servient: Arc<Servient>,
+        base_url: Option<String>,
+        security: &(Value, Value),
+        subscribers: crate::limits::Subscribers,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         let mut things = HashMap::new();
         let mut tasks = Vec::new();
         for thing in servient.things() {
-            let legacy = Arc::new(LegacyThing::new(thing.clone()));
+            let legacy = Arc::new(LegacyThing::new(thing.clone(), security));
             if !thing.events.is_empty()
                 && let Ok(subscription) = thing.subscribe(Target::AllEvents)
             {
@@ -355,6 +364,7 @@ impl Legacy {
                 servient,
                 things,
                 base_url: base_url.map(|b| b.trim_end_matches('/').to_owned()),
+                subscribers,
                 shutdown,
             }),
             tasks,

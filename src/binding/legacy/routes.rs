@@ -3,6 +3,8 @@
 //! the servient or the adapter's queue, and encodes the Mozilla answer. `GET /webthing/{id}` with
 //! `Upgrade: websocket` hands over to `socket`.
 
+use std::net::IpAddr;
+
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::{Bytes, BytesMut};
@@ -127,7 +129,12 @@ fn is_websocket(req: &HttpRequest) -> bool {
 async fn thing(state: State, req: HttpRequest, path: web::Path<String>, body: web::Payload) -> Result {
     let legacy = state.thing(&path)?.clone();
     if is_websocket(&req) {
-        return socket::open(&req, body, legacy, state.shutdown.clone());
+        let client = req.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        let permit = state.subscribers.try_open(client).map_err(|hit| {
+            tracing::warn!(%client, "legacy WebSocket refused: {hit}");
+            LegacyError::Limit(hit)
+        })?;
+        return socket::open(&req, body, legacy, permit, state.shutdown.clone());
     }
     let d = describe::for_origin(&legacy.template, legacy.slug(), &origin(&state, &req));
     Ok(json(StatusCode::OK, d.to_string()))

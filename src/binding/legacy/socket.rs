@@ -27,6 +27,7 @@ pub fn open(
     req: &HttpRequest,
     body: web::Payload,
     legacy: Arc<LegacyThing>,
+    permit: crate::limits::Permit,
     shutdown: watch::Receiver<bool>,
 ) -> Result<HttpResponse, LegacyError> {
     let subscription = legacy.thing.subscribe(Target::Everything)?;
@@ -37,7 +38,11 @@ pub fn open(
         .aggregate_continuations()
         .max_continuation_size(MAX_MESSAGE);
     let statuses = legacy.subscribe_statuses();
-    actix_web::rt::spawn(run(legacy, session, stream, subscription, statuses, shutdown));
+    let socket = run(legacy, session, stream, subscription, statuses, shutdown);
+    actix_web::rt::spawn(async move {
+        socket.await;
+        drop(permit);
+    });
     Ok(response)
 }
 

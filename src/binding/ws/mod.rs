@@ -13,6 +13,7 @@ pub mod forms;
 pub mod protocol;
 pub mod session;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::core::Servient;
+use crate::limits::Subscribers;
 pub use forms::WsForms;
 pub use protocol::SUBPROTOCOL;
 
@@ -62,6 +64,8 @@ pub struct WsState {
     /// Turns true when the runtime shuts down; every socket then closes with 1001.
     pub shutdown: watch::Receiver<bool>,
     pub config: WsConfig,
+    /// The pool of long-lived subscriptions shared with SSE: each socket holds one slot.
+    pub subscribers: Subscribers,
 }
 
 /// Whether a request asks for a WebSocket upgrade (`Upgrade: websocket`, any case).
@@ -112,6 +116,25 @@ async fn upgrade(
             "the server is shutting down".into(),
         );
     }
+    let client = req.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    let permit = match state.subscribers.try_open(client) {
+        Ok(permit) => permit,
+        Err(hit) => {
+            tracing::warn!(%client, "WebSocket refused: {hit}");
+            let status = actix_web::http::StatusCode::from_u16(hit.http_status())
+                .unwrap_or(actix_web::http::StatusCode::SERVICE_UNAVAILABLE);
+            let mut response = refuse(
+                status,
+                status.canonical_reason().unwrap_or("Refused"),
+                hit.to_string(),
+            );
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from_static("1"),
+            );
+            return response;
+        }
+    };
     match actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL]) {
         Ok((response, session, stream)) => {
             let config = state.config.clone();
@@ -119,13 +142,11 @@ async fn upgrade(
                 .max_frame_size(config.max_frame)
                 .aggregate_continuations()
                 .max_continuation_size(config.max_message);
-            actix_web::rt::spawn(connection::run(
-                thing,
-                session,
-                stream,
-                state.shutdown.clone(),
-                config,
-            ));
+            let run = connection::run(thing, session, stream, state.shutdown.clone(), config);
+            actix_web::rt::spawn(async move {
+                run.await;
+                drop(permit);
+            });
             response
         }
         Err(e) => e.error_response(),

@@ -1,0 +1,180 @@
+//! Who may do what over CoAP. This binding has no secure transport (no DTLS, no OSCORE), so it
+//! cannot check the credentials the HTTP port requires. When the runtime is started with
+//! `--auth`, CoAP therefore serves only the kinds of request the configuration explicitly opens
+//! (`read`, `observe`) to anyone, and refuses everything else with 4.01; writes, invocations and
+//! cancellations can never be opened. Without `--auth` everything is open, as on HTTP.
+//!
+//! Pure policy: a request's kind in, a yes or no out, and the same answer for TD forms, so a TD
+//! never offers a CoAP form the server would refuse. It must not look at sockets or messages.
+
+use wot_td::thing::FormOperation as Op;
+
+/// What a request does, as far as access is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// GET without Observe: a TD, a property, a directory listing, `/.well-known/core`, an
+    /// action's status.
+    Read,
+    /// GET with Observe (register or deregister), or any GET of an event resource.
+    Observe,
+    /// PUT, POST, DELETE: a write, an invocation, a cancellation.
+    Change,
+}
+
+/// The kinds of request opened to unauthenticated CoAP clients while `--auth` is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Opened {
+    pub read: bool,
+    pub observe: bool,
+}
+
+impl Opened {
+    /// `read`, `observe`, `read,observe` or `none`.
+    pub fn parse(list: &str) -> Result<Opened, String> {
+        let mut opened = Opened::default();
+        for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "read" => opened.read = true,
+                "observe" => opened.observe = true,
+                "none" => {}
+                "write" | "invoke" | "cancel" | "change" => {
+                    return Err(format!(
+                        "'{word}' cannot be opened: CoAP has no secure transport here, so writes, \
+                         invocations and cancellations never go unauthenticated"
+                    ));
+                }
+                other => {
+                    return Err(format!(
+                        "unknown CoAP access '{other}' (use read, observe or none)"
+                    ));
+                }
+            }
+        }
+        Ok(opened)
+    }
+
+    fn any(self) -> bool {
+        self.read || self.observe
+    }
+}
+
+/// The CoAP access policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Access {
+    /// No credentials are required anywhere: CoAP serves everything.
+    #[default]
+    Open,
+    /// Credentials are required on HTTP; CoAP serves only what is opened.
+    Restricted(Opened),
+}
+
+impl Access {
+    pub fn allows(self, kind: Kind) -> bool {
+        match self {
+            Access::Open => true,
+            Access::Restricted(opened) => match kind {
+                Kind::Read => opened.read,
+                Kind::Observe => opened.observe,
+                Kind::Change => false,
+            },
+        }
+    }
+
+    /// Whether a CoAP form with these operations belongs in a TD: only when every operation in
+    /// it is served.
+    pub fn allows_form(self, ops: &[Op]) -> bool {
+        ops.iter().all(|op| self.allows(kind_of(op)))
+    }
+
+    /// The security a served CoAP form states when it differs from the TD's top-level one:
+    /// under `--auth` the top level names the HTTP scheme, while the opened CoAP forms take
+    /// no credentials at all.
+    pub fn form_security(self) -> Option<&'static str> {
+        match self {
+            Access::Restricted(opened) if opened.any() => Some(NOSEC),
+            _ => None,
+        }
+    }
+
+    /// Whether anything at all is served over CoAP.
+    pub fn serves_anything(self) -> bool {
+        match self {
+            Access::Open => true,
+            Access::Restricted(opened) => opened.any(),
+        }
+    }
+
+    /// The 4.01 diagnostic for a refused request.
+    pub fn refusal(self, kind: Kind) -> String {
+        let what = match kind {
+            Kind::Read => "reads",
+            Kind::Observe => "observations",
+            Kind::Change => "writes, invocations and cancellations",
+        };
+        format!(
+            "this runtime requires credentials (--auth) and CoAP has no secure transport here: \
+             {what} over CoAP are not served; use HTTP with credentials"
+        )
+    }
+}
+
+/// The security definition name opened CoAP forms refer to.
+pub const NOSEC: &str = "nosec_sc";
+
+/// The access kind of a TD operation over CoAP.
+pub fn kind_of(op: &Op) -> Kind {
+    match op {
+        Op::ReadProperty | Op::ReadAllProperties | Op::ReadMultipleProperties => Kind::Read,
+        Op::QueryAction | Op::QueryAllActions => Kind::Read,
+        Op::ObserveProperty
+        | Op::UnobserveProperty
+        | Op::ObserveAllProperties
+        | Op::UnobserveAllProperties
+        | Op::SubscribeEvent
+        | Op::UnsubscribeEvent
+        | Op::SubscribeAllEvents
+        | Op::UnsubscribeAllEvents => Kind::Observe,
+        _ => Kind::Change,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_can_never_be_opened() {
+        assert!(Opened::parse("read,write").is_err());
+        assert!(Opened::parse("invoke").is_err());
+        assert!(Opened::parse("bogus").is_err());
+        let opened = Opened::parse("read, observe").unwrap();
+        assert_eq!(
+            opened,
+            Opened {
+                read: true,
+                observe: true
+            }
+        );
+        assert_eq!(Opened::parse("none").unwrap(), Opened::default());
+        let access = Access::Restricted(opened);
+        assert!(access.allows(Kind::Read) && access.allows(Kind::Observe));
+        assert!(!access.allows(Kind::Change));
+        assert!(Access::Open.allows(Kind::Change));
+    }
+
+    #[test]
+    fn forms_follow_the_policy() {
+        let read_only = Access::Restricted(Opened {
+            read: true,
+            observe: false,
+        });
+        assert!(read_only.allows_form(&[Op::ReadProperty]));
+        assert!(!read_only.allows_form(&[Op::ObserveProperty, Op::UnobserveProperty]));
+        assert!(!read_only.allows_form(&[Op::WriteProperty]));
+        assert!(!read_only.allows_form(&[Op::InvokeAction]));
+        assert_eq!(read_only.form_security(), Some(NOSEC));
+        assert_eq!(Access::Restricted(Opened::default()).form_security(), None);
+        assert!(!Access::Restricted(Opened::default()).serves_anything());
+        assert_eq!(Access::Open.form_security(), None);
+    }
+}
