@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # HTTP benchmark: wrk -t1 -c64 against a release `wot serve` on loopback, for GET property,
-# PUT property, POST action (synchronous toggle) and GET TD. Prints one line per case.
+# PUT property, POST action (synchronous toggle) and GET TD; PUT with durable state; then GET
+# property over HTTPS (rustls, self-signed, keep-alive: wrk reuses its 64 connections), also
+# with a bearer token. Prints one line per case.
 #   bash benches/http.sh [seconds]        (needs wrk: apt-get install wrk)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,5 +47,25 @@ for durability in immediate periodic; do
   url=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["http"])' "$out")
   sed -i 's/"POST"/"PUT"/; s/wrk.body = nil/wrk.body = "42"/' "$out.lua"
   run "PUT durable $durability" -s "$out.lua" "$url/things/lamp/properties/brightness"
+  rm -rf "$state"
+done
+
+# GET property over HTTPS (TLS 1.3, keep-alive), without and with --auth.
+for auth in none bearer; do
+  kill $pid 2>/dev/null; wait $pid 2>/dev/null || true
+  state=$(mktemp -d)
+  : >"$out"
+  extra=()
+  [ "$auth" = bearer ] && extra=(--auth bearer:bench-token)
+  target/release/wot serve things --host 127.0.0.1 --http-port 0 --no-coap --no-mdns \
+    --tls-self-signed --state-dir "$state" "${extra[@]}" >"$out" 2>/dev/null &
+  pid=$!
+  for _ in $(seq 100); do [ -s "$out" ] && break; sleep 0.1; done
+  url=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["http"])' "$out")
+  if [ "$auth" = bearer ]; then
+    run "GET property https+auth" -H "Authorization: Bearer bench-token" "$url/things/lamp/properties/brightness"
+  else
+    run "GET property https" "$url/things/lamp/properties/brightness"
+  fi
   rm -rf "$state"
 done

@@ -1,10 +1,12 @@
 //! Limits on long-lived subscriptions (SSE streams and WebSockets, one shared pool): at most so
 //! many per client address and in total. A [`Permit`] is held for the life of a stream and frees its slot when
 //! dropped, so a stream that ends in any way (client gone, shutdown, error) gives its slot back.
+//! Open connections of the HTTP port are counted the same way ([`Connections`]).
 //! Plain counting: no I/O, no protocol.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +126,67 @@ impl Subscribers {
     }
 }
 
+/// Counts open connections of the HTTP port against a maximum. A connection over it is still
+/// accepted (so it can be told, with 503 and `Retry-After`, rather than left hanging in the
+/// accept backlog) but is not counted and gets nothing else.
+#[derive(Debug, Clone)]
+pub struct Connections {
+    max: usize,
+    open: Arc<AtomicUsize>,
+}
+
+/// One accepted connection; dropping it (the connection closed) frees its slot.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    admitted: bool,
+    open: Arc<AtomicUsize>,
+}
+
+impl ConnectionSlot {
+    pub fn admitted(&self) -> bool {
+        self.admitted
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        if self.admitted {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Connections {
+    pub fn new(max: usize) -> Self {
+        Connections {
+            max,
+            open: Arc::default(),
+        }
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A slot for a new connection: admitted while fewer than `max` are open.
+    pub fn admit(&self) -> ConnectionSlot {
+        let admitted = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok();
+        ConnectionSlot {
+            admitted,
+            open: self.open.clone(),
+        }
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +207,18 @@ mod tests {
         drop(a1);
         assert_eq!(subs.open(), 2);
         assert!(subs.try_open(b).is_ok());
+    }
+
+    #[test]
+    fn connections_over_the_maximum_are_not_admitted_and_slots_come_back() {
+        let connections = Connections::new(2);
+        let a = connections.admit();
+        let b = connections.admit();
+        let c = connections.admit();
+        assert!(a.admitted() && b.admitted() && !c.admitted());
+        drop(c);
+        assert_eq!(connections.open(), 2, "a refused connection holds no slot");
+        drop(a);
+        assert!(connections.admit().admitted());
     }
 }

@@ -94,6 +94,9 @@ struct ServeArgs {
     /// once a second.
     #[arg(long, value_enum, default_value_t = wot_runtime::state::Durability::Immediate)]
     durability: wot_runtime::state::Durability,
+    /// Open HTTP connections at most; one more is answered 503 with Retry-After and closed.
+    #[arg(long, default_value_t = 16_384)]
+    max_connections: usize,
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = wot_runtime::binding::http::DEFAULT_BODY_LIMIT)]
     body_limit: usize,
@@ -148,6 +151,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         body_limit: args.body_limit,
         watch_dir: None,
         mdns_interfaces: args.mdns_interfaces,
+        http_timeouts: wot_runtime::binding::http::Timeouts {
+            max_connections: args.max_connections,
+            ..Default::default()
+        },
         coap: wot_runtime::binding::coap::CoapConfig {
             open: args.coap_open,
             ..Default::default()

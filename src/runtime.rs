@@ -54,6 +54,9 @@ pub struct Config {
     pub subscribers: crate::limits::SubscriberLimits,
     /// The longest a request body may take to arrive.
     pub body_timeout: Duration,
+    /// Open connections of the HTTP port, and how long a request head and an idle
+    /// keep-alive connection may take.
+    pub http_timeouts: http::Timeouts,
 }
 
 impl Default for Config {
@@ -78,6 +81,7 @@ impl Default for Config {
             security: http::Security::default(),
             subscribers: crate::limits::SubscriberLimits::default(),
             body_timeout: Duration::from_secs(10),
+            http_timeouts: http::Timeouts::default(),
         }
     }
 }
@@ -277,13 +281,19 @@ impl Running {
             shutdown.subscribe(),
         );
         mounts.push(Arc::new(legacy.configure()));
-        let server = http::start(state, listener, config.workers, mounts, config.security.clone()).map_err(
-            |source| StartError::Bind {
-                what: "HTTP",
-                addr,
-                source,
-            },
-        )?;
+        let server = http::start(
+            state,
+            listener,
+            config.workers,
+            mounts,
+            config.security.clone(),
+            config.http_timeouts.clone(),
+        )
+        .map_err(|source| StartError::Bind {
+            what: "HTTP",
+            addr,
+            source,
+        })?;
         let handle = server.handle();
         let http_task = tokio::spawn(server);
         let coap_addr = coap_bound.as_ref().and_then(|b| b.addrs.first().copied());

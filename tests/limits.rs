@@ -250,3 +250,137 @@ async fn websockets_share_the_stream_limits() {
     drop(stream);
     running.stop().await;
 }
+
+/// What the server sends back on a raw connection until it closes or `wait` passes.
+async fn read_until_closed(socket: &mut TcpStream, wait: Duration) -> (String, bool) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_limit_answers_503_and_frees_slots() {
+    let running = common::start_with(Config {
+        http_timeouts: wot_runtime::binding::http::Timeouts {
+            max_connections: 4,
+            ..Default::default()
+        },
+        ..Config::loopback()
+    })
+    .await;
+    let url = format!("{}/things/lamp/properties/brightness", running.http_url());
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(TcpStream::connect(running.http_addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let res = common::client().get(&url).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    assert!(res.text().await.unwrap().contains("open connections"));
+    drop(idle);
+    let mut served = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if common::client().get(&url).send().await.unwrap().status() == StatusCode::OK {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "closed connections give their slots back");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_heads_idle_connections_and_huge_headers_are_cut_off() {
+    let running = common::start_with(Config {
+        http_timeouts: wot_runtime::binding::http::Timeouts {
+            head: Duration::from_millis(500),
+            idle: Duration::from_millis(500),
+            ..Default::default()
+        },
+        ..Config::loopback()
+    })
+    .await;
+    let addr = running.http_addr;
+    // A head that never ends: 408, then the connection closes.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /things/lamp HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let (answer, closed) = read_until_closed(&mut slow, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(closed);
+    // An idle keep-alive connection is closed after one answered request.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /things/lamp/properties/on HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, closed) = read_until_closed(&mut idle, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(closed, "the idle connection was closed");
+    // Headers beyond the limit: 431.
+    let mut huge = TcpStream::connect(addr).await.unwrap();
+    let filler = "a".repeat(200 * 1024);
+    let request = format!("GET /things/lamp HTTP/1.1\r\nHost: localhost\r\nX-Filler: {filler}\r\n\r\n");
+    let _ = huge.write_all(request.as_bytes()).await;
+    let (answer, _) = read_until_closed(&mut huge, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // The server still serves.
+    let res = common::client()
+        .get(format!("{}/things/lamp/properties/on", running.http_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_actions_are_limited_with_503() {
+    let running = common::start().await;
+    let client = common::client();
+    let url = format!("{}/things/lamp/actions/fade", running.http_url());
+    let mut instances = Vec::new();
+    let refused = loop {
+        let res = client
+            .post(&url)
+            .json(&json!({"level": 10, "duration": 600000}))
+            .send()
+            .await
+            .unwrap();
+        if res.status() != StatusCode::CREATED {
+            break res;
+        }
+        instances.push(res.headers()["location"].to_str().unwrap().to_owned());
+        assert!(instances.len() <= 64, "more than 64 fades ran at once");
+    };
+    assert_eq!(instances.len(), 64);
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    // Cancelling one frees its place.
+    let location = &instances[0];
+    let cancel_url = if location.starts_with("http") {
+        location.clone()
+    } else {
+        format!("{}{location}", running.http_url())
+    };
+    let cancelled = client.delete(&cancel_url).send().await.unwrap();
+    assert!(cancelled.status().is_success(), "{}", cancelled.status());
+    let again = client
+        .post(&url)
+        .json(&json!({"level": 10, "duration": 600000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    running.stop().await;
+}

@@ -146,6 +146,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// them; the HTTP binding never names another binding.
 pub type Mount = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 
+/// Connection limits and timeouts of the HTTP port.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// A request head must arrive within this (slowloris gets 408 and the connection closes).
+    pub head: Duration,
+    /// An idle keep-alive connection is closed after this.
+    pub idle: Duration,
+    /// Open connections at most; one more is answered 503 with `Retry-After` and closed.
+    pub max_connections: usize,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            head: Duration::from_secs(5),
+            idle: Duration::from_secs(15),
+            max_connections: 16_384,
+        }
+    }
+}
+
 /// Starts the HTTP server on an already bound listener. The caller stops it through the
 /// returned handle (graceful: in-flight requests finish, streams end via `shutdown`).
 pub fn start(
@@ -154,20 +175,30 @@ pub fn start(
     workers: usize,
     mounts: Vec<Mount>,
     security: Security,
+    timeouts: Timeouts,
 ) -> std::io::Result<actix_web::dev::Server> {
     let state = web::Data::new(state);
     let tls = security.tls.clone();
     let security = Arc::new(security);
+    let connections = crate::limits::Connections::new(timeouts.max_connections);
     let server = HttpServer::new(move || {
         let mounts = mounts.clone();
         let security = security.clone();
+        let max_connections = timeouts.max_connections;
         App::new()
             .app_data(state.clone())
             .wrap_fn(move |req, srv| {
                 // Every request passes here first, whatever adapter serves it: the Host check
                 // against DNS rebinding, CORS preflights (answered without credentials, as
                 // browsers send none), then authentication.
-                let refused = security.judge(&req);
+                let over = req
+                    .conn_data::<crate::limits::ConnectionSlot>()
+                    .is_some_and(|slot| !slot.admitted());
+                let refused = if over {
+                    Some(problem::HttpError::TooManyConnections(max_connections).error_response())
+                } else {
+                    security.judge(&req)
+                };
                 if let Some(refusal) = refused {
                     let res = req.into_response(refusal).map_into_right_body();
                     Either::Left(std::future::ready(Ok(res)))
@@ -192,10 +223,19 @@ pub fn start(
             .default_service(web::to(routes::not_found))
     })
     .workers(workers.max(1))
-    // A request head must arrive within 5 s (slowloris gets 408), an idle keep-alive
-    // connection is closed after 15 s, and a closing client gets 1 s to go.
-    .client_request_timeout(std::time::Duration::from_secs(5))
-    .keep_alive(std::time::Duration::from_secs(15))
+    // Every connection takes a slot when accepted; one over the maximum is still accepted so
+    // the middleware can answer it 503 instead of leaving it in the backlog.
+    .on_connect(move |_, extensions| {
+        let slot = connections.admit();
+        if !slot.admitted() {
+            tracing::warn!(max = connections.max(), "connection limit reached; answering 503");
+        }
+        extensions.insert(slot);
+    })
+    // A request head must arrive in time (slowloris gets 408), an idle keep-alive connection
+    // is closed, and a closing client gets 1 s to go.
+    .client_request_timeout(timeouts.head)
+    .keep_alive(timeouts.idle)
     .client_disconnect_timeout(std::time::Duration::from_secs(1))
     .shutdown_timeout(1)
     .disable_signals();

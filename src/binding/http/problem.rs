@@ -26,6 +26,8 @@ pub enum HttpError {
     HostNotAllowed,
     Unauthorized(crate::security::Denied),
     TooManySubscriptions(crate::limits::LimitHit),
+    /// The port holds its maximum of open connections: 503, and this connection closes.
+    TooManyConnections(usize),
     /// The body did not arrive in time (slow client).
     BodyTimeout,
 }
@@ -61,6 +63,12 @@ impl std::fmt::Display for HttpError {
             }
             HttpError::BadQuery(what) => write!(f, "invalid query arguments: {what}"),
             HttpError::TooManySubscriptions(hit) => write!(f, "{hit}"),
+            HttpError::TooManyConnections(n) => {
+                write!(
+                    f,
+                    "the server already holds {n} open connections; try again later"
+                )
+            }
             HttpError::BodyTimeout => write!(f, "the request body did not arrive in time"),
         }
     }
@@ -97,6 +105,7 @@ impl HttpError {
             HttpError::HostNotAllowed => ("/problems/host-not-allowed", "Host not allowed"),
             HttpError::Unauthorized(_) => ("/problems/unauthorized", "Unauthorized"),
             HttpError::TooManySubscriptions(_) => ("/problems/too-many-streams", "Too many open streams"),
+            HttpError::TooManyConnections(_) => ("/problems/too-many-connections", "Too many connections"),
             HttpError::BodyTimeout => ("/problems/body-timeout", "Request body timeout"),
             HttpError::BadQuery(_) => ("/problems/bad-query", "Invalid query arguments"),
         };
@@ -142,6 +151,7 @@ impl ResponseError for HttpError {
             HttpError::TooManySubscriptions(crate::limits::LimitHit::Total(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            HttpError::TooManyConnections(_) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             HttpError::BadQuery(_) => StatusCode::BAD_REQUEST,
         }
@@ -158,9 +168,13 @@ impl ResponseError for HttpError {
             HttpError::Core(Error::Busy(_)) | HttpError::TooManySubscriptions(_) => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
             }
+            HttpError::TooManyConnections(_) => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                response.insert_header((header::CONNECTION, HeaderValue::from_static("close")));
+            }
             _ => {}
         }
-        if status.is_server_error() {
+        if status.is_server_error() || matches!(self, HttpError::TooManySubscriptions(_)) {
             tracing::warn!(status = status.as_u16(), "{self}");
         }
         response.body(self.body(status).to_string())
