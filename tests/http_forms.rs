@@ -147,7 +147,27 @@ fn find_form<'a>(forms: &'a [Value], op: &str, subprotocol: Option<&str>) -> Opt
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_form_of_every_bundled_td_works() {
     let running = common::start().await;
-    let client = common::client();
+    walk_every_form(&running, common::client()).await;
+    running.stop().await;
+}
+
+/// The same walk over HTTPS, with a client that trusts only the generated certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_form_works_over_https() {
+    let state = std::env::temp_dir().join(format!("wot-forms-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let tls = wot_runtime::security::self_signed(&state, wot_runtime::security::local_names()).unwrap();
+    let mut config = wot_runtime::runtime::Config::loopback();
+    config.security.tls = Some(tls.config);
+    let running = common::start_with(config).await;
+    assert!(running.http_url().starts_with("https://"));
+    walk_every_form(&running, common::trusting_client(&state.join("tls/cert.pem"))).await;
+    running.stop().await;
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+/// Performs every HTTP form of every TD the runtime lists, by href and op, checking each answer.
+async fn walk_every_form(running: &wot_runtime::runtime::Running, client: reqwest::Client) {
     let list: Vec<Value> = client
         .get(format!("{}/things", running.http_url()))
         .send()
@@ -453,7 +473,6 @@ async fn every_form_of_every_bundled_td_works() {
             "no form with op {op} was exercised: {performed:?}"
         );
     }
-    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,29 +30,6 @@ async fn start(security: Security) -> Running {
     .await
 }
 
-/// A TLS client configuration that trusts exactly the certificate in `cert_pem`.
-fn trusting_tls(cert_pem: &std::path::Path) -> rustls::ClientConfig {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(cert_pem).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
-}
-
-fn trusting(cert_pem: &std::path::Path) -> reqwest::Client {
-    let tls = trusting_tls(cert_pem);
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_a_generated_certificate() {
     let state = temp("tls");
@@ -64,7 +41,7 @@ async fn https_with_a_generated_certificate() {
     .await;
     let base = running.http_url();
     assert!(base.starts_with("https://127.0.0.1:"), "{base}");
-    let client = trusting(&state.join("tls/cert.pem"));
+    let client = common::trusting_client(&state.join("tls/cert.pem"));
     let td: Value = client
         .get(format!("{base}/things/lamp"))
         .send()
@@ -187,7 +164,7 @@ async fn wss_connect(url: &str, cert_pem: &std::path::Path) -> Wss {
     let tcp = tokio::net::TcpStream::connect(authority).await.unwrap();
     let host = authority.rsplit_once(':').unwrap().0.to_owned();
     let name = rustls::pki_types::ServerName::try_from(host).unwrap();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(trusting_tls(cert_pem)));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(common::trusting_tls(cert_pem)));
     let tls = connector.connect(name, tcp).await.expect("TLS handshake");
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut request = url.into_client_request().unwrap();

@@ -37,6 +37,31 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// A TLS client configuration that trusts exactly the certificates in `cert_pem`.
+pub fn trusting_tls(cert_pem: &std::path::Path) -> rustls::ClientConfig {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(cert_pem).expect("PEM file") {
+        roots.add(cert.expect("certificate")).expect("a usable root");
+    }
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// An HTTPS client that trusts exactly the certificates in `cert_pem`.
+pub fn trusting_client(cert_pem: &std::path::Path) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(trusting_tls(cert_pem))
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
 /// Asserts a TD validates against the W3C TD 1.1 schema.
 pub fn assert_valid_td(td: &Value) {
     let violations = wot_runtime::td::validate::td_violations(td);
