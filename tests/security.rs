@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use wot_runtime::binding::http::Security;
 use wot_runtime::runtime::{Config, Running};
