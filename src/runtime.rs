@@ -211,6 +211,13 @@ impl Running {
         };
         if coap_bound.is_some() {
             providers.push(Arc::new(CoapForms::new(coap_access)));
+            if let Access::Restricted(open) = coap_access {
+                tracing::info!(
+                    read = open.read,
+                    observe = open.observe,
+                    "--auth is on and CoAP cannot check credentials: CoAP serves only what --coap-open opens; never writes or invocations"
+                );
+            }
         }
         let mut publisher = TdPublisher::new(providers);
         if let Some(auth) = &config.security.auth {
