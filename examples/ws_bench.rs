@@ -79,6 +79,11 @@ fn serve() {
             http_port: 0,
             no_coap: true,
             no_mdns: true,
+            // Every subscriber comes from 127.0.0.1: lift the subscriber pool's limits.
+            subscribers: wot_runtime::limits::SubscriberLimits {
+                per_client: usize::MAX,
+                total: usize::MAX,
+            },
             ..Default::default()
         };
         let running = wot_runtime::runtime::Running::start(config, hosted)

@@ -94,6 +94,12 @@ struct ServeArgs {
     /// once a second.
     #[arg(long, value_enum, default_value_t = wot_runtime::state::Durability::Immediate)]
     durability: wot_runtime::state::Durability,
+    /// SSE streams and WebSockets one client address may hold open (then 429).
+    #[arg(long, default_value_t = 64)]
+    max_subscribers_per_client: usize,
+    /// SSE streams and WebSockets open in all (then 503).
+    #[arg(long, default_value_t = 4096)]
+    max_subscribers: usize,
     /// Open HTTP connections at most; one more is answered 503 with Retry-After and closed.
     #[arg(long, default_value_t = 16_384)]
     max_connections: usize,
@@ -151,6 +157,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         body_limit: args.body_limit,
         watch_dir: None,
         mdns_interfaces: args.mdns_interfaces,
+        subscribers: wot_runtime::limits::SubscriberLimits {
+            per_client: args.max_subscribers_per_client,
+            total: args.max_subscribers,
+        },
         http_timeouts: wot_runtime::binding::http::Timeouts {
             max_connections: args.max_connections,
             ..Default::default()

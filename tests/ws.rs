@@ -811,7 +811,15 @@ async fn shutdown_closes_sockets_with_1001() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_to_1000_sockets() {
     const SOCKETS: usize = 1000;
-    let running = common::start().await;
+    // All from one address: lift the per-client share of the subscriber pool (64 by default).
+    let running = common::start_with(wot_runtime::runtime::Config {
+        subscribers: wot_runtime::limits::SubscriberLimits {
+            per_client: SOCKETS + 10,
+            total: SOCKETS + 10,
+        },
+        ..wot_runtime::runtime::Config::loopback()
+    })
+    .await;
     let url = ws_url(&running, "lamp");
     let thing_id = running.servient.thing("lamp").unwrap().id.clone();
     let mut clients = Vec::with_capacity(SOCKETS);
