@@ -96,6 +96,11 @@ async fn add_modify_and_remove_things_while_serving() {
         .await
         .unwrap();
     common::assert_valid_td(&host_td);
+    // Hubs see it too, on the WebThings API.
+    eventually("host on /webthing", || async {
+        status(format!("{base}/webthing/host")).await == StatusCode::OK
+    })
+    .await;
 
     // A broken edit leaves the running thing alone.
     std::fs::write(dir.join("lamp.json"), "{ broken").unwrap();
@@ -140,6 +145,18 @@ async fn add_modify_and_remove_things_while_serving() {
         .await
         .unwrap();
     assert_eq!(kept, json!(64));
+    eventually("lamp updated on /webthing", || async {
+        let d: Value = client
+            .get(format!("{base}/webthing/lamp"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        d["title"] == "Desk lamp"
+    })
+    .await;
 
     // Remove.
     std::fs::remove_file(dir.join("host.json")).unwrap();
@@ -156,6 +173,19 @@ async fn add_modify_and_remove_things_while_serving() {
         .await
         .unwrap();
     assert_eq!(listed.len(), 2);
+    eventually("host gone from /webthing", || async {
+        status(format!("{base}/webthing/host")).await == StatusCode::NOT_FOUND
+    })
+    .await;
+    let hub_list: Vec<Value> = client
+        .get(format!("{base}/webthing"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(hub_list.len(), 2);
 
     // The untouched thing's subscriber never noticed: it still receives changes.
     client

@@ -16,7 +16,7 @@ pub mod socket;
 pub mod wire;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use actix_web::web;
 use bytes::Bytes;
@@ -305,7 +305,12 @@ fn not_queued(e: Error, name: &str, id: &str) -> Error {
 /// What the handlers share.
 pub struct LegacyState {
     pub servient: Arc<Servient>,
-    things: HashMap<String, Arc<LegacyThing>>,
+    /// The adapter of each thing the servient exposes, kept in step with it (hot reload).
+    things: RwLock<HashMap<String, Arc<LegacyThing>>>,
+    /// The event-log task of each thing with events.
+    logs: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// `securityDefinitions` and `security` every description states.
+    security: (Value, Value),
     /// `--base-url`; when None, the request's scheme and Host give the origin.
     pub base_url: Option<String>,
     /// The pool of SSE streams and sockets shared with the other bindings of the HTTP port.
@@ -314,31 +319,65 @@ pub struct LegacyState {
 }
 
 impl LegacyState {
-    pub fn thing(&self, slug: &str) -> Result<&Arc<LegacyThing>, Error> {
+    pub fn thing(&self, slug: &str) -> Result<Arc<LegacyThing>, Error> {
         self.things
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .get(slug)
+            .cloned()
             .ok_or_else(|| Error::ThingNotFound(slug.to_owned()))
     }
 
     /// Things in the order the servient exposes them.
     pub fn all(&self) -> Vec<Arc<LegacyThing>> {
+        let things = self.things.read().unwrap_or_else(|p| p.into_inner());
         self.servient
             .slugs()
             .iter()
-            .filter_map(|s| self.things.get(s).cloned())
+            .filter_map(|s| things.get(s).cloned())
             .collect()
+    }
+
+    /// Brings the adapters in line with the servient: a thing added gets an adapter (and an
+    /// event log), a thing removed or replaced loses its own. Must run inside a tokio runtime.
+    fn sync(&self) {
+        let current = self.servient.things();
+        let mut things = self.things.write().unwrap_or_else(|p| p.into_inner());
+        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        things.retain(|slug, legacy| {
+            let live = current.iter().any(|t| Arc::ptr_eq(t, &legacy.thing));
+            if !live && let Some(log) = logs.remove(slug) {
+                log.abort();
+            }
+            live
+        });
+        for thing in current {
+            if things.contains_key(&thing.slug) {
+                continue;
+            }
+            let legacy = Arc::new(LegacyThing::new(thing.clone(), &self.security));
+            if !thing.events.is_empty()
+                && let Ok(subscription) = thing.subscribe(Target::AllEvents)
+            {
+                logs.insert(
+                    thing.slug.clone(),
+                    tokio::spawn(keep_event_log(legacy.clone(), subscription)),
+                );
+            }
+            things.insert(thing.slug.clone(), legacy);
+        }
     }
 }
 
-/// The running adapter: its state and the tasks that keep each thing's event log.
+/// The running adapter: its state and the task that follows the servient's things.
 pub struct Legacy {
     state: web::Data<LegacyState>,
-    tasks: Vec<JoinHandle<()>>,
+    follower: JoinHandle<()>,
 }
 
 impl Legacy {
-    /// Builds the adapter for every thing the servient exposes now and starts their event logs.
-    /// Must run inside a tokio runtime.
+    /// Builds the adapter for every thing the servient exposes, and keeps it in step as things
+    /// are added, replaced or removed. Must run inside a tokio runtime.
     /// `security`: the `securityDefinitions` and `security` the HTTP port enforces.
     pub fn start(
         servient: Arc<Servient>,
@@ -347,28 +386,26 @@ impl Legacy {
         subscribers: crate::limits::Subscribers,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        let mut things = HashMap::new();
-        let mut tasks = Vec::new();
-        for thing in servient.things() {
-            let legacy = Arc::new(LegacyThing::new(thing.clone(), security));
-            if !thing.events.is_empty()
-                && let Ok(subscription) = thing.subscribe(Target::AllEvents)
-            {
-                let log = legacy.clone();
-                tasks.push(tokio::spawn(keep_event_log(log, subscription)));
-            }
-            things.insert(thing.slug.clone(), legacy);
-        }
-        Legacy {
-            state: web::Data::new(LegacyState {
-                servient,
-                things,
-                base_url: base_url.map(|b| b.trim_end_matches('/').to_owned()),
-                subscribers,
-                shutdown,
-            }),
-            tasks,
-        }
+        let mut changes = servient.watch_changes();
+        let state = web::Data::new(LegacyState {
+            servient,
+            things: RwLock::default(),
+            logs: Mutex::default(),
+            security: security.clone(),
+            base_url: base_url.map(|b| b.trim_end_matches('/').to_owned()),
+            subscribers,
+            shutdown,
+        });
+        state.sync();
+        let follower = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                while changes.changed().await.is_ok() {
+                    state.sync();
+                }
+            })
+        };
+        Legacy { state, follower }
     }
 
     /// Registers `/webthing/...` on an actix app (the runtime hands this to the HTTP server).
@@ -377,10 +414,12 @@ impl Legacy {
         move |cfg: &mut web::ServiceConfig| routes::configure(cfg, state.clone())
     }
 
-    /// Stops the event-log tasks.
+    /// Stops following the servient and the event-log tasks.
     pub fn stop(self) {
-        for task in self.tasks {
-            task.abort();
+        self.follower.abort();
+        let mut logs = self.state.logs.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, log) in logs.drain() {
+            log.abort();
         }
     }
 }

@@ -127,7 +127,7 @@ fn is_websocket(req: &HttpRequest) -> bool {
 }
 
 async fn thing(state: State, req: HttpRequest, path: web::Path<String>, body: web::Payload) -> Result {
-    let legacy = state.thing(&path)?.clone();
+    let legacy = state.thing(&path)?;
     if is_websocket(&req) {
         let client = req.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
         let permit = state.subscribers.try_open(client).map_err(|hit| {
@@ -210,7 +210,7 @@ async fn list_actions_of(state: State, path: web::Path<(String, String)>) -> Res
 
 /// `{name: {"input": ...}}` → 201 with the queued action's description.
 async fn request(state: &LegacyState, id: &str, only: Option<&str>, payload: web::Payload) -> Result {
-    let legacy = state.thing(id)?.clone();
+    let legacy = state.thing(id)?;
     if let Some(name) = only {
         legacy.thing.action(name)?;
     }
