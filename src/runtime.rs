@@ -116,7 +116,8 @@ pub struct Running {
     pub host: Arc<Host>,
     reloader: Option<JoinHandle<()>>,
     legacy: Legacy,
-    mdns: Option<Announcer>,
+    /// The announcer and the task that keeps it in step with the things (hot reload).
+    mdns: Option<(Arc<Announcer>, JoinHandle<()>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -334,7 +335,19 @@ impl Running {
                 tls: config.security.tls.is_some(),
             };
             match announce(&config, &servient, ports) {
-                Ok(a) => Some(a),
+                Ok(announcer) => {
+                    let announcer = Arc::new(announcer);
+                    let mut changes = servient.watch_changes();
+                    let follower = {
+                        let (announcer, servient) = (announcer.clone(), servient.clone());
+                        tokio::spawn(async move {
+                            while changes.changed().await.is_ok() {
+                                announcer.sync(plan(&servient, ports)).await;
+                            }
+                        })
+                    };
+                    Some((announcer, follower))
+                }
                 Err(e) => {
                     // Serving without announcements beats not serving: say so and go on.
                     tracing::error!("mDNS disabled: {e}");
@@ -381,14 +394,15 @@ impl Running {
 
     /// The full names of the mDNS instances announced (empty with `no_mdns`).
     pub fn announced(&self) -> Vec<String> {
-        self.mdns.as_ref().map(Announcer::fullnames).unwrap_or_default()
+        self.mdns.as_ref().map(|(a, _)| a.fullnames()).unwrap_or_default()
     }
 
     /// Sends mDNS goodbyes, stops accepting, ends streams, lets in-flight requests finish,
     /// stops behaviours.
     pub async fn stop(self) {
-        if let Some(mdns) = self.mdns {
-            mdns.stop().await;
+        if let Some((announcer, follower)) = self.mdns {
+            follower.abort();
+            announcer.stop().await;
         }
         let _ = self.shutdown.send(true);
         self.http.stop(true).await;
@@ -414,6 +428,11 @@ fn announce(config: &Config, servient: &Servient, ports: discovery::Ports) -> Re
         host: None,
         bound: Some(config.host),
     };
+    Announcer::start(&mdns, plan(servient, ports))
+}
+
+/// What to announce for the things the servient exposes now.
+fn plan(servient: &Servient, ports: discovery::Ports) -> Vec<discovery::records::Announcement> {
     let things: Vec<discovery::ThingInfo> = servient
         .things()
         .iter()
@@ -423,8 +442,7 @@ fn announce(config: &Config, servient: &Servient, ports: discovery::Ports) -> Re
             id: t.id.clone(),
         })
         .collect();
-    let announcements = discovery::records::plan(&things, ports, &discovery::mdns::system_host());
-    Announcer::start(&mdns, announcements)
+    discovery::records::plan(&things, ports, &discovery::mdns::system_host())
 }
 
 /// Waits for SIGINT or SIGTERM.

@@ -548,9 +548,12 @@ fn coap_port_adds_wot_udp_and_withdrawn_things_say_goodbye() {
             assert_eq!(s.txt["type"], "Thing");
             assert!(s.txt["td"] == "/things/lamp" || s.txt["td"] == "/things/fan");
         }
-        // A thing that goes away is withdrawn with goodbyes; the other stays.
+        // A thing that goes away (a new plan without it) is withdrawn with goodbyes; the other
+        // stays.
         let watch = daemon.browse("_wot._udp.local.").unwrap();
-        announcer.withdraw("fan").await;
+        announcer
+            .sync(records::plan(&things[..1], ports, "udp-test"))
+            .await;
         let removed = tokio::task::spawn_blocking(move || {
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
@@ -649,4 +652,86 @@ fn a_name_conflict_is_resolved_by_renaming() {
         second.stop().await;
         first.stop().await;
     });
+}
+
+/// Follows one service type: instances resolved (full name → TXT `td`) and removed.
+struct Watch {
+    daemon: mdns_sd::ServiceDaemon,
+    rx: mdns_sd::Receiver<mdns_sd::ServiceEvent>,
+    port: u16,
+    live: HashMap<String, String>,
+}
+
+impl Watch {
+    fn new(ty: &str, port: u16) -> Watch {
+        let daemon = mdns_sd::ServiceDaemon::new().expect("mdns daemon");
+        let rx = daemon.browse(ty).expect("browse");
+        Watch {
+            daemon,
+            rx,
+            port,
+            live: HashMap::new(),
+        }
+    }
+
+    /// Follows events until `done` holds for the live instances of our port (at most 15 s).
+    fn until(&mut self, what: &str, done: impl Fn(&HashMap<String, String>) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !done(&self.live) {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: timed out; live: {:#?}",
+                self.live
+            );
+            while let Ok(event) = self.rx.try_recv() {
+                match event {
+                    mdns_sd::ServiceEvent::ServiceResolved(r) if r.port == self.port => {
+                        let td = r
+                            .txt_properties
+                            .get_property_val_str("td")
+                            .unwrap_or("")
+                            .to_owned();
+                        self.live.insert(r.fullname.clone(), td);
+                    }
+                    mdns_sd::ServiceEvent::ServiceRemoved(_, name) => {
+                        self.live.remove(&name);
+                    }
+                    _ => {}
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn announces(live: &HashMap<String, String>, td: &str) -> bool {
+    live.values().any(|t| t == td)
+}
+
+#[test]
+fn hot_reload_announces_added_things_and_withdraws_removed_ones() {
+    let Some(_one) = mdns_allowed() else { return };
+    let dir = std::env::temp_dir().join(format!("wot-mdns-reload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("things");
+    std::fs::copy(bundled.join("lamp.json"), dir.join("lamp.json")).unwrap();
+    let serve = Serve::start(&[dir.to_str().unwrap()]);
+    let mut watch = Watch::new("_wot._tcp.local.", serve.port());
+    watch.until("the lamp alone", |live| {
+        live.len() == 1 && announces(live, "/things/lamp")
+    });
+    // Added while serving: the thermostat, and with two things the directory.
+    std::fs::copy(bundled.join("thermostat.json"), dir.join("thermostat.json")).unwrap();
+    watch.until("the thermostat and the directory added", |live| {
+        announces(live, "/things/thermostat") && announces(live, "/.well-known/wot")
+    });
+    // Removed while serving: goodbyes for the lamp and the directory; the thermostat stays.
+    std::fs::remove_file(dir.join("lamp.json")).unwrap();
+    watch.until("the lamp and the directory withdrawn", |live| {
+        live.len() == 1 && announces(live, "/things/thermostat")
+    });
+    drop(serve);
+    let _ = watch.daemon.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
 }

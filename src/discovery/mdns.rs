@@ -34,17 +34,15 @@ pub fn system_host() -> String {
     super::records::host_label(&raw)
 }
 
-struct Registered {
-    thing: Option<String>,
-    fullname: String,
-}
-
 /// A running announcer. Dropping it without [`Announcer::stop`] still shuts the daemon down,
 /// but only `stop` waits for the goodbyes to leave.
 pub struct Announcer {
     daemon: ServiceDaemon,
-    registered: Mutex<Vec<Registered>>,
+    /// Full names of the registered instances.
+    registered: Mutex<Vec<String>>,
     host: String,
+    /// The address the runtime is bound to, when it is one address (not 0.0.0.0 / ::).
+    bound: Option<IpAddr>,
 }
 
 fn interface_kind(spec: &str) -> IfKind {
@@ -99,10 +97,10 @@ impl Announcer {
             daemon,
             registered: Mutex::new(Vec::new()),
             host,
+            bound: config.bound.filter(|ip| !ip.is_unspecified()),
         };
-        let bound = config.bound.filter(|ip| !ip.is_unspecified());
         for a in announcements {
-            announcer.register(&a, bound)?;
+            announcer.register(&a)?;
         }
         Ok(announcer)
     }
@@ -112,9 +110,9 @@ impl Announcer {
         format!("{}.local.", self.host)
     }
 
-    fn register(&self, a: &Announcement, bound: Option<IpAddr>) -> Result<(), String> {
+    fn register(&self, a: &Announcement) -> Result<(), String> {
         let txt: Vec<(&str, &str)> = a.txt.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let info = match bound {
+        let info = match self.bound {
             Some(ip) => ServiceInfo::new(
                 a.service_type,
                 &a.instance,
@@ -142,21 +140,13 @@ impl Announcer {
         self.registered
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Registered {
-                thing: a.thing.clone(),
-                fullname,
-            });
+            .push(fullname);
         Ok(())
     }
 
     /// The full names of every registered instance.
     pub fn fullnames(&self) -> Vec<String> {
-        self.registered
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|r| r.fullname.clone())
-            .collect()
+        self.registered.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn unregister_all(&self, names: Vec<String>) -> Vec<mdns_sd::Receiver<mdns_sd::UnregisterStatus>> {
@@ -172,21 +162,28 @@ impl Announcer {
             .collect()
     }
 
-    /// Sends goodbyes for every instance of a thing that went away.
-    pub async fn withdraw(&self, thing: &str) {
-        let names: Vec<String> = {
+    /// Brings the announcements in line with a new plan (things added, renamed or removed
+    /// while serving): goodbyes for instances no longer planned, registrations for new ones;
+    /// instances in both are left alone, so browsers see no churn.
+    pub async fn sync(&self, announcements: Vec<Announcement>) {
+        let planned: Vec<String> = announcements.iter().map(Announcement::fullname).collect();
+        let gone: Vec<String> = {
             let mut registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
-            let (gone, kept): (Vec<_>, Vec<_>) = registered
-                .drain(..)
-                .partition(|r| r.thing.as_deref() == Some(thing));
+            let (gone, kept): (Vec<_>, Vec<_>) = registered.drain(..).partition(|r| !planned.contains(r));
             *registered = kept;
-            gone.into_iter().map(|r| r.fullname).collect()
+            gone
         };
-        wait(self.unregister_all(names)).await;
+        let known = self.fullnames();
+        for a in announcements.iter().filter(|a| !known.contains(&a.fullname())) {
+            if let Err(e) = self.register(a) {
+                tracing::warn!("mDNS: {e}");
+            }
+        }
+        wait(self.unregister_all(gone)).await;
     }
 
     /// Sends goodbyes for everything, waits (at most two seconds) for them to leave, stops.
-    pub async fn stop(self) {
+    pub async fn stop(&self) {
         let names = self.fullnames();
         wait(self.unregister_all(names)).await;
         if let Ok(rx) = self.daemon.shutdown() {
@@ -199,5 +196,28 @@ async fn wait(receivers: Vec<mdns_sd::Receiver<mdns_sd::UnregisterStatus>>) {
     let all = futures_util::future::join_all(receivers.iter().map(|rx| rx.recv_async()));
     if tokio::time::timeout(Duration::from_secs(2), all).await.is_err() {
         tracing::warn!("mDNS goodbyes not confirmed within 2 s");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::records::{Announcement, WOT_TCP};
+
+    /// `sync` matches planned instances to registered ones by full name, so the plan's
+    /// full name must be the daemon's, subtype or not.
+    #[test]
+    fn planned_full_names_are_the_daemons() {
+        for ty in [WOT_TCP, "_directory._sub._wot._tcp.local."] {
+            let a = Announcement {
+                service_type: ty,
+                instance: "Lamp abc".into(),
+                port: 8080,
+                txt: vec![],
+                thing: None,
+            };
+            let info = ServiceInfo::new(ty, &a.instance, "h.local.", (), 8080, &[("k", "v")][..]).unwrap();
+            assert_eq!(a.fullname(), info.get_fullname());
+        }
     }
 }

@@ -20,6 +20,18 @@ pub struct Announcement {
     pub thing: Option<String>,
 }
 
+impl Announcement {
+    /// The instance's DNS-SD full name as the daemon registers it: the instance, then the type
+    /// without any subtype.
+    pub fn fullname(&self) -> String {
+        let ty = self
+            .service_type
+            .split_once("._sub.")
+            .map_or(self.service_type, |(_, ty)| ty);
+        format!("{}.{ty}", self.instance)
+    }
+}
+
 pub const WOT_TCP: &str = "_wot._tcp.local.";
 pub const WOT_UDP: &str = "_wot._udp.local.";
 pub const WEBTHING_TCP: &str = "_webthing._tcp.local.";
