@@ -1,7 +1,8 @@
 //! The WebSocket binding (W3C Web Thing Protocol) over real loopback sockets, with
 //! tokio-tungstenite as the consumer: every operation, cross-protocol observation, events, the
 //! async action lifecycle, bad input, keepalive, shutdown, fan-out to 1,000 sockets and a slow
-//! consumer. No timing is asserted; timeouts only bound a hang.
+//! consumer. The operation scenarios run twice: over ws:// and over wss:// (a generated
+//! certificate the client trusts). No timing is asserted; timeouts only bound a hang.
 
 mod common;
 
@@ -11,15 +12,66 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wot_runtime::runtime::{Config, Running};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// A byte stream under a WebSocket: plain TCP, or TLS for the wss runs.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+type Socket = WebSocketStream<Box<dyn Io>>;
+
+/// The generated certificate of the wss runs and the server configuration holding it, made
+/// once per test process; `open` trusts exactly this certificate.
+fn tls() -> &'static (std::path::PathBuf, std::sync::Arc<rustls::ServerConfig>) {
+    static TLS: std::sync::OnceLock<(std::path::PathBuf, std::sync::Arc<rustls::ServerConfig>)> =
+        std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("wot-ws-tls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let made = wot_runtime::security::self_signed(&dir, wot_runtime::security::local_names())
+            .expect("a self-signed certificate");
+        (dir.join("tls/cert.pem"), made.config)
+    })
+}
+
+/// A runtime with the bundled things, serving ws:// or (with `tls`) wss://.
+async fn start(tls_on: bool) -> Running {
+    let mut config = Config::loopback();
+    if tls_on {
+        config.security.tls = Some(tls().1.clone());
+    }
+    common::start_with(config).await
+}
+
+/// An HTTP client for the runtime: it trusts the generated certificate under TLS.
+fn http(running: &Running) -> reqwest::Client {
+    if running.http_url().starts_with("https://") {
+        common::trusting_client(&tls().0)
+    } else {
+        common::client()
+    }
+}
+
+/// Runs one scenario over ws:// and again over wss://.
+macro_rules! over_ws_and_wss {
+    ($scenario:ident, $plain:ident, $secure:ident) => {
+        #[tokio::test]
+        async fn $plain() {
+            $scenario(false).await
+        }
+
+        #[tokio::test]
+        async fn $secure() {
+            $scenario(true).await
+        }
+    };
+}
 
 /// A Web Thing Protocol consumer: requests with fresh correlationIDs, responses matched by
 /// them, notifications kept in arrival order.
@@ -31,7 +83,12 @@ struct Wtp {
 }
 
 fn ws_url(running: &Running, slug: &str) -> String {
-    format!("ws://{}/things/{slug}", running.http_addr)
+    let scheme = if running.http_url().starts_with("https://") {
+        "wss"
+    } else {
+        "ws"
+    };
+    format!("{scheme}://{}/things/{slug}", running.http_addr)
 }
 
 async fn open(url: &str, subprotocol: Option<&str>) -> (Socket, Option<String>) {
@@ -41,7 +98,17 @@ async fn open(url: &str, subprotocol: Option<&str>) -> (Socket, Option<String>) 
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", p.parse().expect("header"));
     }
-    let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+    let authority = request.uri().authority().expect("authority").to_string();
+    let tcp = TcpStream::connect(&authority).await.expect("connect");
+    let io: Box<dyn Io> = if url.starts_with("wss://") {
+        let host = authority.rsplit_once(':').expect("port").0.to_owned();
+        let name = rustls::pki_types::ServerName::try_from(host).expect("server name");
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(common::trusting_tls(&tls().0)));
+        Box::new(connector.connect(name, tcp).await.expect("TLS handshake"))
+    } else {
+        Box::new(tcp)
+    };
+    let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, io))
         .await
         .expect("connect in time")
         .expect("handshake");
@@ -181,7 +248,7 @@ impl Wtp {
 }
 
 async fn http_put(running: &Running, path: &str, body: &Value) {
-    let response = common::client()
+    let response = http(running)
         .put(format!("{}{path}", running.http_url()))
         .json(body)
         .send()
@@ -298,9 +365,14 @@ async fn handshake_td_forms_and_plain_get() {
     running.stop().await;
 }
 
-#[tokio::test]
-async fn property_operations() {
-    let running = common::start().await;
+over_ws_and_wss!(
+    property_operations,
+    property_operations_over_ws,
+    property_operations_over_wss
+);
+
+async fn property_operations(tls: bool) {
+    let running = start(tls).await;
     let mut c = Wtp::connect(&running, "lamp").await;
 
     let r = c.ok("readproperty", json!({"name": "brightness"})).await;
@@ -368,9 +440,14 @@ async fn property_operations() {
     running.stop().await;
 }
 
-#[tokio::test]
-async fn observation_with_correlation_last_wins_and_unobserve() {
-    let running = common::start().await;
+over_ws_and_wss!(
+    observation_with_correlation_last_wins_and_unobserve,
+    observation_with_correlation_last_wins_and_unobserve_over_ws,
+    observation_with_correlation_last_wins_and_unobserve_over_wss
+);
+
+async fn observation_with_correlation_last_wins_and_unobserve(tls: bool) {
+    let running = start(tls).await;
     let mut c = Wtp::connect(&running, "lamp").await;
     let mut writer = Wtp::connect(&running, "lamp").await;
 
@@ -443,9 +520,14 @@ async fn observation_with_correlation_last_wins_and_unobserve() {
     running.stop().await;
 }
 
-#[tokio::test]
-async fn cross_protocol_http_write_reaches_socket_observers() {
-    let running = common::start().await;
+over_ws_and_wss!(
+    cross_protocol_http_write_reaches_socket_observers,
+    cross_protocol_http_write_reaches_socket_observers_over_ws,
+    cross_protocol_http_write_reaches_socket_observers_over_wss
+);
+
+async fn cross_protocol_http_write_reaches_socket_observers(tls: bool) {
+    let running = start(tls).await;
     let mut a = Wtp::connect(&running, "lamp").await;
     let mut b = Wtp::connect(&running, "lamp").await;
     a.ok("observeproperty", json!({"name": "brightness"})).await;
@@ -458,7 +540,7 @@ async fn cross_protocol_http_write_reaches_socket_observers() {
     }
     // And a socket write is visible over HTTP.
     a.ok("writeproperty", json!({"name": "on", "value": true})).await;
-    let on: Value = common::client()
+    let on: Value = http(&running)
         .get(format!("{}/things/lamp/properties/on", running.http_url()))
         .send()
         .await
@@ -475,9 +557,14 @@ async fn cross_protocol_http_write_reaches_socket_observers() {
     running.stop().await;
 }
 
-#[tokio::test]
-async fn events_and_async_action_lifecycle() {
-    let running = common::start().await;
+over_ws_and_wss!(
+    events_and_async_action_lifecycle,
+    events_and_async_action_lifecycle_over_ws,
+    events_and_async_action_lifecycle_over_wss
+);
+
+async fn events_and_async_action_lifecycle(tls: bool) {
+    let running = start(tls).await;
     let mut c = Wtp::connect(&running, "lamp").await;
     let mut all = Wtp::connect(&running, "lamp").await;
     let sub = c.ok("subscribeevent", json!({"name": "faded"})).await;
@@ -895,7 +982,7 @@ async fn slow_consumer_lags_without_stalling_others() {
     request
         .headers_mut()
         .insert("Sec-WebSocket-Protocol", "webthingprotocol".parse().unwrap());
-    let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+    let (ws, _) = tokio_tungstenite::client_async(request, Box::new(stream) as Box<dyn Io>)
         .await
         .unwrap();
     let mut slow = Wtp {
