@@ -38,7 +38,7 @@ async fn serve(file: &Path, model: &Value) -> Running {
 
 async fn status_until_done(client: &reqwest::Client, location: &str) -> Value {
     loop {
-        let s: Value = client.get(location).send().await.unwrap().json().await.unwrap();
+        let s: Value = common::get_json(client, location).await;
         if s["status"] == "completed" || s["status"] == "failed" {
             return s;
         }
@@ -76,7 +76,7 @@ async fn commands_bridge_properties_and_actions() {
     let running = serve(&dir.join("bridge.json"), &model).await;
     let client = common::client();
     let base = format!("{}/things/bridge", running.http_url());
-    let td: Value = client.get(&base).send().await.unwrap().json().await.unwrap();
+    let td: Value = common::get_json(&client, &base).await;
     common::assert_valid_td(&td);
     assert!(
         td.to_string().find("runtime").is_none(),

@@ -75,14 +75,7 @@ async fn ready_line_and_bundled_things_without_setup() {
         server.ready["things"],
         serde_json::json!(["lamp", "thermostat", "host"])
     );
-    let td: Value = common::client()
-        .get(format!("{http}/things/lamp"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let td: Value = common::get_json(&common::client(), format!("{http}/things/lamp")).await;
     common::assert_valid_td(&td);
 }
 
@@ -101,14 +94,7 @@ async fn base_url_sets_td_base_and_state_dir_keeps_ids() {
     let first_id = {
         let server = serve(&args, &dir);
         let http = server.ready["http"].as_str().unwrap().to_owned();
-        let td: Value = common::client()
-            .get(format!("{http}/things/lamp"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let td: Value = common::get_json(&common::client(), format!("{http}/things/lamp")).await;
         assert_eq!(td["base"], "https://lamp.example:8443/");
         common::assert_valid_td(&td);
         let res = common::client()
@@ -127,14 +113,7 @@ async fn base_url_sets_td_base_and_state_dir_keeps_ids() {
     };
     let server = serve(&args, &dir);
     let http = server.ready["http"].as_str().unwrap().to_owned();
-    let td: Value = common::client()
-        .get(format!("{http}/things/lamp"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let td: Value = common::get_json(&common::client(), format!("{http}/things/lamp")).await;
     assert_eq!(td["id"], first_id, "the TD id survives a restart");
 }
 

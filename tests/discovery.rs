@@ -46,7 +46,7 @@ async fn well_known_with_several_things_is_a_directory_td_that_leads_to_every_td
     let href = form["href"].as_str().unwrap();
     let href = &href[..href.find('{').unwrap_or(href.len())];
     let url = format!("{}{href}", td["base"].as_str().unwrap());
-    let listed: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+    let listed: Value = common::get_json(&client, &url).await;
     let ids: HashSet<&str> = listed
         .as_array()
         .unwrap()
@@ -61,7 +61,7 @@ async fn well_known_with_several_things_is_a_directory_td_that_leads_to_every_td
             td["base"].as_str().unwrap(),
             link["href"].as_str().unwrap()
         );
-        let thing: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        let thing: Value = common::get_json(&client, url).await;
         assert!(ids.contains(thing["id"].as_str().unwrap()));
     }
     assert_eq!(td["links"].as_array().unwrap().len(), 3);
@@ -77,22 +77,8 @@ async fn well_known_with_one_thing_is_that_things_td() {
     let running = Running::start(Config::loopback(), only).await.unwrap();
     let client = common::client();
     let base = running.http_url();
-    let well_known: Value = client
-        .get(format!("{base}/.well-known/wot"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let direct: Value = client
-        .get(format!("{base}/things/lamp"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let well_known: Value = common::get_json(&client, format!("{base}/.well-known/wot")).await;
+    let direct: Value = common::get_json(&client, format!("{base}/things/lamp")).await;
     assert_eq!(well_known, direct);
     running.stop().await;
 }
@@ -140,24 +126,10 @@ async fn things_lists_every_td_sorted_by_id_with_pagination_links() {
         url = format!("{base}{target}");
     }
     assert_eq!(paged, ids);
-    let beyond: Vec<Value> = client
-        .get(format!("{base}/things?offset=9"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let beyond: Vec<Value> = common::get_json(&client, format!("{base}/things?offset=9")).await;
     assert!(beyond.is_empty());
     // The verbose collection format.
-    let c: Value = client
-        .get(format!("{base}/things?limit=2&format=collection"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let c: Value = common::get_json(&client, format!("{base}/things?limit=2&format=collection")).await;
     assert_eq!(c["@type"], "ThingCollection");
     assert_eq!(c["total"], 3);
     assert_eq!(c["members"].as_array().unwrap().len(), 2);
@@ -449,16 +421,8 @@ fn wot_discover_json_finds_every_bundled_thing() {
         .build()
         .unwrap();
     let client = common::client();
-    let tds: Vec<Value> = rt.block_on(async {
-        client
-            .get(format!("{}/things", serve.http))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let tds: Vec<Value> =
+        rt.block_on(async { common::get_json(&client, format!("{}/things", serve.http)).await });
     let output = Command::new(env!("CARGO_BIN_EXE_wot"))
         .args(["discover", "--timeout", "3", "--json"])
         .output()

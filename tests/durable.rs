@@ -73,14 +73,7 @@ fn bundled_things() -> PathBuf {
 }
 
 async fn read(client: &reqwest::Client, http: &str, thing: &str, property: &str) -> Value {
-    client
-        .get(format!("{http}/things/{thing}/properties/{property}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    common::get_json(client, format!("{http}/things/{thing}/properties/{property}")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

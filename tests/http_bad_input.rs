@@ -43,14 +43,7 @@ impl Case {
 async fn snapshot(client: &reqwest::Client, base: &str) -> Value {
     let mut all = serde_json::Map::new();
     for slug in ["lamp", "thermostat"] {
-        let v: Value = client
-            .get(format!("{base}/things/{slug}/properties"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = common::get_json(client, format!("{base}/things/{slug}/properties")).await;
         // The simulated temperature drifts by itself; compare only what clients can write.
         let v = match slug {
             "thermostat" => json!({"target": v["target"]}),
@@ -58,14 +51,7 @@ async fn snapshot(client: &reqwest::Client, base: &str) -> Value {
         };
         all.insert(slug.into(), v);
     }
-    let actions: Value = client
-        .get(format!("{base}/things/lamp/actions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let actions: Value = common::get_json(client, format!("{base}/things/lamp/actions")).await;
     all.insert("actions".into(), actions);
     Value::Object(all)
 }
@@ -374,23 +360,9 @@ async fn bodies_over_the_limit_get_413_and_change_nothing() {
         res.expect("an answer to an oversized chunked body").status(),
         StatusCode::PAYLOAD_TOO_LARGE
     );
-    let v: Value = client
-        .get(format!("{base}/things/lamp/properties/brightness"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = common::get_json(&client, format!("{base}/things/lamp/properties/brightness")).await;
     assert_eq!(v, json!(50));
-    let actions: Value = client
-        .get(format!("{base}/things/lamp/actions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let actions: Value = common::get_json(&client, format!("{base}/things/lamp/actions")).await;
     assert_eq!(actions, json!({"fade": []}));
     running.stop().await;
 }

@@ -168,14 +168,7 @@ async fn every_form_works_over_https() {
 
 /// Performs every HTTP form of every TD the runtime lists, by href and op, checking each answer.
 async fn walk_every_form(running: &wot_runtime::runtime::Running, client: reqwest::Client) {
-    let list: Vec<Value> = client
-        .get(format!("{}/things", running.http_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Vec<Value> = common::get_json(&client, format!("{}/things", running.http_url())).await;
     assert_eq!(list.len(), 3);
     let mut performed = std::collections::BTreeMap::<String, usize>::new();
     for td in &list {
@@ -558,14 +551,7 @@ async fn tds_are_served_with_td_media_type_head_and_directory() {
         "{link}"
     );
     assert_eq!(page.json::<Vec<Value>>().await.unwrap().len(), 2);
-    let rest: Vec<Value> = client
-        .get(format!("{base}/things?offset=2&limit=2"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rest: Vec<Value> = common::get_json(&client, format!("{base}/things?offset=2&limit=2")).await;
     assert_eq!(rest.len(), 1);
     running.stop().await;
 }
@@ -580,22 +566,9 @@ async fn a_single_thing_is_its_own_well_known_td() {
         .await
         .unwrap();
     let client = common::client();
-    let well_known: Value = client
-        .get(format!("{}/.well-known/wot", running.http_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let direct: Value = client
-        .get(format!("{}/things/lamp", running.http_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let well_known: Value =
+        common::get_json(&client, format!("{}/.well-known/wot", running.http_url())).await;
+    let direct: Value = common::get_json(&client, format!("{}/things/lamp", running.http_url())).await;
     assert_eq!(well_known, direct);
     running.stop().await;
 }

@@ -156,14 +156,7 @@ async fn host_readings_are_real() {
     let running = common::start().await;
     let client = common::client();
     let base = running.http_url();
-    let all: Value = client
-        .get(format!("{base}/things/host/properties"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = common::get_json(&client, format!("{base}/things/host/properties")).await;
     let proc_uptime: f64 = std::fs::read_to_string("/proc/uptime")
         .unwrap()
         .split_whitespace()
@@ -217,17 +210,17 @@ async fn async_action_lifecycle_and_cancel() {
     assert!(["pending", "running"].contains(&status["status"].as_str().unwrap()));
     assert!(status["timeRequested"].as_str().unwrap().ends_with('Z'));
     // Query shows it running, then completed with its output.
-    let mut running_status: Value = client.get(&location).send().await.unwrap().json().await.unwrap();
+    let mut running_status: Value = common::get_json(&client, &location).await;
     for _ in 0..20 {
         if running_status["status"] != "pending" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-        running_status = client.get(&location).send().await.unwrap().json().await.unwrap();
+        running_status = common::get_json(&client, &location).await;
     }
     assert_eq!(running_status["status"], "running", "{running_status}");
     let done = loop {
-        let s: Value = client.get(&location).send().await.unwrap().json().await.unwrap();
+        let s: Value = common::get_json(&client, &location).await;
         if s["status"] != "running" {
             break s;
         }
@@ -236,14 +229,8 @@ async fn async_action_lifecycle_and_cancel() {
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["output"], 0);
     assert!(done["timeEnded"].is_string());
-    let brightness: Value = client
-        .get(format!("{base}/things/lamp/properties/brightness"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let brightness: Value =
+        common::get_json(&client, format!("{base}/things/lamp/properties/brightness")).await;
     assert_eq!(brightness, 0);
 
     // Cancel a long fade: 204, the status shows it stopped, and the ramp stops moving.
@@ -257,26 +244,13 @@ async fn async_action_lifecycle_and_cancel() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cancel = client.delete(&location).send().await.unwrap();
     assert_eq!(cancel.status(), StatusCode::NO_CONTENT);
-    let stopped: Value = client.get(&location).send().await.unwrap().json().await.unwrap();
+    let stopped: Value = common::get_json(&client, &location).await;
     assert_eq!(stopped["status"], "failed", "{stopped}");
     assert_eq!(stopped["error"]["type"], "/problems/cancelled");
-    let at_cancel: Value = client
-        .get(format!("{base}/things/lamp/properties/brightness"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let at_cancel: Value =
+        common::get_json(&client, format!("{base}/things/lamp/properties/brightness")).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let later: Value = client
-        .get(format!("{base}/things/lamp/properties/brightness"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let later: Value = common::get_json(&client, format!("{base}/things/lamp/properties/brightness")).await;
     assert_eq!(
         at_cancel, later,
         "a cancelled fade no longer changes the brightness"
@@ -287,14 +261,7 @@ async fn async_action_lifecycle_and_cancel() {
         StatusCode::CONFLICT
     );
     // queryallactions lists both, newest first.
-    let all: Value = client
-        .get(format!("{base}/things/lamp/actions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = common::get_json(&client, format!("{base}/things/lamp/actions")).await;
     let fades = all["fade"].as_array().unwrap();
     assert_eq!(fades.len(), 2);
     assert_eq!(fades[0]["href"], location);

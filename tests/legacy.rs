@@ -100,14 +100,7 @@ async fn context_is_the_webthings_string_and_alternate_is_an_absolute_ws_link_fr
         );
     }
     // Item 1: the fields a hub reads.
-    let td: Value = client
-        .get(format!("{base}/things/lamp"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let td: Value = common::get_json(&client, format!("{base}/things/lamp")).await;
     assert_eq!(d["id"], td["id"], "one thing, one id in both representations");
     assert_eq!(d["title"], "Lamp");
     assert!(d["@type"].is_array());

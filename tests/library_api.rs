@@ -22,14 +22,7 @@ async fn a_thing_defined_in_rust_is_served_like_any_other() {
     let running = Running::start(Config::loopback(), hosted).await.unwrap();
     let client = common::client();
     let base = running.http_url();
-    let td: Value = client
-        .get(format!("{base}/things/door"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let td: Value = common::get_json(&client, format!("{base}/things/door")).await;
     common::assert_valid_td(&td);
     let mut events = common::SseReader::new(
         client
@@ -48,7 +41,7 @@ async fn a_thing_defined_in_rust_is_served_like_any_other() {
     let location = res.headers()["location"].to_str().unwrap().to_owned();
     let arrived = events.next(Duration::from_secs(10)).await;
     assert_eq!(arrived.data, "100");
-    let status: Value = client.get(&location).send().await.unwrap().json().await.unwrap();
+    let status: Value = common::get_json(&client, &location).await;
     assert_eq!(
         (status["status"].clone(), status["output"].clone()),
         (json!("completed"), json!(100))
@@ -67,7 +60,7 @@ async fn a_thing_defined_in_rust_is_served_like_any_other() {
         .unwrap();
     let location = res.headers()["location"].to_str().unwrap().to_owned();
     let failed = loop {
-        let s: Value = client.get(&location).send().await.unwrap().json().await.unwrap();
+        let s: Value = common::get_json(&client, &location).await;
         if s["status"] == "failed" || s["status"] == "completed" {
             break s;
         }
@@ -78,14 +71,7 @@ async fn a_thing_defined_in_rust_is_served_like_any_other() {
         failed["error"]["detail"].as_str().unwrap().contains("locked"),
         "{failed}"
     );
-    let position: Value = client
-        .get(format!("{base}/things/door/properties/position"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let position: Value = common::get_json(&client, format!("{base}/things/door/properties/position")).await;
     assert_eq!(position, 100);
     running.stop().await;
 }

@@ -92,17 +92,11 @@ async fn a_trickled_body_is_cut_off_with_408() {
         .unwrap();
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    let v: serde_json::Value = common::client()
-        .get(format!(
-            "{}/things/lamp/properties/brightness",
-            running.http_url()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = common::get_json(
+        &common::client(),
+        format!("{}/things/lamp/properties/brightness", running.http_url()),
+    )
+    .await;
     assert_eq!(v, json!(50));
     running.stop().await;
 }

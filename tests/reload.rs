@@ -62,14 +62,7 @@ async fn add_modify_and_remove_things_while_serving() {
             .unwrap(),
     );
     target.wait_for_text(": subscribed", WAIT).await;
-    let lamp_before: Value = client
-        .get(format!("{base}/things/lamp"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let lamp_before: Value = common::get_json(&client, format!("{base}/things/lamp")).await;
     client
         .put(format!("{base}/things/lamp/properties/brightness"))
         .json(&json!(64))
@@ -87,14 +80,7 @@ async fn add_modify_and_remove_things_while_serving() {
         status(format!("{base}/things/host")).await == StatusCode::OK
     })
     .await;
-    let host_td: Value = client
-        .get(format!("{base}/things/host"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let host_td: Value = common::get_json(&client, format!("{base}/things/host")).await;
     common::assert_valid_td(&host_td);
     // Hubs see it too, on the WebThings API.
     eventually("host on /webthing", || async {
@@ -112,48 +98,20 @@ async fn add_modify_and_remove_things_while_serving() {
     lamp["title"] = json!("Desk lamp");
     std::fs::write(dir.join("lamp.json"), lamp.to_string()).unwrap();
     eventually("lamp updated", || async {
-        let td: Value = client
-            .get(format!("{base}/things/lamp"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let td: Value = common::get_json(&client, format!("{base}/things/lamp")).await;
         td["title"] == "Desk lamp"
     })
     .await;
-    let lamp_after: Value = client
-        .get(format!("{base}/things/lamp"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let lamp_after: Value = common::get_json(&client, format!("{base}/things/lamp")).await;
     common::assert_valid_td(&lamp_after);
     assert_eq!(lamp_after["id"], lamp_before["id"]);
     assert!(lamp_before.get("version").is_none());
     let bumped = lamp_after["version"]["instance"].as_str().unwrap();
     assert!(bumped == "1.0.1" || bumped == "1.0.2", "{bumped}");
-    let kept: Value = client
-        .get(format!("{base}/things/lamp/properties/brightness"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let kept: Value = common::get_json(&client, format!("{base}/things/lamp/properties/brightness")).await;
     assert_eq!(kept, json!(64));
     eventually("lamp updated on /webthing", || async {
-        let d: Value = client
-            .get(format!("{base}/webthing/lamp"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let d: Value = common::get_json(&client, format!("{base}/webthing/lamp")).await;
         d["title"] == "Desk lamp"
     })
     .await;
@@ -164,27 +122,13 @@ async fn add_modify_and_remove_things_while_serving() {
         status(format!("{base}/things/host")).await == StatusCode::NOT_FOUND
     })
     .await;
-    let listed: Vec<Value> = client
-        .get(format!("{base}/things"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Vec<Value> = common::get_json(&client, format!("{base}/things")).await;
     assert_eq!(listed.len(), 2);
     eventually("host gone from /webthing", || async {
         status(format!("{base}/webthing/host")).await == StatusCode::NOT_FOUND
     })
     .await;
-    let hub_list: Vec<Value> = client
-        .get(format!("{base}/webthing"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let hub_list: Vec<Value> = common::get_json(&client, format!("{base}/webthing")).await;
     assert_eq!(hub_list.len(), 2);
 
     // The untouched thing's subscriber never noticed: it still receives changes.

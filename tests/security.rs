@@ -40,14 +40,7 @@ async fn https_with_a_generated_certificate() {
     let base = running.http_url();
     assert!(base.starts_with("https://127.0.0.1:"), "{base}");
     let client = common::trusting_client(&state.join("tls/cert.pem"));
-    let td: Value = client
-        .get(format!("{base}/things/lamp"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let td: Value = common::get_json(&client, format!("{base}/things/lamp")).await;
     common::assert_valid_td(&td);
     assert_eq!(td["base"], format!("{base}/"));
     assert!(
@@ -63,14 +56,7 @@ async fn https_with_a_generated_certificate() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let v: Value = client
-        .get(format!("{base}/things/lamp/properties/brightness"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = common::get_json(&client, format!("{base}/things/lamp/properties/brightness")).await;
     assert_eq!(v, json!(33));
     let toggled: Value = client
         .post(format!("{base}/things/lamp/actions/toggle"))

@@ -34,14 +34,7 @@ async fn one_model_three_lamps() {
     let base = running.http_url();
     let mut ids = std::collections::BTreeSet::new();
     for (slug, max, default) in [("hall", 60, 30), ("kitchen", 100, 80), ("porch", 40, 10)] {
-        let td: Value = client
-            .get(format!("{base}/things/{slug}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let td: Value = common::get_json(&client, format!("{base}/things/{slug}")).await;
         common::assert_valid_td(&td);
         assert!(
             ids.insert(td["id"].as_str().unwrap().to_owned()),
@@ -64,14 +57,8 @@ async fn one_model_three_lamps() {
             td["properties"]["on"]["type"], "boolean",
             "extended from switch.tm.json"
         );
-        let value: Value = client
-            .get(format!("{base}/things/{slug}/properties/brightness"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let value: Value =
+            common::get_json(&client, format!("{base}/things/{slug}/properties/brightness")).await;
         assert_eq!(value, default);
         let too_bright = client
             .put(format!("{base}/things/{slug}/properties/brightness"))
@@ -87,14 +74,7 @@ async fn one_model_three_lamps() {
             .unwrap();
         assert_eq!(toggled.json::<Value>().await.unwrap(), json!(true));
     }
-    let porch: Value = client
-        .get(format!("{base}/things/porch"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let porch: Value = common::get_json(&client, format!("{base}/things/porch")).await;
     assert!(
         porch["description"].as_str().unwrap().contains("override"),
         "instance members override the model"

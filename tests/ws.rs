@@ -287,14 +287,7 @@ async fn handshake_td_forms_and_plain_get() {
     }
 
     // A plain GET still returns the TD, which describes the socket and validates.
-    let td: Value = common::client()
-        .get(format!("{}/things/lamp", running.http_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let td: Value = common::get_json(&common::client(), format!("{}/things/lamp", running.http_url())).await;
     common::assert_valid_td(&td);
     let href = format!("ws://{}/things/lamp", running.http_addr);
     let ws_forms = |forms: &Value| -> Vec<Value> {
@@ -352,14 +345,8 @@ async fn handshake_td_forms_and_plain_get() {
     );
     // Every bundled TD still validates.
     for slug in running.servient.slugs() {
-        let td: Value = common::client()
-            .get(format!("{}/things/{slug}", running.http_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let td: Value =
+            common::get_json(&common::client(), format!("{}/things/{slug}", running.http_url())).await;
         common::assert_valid_td(&td);
     }
     running.stop().await;
@@ -540,14 +527,11 @@ async fn cross_protocol_http_write_reaches_socket_observers(tls: bool) {
     }
     // And a socket write is visible over HTTP.
     a.ok("writeproperty", json!({"name": "on", "value": true})).await;
-    let on: Value = http(&running)
-        .get(format!("{}/things/lamp/properties/on", running.http_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let on: Value = common::get_json(
+        &http(&running),
+        format!("{}/things/lamp/properties/on", running.http_url()),
+    )
+    .await;
     assert_eq!(on, json!(true));
     let n = b.notification().await;
     assert_eq!(

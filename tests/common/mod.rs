@@ -37,6 +37,21 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// GETs a URL and parses the JSON answer, failing the test on any error.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+) -> T {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("a JSON answer")
+}
+
 /// A TLS client configuration that trusts exactly the certificates in `cert_pem`.
 pub fn trusting_tls(cert_pem: &std::path::Path) -> rustls::ClientConfig {
     use rustls::pki_types::CertificateDer;
