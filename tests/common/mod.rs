@@ -33,9 +33,14 @@ pub fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
+        .pool_idle_timeout(CLIENT_IDLE)
         .build()
         .expect("client")
 }
+
+/// Pooled connections are dropped by the client well before the server's idle timeout (15 s),
+/// so a request never races the server closing its connection.
+const CLIENT_IDLE: Duration = Duration::from_secs(5);
 
 /// GETs a URL and parses the JSON answer, failing the test on any error.
 pub async fn get_json<T: serde::de::DeserializeOwned>(
@@ -73,6 +78,7 @@ pub fn trusting_client(cert_pem: &std::path::Path) -> reqwest::Client {
     reqwest::Client::builder()
         .tls_backend_preconfigured(trusting_tls(cert_pem))
         .timeout(Duration::from_secs(20))
+        .pool_idle_timeout(CLIENT_IDLE)
         .build()
         .expect("client")
 }
