@@ -13,17 +13,25 @@
 //! with the requested level; each subscriber's latency is from just before that POST to the
 //! moment its socket delivered the notification. p50/p99 are over all (event, subscriber) pairs;
 //! "last" is the slowest subscriber per event (the time until everyone had it).
+//!
+//! The client side is kept lean so that it does not eat the CPU the server needs (both share the
+//! machine): each subscriber socket uses a 4 KiB read buffer (tungstenite's default of 128 KiB is
+//! zero-filled on every read, which cost the client more CPU than the server spent), and each
+//! subscriber task writes its arrival time into a preallocated slot instead of messaging a
+//! collector thread. The arrival time is still taken when the client has the whole decoded text
+//! frame. The bench also reports the CPU time (user + system, from `/proc`) that the server
+//! process and the client process spent per event.
 
 use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 struct Args {
     subscribers: usize,
@@ -56,7 +64,20 @@ fn args() -> Args {
             other => panic!("unknown flag {other}"),
         }
     }
+    // Each round's event carries its own level (1..=100), which identifies the round.
+    assert!((1..=100).contains(&a.events), "--events must be 1..=100");
     a
+}
+
+/// CPU time (user + system, all threads) a process has used so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux architecture the bench runs on.
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// The soft open-file limit of this process (children inherit it).
@@ -129,7 +150,7 @@ fn main() {
             std::process::exit(2);
         }
     }
-    let mut child = None;
+    let mut child: Option<std::process::Child> = None;
     let http = match &a.url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
@@ -150,14 +171,15 @@ fn main() {
         }
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(bench(&a, &http));
+    let server_pid = child.as_ref().map(|c| c.id().to_string());
+    rt.block_on(bench(&a, &http, server_pid.as_deref()));
     if let Some(mut c) = child {
         drop(c.stdin.take());
         let _ = c.wait();
     }
 }
 
-async fn bench(a: &Args, http: &str) {
+async fn bench(a: &Args, http: &str, server_pid: Option<&str>) {
     let ws = http.replacen("http", "ws", 1) + "/things/lamp";
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
@@ -174,18 +196,26 @@ async fn bench(a: &Args, http: &str) {
     // ---- fan-out
     println!("connecting {} subscribers to {ws} ...", a.subscribers);
     let started = Instant::now();
-    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Instant)>();
+    // Arrival times (ns since `base`, +1 so that 0 means "not yet") per (round, subscriber), and
+    // per round how many subscribers have it.
+    let base = Instant::now();
+    let n = a.subscribers;
+    let arrivals: Arc<Vec<AtomicU64>> = Arc::new((0..n * a.events).map(|_| AtomicU64::new(0)).collect());
+    let delivered: Arc<Vec<AtomicUsize>> = Arc::new((0..a.events).map(|_| AtomicUsize::new(0)).collect());
     let connected = Arc::new(AtomicU64::new(0));
     let semaphore = Arc::new(tokio::sync::Semaphore::new(256));
-    let mut tasks = Vec::with_capacity(a.subscribers);
-    for i in 0..a.subscribers {
-        let (ws, thing_id, tx, connected, semaphore) = (
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let (ws, thing_id, arrivals, delivered, connected, semaphore) = (
             ws.clone(),
             thing_id.clone(),
-            tx.clone(),
+            arrivals.clone(),
+            delivered.clone(),
             connected.clone(),
             semaphore.clone(),
         );
+        let events = a.events;
         tasks.push(tokio::spawn(async move {
             let permit = semaphore.acquire_owned().await.expect("semaphore");
             let mut request = ws.into_client_request().expect("request");
@@ -193,7 +223,9 @@ async fn bench(a: &Args, http: &str) {
                 "Sec-WebSocket-Protocol",
                 "webthingprotocol".parse().expect("header"),
             );
-            let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
+            let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+                .await
+                .expect("connect");
             let subscribe = json!({"thingID": thing_id, "messageID": uuid::Uuid::new_v4().to_string(),
                 "messageType": "request", "operation": "subscribeevent", "name": "faded",
                 "correlationID": format!("s{i}")});
@@ -212,30 +244,36 @@ async fn bench(a: &Args, http: &str) {
             connected.fetch_add(1, Ordering::Relaxed);
             while let Some(Ok(m)) = socket.next().await {
                 if let Message::Text(t) = m {
-                    let at = Instant::now();
+                    let at = base.elapsed().as_nanos() as u64 + 1;
                     // `"data":<level>` identifies the event round.
                     if let Some(pos) = t.find("\"data\":") {
                         let digits: String =
                             t[pos + 7..].chars().take_while(|c| c.is_ascii_digit()).collect();
-                        if let Ok(level) = digits.parse() {
-                            let _ = tx.send((level, at));
+                        if let Ok(level) = digits.parse::<usize>()
+                            && (1..=events).contains(&level)
+                            && arrivals[(level - 1) * n + i]
+                                .compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed)
+                                .is_ok()
+                        {
+                            delivered[level - 1].fetch_add(1, Ordering::Release);
                         }
                     }
                 }
             }
         }));
     }
-    drop(tx);
-    while (connected.load(Ordering::Relaxed) as usize) < a.subscribers {
+    while (connected.load(Ordering::Relaxed) as usize) < n {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("{} subscribed in {}", a.subscribers, ms(started.elapsed()));
+    println!("{n} subscribed in {}", ms(started.elapsed()));
 
-    let mut all = Vec::with_capacity(a.subscribers * a.events);
-    let mut lasts = Vec::with_capacity(a.events);
+    let server_cpu0 = server_pid.and_then(cpu_time);
+    let client_cpu0 = cpu_time("self");
+    let mut emitted = Vec::with_capacity(a.events);
     for round in 0..a.events {
-        let level = (round % 100 + 1) as u64;
+        let level = (round + 1) as u64;
         let t0 = Instant::now();
+        emitted.push(t0.duration_since(base));
         let response = client
             .post(format!("{http}/things/lamp/actions/fade"))
             .json(&json!({"level": level, "duration": 0}))
@@ -243,47 +281,51 @@ async fn bench(a: &Args, http: &str) {
             .await
             .expect("invoke fade");
         assert_eq!(response.status(), 201, "fade accepted");
-        let mut got = 0;
-        let mut last = Duration::ZERO;
-        let deadline = tokio::time::sleep(Duration::from_secs(30));
-        tokio::pin!(deadline);
-        while got < a.subscribers {
-            tokio::select! {
-                m = rx.recv() => match m {
-                    Some((l, at)) if l == level => {
-                        let d = at.saturating_duration_since(t0);
-                        all.push(d);
-                        last = last.max(d);
-                        got += 1;
-                    }
-                    Some(_) => {}
-                    None => break,
-                },
-                _ = &mut deadline => break,
-            }
+        // Arrival times are taken by the subscriber tasks; this only waits for the round to end.
+        while delivered[round].load(Ordering::Acquire) < n && t0.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        if got < a.subscribers {
-            println!(
-                "round {round}: only {got}/{} delivered within 30 s",
-                a.subscribers
-            );
+        let got = delivered[round].load(Ordering::Acquire);
+        if got < n {
+            println!("round {round}: only {got}/{n} delivered within 30 s");
         }
-        lasts.push(last);
         // Let the fade's brightness and status notifications settle between rounds.
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let server_cpu = server_pid.and_then(cpu_time).zip(server_cpu0).map(|(b, a)| b - a);
+    let client_cpu = cpu_time("self").zip(client_cpu0).map(|(b, a)| b - a);
+    let mut all = Vec::with_capacity(n * a.events);
+    let mut lasts = Vec::with_capacity(a.events);
+    for (round, t0) in emitted.iter().enumerate() {
+        let mut last = Duration::ZERO;
+        for slot in &arrivals[round * n..(round + 1) * n] {
+            let at = slot.load(Ordering::Relaxed);
+            if at > 0 {
+                let d = Duration::from_nanos(at - 1).saturating_sub(*t0);
+                all.push(d);
+                last = last.max(d);
+            }
+        }
+        lasts.push(last);
     }
     all.sort();
     lasts.sort();
     println!(
         "fan-out: {} subscribers x {} events: per-subscriber emit->delivery p50 {} p99 {} max {}; \
          time to last delivery per event p50 {} max {}",
-        a.subscribers,
+        n,
         a.events,
         ms(percentile(&all, 0.50)),
         ms(percentile(&all, 0.99)),
         ms(*all.last().unwrap_or(&Duration::ZERO)),
         ms(percentile(&lasts, 0.50)),
         ms(*lasts.last().unwrap_or(&Duration::ZERO)),
+    );
+    let per_event = |cpu: Option<Duration>| cpu.map_or("n/a".to_owned(), |c| ms(c / a.events as u32));
+    println!(
+        "cpu per event (user+system, includes the 50 ms settle between rounds): server {} client {}",
+        per_event(server_cpu),
+        per_event(client_cpu)
     );
     for t in tasks {
         t.abort();
