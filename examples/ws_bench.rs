@@ -2,7 +2,8 @@
 //! read round-trips per second.
 //!
 //!     cargo run --release --example ws_bench -- [--subscribers 10000] [--events 20]
-//!         [--readers 64] [--read-secs 5] [--url http://127.0.0.1:8080]
+//!         [--readers 64] [--read-secs 5] [--url http://127.0.0.1:8080] [--workers N]
+//!         [--client-threads N]
 //!
 //! Without `--url` it starts the runtime (bundled things, loopback, default workers) in a child
 //! process of its own binary, so server and clients each hold ~N sockets: 10,000 subscribers
@@ -40,6 +41,10 @@ struct Args {
     read_secs: u64,
     url: Option<String>,
     serve: bool,
+    /// Server HTTP workers (default: one per core, as `wot serve`).
+    workers: Option<usize>,
+    /// Client runtime worker threads (default: one per core).
+    client_threads: Option<usize>,
 }
 
 fn args() -> Args {
@@ -50,6 +55,8 @@ fn args() -> Args {
         read_secs: 5,
         url: None,
         serve: false,
+        workers: None,
+        client_threads: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,6 +68,8 @@ fn args() -> Args {
             "--read-secs" => a.read_secs = value().parse().expect("number"),
             "--url" => a.url = Some(value()),
             "--serve" => a.serve = true,
+            "--workers" => a.workers = Some(value().parse().expect("number")),
+            "--client-threads" => a.client_threads = Some(value().parse().expect("number")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -87,7 +96,7 @@ fn fd_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-fn serve() {
+fn serve(workers: Option<usize>) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let mut ids = wot_runtime::things::IdStore::new(None);
@@ -101,6 +110,10 @@ fn serve() {
             no_coap: true,
             no_mdns: true,
             ..Default::default()
+        };
+        let config = wot_runtime::runtime::Config {
+            workers: workers.unwrap_or(config.workers),
+            ..config
         };
         let running = wot_runtime::runtime::Running::start(config, hosted)
             .await
@@ -137,7 +150,7 @@ fn ms(d: Duration) -> String {
 fn main() {
     let a = args();
     if a.serve {
-        serve();
+        serve(a.workers);
         return;
     }
     if let Some(limit) = fd_limit() {
@@ -155,8 +168,12 @@ fn main() {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
             let exe = std::env::current_exe().expect("own path");
-            let mut c = std::process::Command::new(exe)
-                .arg("--serve")
+            let mut command = std::process::Command::new(exe);
+            command.arg("--serve");
+            if let Some(w) = a.workers {
+                command.args(["--workers", &w.to_string()]);
+            }
+            let mut c = command
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
                 .spawn()
@@ -170,7 +187,11 @@ fn main() {
             ready["http"].as_str().expect("http origin").to_owned()
         }
     };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = a.client_threads {
+        rt.worker_threads(n);
+    }
+    let rt = rt.enable_all().build().expect("runtime");
     let server_pid = child.as_ref().map(|c| c.id().to_string());
     rt.block_on(bench(&a, &http, server_pid.as_deref()));
     if let Some(mut c) = child {
