@@ -150,9 +150,20 @@ impl Slot {
     }
 }
 
+/// How many connections the relay wakes before it lets them (and the writes they queue) run.
+const BATCH: usize = 128;
+
 impl Relay {
-    fn deliver(&self, n: &Arc<Notification>) {
-        for slot in self.inboxes.borrow().values() {
+    /// Hands `n` to every local connection that wants it. Yields after each batch of woken
+    /// connections: the scheduler runs tasks in wake order, so without this no socket write would
+    /// start before every local connection had built its frame.
+    async fn deliver(&self, n: &Arc<Notification>) {
+        // A snapshot, as connections may come and go while the relay yields. One that joins
+        // meanwhile subscribed after `n` was published (its `after` excludes `n`); one that
+        // leaves just gets an entry nobody reads.
+        let slots: Vec<Rc<Slot>> = self.inboxes.borrow().values().cloned().collect();
+        let mut woken = 0;
+        for slot in slots {
             if n.seq <= slot.after || slot.interests.borrow().route(&n.topic).is_none() {
                 continue;
             }
@@ -165,6 +176,10 @@ impl Relay {
                 queue.push_back(n.clone());
             }
             slot.wake();
+            woken += 1;
+            if woken % BATCH == 0 {
+                tokio::task::yield_now().await;
+            }
         }
     }
 
@@ -187,7 +202,7 @@ async fn pump(key: usize, relay: Rc<Relay>, mut subscription: Subscription) {
     loop {
         tokio::select! {
             received = subscription.recv() => match received {
-                Received::Notification(n) => relay.deliver(&n),
+                Received::Notification(n) => relay.deliver(&n).await,
                 Received::Lagged(missed) => relay.lagged(missed),
                 Received::Closed => {
                     relay.close();
