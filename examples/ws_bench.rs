@@ -2,7 +2,8 @@
 //! read round-trips per second.
 //!
 //!     cargo run --release --example ws_bench -- [--subscribers 10000] [--events 20]
-//!         [--readers 64] [--read-secs 5] [--url http://127.0.0.1:8080]
+//!         [--readers 64] [--read-secs 5] [--url http://127.0.0.1:8080] [--workers N]
+//!         [--client-threads N] [--tungstenite-reader]
 //!
 //! Without `--url` it starts the runtime (bundled things, loopback, default workers) in a child
 //! process of its own binary, so server and clients each hold ~N sockets: 10,000 subscribers
@@ -13,17 +14,31 @@
 //! with the requested level; each subscriber's latency is from just before that POST to the
 //! moment its socket delivered the notification. p50/p99 are over all (event, subscriber) pairs;
 //! "last" is the slowest subscriber per event (the time until everyone had it).
+//!
+//! The client side is kept lean so that it does not eat the CPU the server needs (both share the
+//! machine). Each subscriber connects, negotiates `webthingprotocol` and subscribes through
+//! tungstenite (4 KiB read buffer: its default of 128 KiB is zero-filled on every read, which cost
+//! the client more CPU than the server spent); then it takes the TCP stream back and reads raw
+//! WebSocket frames itself. A notification's arrival time is taken right after the `read` that
+//! completed its frame, i.e. when the client has the whole frame (the UTF-8 check and JSON
+//! decoding a real client would do next are not included). `--tungstenite-reader` reads through
+//! tungstenite instead (arrival = the decoded text message). Each subscriber task writes its
+//! arrival time into a preallocated slot instead of messaging a collector. The bench also reports
+//! the CPU time (user + system, from `/proc`) that the server process and the client process spent
+//! per event.
 
 use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::io::AsyncReadExt;
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 struct Args {
     subscribers: usize,
@@ -32,6 +47,12 @@ struct Args {
     read_secs: u64,
     url: Option<String>,
     serve: bool,
+    /// Server HTTP workers (default: one per core, as `wot serve`).
+    workers: Option<usize>,
+    /// Client runtime worker threads (default: one per core).
+    client_threads: Option<usize>,
+    /// Subscribers read notifications through tungstenite instead of parsing raw frames.
+    tungstenite_reader: bool,
 }
 
 fn args() -> Args {
@@ -42,6 +63,9 @@ fn args() -> Args {
         read_secs: 5,
         url: None,
         serve: false,
+        workers: None,
+        client_threads: None,
+        tungstenite_reader: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,10 +77,43 @@ fn args() -> Args {
             "--read-secs" => a.read_secs = value().parse().expect("number"),
             "--url" => a.url = Some(value()),
             "--serve" => a.serve = true,
+            "--workers" => a.workers = Some(value().parse().expect("number")),
+            "--client-threads" => a.client_threads = Some(value().parse().expect("number")),
+            "--tungstenite-reader" => a.tungstenite_reader = true,
             other => panic!("unknown flag {other}"),
         }
     }
+    // Each round's event carries its own level (1..=100), which identifies the round.
+    assert!((1..=100).contains(&a.events), "--events must be 1..=100");
     a
+}
+
+/// CPU time (user + system, all threads) a process has used so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux architecture the bench runs on.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// One complete unmasked frame from the server at the start of `buf`: (opcode, payload, frame
+/// length), or `None` until all of it has arrived. Only final frames are expected.
+fn server_frame(buf: &[u8]) -> Option<(u8, &[u8], usize)> {
+    let (&b0, &b1) = (buf.first()?, buf.get(1)?);
+    assert!(b0 & 0x80 != 0 && b1 & 0x80 == 0, "final, unmasked frames only");
+    let (header, len) = match b1 & 0x7f {
+        126 => (4, usize::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]))),
+        127 => {
+            let bytes: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
+            (10, usize::try_from(u64::from_be_bytes(bytes)).ok()?)
+        }
+        short => (2, usize::from(short)),
+    };
+    let payload = buf.get(header..header + len)?;
+    Some((b0 & 0x0f, payload, header + len))
 }
 
 /// The soft open-file limit of this process (children inherit it).
@@ -66,7 +123,7 @@ fn fd_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-fn serve() {
+fn serve(workers: Option<usize>) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let mut ids = wot_runtime::things::IdStore::new(None);
@@ -85,6 +142,10 @@ fn serve() {
                 total: usize::MAX,
             },
             ..Default::default()
+        };
+        let config = wot_runtime::runtime::Config {
+            workers: workers.unwrap_or(config.workers),
+            ..config
         };
         let running = wot_runtime::runtime::Running::start(config, hosted)
             .await
@@ -121,7 +182,7 @@ fn ms(d: Duration) -> String {
 fn main() {
     let a = args();
     if a.serve {
-        serve();
+        serve(a.workers);
         return;
     }
     if let Some(limit) = fd_limit() {
@@ -134,13 +195,17 @@ fn main() {
             std::process::exit(2);
         }
     }
-    let mut child = None;
+    let mut child: Option<std::process::Child> = None;
     let http = match &a.url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
             let exe = std::env::current_exe().expect("own path");
-            let mut c = std::process::Command::new(exe)
-                .arg("--serve")
+            let mut command = std::process::Command::new(exe);
+            command.arg("--serve");
+            if let Some(w) = a.workers {
+                command.args(["--workers", &w.to_string()]);
+            }
+            let mut c = command
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
                 .spawn()
@@ -154,15 +219,20 @@ fn main() {
             ready["http"].as_str().expect("http origin").to_owned()
         }
     };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(bench(&a, &http));
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = a.client_threads {
+        rt.worker_threads(n);
+    }
+    let rt = rt.enable_all().build().expect("runtime");
+    let server_pid = child.as_ref().map(|c| c.id().to_string());
+    rt.block_on(bench(&a, &http, server_pid.as_deref()));
     if let Some(mut c) = child {
         drop(c.stdin.take());
         let _ = c.wait();
     }
 }
 
-async fn bench(a: &Args, http: &str) {
+async fn bench(a: &Args, http: &str, server_pid: Option<&str>) {
     let ws = http.replacen("http", "ws", 1) + "/things/lamp";
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
@@ -179,18 +249,26 @@ async fn bench(a: &Args, http: &str) {
     // ---- fan-out
     println!("connecting {} subscribers to {ws} ...", a.subscribers);
     let started = Instant::now();
-    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Instant)>();
+    // Arrival times (ns since `base`, +1 so that 0 means "not yet") per (round, subscriber), and
+    // per round how many subscribers have it.
+    let base = Instant::now();
+    let n = a.subscribers;
+    let arrivals: Arc<Vec<AtomicU64>> = Arc::new((0..n * a.events).map(|_| AtomicU64::new(0)).collect());
+    let delivered: Arc<Vec<AtomicUsize>> = Arc::new((0..a.events).map(|_| AtomicUsize::new(0)).collect());
     let connected = Arc::new(AtomicU64::new(0));
     let semaphore = Arc::new(tokio::sync::Semaphore::new(256));
-    let mut tasks = Vec::with_capacity(a.subscribers);
-    for i in 0..a.subscribers {
-        let (ws, thing_id, tx, connected, semaphore) = (
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let (ws, thing_id, arrivals, delivered, connected, semaphore) = (
             ws.clone(),
             thing_id.clone(),
-            tx.clone(),
+            arrivals.clone(),
+            delivered.clone(),
             connected.clone(),
             semaphore.clone(),
         );
+        let (events, tungstenite_reader) = (a.events, a.tungstenite_reader);
         tasks.push(tokio::spawn(async move {
             let permit = semaphore.acquire_owned().await.expect("semaphore");
             let mut request = ws.into_client_request().expect("request");
@@ -198,7 +276,9 @@ async fn bench(a: &Args, http: &str) {
                 "Sec-WebSocket-Protocol",
                 "webthingprotocol".parse().expect("header"),
             );
-            let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
+            let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+                .await
+                .expect("connect");
             let subscribe = json!({"thingID": thing_id, "messageID": uuid::Uuid::new_v4().to_string(),
                 "messageType": "request", "operation": "subscribeevent", "name": "faded",
                 "correlationID": format!("s{i}")});
@@ -215,32 +295,70 @@ async fn bench(a: &Args, http: &str) {
             }
             drop(permit);
             connected.fetch_add(1, Ordering::Relaxed);
-            while let Some(Ok(m)) = socket.next().await {
-                if let Message::Text(t) = m {
-                    let at = Instant::now();
-                    // `"data":<level>` identifies the event round.
-                    if let Some(pos) = t.find("\"data\":") {
-                        let digits: String =
-                            t[pos + 7..].chars().take_while(|c| c.is_ascii_digit()).collect();
-                        if let Ok(level) = digits.parse() {
-                            let _ = tx.send((level, at));
-                        }
+            let record = |text: &[u8], at: u64| {
+                // `"data":<level>` identifies the event round.
+                let Some(pos) = text.windows(7).position(|w| w == b"\"data\":") else {
+                    return;
+                };
+                let digits = text[pos + 7..].iter().take_while(|c| c.is_ascii_digit());
+                let level = digits.fold(0usize, |l, d| l * 10 + usize::from(d - b'0'));
+                if (1..=events).contains(&level)
+                    && arrivals[(level - 1) * n + i]
+                        .compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    delivered[level - 1].fetch_add(1, Ordering::Release);
+                }
+            };
+            if tungstenite_reader {
+                while let Some(Ok(m)) = socket.next().await {
+                    if let Message::Text(t) = m {
+                        record(t.as_bytes(), base.elapsed().as_nanos() as u64 + 1);
                     }
+                }
+            } else {
+                // Nothing is in flight now (events start once everyone is subscribed), so no
+                // buffered bytes are lost by taking the socket back from tungstenite.
+                let MaybeTlsStream::Plain(mut tcp) = socket.into_inner() else {
+                    panic!("plain TCP expected")
+                };
+                let mut buf = Vec::with_capacity(4096);
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let read = match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => read,
+                    };
+                    let at = base.elapsed().as_nanos() as u64 + 1;
+                    buf.extend_from_slice(&chunk[..read]);
+                    let mut used = 0;
+                    while let Some((opcode, payload, len)) = server_frame(&buf[used..]) {
+                        match opcode {
+                            0x1 => record(payload, at),
+                            0x8 => return,
+                            // Pings (sent after 30 s of silence) are not answered: the run is
+                            // shorter. Continuations do not occur (the server does not fragment).
+                            _ => {}
+                        }
+                        used += len;
+                    }
+                    buf.drain(..used);
                 }
             }
         }));
     }
-    drop(tx);
-    while (connected.load(Ordering::Relaxed) as usize) < a.subscribers {
+    while (connected.load(Ordering::Relaxed) as usize) < n {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("{} subscribed in {}", a.subscribers, ms(started.elapsed()));
+    println!("{n} subscribed in {}", ms(started.elapsed()));
 
-    let mut all = Vec::with_capacity(a.subscribers * a.events);
-    let mut lasts = Vec::with_capacity(a.events);
+    let server_cpu0 = server_pid.and_then(cpu_time);
+    let client_cpu0 = cpu_time("self");
+    let mut emitted = Vec::with_capacity(a.events);
     for round in 0..a.events {
-        let level = (round % 100 + 1) as u64;
+        let level = (round + 1) as u64;
         let t0 = Instant::now();
+        emitted.push(t0.duration_since(base));
         let response = client
             .post(format!("{http}/things/lamp/actions/fade"))
             .json(&json!({"level": level, "duration": 0}))
@@ -248,47 +366,59 @@ async fn bench(a: &Args, http: &str) {
             .await
             .expect("invoke fade");
         assert_eq!(response.status(), 201, "fade accepted");
-        let mut got = 0;
-        let mut last = Duration::ZERO;
-        let deadline = tokio::time::sleep(Duration::from_secs(30));
-        tokio::pin!(deadline);
-        while got < a.subscribers {
-            tokio::select! {
-                m = rx.recv() => match m {
-                    Some((l, at)) if l == level => {
-                        let d = at.saturating_duration_since(t0);
-                        all.push(d);
-                        last = last.max(d);
-                        got += 1;
-                    }
-                    Some(_) => {}
-                    None => break,
-                },
-                _ = &mut deadline => break,
-            }
+        // Arrival times are taken by the subscriber tasks; this only waits for the round to end.
+        while delivered[round].load(Ordering::Acquire) < n && t0.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        if got < a.subscribers {
-            println!(
-                "round {round}: only {got}/{} delivered within 30 s",
-                a.subscribers
-            );
+        let got = delivered[round].load(Ordering::Acquire);
+        if got < n {
+            println!("round {round}: only {got}/{n} delivered within 30 s");
         }
-        lasts.push(last);
         // Let the fade's brightness and status notifications settle between rounds.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let server_cpu = server_pid.and_then(cpu_time).zip(server_cpu0).map(|(b, a)| b - a);
+    let client_cpu = cpu_time("self").zip(client_cpu0).map(|(b, a)| b - a);
+    let mut all = Vec::with_capacity(n * a.events);
+    let mut lasts = Vec::with_capacity(a.events);
+    for (round, t0) in emitted.iter().enumerate() {
+        let mut last = Duration::ZERO;
+        for slot in &arrivals[round * n..(round + 1) * n] {
+            let at = slot.load(Ordering::Relaxed);
+            if at > 0 {
+                let d = Duration::from_nanos(at - 1).saturating_sub(*t0);
+                all.push(d);
+                last = last.max(d);
+            }
+        }
+        lasts.push(last);
+    }
+    println!(
+        "time to last delivery per round: {}",
+        lasts
+            .iter()
+            .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     all.sort();
     lasts.sort();
     println!(
         "fan-out: {} subscribers x {} events: per-subscriber emit->delivery p50 {} p99 {} max {}; \
          time to last delivery per event p50 {} max {}",
-        a.subscribers,
+        n,
         a.events,
         ms(percentile(&all, 0.50)),
         ms(percentile(&all, 0.99)),
         ms(*all.last().unwrap_or(&Duration::ZERO)),
         ms(percentile(&lasts, 0.50)),
         ms(*lasts.last().unwrap_or(&Duration::ZERO)),
+    );
+    let per_event = |cpu: Option<Duration>| cpu.map_or("n/a".to_owned(), |c| ms(c / a.events as u32));
+    println!(
+        "cpu per event (user+system, includes the 50 ms settle between rounds): server {} client {}",
+        per_event(server_cpu),
+        per_event(client_cpu)
     );
     for t in tasks {
         t.abort();

@@ -103,6 +103,7 @@ const REPLAY_DEPTH: usize = 64;
 #[derive(Debug)]
 pub struct EventHub {
     sender: broadcast::Sender<Arc<Notification>>,
+    capacity: usize,
     seq: AtomicU64,
     recent: Mutex<VecDeque<Arc<Notification>>>,
 }
@@ -112,6 +113,7 @@ impl EventHub {
         let (sender, _) = broadcast::channel(capacity.max(1));
         EventHub {
             sender,
+            capacity: capacity.max(1),
             seq: AtomicU64::new(0),
             recent: Mutex::new(VecDeque::with_capacity(REPLAY_DEPTH)),
         }
@@ -165,6 +167,17 @@ impl EventHub {
 
     pub fn subscriber_count(&self) -> usize {
         self.sender.receiver_count()
+    }
+
+    /// How many notifications a subscriber may fall behind before it lags.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The sequence number of the latest notification published (0: none yet). Everything
+    /// published from now on has a larger one.
+    pub fn last_seq(&self) -> u64 {
+        self.seq.load(Ordering::Relaxed)
     }
 }
 

@@ -338,6 +338,16 @@ impl ExposedThing {
         self.hub.subscriber_count()
     }
 
+    /// How many notifications a subscriber may fall behind before it lags.
+    pub fn notification_capacity(&self) -> usize {
+        self.hub.capacity()
+    }
+
+    /// The sequence number of the latest notification (see [`EventHub::last_seq`]).
+    pub fn last_notification_seq(&self) -> u64 {
+        self.hub.last_seq()
+    }
+
     /// Validates an action's input against its schema (or that it has none).
     fn check_input(&self, action: &Action, input: Option<Value>) -> Result<Option<Value>, Error> {
         match (&action.input, input) {

@@ -1,15 +1,18 @@
 //! Drives one Web Thing Protocol socket: reads messages, performs them on the thing through the
 //! core, forwards matching notifications, keeps the connection alive and closes it on shutdown.
 //!
-//! One task per socket. Outgoing frames go through actix-ws's bounded channel (32 frames) into
-//! the socket; notifications are pulled from the thing's broadcast only when there is room, so a
-//! client that stops reading holds a fixed amount of memory. It falls behind on the shared
-//! broadcast instead, and when it reads again it is told (close 1013, with the count) rather than
-//! silently missing changes. The thing and the other sockets never wait for it. No protocol
+//! One task per socket, on the worker thread that serves the socket. Outgoing frames go through
+//! actix-ws's bounded channel (32 frames) into the socket; notifications are taken from the
+//! socket's inbox at this thread's `fanout` relay only when there is room, so a client that stops
+//! reading holds a fixed amount of memory. Its inbox overflows instead (bounded by the thing's
+//! notification capacity), and when it reads again it is told (close 1013, with the count) rather
+//! than silently missing changes. The thing and the other sockets never wait for it. No protocol
 //! decision is made here that `protocol` or `session` could make without IO.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,20 +25,20 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use super::WsConfig;
+use super::fanout::{self, Inbox};
 use super::protocol::{self, Decoded, Frame, Rejection, Request};
 use super::session::{Interests, Keepalive, Tick, names_thing};
 use crate::core::servient::perform;
-use crate::core::{
-    EncodingSlot, Error, ExposedThing, Notification, Operation, Received, Reply, Subscription, Target, Topic,
-};
+use crate::core::{EncodingSlot, Error, ExposedThing, Notification, Operation, Received, Reply, Topic};
 
 type Pending = Pin<Box<dyn Future<Output = Bytes> + Send>>;
 
 /// The socket's thing and what its consumer listens to.
 struct Connection {
     thing: Arc<ExposedThing>,
-    interests: Interests,
-    subscription: Option<Subscription>,
+    /// Shared with this thread's fan-out relay, which routes notifications by it.
+    interests: Rc<RefCell<Interests>>,
+    subscription: Option<Inbox>,
 }
 
 /// The answer to one message: now, or when a synchronous action ends.
@@ -61,7 +64,7 @@ pub async fn run(
 ) {
     let mut conn = Connection {
         thing,
-        interests: Interests::default(),
+        interests: Rc::new(RefCell::new(Interests::default())),
         subscription: None,
     };
     let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
@@ -70,10 +73,13 @@ pub async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.reset();
 
+    // Made once: a new one per turn of the loop would register with the watch every time.
+    let shutting_down = shutdown.wait_for(|down| *down);
+    tokio::pin!(shutting_down);
     let end = loop {
         let frame: Bytes = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|down| *down) => {
+            _ = &mut shutting_down => {
                 break End::Close(CloseCode::Away, "server shutting down".into());
             }
             message = stream.recv(), if pending.len() < config.max_in_flight => {
@@ -191,7 +197,7 @@ async fn send_with<'a>(
 }
 
 /// The next notification, or never when nothing is subscribed.
-async fn next_notification(subscription: &mut Option<Subscription>) -> Received {
+async fn next_notification(subscription: &mut Option<Inbox>) -> Received {
     match subscription {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
@@ -213,52 +219,55 @@ fn shared_prefix(thing_id: &str, n: &Notification) -> Bytes {
 impl Connection {
     fn ensure_subscribed(&mut self) -> Result<(), Error> {
         if self.subscription.is_none() {
-            self.subscription = Some(self.thing.subscribe(Target::Everything)?);
+            self.subscription = Some(fanout::subscribe(&self.thing, self.interests.clone())?);
         }
         Ok(())
     }
 
     fn release_if_idle(&mut self) {
-        if self.interests.is_empty() {
+        if self.interests.borrow().is_empty() {
             self.subscription = None;
         }
     }
 
     /// This socket's frame for a notification, if its consumer wants it.
     fn notification(&mut self, n: &Notification) -> Option<Bytes> {
-        let delivery = self.interests.route(&n.topic)?;
-        match &n.topic {
-            Topic::Property(_) | Topic::Event(_) => {
-                let thing_id = &self.thing.id;
-                let prefix = n.encoded(EncodingSlot::WebSocket, |n| shared_prefix(thing_id, n));
-                Some(
-                    Frame::resume(&prefix, 48 + delivery.correlation_id.map_or(0, str::len))
+        let (frame, ended) = {
+            let interests = self.interests.borrow();
+            let delivery = interests.route(&n.topic)?;
+            match &n.topic {
+                Topic::Property(_) | Topic::Event(_) => {
+                    let thing_id = &self.thing.id;
+                    let prefix = n.encoded(EncodingSlot::WebSocket, |n| shared_prefix(thing_id, n));
+                    let frame = Frame::resume(&prefix, 48 + delivery.correlation_id.map_or(0, str::len))
                         .str("operation", delivery.operation)
                         .opt_str("correlationID", delivery.correlation_id)
-                        .finish(),
-                )
-            }
-            Topic::Action { name, id } => {
-                let mut status: Value = serde_json::from_slice(&n.data).unwrap_or(Value::Null);
-                let ended = matches!(
-                    status.get("status").and_then(Value::as_str),
-                    Some("completed" | "failed")
-                );
-                protocol::from_profile_status(id, &mut status);
-                let frame = protocol::envelope(&self.thing.id, "notification", n.data.len() + 64)
-                    .str("operation", delivery.operation)
-                    .str("name", name)
-                    .json("status", &status)
-                    .str("timestamp", &n.timestamp)
-                    .opt_str("correlationID", delivery.correlation_id)
-                    .finish();
-                if ended {
-                    self.interests.untrack_action(id);
-                    self.release_if_idle();
+                        .finish();
+                    (frame, None)
                 }
-                Some(frame)
+                Topic::Action { name, id } => {
+                    let mut status: Value = serde_json::from_slice(&n.data).unwrap_or(Value::Null);
+                    let ended = matches!(
+                        status.get("status").and_then(Value::as_str),
+                        Some("completed" | "failed")
+                    );
+                    protocol::from_profile_status(id, &mut status);
+                    let frame = protocol::envelope(&self.thing.id, "notification", n.data.len() + 64)
+                        .str("operation", delivery.operation)
+                        .str("name", name)
+                        .json("status", &status)
+                        .str("timestamp", &n.timestamp)
+                        .opt_str("correlationID", delivery.correlation_id)
+                        .finish();
+                    (frame, ended.then_some(id))
+                }
             }
+        };
+        if let Some(id) = ended {
+            self.interests.borrow_mut().untrack_action(id);
+            self.release_if_idle();
         }
+        Some(frame)
     }
 
     /// Decodes and performs one message.
@@ -353,44 +362,52 @@ impl Connection {
                     return Err(Error::WriteOnly(name));
                 }
                 self.ensure_subscribed()?;
-                self.interests.observe_property(&name, correlation_id.clone());
+                self.interests
+                    .borrow_mut()
+                    .observe_property(&name, correlation_id.clone());
                 done(respond(32).str("name", &name))
             }
             Request::UnobserveProperty { name } => {
                 thing.property(&name)?;
-                self.interests.unobserve_property(&name);
+                self.interests.borrow_mut().unobserve_property(&name);
                 self.release_if_idle();
                 done(respond(32).str("name", &name))
             }
             Request::ObserveAllProperties => {
                 self.ensure_subscribed()?;
-                self.interests.observe_all_properties(correlation_id.clone());
+                self.interests
+                    .borrow_mut()
+                    .observe_all_properties(correlation_id.clone());
                 done(respond(0))
             }
             Request::UnobserveAllProperties => {
-                self.interests.unobserve_all_properties();
+                self.interests.borrow_mut().unobserve_all_properties();
                 self.release_if_idle();
                 done(respond(0))
             }
             Request::SubscribeEvent { name } => {
                 thing.event(&name)?;
                 self.ensure_subscribed()?;
-                self.interests.subscribe_event(&name, correlation_id.clone());
+                self.interests
+                    .borrow_mut()
+                    .subscribe_event(&name, correlation_id.clone());
                 done(respond(32).str("name", &name))
             }
             Request::UnsubscribeEvent { name } => {
                 thing.event(&name)?;
-                self.interests.unsubscribe_event(&name);
+                self.interests.borrow_mut().unsubscribe_event(&name);
                 self.release_if_idle();
                 done(respond(32).str("name", &name))
             }
             Request::SubscribeAllEvents => {
                 self.ensure_subscribed()?;
-                self.interests.subscribe_all_events(correlation_id.clone());
+                self.interests
+                    .borrow_mut()
+                    .subscribe_all_events(correlation_id.clone());
                 done(respond(0))
             }
             Request::UnsubscribeAllEvents => {
-                self.interests.unsubscribe_all_events();
+                self.interests.borrow_mut().unsubscribe_all_events();
                 self.release_if_idle();
                 done(respond(0))
             }
@@ -453,7 +470,9 @@ impl Connection {
                         return Err(e);
                     }
                 };
-                self.interests.track_action(&status.id, correlation_id.clone());
+                self.interests
+                    .borrow_mut()
+                    .track_action(&status.id, correlation_id.clone());
                 done(
                     respond(128)
                         .str("name", &name)

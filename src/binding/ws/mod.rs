@@ -4,11 +4,13 @@
 //! pushes property changes, events and action status.
 //!
 //! `protocol` decodes and encodes messages (sans-IO), `session` keeps per-connection state
-//! (sans-IO), `connection` drives one socket, `forms` describes the endpoint in TDs. The binding
+//! (sans-IO), `connection` drives one socket, `fanout` fans a thing's notifications out to the
+//! sockets of one worker thread, `forms` describes the endpoint in TDs. The binding
 //! turns messages into core operations and subscriptions; it must not keep thing state, reach
 //! into another binding, or let one client's socket hold up the thing or other clients.
 
 pub mod connection;
+pub mod fanout;
 pub mod forms;
 pub mod protocol;
 pub mod session;
