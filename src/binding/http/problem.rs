@@ -174,7 +174,13 @@ impl ResponseError for HttpError {
             }
             _ => {}
         }
-        if status.is_server_error() || matches!(self, HttpError::TooManySubscriptions(_)) {
+        // Server errors and every limit hit get one log line; other client errors are the
+        // client's business.
+        let limit_hit = matches!(
+            self,
+            HttpError::TooManySubscriptions(_) | HttpError::PayloadTooLarge(_) | HttpError::BodyTimeout
+        );
+        if status.is_server_error() || limit_hit {
             tracing::warn!(status = status.as_u16(), "{self}");
         }
         response.body(self.body(status).to_string())
