@@ -270,14 +270,7 @@ async fn every_coap_form_of_every_td_works() {
     let mut exercised: BTreeSet<String> = BTreeSet::new();
     let mut total_forms = 0;
     for slug in running.servient.slugs() {
-        let td: Value = http
-            .get(format!("{base}/things/{slug}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let td: Value = common::json_of(http.get(format!("{base}/things/{slug}"))).await;
         common::assert_valid_td(&td);
         assert!(
             td["@context"]
@@ -332,14 +325,8 @@ async fn every_coap_form_of_every_td_works() {
                 "readproperty" => {
                     let r = client.call(client.req(method, &path)).await;
                     assert_eq!(code(&r), "2.05", "{what}");
-                    let over_http: Value = http
-                        .get(format!("{base}/things/{slug}/properties/{name}"))
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let over_http: Value =
+                        common::json_of(http.get(format!("{base}/things/{slug}/properties/{name}"))).await;
                     let value = json_body(&r);
                     assert_eq!(
                         value.is_number(),
@@ -351,14 +338,8 @@ async fn every_coap_form_of_every_td_works() {
                     }
                 }
                 "writeproperty" => {
-                    let current: Value = http
-                        .get(format!("{base}/things/{slug}/properties/{name}"))
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let current: Value =
+                        common::json_of(http.get(format!("{base}/things/{slug}/properties/{name}"))).await;
                     let value = sample(&affordance, Some(&current));
                     let mut p = client.req(method, &path);
                     p.add_option(CoapOption::ContentFormat, uint(50));
@@ -370,14 +351,8 @@ async fn every_coap_form_of_every_td_works() {
                         "{what}: {}",
                         String::from_utf8_lossy(&r.payload)
                     );
-                    let after: Value = http
-                        .get(format!("{base}/things/{slug}/properties/{name}"))
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let after: Value =
+                        common::json_of(http.get(format!("{base}/things/{slug}/properties/{name}"))).await;
                     assert_eq!(after, value, "{what}: the write is visible over HTTP");
                 }
                 "observeproperty" | "observeallproperties" | "subscribeevent" | "subscribeallevents" => {
@@ -428,14 +403,8 @@ async fn every_coap_form_of_every_td_works() {
                         "{what}: {}",
                         String::from_utf8_lossy(&r.payload)
                     );
-                    let all: Value = http
-                        .get(format!("{base}/things/{slug}/properties"))
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let all: Value =
+                        common::json_of(http.get(format!("{base}/things/{slug}/properties"))).await;
                     for (n, v) in values {
                         assert_eq!(all[&n], v, "{what}: {n}");
                     }
@@ -504,14 +473,8 @@ async fn every_coap_form_of_every_td_works() {
                         },
                         "{what}"
                     );
-                    let status: Value = http
-                        .get(format!("{base}/things/{slug}/actions/{name}/{id}"))
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let status: Value =
+                        common::json_of(http.get(format!("{base}/things/{slug}/actions/{name}/{id}"))).await;
                     assert_eq!(status["status"], "failed", "{what}: cancelled: {status}");
                 }
                 "queryallactions" => {
@@ -740,14 +703,8 @@ async fn block1_write_in_16_byte_blocks() {
         let (num, m, _) = parse_block(r.get_first_option(CoapOption::Block1).expect("Block1 echoed"));
         assert_eq!((num, m), (i as u32, more));
     }
-    let all: Value = http
-        .get(format!("{}/things/lamp/properties", running.http_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value =
+        common::json_of(http.get(format!("{}/things/lamp/properties", running.http_url()))).await;
     assert_eq!(
         (all["on"].clone(), all["brightness"].clone()),
         (json!(true), json!(33))
@@ -773,26 +730,14 @@ async fn the_same_message_id_twice_executes_once() {
     let running = start().await;
     let http = common::client();
     let client = Client::new(&running).await;
-    let before: Value = http
-        .get(format!("{}/things/lamp/properties/on", running.http_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let before: Value =
+        common::json_of(http.get(format!("{}/things/lamp/properties/on", running.http_url()))).await;
     let p = client.req(RequestType::Post, "/things/lamp/actions/toggle");
     let first = client.call(p.clone()).await;
     let second = client.call(p.clone()).await;
     assert_eq!(first, second, "the duplicate gets the same answer");
-    let after: Value = http
-        .get(format!("{}/things/lamp/properties/on", running.http_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after: Value =
+        common::json_of(http.get(format!("{}/things/lamp/properties/on", running.http_url()))).await;
     assert_eq!(
         after,
         json!(!before.as_bool().unwrap()),
@@ -807,14 +752,8 @@ async fn the_same_message_id_twice_executes_once() {
     assert_eq!(r.header.get_type(), MessageType::NonConfirmable);
     client.send(&non).await;
     let _ = client.recv_within(Duration::from_millis(500)).await;
-    let last: Value = http
-        .get(format!("{}/things/lamp/properties/on", running.http_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let last: Value =
+        common::json_of(http.get(format!("{}/things/lamp/properties/on", running.http_url()))).await;
     assert_eq!(last, before);
     running.stop().await;
 }
@@ -1002,15 +941,12 @@ async fn start_with_auth(open: &str) -> Running {
 }
 
 async fn authorized_json(running: &Running, path: &str) -> Value {
-    common::client()
-        .get(format!("{}{path}", running.http_url()))
-        .bearer_auth("coap-test-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    common::json_of(
+        common::client()
+            .get(format!("{}{path}", running.http_url()))
+            .bearer_auth("coap-test-token"),
+    )
+    .await
 }
 
 /// Every `coap://` form of a TD, with its operations.

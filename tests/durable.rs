@@ -89,14 +89,8 @@ async fn a_write_survives_kill_9() {
         .unwrap();
     assert_eq!(res.status(), 204);
     // toggle's effect is durable too: a property changed by an action is stored like a write.
-    let toggled: Value = client
-        .post(format!("{}/things/lamp/actions/toggle", server.http))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let toggled: Value =
+        common::json_of(client.post(format!("{}/things/lamp/actions/toggle", server.http))).await;
     assert_eq!(toggled, json!(true));
     server.kill9();
     let server = Server::start(&bundled_things(), &state, &[]);

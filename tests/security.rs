@@ -58,14 +58,7 @@ async fn https_with_a_generated_certificate() {
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let v: Value = common::get_json(&client, format!("{base}/things/lamp/properties/brightness")).await;
     assert_eq!(v, json!(33));
-    let toggled: Value = client
-        .post(format!("{base}/things/lamp/actions/toggle"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let toggled: Value = common::json_of(client.post(format!("{base}/things/lamp/actions/toggle"))).await;
     assert_eq!(toggled, json!(true));
     let mut sse = common::SseReader::new(
         client
@@ -241,15 +234,7 @@ async fn bearer_tokens_guard_http_sse_and_websocket() {
             "{what}"
         );
     }
-    let v: Value = client
-        .get(&url)
-        .bearer_auth("open-sesame")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = common::json_of(client.get(&url).bearer_auth("open-sesame")).await;
     assert_eq!(v, json!(50), "nothing was written by the refused requests");
     // Browsers' EventSource and WebSocket cannot set headers: a GET may carry the token.
     let res = client
@@ -268,30 +253,24 @@ async fn bearer_tokens_guard_http_sse_and_websocket() {
         .unwrap();
     assert_eq!(pre.status(), StatusCode::NO_CONTENT);
     // The TD says exactly what is enforced.
-    let td: Value = client
-        .get(format!("{base}/things/lamp"))
-        .bearer_auth("open-sesame")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let td: Value = common::json_of(
+        client
+            .get(format!("{base}/things/lamp"))
+            .bearer_auth("open-sesame"),
+    )
+    .await;
     common::assert_valid_td(&td);
     assert_eq!(td["security"], "bearer_sc");
     assert_eq!(td["securityDefinitions"]["bearer_sc"]["scheme"], "bearer");
     // So does the WebThings description hubs read, which sits behind the same check.
     let legacy = client.get(format!("{base}/webthing/lamp")).send().await.unwrap();
     assert_eq!(legacy.status(), StatusCode::UNAUTHORIZED);
-    let legacy: Value = client
-        .get(format!("{base}/webthing/lamp"))
-        .bearer_auth("open-sesame")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let legacy: Value = common::json_of(
+        client
+            .get(format!("{base}/webthing/lamp"))
+            .bearer_auth("open-sesame"),
+    )
+    .await;
     assert_eq!(legacy["security"], "bearer_sc");
     assert_eq!(legacy["securityDefinitions"]["bearer_sc"]["scheme"], "bearer");
     // WebSocket: refused without a token, accepted with one in the query.
@@ -354,15 +333,12 @@ async fn basic_credentials_and_the_host_allow_list() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let td: Value = client
-        .get(format!("{base}/things/lamp"))
-        .basic_auth("admin", Some("correct horse"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let td: Value = common::json_of(
+        client
+            .get(format!("{base}/things/lamp"))
+            .basic_auth("admin", Some("correct horse")),
+    )
+    .await;
     assert_eq!(td["securityDefinitions"]["basic_sc"]["scheme"], "basic");
     common::assert_valid_td(&td);
     // A page on another site whose name resolves to this device (DNS rebinding) is refused.

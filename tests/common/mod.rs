@@ -42,19 +42,23 @@ pub fn client() -> reqwest::Client {
 /// so a request never races the server closing its connection.
 const CLIENT_IDLE: Duration = Duration::from_secs(5);
 
+/// Sends a request and parses the JSON answer, failing the test on any error.
+pub async fn json_of<T: serde::de::DeserializeOwned>(request: reqwest::RequestBuilder) -> T {
+    request
+        .send()
+        .await
+        .expect("an answer")
+        .json()
+        .await
+        .expect("a JSON answer")
+}
+
 /// GETs a URL and parses the JSON answer, failing the test on any error.
 pub async fn get_json<T: serde::de::DeserializeOwned>(
     client: &reqwest::Client,
     url: impl reqwest::IntoUrl,
 ) -> T {
-    client
-        .get(url)
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("a JSON answer")
+    json_of(client.get(url)).await
 }
 
 /// A TLS client configuration that trusts exactly the certificates in `cert_pem`.
