@@ -280,7 +280,7 @@ impl Running {
             .auth
             .as_ref()
             .map(|a| a.td_security())
-            .unwrap_or_else(|| (json!({"nosec_sc": {"scheme": "nosec"}}), json!("nosec_sc")));
+            .unwrap_or_else(crate::td::publish::nosec);
         let legacy = Legacy::start(
             servient.clone(),
             base_url.clone(),
