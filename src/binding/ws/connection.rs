@@ -1,12 +1,13 @@
 //! Drives one Web Thing Protocol socket: reads messages, performs them on the thing through the
-//! core, forwards matching notifications, keeps the connection alive and closes it on shutdown.
+//! core, writes the answers, keeps the connection alive and closes it on shutdown.
 //!
-//! One task per socket, on the worker thread that serves the socket. Outgoing frames go through
-//! actix-ws's bounded channel (32 frames) into the socket; notifications are taken from the
-//! socket's inbox at this thread's `fanout` relay only when there is room, so a client that stops
-//! reading holds a fixed amount of memory. Its inbox overflows instead (bounded by the thing's
-//! notification capacity), and when it reads again it is told (close 1013, with the count) rather
-//! than silently missing changes. The thing and the other sockets never wait for it. No protocol
+//! One task per socket, on the worker thread that serves the socket. Everything it sends goes
+//! into the socket's [`Outbound`] queue, which the HTTP dispatcher drains. Property and event
+//! notifications do not pass through here: this thread's `fanout` relay queues them directly.
+//! The task handles what changes its state (action status notifications, lag, the thing going
+//! away). A client that stops reading fills its queue; the task then reads no further request,
+//! notifications overflow, and the socket is closed with 1013 (with the count) rather than
+//! silently missing changes. The thing and the other sockets never wait for it. No protocol
 //! decision is made here that `protocol` or `session` could make without IO.
 
 use std::cell::RefCell;
@@ -16,9 +17,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, ProtocolError};
 use bytes::Bytes;
-use bytestring::ByteString;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::{Map, Value};
@@ -26,10 +26,11 @@ use tokio::sync::watch;
 
 use super::WsConfig;
 use super::fanout::{self, Inbox};
+use super::outbound::Outbound;
 use super::protocol::{self, Decoded, Frame, Rejection, Request};
 use super::session::{Interests, Keepalive, Tick, names_thing};
 use crate::core::servient::perform;
-use crate::core::{EncodingSlot, Error, ExposedThing, Notification, Operation, Received, Reply, Topic};
+use crate::core::{Error, ExposedThing, Notification, Operation, Received, Reply, Topic};
 
 type Pending = Pin<Box<dyn Future<Output = Bytes> + Send>>;
 
@@ -39,6 +40,7 @@ struct Connection {
     /// Shared with this thread's fan-out relay, which routes notifications by it.
     interests: Rc<RefCell<Interests>>,
     subscription: Option<Inbox>,
+    outbound: Outbound,
 }
 
 /// The answer to one message: now, or when a synchronous action ends.
@@ -49,15 +51,15 @@ enum Answer {
 
 /// Why the loop ended.
 enum End {
-    /// Send this close frame.
-    Close(CloseCode, String),
+    /// Send this close frame (none: echo a close that had no status).
+    Close(Option<CloseCode>, String),
     /// The peer is gone or stuck; just drop the connection.
     Drop,
 }
 
 pub async fn run(
     thing: Arc<ExposedThing>,
-    mut session: Session,
+    outbound: Outbound,
     mut stream: AggregatedMessageStream,
     mut shutdown: watch::Receiver<bool>,
     config: WsConfig,
@@ -66,23 +68,48 @@ pub async fn run(
         thing,
         interests: Rc::new(RefCell::new(Interests::default())),
         subscription: None,
+        outbound: outbound.clone(),
     };
     let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
     let mut keepalive = Keepalive::new(config.ping_interval, Instant::now());
     let mut ticker = tokio::time::interval((config.ping_interval / 2).max(Duration::from_millis(10)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.reset();
+    // Since when the client has left the outbound queue full.
+    let mut full_since: Option<tokio::time::Instant> = None;
 
     // Made once: a new one per turn of the loop would register with the watch every time.
     let shutting_down = shutdown.wait_for(|down| *down);
     tokio::pin!(shutting_down);
     let end = loop {
+        let has_room = outbound.has_room();
+        let stuck_at = match (has_room, full_since) {
+            (true, _) => {
+                full_since = None;
+                None
+            }
+            (false, Some(since)) => Some(since + config.send_timeout),
+            (false, None) => {
+                let now = tokio::time::Instant::now();
+                full_since = Some(now);
+                Some(now + config.send_timeout)
+            }
+        };
         let frame: Bytes = tokio::select! {
             biased;
             _ = &mut shutting_down => {
-                break End::Close(CloseCode::Away, "server shutting down".into());
+                break End::Close(Some(CloseCode::Away), "server shutting down".into());
             }
-            message = stream.recv(), if pending.len() < config.max_in_flight => {
+            room = tokio::time::timeout_at(stuck_at.unwrap_or_else(tokio::time::Instant::now), outbound.room()),
+                if !has_room =>
+            {
+                if room.is_err() {
+                    tracing::debug!("websocket client stopped reading; dropping the connection");
+                    break End::Drop;
+                }
+                continue;
+            }
+            message = stream.recv(), if has_room && pending.len() < config.max_in_flight => {
                 keepalive.heard(Instant::now());
                 match message {
                     None => break End::Drop,
@@ -103,30 +130,25 @@ pub async fn run(
                         protocol::rejection_response(&conn.thing.id, &Rejection::binary())
                     }
                     Some(Ok(AggregatedMessage::Ping(payload))) => {
-                        if send_with(&mut session, &config, |s| Box::pin(s.pong(&payload))).await.is_err() {
-                            break End::Drop;
-                        }
+                        outbound.pong(&payload);
                         continue;
                     }
                     Some(Ok(AggregatedMessage::Pong(_))) => continue,
                     Some(Ok(AggregatedMessage::Close(reason))) => {
                         // Echo the client's close and stop.
-                        let _ = tokio::time::timeout(config.send_timeout, session.close(reason)).await;
-                        return;
+                        let (code, description) = reason.map_or((None, None), |r| (Some(r.code), r.description));
+                        break End::Close(code, description.unwrap_or_default());
                     }
                     Some(Err(ProtocolError::Io(e))) if e.to_string().contains("continuation size") => {
                         protocol::rejection_response(&conn.thing.id, &Rejection::too_large(config.max_message))
                     }
                     Some(Err(ProtocolError::Overflow)) => {
-                        let frame = protocol::rejection_response(&conn.thing.id, &Rejection::too_large(config.max_frame));
-                        if send(&mut session, frame, &config).await.is_err() {
-                            break End::Drop;
-                        }
-                        break End::Close(CloseCode::Size, format!("frame larger than {} bytes", config.max_frame));
+                        outbound.text(&protocol::rejection_response(&conn.thing.id, &Rejection::too_large(config.max_frame)));
+                        break End::Close(Some(CloseCode::Size), format!("frame larger than {} bytes", config.max_frame));
                     }
                     Some(Err(e)) => {
                         tracing::debug!("websocket protocol error: {e}");
-                        break End::Close(CloseCode::Protocol, format!("protocol error: {e}"));
+                        break End::Close(Some(CloseCode::Protocol), format!("protocol error: {e}"));
                     }
                 }
             }
@@ -138,7 +160,7 @@ pub async fn run(
                 },
                 Received::Lagged(missed) => {
                     break End::Close(
-                        CloseCode::Again,
+                        Some(CloseCode::Again),
                         format!("lagged: {missed} notifications dropped because this socket was not read; reconnect and read again"),
                     );
                 }
@@ -150,49 +172,32 @@ pub async fn run(
             _ = ticker.tick() => match keepalive.tick(Instant::now()) {
                 Tick::Nothing => continue,
                 Tick::Ping => {
-                    if send_with(&mut session, &config, |s| Box::pin(s.ping(b"wot"))).await.is_err() {
-                        break End::Drop;
-                    }
+                    outbound.ping(b"wot");
                     continue;
                 }
                 Tick::Dead => {
                     break End::Close(
-                        CloseCode::Policy,
+                        Some(CloseCode::Policy),
                         format!("keepalive: nothing heard for {} s", keepalive.timeout().as_secs_f32()),
                     );
                 }
             },
         };
-        if send(&mut session, frame, &config).await.is_err() {
-            break End::Drop;
-        }
+        outbound.text(&frame);
     };
-    if let End::Close(code, description) = end {
-        let reason = CloseReason {
-            code,
-            description: Some(description),
-        };
-        let _ = tokio::time::timeout(config.send_timeout, session.close(Some(reason))).await;
-    }
-}
-
-/// Hands a frame to the socket, or fails when the socket is gone or stuck for `send_timeout`.
-async fn send(session: &mut Session, frame: Bytes, config: &WsConfig) -> Result<(), ()> {
-    // Every frame is built from JSON text, so it is UTF-8.
-    let text = ByteString::try_from(frame).map_err(|_| ())?;
-    send_with(session, config, |s| Box::pin(s.text(text))).await
-}
-
-type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), actix_ws::Closed>> + 'a>>;
-
-async fn send_with<'a>(
-    session: &'a mut Session,
-    config: &WsConfig,
-    op: impl FnOnce(&'a mut Session) -> SendFuture<'a>,
-) -> Result<(), ()> {
-    match tokio::time::timeout(config.send_timeout, op(session)).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
+    // Notifications stop before the close goes out.
+    conn.subscription = None;
+    match end {
+        End::Close(code, description) => {
+            outbound.close(code.map(u16::from), &description);
+            if tokio::time::timeout(config.send_timeout, outbound.drained())
+                .await
+                .is_err()
+            {
+                outbound.abort();
+            }
+        }
+        End::Drop => outbound.abort(),
     }
 }
 
@@ -204,22 +209,14 @@ async fn next_notification(subscription: &mut Option<Inbox>) -> Received {
     }
 }
 
-/// The part of a notification frame every socket shares: envelope, name, payload, time. Each
-/// socket appends its operation and correlationID.
-fn shared_prefix(thing_id: &str, n: &Notification) -> Bytes {
-    let frame = protocol::envelope(thing_id, "notification", n.data.len() + 64).str("name", n.topic.name());
-    let frame = match n.topic {
-        Topic::Property(_) => frame.raw("value", &n.data),
-        _ if n.data.is_empty() => frame,
-        _ => frame.raw("data", &n.data),
-    };
-    frame.str("timestamp", &n.timestamp).prefix()
-}
-
 impl Connection {
     fn ensure_subscribed(&mut self) -> Result<(), Error> {
         if self.subscription.is_none() {
-            self.subscription = Some(fanout::subscribe(&self.thing, self.interests.clone())?);
+            self.subscription = Some(fanout::subscribe(
+                &self.thing,
+                self.interests.clone(),
+                self.outbound.clone(),
+            )?);
         }
         Ok(())
     }
@@ -237,12 +234,8 @@ impl Connection {
             let delivery = interests.route(&n.topic)?;
             match &n.topic {
                 Topic::Property(_) | Topic::Event(_) => {
-                    let thing_id = &self.thing.id;
-                    let prefix = n.encoded(EncodingSlot::WebSocket, |n| shared_prefix(thing_id, n));
-                    let frame = Frame::resume(&prefix, 48 + delivery.correlation_id.map_or(0, str::len))
-                        .str("operation", delivery.operation)
-                        .opt_str("correlationID", delivery.correlation_id)
-                        .finish();
+                    let prefix = protocol::notification_prefix(&self.thing.id, n);
+                    let frame = protocol::notification(&prefix, delivery.operation, delivery.correlation_id);
                     (frame, None)
                 }
                 Topic::Action { name, id } => {

@@ -2,16 +2,21 @@
 //!
 //! Each worker thread runs at most one relay task per thing. Only the relay holds a receiver of
 //! the thing's broadcast hub; for every notification it looks at the interests of each local
-//! connection and puts the notification (shared, not copied) into the inbox of those that want
-//! it, waking them. A connection that wants nothing of it is not woken, and no connection is woken
-//! from another thread. Inboxes are bounded by the thing's notification capacity: a connection
-//! that does not keep up loses the oldest entries and is told how many (it then closes with 1013);
-//! the relay and the other connections never wait for it. The relay ends when its thread has no
-//! connection to the thing left, or when the thing goes away.
+//! connection. A property or event notification that a connection wants is encoded for it right
+//! here and queued on the connection's [`Outbound`], which wakes only the HTTP dispatcher that
+//! writes the socket: the connection's own task sleeps through the fan-out. Action status
+//! changes, which change the connection's state, go to its inbox instead and wake its task; so
+//! does anything routed while the inbox still holds entries, so that a socket sees its
+//! notifications in the order they were published.
+//!
+//! Nothing here waits for a client. A connection whose outbound queue is full (its client stops
+//! reading) or whose inbox overflows (bounded by the thing's notification capacity; the oldest
+//! entries go) misses notifications; its task is told how many and closes with 1013. The relay
+//! ends when its thread has no connection to the thing left, or when the thing goes away.
 //!
 //! Everything here is confined to one thread (`Rc`, `RefCell`); connections must be spawned on
 //! the thread that serves their socket (actix-web's `rt::spawn` does this). Routing is
-//! `session::Interests::route`; wire frames are built by `connection`, not here.
+//! `session::Interests::route`; frames are encoded by `protocol` and framed by `outbound`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -22,8 +27,10 @@ use std::task::{Poll, Waker};
 
 use tokio::sync::Notify;
 
+use super::outbound::Outbound;
+use super::protocol;
 use super::session::Interests;
-use crate::core::{Error, ExposedThing, Notification, Received, Subscription, Target};
+use crate::core::{Error, ExposedThing, Notification, Received, Subscription, Target, Topic};
 
 thread_local! {
     /// This thread's relays, by the address of their thing.
@@ -43,6 +50,9 @@ struct Relay {
 /// One connection's side of the relay.
 struct Slot {
     interests: Rc<RefCell<Interests>>,
+    /// Where this connection's property and event notifications go directly.
+    outbound: Outbound,
+    /// Notifications for the connection's task: action status, and whatever must wait behind it.
     queue: RefCell<VecDeque<Arc<Notification>>>,
     capacity: usize,
     /// Dropped (oldest first) because the queue was full, not yet reported.
@@ -62,9 +72,14 @@ pub struct Inbox {
     relay: Rc<Relay>,
 }
 
-/// Subscribes a connection, whose current interests are `interests`, to everything `thing`
-/// emits from now on that those interests route. Must be called on the connection's thread.
-pub fn subscribe(thing: &Arc<ExposedThing>, interests: Rc<RefCell<Interests>>) -> Result<Inbox, Error> {
+/// Subscribes a connection, whose current interests are `interests` and whose socket is written
+/// through `outbound`, to everything `thing` emits from now on that those interests route. Must
+/// be called on the connection's thread.
+pub fn subscribe(
+    thing: &Arc<ExposedThing>,
+    interests: Rc<RefCell<Interests>>,
+    outbound: Outbound,
+) -> Result<Inbox, Error> {
     let key = Arc::as_ptr(thing) as usize;
     let existing = RELAYS.with(|relays| {
         relays
@@ -92,6 +107,7 @@ pub fn subscribe(thing: &Arc<ExposedThing>, interests: Rc<RefCell<Interests>>) -
     };
     let slot = Rc::new(Slot {
         interests,
+        outbound,
         queue: RefCell::new(VecDeque::new()),
         capacity: thing.notification_capacity(),
         missed: Cell::new(0),
@@ -150,34 +166,65 @@ impl Slot {
     }
 }
 
-/// How many connections the relay wakes before it lets them (and the writes they queue) run.
+/// How many connections the relay serves before it lets their dispatchers (and tasks) run.
 const BATCH: usize = 128;
 
 impl Relay {
-    /// Hands `n` to every local connection that wants it. Yields after each batch of woken
+    /// Hands `n` to every local connection that wants it. Yields after each batch of served
     /// connections: the scheduler runs tasks in wake order, so without this no socket write would
-    /// start before every local connection had built its frame.
+    /// start before every local connection had its frame.
     async fn deliver(&self, n: &Arc<Notification>) {
+        let Some(thing) = self.thing.upgrade() else {
+            return;
+        };
+        let prefix = match n.topic {
+            Topic::Action { .. } => None,
+            _ => Some(protocol::notification_prefix(&thing.id, n)),
+        };
+        drop(thing);
         // A snapshot, as connections may come and go while the relay yields. One that joins
         // meanwhile subscribed after `n` was published (its `after` excludes `n`); one that
         // leaves just gets an entry nobody reads.
         let slots: Vec<Rc<Slot>> = self.inboxes.borrow().values().cloned().collect();
-        let mut woken = 0;
+        let mut served = 0;
         for slot in slots {
-            if n.seq <= slot.after || slot.interests.borrow().route(&n.topic).is_none() {
+            if n.seq <= slot.after {
                 continue;
             }
-            {
+            let direct = {
+                let interests = slot.interests.borrow();
+                let Some(delivery) = interests.route(&n.topic) else {
+                    continue;
+                };
+                match &prefix {
+                    Some(prefix) if slot.queue.borrow().is_empty() => Some(protocol::notification(
+                        prefix,
+                        delivery.operation,
+                        delivery.correlation_id,
+                    )),
+                    _ => None,
+                }
+            };
+            if slot.missed.get() > 0 {
+                // Lagging already: its task is about to close it.
+                slot.missed.set(slot.missed.get() + 1);
+            } else if let Some(frame) = direct {
+                if slot.outbound.notification(&frame).is_err() {
+                    slot.missed.set(1);
+                    slot.wake();
+                }
+            } else {
                 let mut queue = slot.queue.borrow_mut();
                 if queue.len() >= slot.capacity {
                     queue.pop_front();
                     slot.missed.set(slot.missed.get() + 1);
                 }
                 queue.push_back(n.clone());
+                drop(queue);
+                slot.wake();
             }
-            slot.wake();
-            woken += 1;
-            if woken % BATCH == 0 {
+            served += 1;
+            if served % BATCH == 0 {
                 tokio::task::yield_now().await;
             }
         }
@@ -228,8 +275,12 @@ async fn pump(key: usize, relay: Rc<Relay>, mut subscription: Subscription) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::binding::ws::outbound::OutboundBody;
     use crate::core::ThingBuilder;
+    use actix_web::body::MessageBody;
     use serde_json::json;
+    use std::pin::Pin;
+    use std::task::Context;
 
     fn thing(capacity: usize) -> Arc<ExposedThing> {
         let model = json!({"title": "T", "events": {"e": {"data": {"type": "integer"}}, "other": {}}});
@@ -245,6 +296,31 @@ mod tests {
         interests
     }
 
+    /// Everything queued on `body` so far, as text (frames under 64 KiB).
+    fn written(body: &mut OutboundBody) -> Vec<String> {
+        let mut frames = Vec::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        while let Poll::Ready(Some(Ok(mut bytes))) = Pin::new(&mut *body).poll_next(&mut cx) {
+            while bytes.len() >= 2 {
+                let (header, len) = match bytes[1] {
+                    126 => (4, usize::from(u16::from_be_bytes([bytes[2], bytes[3]]))),
+                    127 => panic!("frames under 64 KiB only in this test"),
+                    short => (2, usize::from(short)),
+                };
+                let payload = bytes[header..header + len].to_vec();
+                frames.push(String::from_utf8(payload).expect("utf-8"));
+                bytes = bytes.slice(header + len..);
+            }
+        }
+        frames
+    }
+
+    async fn settle() {
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+    }
+
     #[tokio::test]
     async fn routes_by_interest_from_subscription_on_and_ends_with_its_sockets() {
         let local = tokio::task::LocalSet::new();
@@ -252,19 +328,26 @@ mod tests {
             .run_until(async {
                 let thing = thing(8);
                 thing.emit_event("e", Some(json!(0))).expect("emit");
-                let mut a = subscribe(&thing, interested_in("e")).expect("subscribe");
-                let mut b = subscribe(&thing, interested_in("other")).expect("subscribe");
+                let (out_a, mut body_a) = Outbound::new(1024);
+                let (out_b, mut body_b) = Outbound::new(1024);
+                let a = subscribe(&thing, interested_in("e"), out_a).expect("subscribe");
+                let b = subscribe(&thing, interested_in("other"), out_b).expect("subscribe");
                 thing.emit_event("e", Some(json!(1))).expect("emit");
                 thing.emit_event("other", None).expect("emit");
-                // `a` gets only what it wants and nothing from before it subscribed.
-                let Received::Notification(n) = a.recv().await else {
-                    panic!("no notification")
-                };
-                assert_eq!(&n.data[..], b"1");
-                let Received::Notification(n) = b.recv().await else {
-                    panic!("no notification")
-                };
-                assert_eq!(n.topic.name(), "other");
+                settle().await;
+                // `a` gets only what it wants, and nothing from before it subscribed, straight
+                // into its outbound queue; its inbox stays empty.
+                let frames = written(&mut body_a);
+                assert_eq!(frames.len(), 1, "{frames:?}");
+                assert!(frames[0].contains(r#""data":1"#), "{}", frames[0]);
+                assert!(
+                    frames[0].contains(r#""operation":"subscribeevent""#),
+                    "{}",
+                    frames[0]
+                );
+                let frames = written(&mut body_b);
+                assert_eq!(frames.len(), 1, "{frames:?}");
+                assert!(frames[0].contains(r#""name":"other""#), "{}", frames[0]);
                 assert!(a.slot.queue.borrow().is_empty());
                 let key = Arc::as_ptr(&thing) as usize;
                 assert!(RELAYS.with(|r| r.borrow().contains_key(&key)));
@@ -276,26 +359,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_inbox_drops_the_oldest_and_reports_the_count() {
+    async fn a_full_outbound_queue_makes_the_connection_lag() {
         let local = tokio::task::LocalSet::new();
         local
             .run_until(async {
-                let thing = thing(4);
-                let mut slow = subscribe(&thing, interested_in("e")).expect("subscribe");
-                for i in 0..3 {
+                let thing = thing(16);
+                // Room for one notification only.
+                let (out, mut body) = Outbound::new(1);
+                let mut slow = subscribe(&thing, interested_in("e"), out).expect("subscribe");
+                for i in 0..5 {
                     thing.emit_event("e", Some(json!(i))).expect("emit");
-                    // Let the relay deliver each before the next, so the hub itself never lags.
-                    tokio::task::yield_now().await;
+                    settle().await;
                 }
-                for i in 3..10 {
-                    thing.emit_event("e", Some(json!(i))).expect("emit");
-                    tokio::task::yield_now().await;
-                }
-                assert!(matches!(slow.recv().await, Received::Lagged(6)));
-                let Received::Notification(n) = slow.recv().await else {
-                    panic!("no notification")
-                };
-                assert_eq!(&n.data[..], b"6", "the newest four are kept");
+                assert!(matches!(slow.recv().await, Received::Lagged(4)));
+                let frames = written(&mut body);
+                assert_eq!(frames.len(), 1, "only the first was queued: {frames:?}");
+                assert!(frames[0].contains(r#""data":0"#), "{}", frames[0]);
             })
             .await;
     }

@@ -5,13 +5,16 @@
 //!
 //! `protocol` decodes and encodes messages (sans-IO), `session` keeps per-connection state
 //! (sans-IO), `connection` drives one socket, `fanout` fans a thing's notifications out to the
-//! sockets of one worker thread, `forms` describes the endpoint in TDs. The binding
+//! sockets of one worker thread, `outbound` queues a socket's frames for the HTTP dispatcher
+//! that writes them, `forms` describes the endpoint in TDs. actix-ws does the handshake and
+//! decodes incoming frames; outgoing frames bypass its session (see `outbound` for why). The binding
 //! turns messages into core operations and subscriptions; it must not keep thing state, reach
 //! into another binding, or let one client's socket hold up the thing or other clients.
 
 pub mod connection;
 pub mod fanout;
 pub mod forms;
+pub mod outbound;
 pub mod protocol;
 pub mod session;
 
@@ -27,6 +30,7 @@ use tokio::sync::watch;
 use crate::core::Servient;
 use crate::limits::Subscribers;
 pub use forms::WsForms;
+use outbound::Outbound;
 pub use protocol::SUBPROTOCOL;
 
 /// Limits and clocks of the binding.
@@ -41,8 +45,11 @@ pub struct WsConfig {
     /// Largest single frame the codec accepts; a larger one ends the connection with 1009,
     /// because its payload cannot be skipped.
     pub max_frame: usize,
-    /// How long one outgoing frame may wait for room in the socket before the client is
-    /// considered stuck and the connection is dropped.
+    /// Bytes that may wait for a client that does not read before notifications are refused
+    /// (the socket then closes with 1013) and no further request is read.
+    pub max_queued: usize,
+    /// How long the outgoing queue may stay full before the client is considered stuck and the
+    /// connection is dropped; also how long a close frame may take to go out.
     pub send_timeout: Duration,
     /// Synchronous action invocations running at once per socket; further messages wait.
     pub max_in_flight: usize,
@@ -54,6 +61,7 @@ impl Default for WsConfig {
             ping_interval: Duration::from_secs(30),
             max_message: 64 * 1024,
             max_frame: 1024 * 1024,
+            max_queued: 256 * 1024,
             send_timeout: Duration::from_secs(60),
             max_in_flight: 16,
         }
@@ -144,12 +152,20 @@ async fn upgrade(
                 .max_frame_size(config.max_frame)
                 .aggregate_continuations()
                 .max_continuation_size(config.max_message);
-            let run = connection::run(thing, session, stream, state.shutdown.clone(), config);
+            // Frames go out through our queue instead of actix-ws's session and body. Its body is
+            // kept (never polled) because dropping it is how the message stream learns that the
+            // connection is over.
+            drop(session);
+            let (response, actix_ws_body) = response.into_parts();
+            let (outbound, body) = Outbound::new(config.max_queued);
+            let run = connection::run(thing, outbound, stream, state.shutdown.clone(), config);
             actix_web::rt::spawn(async move {
                 run.await;
                 drop(permit);
             });
             response
+                .set_body(body.keeping(actix_ws_body))
+                .map_into_boxed_body()
         }
         Err(e) => e.error_response(),
     }

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::core::{ActionStatus, Error};
+use crate::core::{ActionStatus, EncodingSlot, Error, Notification, Topic};
 
 /// The WebSocket subprotocol name of the Web Thing Protocol.
 pub const SUBPROTOCOL: &str = "webthingprotocol";
@@ -465,6 +465,30 @@ impl Frame {
         self.out.push(b'}');
         Bytes::from(self.out)
     }
+}
+
+/// The part of a property or event notification every socket shares (envelope, name, payload,
+/// time), encoded once per notification. Each socket appends its operation and correlationID
+/// with [`notification`].
+pub fn notification_prefix(thing_id: &str, n: &Notification) -> Bytes {
+    n.encoded(EncodingSlot::WebSocket, |n| {
+        let frame = envelope(thing_id, "notification", n.data.len() + 64).str("name", n.topic.name());
+        let frame = match n.topic {
+            Topic::Property(_) => frame.raw("value", &n.data),
+            _ if n.data.is_empty() => frame,
+            _ => frame.raw("data", &n.data),
+        };
+        frame.str("timestamp", &n.timestamp).prefix()
+    })
+}
+
+/// One socket's property or event notification: the shared prefix, then the operation that
+/// subscribed and its correlationID.
+pub fn notification(prefix: &[u8], operation: &str, correlation_id: Option<&str>) -> Bytes {
+    Frame::resume(prefix, 48 + correlation_id.map_or(0, str::len))
+        .str("operation", operation)
+        .opt_str("correlationID", correlation_id)
+        .finish()
 }
 
 /// The start of every message the Thing sends.
