@@ -3,7 +3,7 @@
 //!
 //!     cargo run --release --example ws_bench -- [--subscribers 10000] [--events 20]
 //!         [--readers 64] [--read-secs 5] [--url http://127.0.0.1:8080] [--workers N]
-//!         [--client-threads N] [--tungstenite-reader]
+//!         [--client-threads N] [--reader-threads N] [--tungstenite-reader]
 //!
 //! Without `--url` it starts the runtime (bundled things, loopback, default workers) in a child
 //! process of its own binary, so server and clients each hold ~N sockets: 10,000 subscribers
@@ -16,25 +16,31 @@
 //! "last" is the slowest subscriber per event (the time until everyone had it).
 //!
 //! The client side is kept lean so that it does not eat the CPU the server needs (both share the
-//! machine). Each subscriber connects, negotiates `webthingprotocol` and subscribes through
-//! tungstenite (4 KiB read buffer: its default of 128 KiB is zero-filled on every read, which cost
-//! the client more CPU than the server spent); then it takes the TCP stream back and reads raw
-//! WebSocket frames itself. A notification's arrival time is taken right after the `read` that
-//! completed its frame, i.e. when the client has the whole frame (the UTF-8 check and JSON
-//! decoding a real client would do next are not included). `--tungstenite-reader` reads through
-//! tungstenite instead (arrival = the decoded text message). Each subscriber task writes its
-//! arrival time into a preallocated slot instead of messaging a collector. The bench also reports
-//! the CPU time (user + system, from `/proc`) that the server process and the client process spent
-//! per event.
+//! machine). Each subscriber is a tokio task that connects, negotiates `webthingprotocol` and
+//! subscribes through tungstenite (4 KiB read buffer: its default of 128 KiB is zero-filled on
+//! every read, which cost the client more CPU than the server spent); then it takes the TCP stream
+//! back, hands it to a reader thread and ends. The reader threads (`--reader-threads`, default 1)
+//! read raw WebSocket frames from all their sockets in one epoll loop each (mio), as wrk does: no
+//! task wake-up and poll per notification, just one `read` (a read shorter than the buffer means
+//! the socket is drained, and edge-triggered epoll reports the next data, so there is no second
+//! read that only returns EAGAIN). A notification's arrival time is taken right after the `read`
+//! that completed its frame, i.e. when the client has the whole frame (the UTF-8 check and JSON
+//! decoding a real client would do next are not included). `--tungstenite-reader` keeps each
+//! subscriber task reading through tungstenite instead (arrival = the decoded text message), the
+//! reference path. Readers write each arrival time into a preallocated slot instead of messaging a
+//! collector. The bench also reports the CPU time (user + system, from `/proc`) that the server
+//! process and the client process spent per event.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
 use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -51,6 +57,8 @@ struct Args {
     workers: Option<usize>,
     /// Client runtime worker threads (default: one per core).
     client_threads: Option<usize>,
+    /// Threads reading the subscribers' sockets, each with its own epoll loop.
+    reader_threads: usize,
     /// Subscribers read notifications through tungstenite instead of parsing raw frames.
     tungstenite_reader: bool,
 }
@@ -65,6 +73,7 @@ fn args() -> Args {
         serve: false,
         workers: None,
         client_threads: None,
+        reader_threads: 1,
         tungstenite_reader: false,
     };
     let mut it = std::env::args().skip(1);
@@ -79,10 +88,12 @@ fn args() -> Args {
             "--serve" => a.serve = true,
             "--workers" => a.workers = Some(value().parse().expect("number")),
             "--client-threads" => a.client_threads = Some(value().parse().expect("number")),
+            "--reader-threads" => a.reader_threads = value().parse().expect("number"),
             "--tungstenite-reader" => a.tungstenite_reader = true,
             other => panic!("unknown flag {other}"),
         }
     }
+    assert!(a.reader_threads >= 1, "--reader-threads must be at least 1");
     // Each round's event carries its own level (1..=100), which identifies the round.
     assert!((1..=100).contains(&a.events), "--events must be 1..=100");
     a
@@ -114,6 +125,134 @@ fn server_frame(buf: &[u8]) -> Option<(u8, &[u8], usize)> {
     };
     let payload = buf.get(header..header + len)?;
     Some((b0 & 0x0f, payload, header + len))
+}
+
+/// Arrival times (ns since the bench's base instant, +1 so that 0 means "not yet") per (round,
+/// subscriber), and per round how many subscribers have it.
+struct Arrivals {
+    subscribers: usize,
+    at: Vec<AtomicU64>,
+    delivered: Vec<AtomicUsize>,
+}
+
+impl Arrivals {
+    fn new(subscribers: usize, events: usize) -> Self {
+        Arrivals {
+            subscribers,
+            at: (0..subscribers * events).map(|_| AtomicU64::new(0)).collect(),
+            delivered: (0..events).map(|_| AtomicUsize::new(0)).collect(),
+        }
+    }
+
+    /// Records that subscriber `i` got the notification `text` at `at`.
+    fn record(&self, i: usize, text: &[u8], at: u64) {
+        // `"data":<level>` identifies the event round.
+        let Some(pos) = text.windows(7).position(|w| w == b"\"data\":") else {
+            return;
+        };
+        let digits = text[pos + 7..].iter().take_while(|c| c.is_ascii_digit());
+        let level = digits.fold(0usize, |l, d| l * 10 + usize::from(d - b'0'));
+        if (1..=self.delivered.len()).contains(&level)
+            && self.at[(level - 1) * self.subscribers + i]
+                .compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.delivered[level - 1].fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+/// Records the complete frames at the start of `buf` for subscriber `i`: how many bytes they
+/// took, or `None` if the server closed the WebSocket.
+fn frames(buf: &[u8], i: usize, at: u64, arrivals: &Arrivals) -> Option<usize> {
+    let mut used = 0;
+    while let Some((opcode, payload, len)) = server_frame(&buf[used..]) {
+        match opcode {
+            0x1 => arrivals.record(i, payload, at),
+            0x8 => return None,
+            // Pings (sent after 30 s of silence) are not answered: the run is shorter.
+            // Continuations do not occur (the server does not fragment).
+            _ => {}
+        }
+        used += len;
+    }
+    Some(used)
+}
+
+/// A subscriber's socket in a reader thread, with the start of a frame that has not fully arrived.
+struct Subscriber {
+    tcp: TcpStream,
+    partial: Vec<u8>,
+}
+
+/// One reader thread: registers the sockets that arrive on `sockets` (token = subscriber index)
+/// with its own epoll instance and records the notifications they deliver, until `stop`.
+fn read_loop(
+    sockets: mpsc::Receiver<(usize, std::net::TcpStream)>,
+    arrivals: &Arrivals,
+    base: Instant,
+    stop: &AtomicBool,
+) {
+    let mut poll = Poll::new().expect("epoll");
+    let mut events = Events::with_capacity(1024);
+    let mut subscribers: Vec<Option<Subscriber>> = (0..arrivals.subscribers).map(|_| None).collect();
+    let mut scratch = [0u8; 4096];
+    while !stop.load(Ordering::Relaxed) {
+        for (i, tcp) in sockets.try_iter() {
+            let mut tcp = TcpStream::from_std(tcp);
+            // Data that came before the registration is reported by the first poll.
+            poll.registry()
+                .register(&mut tcp, Token(i), Interest::READABLE)
+                .expect("register");
+            subscribers[i] = Some(Subscriber {
+                tcp,
+                partial: Vec::new(),
+            });
+        }
+        // The timeout bounds how late a new socket is registered and how late `stop` is seen.
+        match poll.poll(&mut events, Some(Duration::from_millis(5))) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            result => result.expect("epoll_wait"),
+        }
+        for event in &events {
+            let i = event.token().0;
+            let Some(s) = subscribers[i].as_mut() else {
+                continue;
+            };
+            let open = loop {
+                let read = match s.tcp.read(&mut scratch) {
+                    Ok(0) => break false,
+                    Ok(read) => read,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break true,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(_) => break false,
+                };
+                let at = base.elapsed().as_nanos() as u64 + 1;
+                // Usually the read holds whole frames and is parsed in place; only the start of
+                // an incomplete frame is kept (copied) until the rest arrives.
+                if s.partial.is_empty() {
+                    let Some(used) = frames(&scratch[..read], i, at, arrivals) else {
+                        break false;
+                    };
+                    s.partial.extend_from_slice(&scratch[used..read]);
+                } else {
+                    s.partial.extend_from_slice(&scratch[..read]);
+                    let Some(used) = frames(&s.partial, i, at, arrivals) else {
+                        break false;
+                    };
+                    s.partial.drain(..used);
+                }
+                // A short read drained the socket: edge-triggered epoll reports the next data, so
+                // reading again would only return EAGAIN. A full buffer may have left more.
+                if read < scratch.len() {
+                    break true;
+                }
+            };
+            if !open && let Some(mut s) = subscribers[i].take() {
+                let _ = poll.registry().deregister(&mut s.tcp);
+            }
+        }
+    }
 }
 
 /// The soft open-file limit of this process (children inherit it).
@@ -249,26 +388,40 @@ async fn bench(a: &Args, http: &str, server_pid: Option<&str>) {
     // ---- fan-out
     println!("connecting {} subscribers to {ws} ...", a.subscribers);
     let started = Instant::now();
-    // Arrival times (ns since `base`, +1 so that 0 means "not yet") per (round, subscriber), and
-    // per round how many subscribers have it.
     let base = Instant::now();
     let n = a.subscribers;
-    let arrivals: Arc<Vec<AtomicU64>> = Arc::new((0..n * a.events).map(|_| AtomicU64::new(0)).collect());
-    let delivered: Arc<Vec<AtomicUsize>> = Arc::new((0..a.events).map(|_| AtomicUsize::new(0)).collect());
+    let arrivals = Arc::new(Arrivals::new(n, a.events));
     let connected = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Without `--tungstenite-reader`, subscribers are dealt round-robin to the reader threads once
+    // subscribed.
+    let mut to_readers = Vec::new();
+    let mut reader_threads = Vec::new();
+    if !a.tungstenite_reader {
+        for t in 0..a.reader_threads {
+            let (sender, sockets) = mpsc::channel();
+            let (arrivals, stop) = (arrivals.clone(), stop.clone());
+            to_readers.push(sender);
+            reader_threads.push(
+                std::thread::Builder::new()
+                    .name(format!("ws-reader-{t}"))
+                    .spawn(move || read_loop(sockets, &arrivals, base, &stop))
+                    .expect("reader thread"),
+            );
+        }
+    }
     let semaphore = Arc::new(tokio::sync::Semaphore::new(256));
     let config = WebSocketConfig::default().read_buffer_size(4096);
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
-        let (ws, thing_id, arrivals, delivered, connected, semaphore) = (
+        let (ws, thing_id, arrivals, connected, semaphore) = (
             ws.clone(),
             thing_id.clone(),
             arrivals.clone(),
-            delivered.clone(),
             connected.clone(),
             semaphore.clone(),
         );
-        let (events, tungstenite_reader) = (a.events, a.tungstenite_reader);
+        let to_reader = to_readers.get(i % a.reader_threads).cloned();
         tasks.push(tokio::spawn(async move {
             let permit = semaphore.acquire_owned().await.expect("semaphore");
             let mut request = ws.into_client_request().expect("request");
@@ -295,54 +448,24 @@ async fn bench(a: &Args, http: &str, server_pid: Option<&str>) {
             }
             drop(permit);
             connected.fetch_add(1, Ordering::Relaxed);
-            let record = |text: &[u8], at: u64| {
-                // `"data":<level>` identifies the event round.
-                let Some(pos) = text.windows(7).position(|w| w == b"\"data\":") else {
-                    return;
-                };
-                let digits = text[pos + 7..].iter().take_while(|c| c.is_ascii_digit());
-                let level = digits.fold(0usize, |l, d| l * 10 + usize::from(d - b'0'));
-                if (1..=events).contains(&level)
-                    && arrivals[(level - 1) * n + i]
-                        .compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    delivered[level - 1].fetch_add(1, Ordering::Release);
-                }
-            };
-            if tungstenite_reader {
-                while let Some(Ok(m)) = socket.next().await {
-                    if let Message::Text(t) = m {
-                        record(t.as_bytes(), base.elapsed().as_nanos() as u64 + 1);
-                    }
-                }
-            } else {
-                // Nothing is in flight now (events start once everyone is subscribed), so no
-                // buffered bytes are lost by taking the socket back from tungstenite.
-                let MaybeTlsStream::Plain(mut tcp) = socket.into_inner() else {
-                    panic!("plain TCP expected")
-                };
-                let mut buf = Vec::with_capacity(4096);
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let read = match tcp.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(read) => read,
-                    };
-                    let at = base.elapsed().as_nanos() as u64 + 1;
-                    buf.extend_from_slice(&chunk[..read]);
-                    let mut used = 0;
-                    while let Some((opcode, payload, len)) = server_frame(&buf[used..]) {
-                        match opcode {
-                            0x1 => record(payload, at),
-                            0x8 => return,
-                            // Pings (sent after 30 s of silence) are not answered: the run is
-                            // shorter. Continuations do not occur (the server does not fragment).
-                            _ => {}
+            match to_reader {
+                // `--tungstenite-reader`
+                None => {
+                    while let Some(Ok(m)) = socket.next().await {
+                        if let Message::Text(t) = m {
+                            arrivals.record(i, t.as_bytes(), base.elapsed().as_nanos() as u64 + 1);
                         }
-                        used += len;
                     }
-                    buf.drain(..used);
+                }
+                Some(to_reader) => {
+                    // Nothing is in flight now (events start once everyone is subscribed), so no
+                    // buffered bytes are lost by taking the socket back from tungstenite.
+                    let MaybeTlsStream::Plain(tcp) = socket.into_inner() else {
+                        panic!("plain TCP expected")
+                    };
+                    // Leaves tokio's reactor; the socket stays nonblocking.
+                    let tcp = tcp.into_std().expect("std socket");
+                    to_reader.send((i, tcp)).expect("reader thread");
                 }
             }
         }));
@@ -366,11 +489,12 @@ async fn bench(a: &Args, http: &str, server_pid: Option<&str>) {
             .await
             .expect("invoke fade");
         assert_eq!(response.status(), 201, "fade accepted");
-        // Arrival times are taken by the subscriber tasks; this only waits for the round to end.
-        while delivered[round].load(Ordering::Acquire) < n && t0.elapsed() < Duration::from_secs(30) {
+        // Arrival times are taken by the readers; this only waits for the round to end.
+        let delivered = &arrivals.delivered[round];
+        while delivered.load(Ordering::Acquire) < n && t0.elapsed() < Duration::from_secs(30) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let got = delivered[round].load(Ordering::Acquire);
+        let got = delivered.load(Ordering::Acquire);
         if got < n {
             println!("round {round}: only {got}/{n} delivered within 30 s");
         }
@@ -383,7 +507,7 @@ async fn bench(a: &Args, http: &str, server_pid: Option<&str>) {
     let mut lasts = Vec::with_capacity(a.events);
     for (round, t0) in emitted.iter().enumerate() {
         let mut last = Duration::ZERO;
-        for slot in &arrivals[round * n..(round + 1) * n] {
+        for slot in &arrivals.at[round * n..(round + 1) * n] {
             let at = slot.load(Ordering::Relaxed);
             if at > 0 {
                 let d = Duration::from_nanos(at - 1).saturating_sub(*t0);
@@ -420,8 +544,14 @@ async fn bench(a: &Args, http: &str, server_pid: Option<&str>) {
         per_event(server_cpu),
         per_event(client_cpu)
     );
+    // Subscriber tasks still run only with `--tungstenite-reader`; the reader threads drop their
+    // sockets when they stop.
     for t in tasks {
         t.abort();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in reader_threads {
+        t.join().expect("reader thread");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
