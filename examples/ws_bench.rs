@@ -163,14 +163,21 @@ impl Arrivals {
 }
 
 /// Records the complete frames at the start of `buf` for subscriber `i`: how many bytes they
-/// took, or `None` if the server closed the WebSocket.
-fn frames(buf: &[u8], i: usize, at: u64, arrivals: &Arrivals) -> Option<usize> {
+/// took, or `None` if the server closed the WebSocket. Pings (the server sends one after 30 s
+/// of silence, and closes a socket that does not answer) get their pong appended to `pongs`.
+fn frames(buf: &[u8], i: usize, at: u64, arrivals: &Arrivals, pongs: &mut Vec<u8>) -> Option<usize> {
     let mut used = 0;
     while let Some((opcode, payload, len)) = server_frame(&buf[used..]) {
         match opcode {
             0x1 => arrivals.record(i, payload, at),
             0x8 => return None,
-            // Pings (sent after 30 s of silence) are not answered: the run is shorter.
+            0x9 => {
+                // A client masks what it sends (RFC 6455 §5.3); the key need not be secret here.
+                const MASK: [u8; 4] = [0x5a, 0xa5, 0x3c, 0xc3];
+                pongs.extend_from_slice(&[0x8a, 0x80 | payload.len() as u8]);
+                pongs.extend_from_slice(&MASK);
+                pongs.extend(payload.iter().zip(MASK.iter().cycle()).map(|(b, m)| b ^ m));
+            }
             // Continuations do not occur (the server does not fragment).
             _ => {}
         }
@@ -197,6 +204,7 @@ fn read_loop(
     let mut events = Events::with_capacity(1024);
     let mut subscribers: Vec<Option<Subscriber>> = (0..arrivals.subscribers).map(|_| None).collect();
     let mut scratch = [0u8; 4096];
+    let mut pongs = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         for (i, tcp) in sockets.try_iter() {
             let mut tcp = TcpStream::from_std(tcp);
@@ -231,16 +239,21 @@ fn read_loop(
                 // Usually the read holds whole frames and is parsed in place; only the start of
                 // an incomplete frame is kept (copied) until the rest arrives.
                 if s.partial.is_empty() {
-                    let Some(used) = frames(&scratch[..read], i, at, arrivals) else {
+                    let Some(used) = frames(&scratch[..read], i, at, arrivals, &mut pongs) else {
                         break false;
                     };
                     s.partial.extend_from_slice(&scratch[used..read]);
                 } else {
                     s.partial.extend_from_slice(&scratch[..read]);
-                    let Some(used) = frames(&s.partial, i, at, arrivals) else {
+                    let Some(used) = frames(&s.partial, i, at, arrivals, &mut pongs) else {
                         break false;
                     };
                     s.partial.drain(..used);
+                }
+                if !pongs.is_empty() {
+                    // A few bytes into an idle socket: they fit, or the socket is gone anyway.
+                    let _ = s.tcp.write_all(&pongs);
+                    pongs.clear();
                 }
                 // A short read drained the socket: edge-triggered epoll reports the next data, so
                 // reading again would only return EAGAIN. A full buffer may have left more.
@@ -505,26 +518,29 @@ async fn bench(a: &Args, http: &str, server_pid: Option<&str>) {
     let client_cpu = cpu_time("self").zip(client_cpu0).map(|(b, a)| b - a);
     let mut all = Vec::with_capacity(n * a.events);
     let mut lasts = Vec::with_capacity(a.events);
+    let mut firsts = Vec::with_capacity(a.events);
     for (round, t0) in emitted.iter().enumerate() {
-        let mut last = Duration::ZERO;
+        let (mut first, mut last) = (Duration::MAX, Duration::ZERO);
         for slot in &arrivals.at[round * n..(round + 1) * n] {
             let at = slot.load(Ordering::Relaxed);
             if at > 0 {
                 let d = Duration::from_nanos(at - 1).saturating_sub(*t0);
                 all.push(d);
+                first = first.min(d);
                 last = last.max(d);
             }
         }
+        firsts.push(first.min(last));
         lasts.push(last);
     }
-    println!(
-        "time to last delivery per round: {}",
-        lasts
-            .iter()
+    let per_round = |ds: &[Duration]| {
+        ds.iter()
             .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
             .collect::<Vec<_>>()
             .join(" ")
-    );
+    };
+    println!("time to first delivery per round (ms): {}", per_round(&firsts));
+    println!("time to last delivery per round (ms): {}", per_round(&lasts));
     all.sort();
     lasts.sort();
     println!(

@@ -244,7 +244,7 @@ impl Running {
             .map(|dir| tokio::spawn(crate::reload::watch(dir, host.clone(), config.watch_period)));
 
         let addr = SocketAddr::new(config.host, config.http_port);
-        let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind {
+        let listener = listen(addr).map_err(|source| StartError::Bind {
             what: "HTTP",
             addr,
             source,
@@ -468,6 +468,21 @@ pub async fn wait_for_signal() {
     }
 }
 
+/// Pending connections the HTTP listener queues before the kernel drops new SYNs. std's bind
+/// queues 128; a burst (a hub opening a socket per thing, many browsers at once) overflowed that,
+/// and each dropped SYN is retried only after 1, 3, 7... seconds. actix's own bind uses 1024.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A TCP listener on `addr` with the runtime's backlog, like `TcpListener::bind` otherwise
+/// (address reuse on, so a restart does not wait for old connections in TIME_WAIT).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,5 +499,21 @@ mod tests {
             coap_origin(Some("https://u@[2001:db8::1]:1/x"), addr),
             "coap://[2001:db8::1]:5683"
         );
+    }
+
+    /// Connections the server has not accepted yet wait in the backlog instead of having their
+    /// SYNs dropped (each drop costs the client a retry a second or more later).
+    #[test]
+    fn the_listener_queues_a_burst_of_connections() {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Nothing accepts: every connection must find room in the queue. std's 128 would not do.
+        let burst: Vec<_> = (0..600)
+            .map(|i| {
+                std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500))
+                    .unwrap_or_else(|e| panic!("connection {i} was not queued: {e}"))
+            })
+            .collect();
+        assert_eq!(burst.len(), 600);
     }
 }

@@ -225,7 +225,11 @@ pub fn start(
     .workers(workers.max(1))
     // Every connection takes a slot when accepted; one over the maximum is still accepted so
     // the middleware can answer it 503 instead of leaving it in the backlog.
-    .on_connect(move |_, extensions| {
+    .on_connect(move |connection, extensions| {
+        if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            use std::os::fd::AsRawFd;
+            extensions.insert(super::ConnectionSocket(tcp.as_raw_fd()));
+        }
         let slot = connections.admit();
         if !slot.admitted() {
             tracing::warn!(max = connections.max(), "connection limit reached; answering 503");

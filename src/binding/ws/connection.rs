@@ -100,6 +100,8 @@ pub async fn run(
             _ = &mut shutting_down => {
                 break End::Close(Some(CloseCode::Away), "server shutting down".into());
             }
+            // Frames the socket could not take at once (direct writes only).
+            _ = outbound.write_backlog() => continue,
             room = tokio::time::timeout_at(stuck_at.unwrap_or_else(tokio::time::Instant::now), outbound.room()),
                 if !has_room =>
             {

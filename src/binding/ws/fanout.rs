@@ -328,8 +328,8 @@ mod tests {
             .run_until(async {
                 let thing = thing(8);
                 thing.emit_event("e", Some(json!(0))).expect("emit");
-                let (out_a, mut body_a) = Outbound::new(1024);
-                let (out_b, mut body_b) = Outbound::new(1024);
+                let (out_a, mut body_a) = Outbound::new(1024, None);
+                let (out_b, mut body_b) = Outbound::new(1024, None);
                 let a = subscribe(&thing, interested_in("e"), out_a).expect("subscribe");
                 let b = subscribe(&thing, interested_in("other"), out_b).expect("subscribe");
                 thing.emit_event("e", Some(json!(1))).expect("emit");
@@ -365,7 +365,7 @@ mod tests {
             .run_until(async {
                 let thing = thing(16);
                 // Room for one notification only.
-                let (out, mut body) = Outbound::new(1);
+                let (out, mut body) = Outbound::new(1, None);
                 let mut slow = subscribe(&thing, interested_in("e"), out).expect("subscribe");
                 for i in 0..5 {
                     thing.emit_event("e", Some(json!(i))).expect("emit");

@@ -27,6 +27,7 @@ use actix_web::{HttpRequest, HttpResponse, guard, web};
 use serde_json::json;
 use tokio::sync::watch;
 
+use super::ConnectionSocket;
 use crate::core::Servient;
 use crate::limits::Subscribers;
 pub use forms::WsForms;
@@ -157,7 +158,8 @@ async fn upgrade(
             // connection is over.
             drop(session);
             let (response, actix_ws_body) = response.into_parts();
-            let (outbound, body) = Outbound::new(config.max_queued);
+            let socket = req.conn_data::<ConnectionSocket>().map(|s| s.0);
+            let (outbound, body) = Outbound::new(config.max_queued, socket);
             let run = connection::run(thing, outbound, stream, state.shutdown.clone(), config);
             actix_web::rt::spawn(async move {
                 run.await;
