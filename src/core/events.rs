@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 
 /// What a notification is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Topic {
     Property(Arc<str>),
     Event(Arc<str>),

@@ -212,6 +212,12 @@ async fn next_notification(subscription: &mut Option<Inbox>) -> Received {
 }
 
 impl Connection {
+    /// The interests, for a change: this thread's fan-out relays recompute their routes.
+    fn interests_mut(&self) -> std::cell::RefMut<'_, Interests> {
+        fanout::interests_changed();
+        self.interests.borrow_mut()
+    }
+
     fn ensure_subscribed(&mut self) -> Result<(), Error> {
         if self.subscription.is_none() {
             self.subscription = Some(fanout::subscribe(
@@ -259,7 +265,7 @@ impl Connection {
             }
         };
         if let Some(id) = ended {
-            self.interests.borrow_mut().untrack_action(id);
+            self.interests_mut().untrack_action(id);
             self.release_if_idle();
         }
         Some(frame)
@@ -357,52 +363,47 @@ impl Connection {
                     return Err(Error::WriteOnly(name));
                 }
                 self.ensure_subscribed()?;
-                self.interests
-                    .borrow_mut()
+                self.interests_mut()
                     .observe_property(&name, correlation_id.clone());
                 done(respond(32).str("name", &name))
             }
             Request::UnobserveProperty { name } => {
                 thing.property(&name)?;
-                self.interests.borrow_mut().unobserve_property(&name);
+                self.interests_mut().unobserve_property(&name);
                 self.release_if_idle();
                 done(respond(32).str("name", &name))
             }
             Request::ObserveAllProperties => {
                 self.ensure_subscribed()?;
-                self.interests
-                    .borrow_mut()
+                self.interests_mut()
                     .observe_all_properties(correlation_id.clone());
                 done(respond(0))
             }
             Request::UnobserveAllProperties => {
-                self.interests.borrow_mut().unobserve_all_properties();
+                self.interests_mut().unobserve_all_properties();
                 self.release_if_idle();
                 done(respond(0))
             }
             Request::SubscribeEvent { name } => {
                 thing.event(&name)?;
                 self.ensure_subscribed()?;
-                self.interests
-                    .borrow_mut()
+                self.interests_mut()
                     .subscribe_event(&name, correlation_id.clone());
                 done(respond(32).str("name", &name))
             }
             Request::UnsubscribeEvent { name } => {
                 thing.event(&name)?;
-                self.interests.borrow_mut().unsubscribe_event(&name);
+                self.interests_mut().unsubscribe_event(&name);
                 self.release_if_idle();
                 done(respond(32).str("name", &name))
             }
             Request::SubscribeAllEvents => {
                 self.ensure_subscribed()?;
-                self.interests
-                    .borrow_mut()
-                    .subscribe_all_events(correlation_id.clone());
+                self.interests_mut().subscribe_all_events(correlation_id.clone());
                 done(respond(0))
             }
             Request::UnsubscribeAllEvents => {
-                self.interests.borrow_mut().unsubscribe_all_events();
+                self.interests_mut().unsubscribe_all_events();
                 self.release_if_idle();
                 done(respond(0))
             }
@@ -465,8 +466,7 @@ impl Connection {
                         return Err(e);
                     }
                 };
-                self.interests
-                    .borrow_mut()
+                self.interests_mut()
                     .track_action(&status.id, correlation_id.clone());
                 done(
                     respond(128)

@@ -35,6 +35,29 @@ use crate::core::{Error, ExposedThing, Notification, Received, Subscription, Tar
 thread_local! {
     /// This thread's relays, by the address of their thing.
     static RELAYS: RefCell<HashMap<usize, Rc<Relay>>> = RefCell::new(HashMap::new());
+    /// Bumped whenever a connection on this thread comes, goes or changes its interests: the
+    /// relays' routing tables from an older generation are stale.
+    static GENERATION: Cell<u64> = const { Cell::new(0) };
+}
+
+/// To be called before a connection changes its interests (or right after, with no await in
+/// between): the relays on this thread will recompute whom a topic goes to.
+pub fn interests_changed() {
+    GENERATION.with(|g| g.set(g.get() + 1));
+}
+
+/// Whom a relay's notifications may go to, computed per topic on first use and reused until
+/// the thread's generation moves on. Without it every notification would look at every local
+/// connection's interests, which for a topic nobody follows is all cost (cold memory, one
+/// lookup per connection) and delays the notifications behind it.
+#[derive(Default)]
+struct Routes {
+    generation: u64,
+    /// Per property or event: the connections whose interests route it.
+    by_topic: HashMap<Topic, Rc<[Rc<Slot>]>>,
+    /// The connections that follow at least one action instance (action topics are unique per
+    /// instance, so they are not worth a table entry each).
+    action_followers: Option<Rc<[Rc<Slot>]>>,
 }
 
 struct Relay {
@@ -42,6 +65,7 @@ struct Relay {
     /// relay exists.
     thing: Weak<ExposedThing>,
     inboxes: RefCell<HashMap<u64, Rc<Slot>>>,
+    routes: RefCell<Routes>,
     next_id: Cell<u64>,
     /// Signalled when the last inbox goes, so that the relay can end.
     emptied: Notify,
@@ -97,6 +121,7 @@ pub fn subscribe(
             let relay = Rc::new(Relay {
                 thing: Arc::downgrade(thing),
                 inboxes: RefCell::new(HashMap::new()),
+                routes: RefCell::new(Routes::default()),
                 next_id: Cell::new(0),
                 emptied: Notify::new(),
             });
@@ -118,6 +143,7 @@ pub fn subscribe(
     let id = relay.next_id.get();
     relay.next_id.set(id + 1);
     relay.inboxes.borrow_mut().insert(id, slot.clone());
+    interests_changed();
     Ok(Inbox { id, slot, relay })
 }
 
@@ -152,6 +178,7 @@ impl Drop for Inbox {
     fn drop(&mut self) {
         let mut inboxes = self.relay.inboxes.borrow_mut();
         inboxes.remove(&self.id);
+        interests_changed();
         if inboxes.is_empty() {
             self.relay.emptied.notify_one();
         }
@@ -184,10 +211,12 @@ impl Relay {
         drop(thing);
         // A snapshot, as connections may come and go while the relay yields. One that joins
         // meanwhile subscribed after `n` was published (its `after` excludes `n`); one that
-        // leaves just gets an entry nobody reads.
-        let slots: Vec<Rc<Slot>> = self.inboxes.borrow().values().cloned().collect();
+        // leaves or loses interest is skipped by `route` or gets an entry nobody reads.
+        let slots = self.routed(&n.topic);
+        // Each connection's frame, built in turn in one buffer.
+        let mut frame = Vec::with_capacity(prefix.as_ref().map_or(0, |p| p.len() + 128));
         let mut served = 0;
-        for slot in slots {
+        for slot in slots.iter() {
             if n.seq <= slot.after {
                 continue;
             }
@@ -197,18 +226,22 @@ impl Relay {
                     continue;
                 };
                 match &prefix {
-                    Some(prefix) if slot.queue.borrow().is_empty() => Some(protocol::notification(
-                        prefix,
-                        delivery.operation,
-                        delivery.correlation_id,
-                    )),
-                    _ => None,
+                    Some(prefix) if slot.queue.borrow().is_empty() => {
+                        protocol::write_notification(
+                            &mut frame,
+                            prefix,
+                            delivery.operation,
+                            delivery.correlation_id,
+                        );
+                        true
+                    }
+                    _ => false,
                 }
             };
             if slot.missed.get() > 0 {
                 // Lagging already: its task is about to close it.
                 slot.missed.set(slot.missed.get() + 1);
-            } else if let Some(frame) = direct {
+            } else if direct {
                 if slot.outbound.notification(&frame).is_err() {
                     slot.missed.set(1);
                     slot.wake();
@@ -227,6 +260,37 @@ impl Relay {
             if served % BATCH == 0 {
                 tokio::task::yield_now().await;
             }
+        }
+    }
+
+    /// The connections whose interests (may) route `topic`, from this generation's table.
+    fn routed(&self, topic: &Topic) -> Rc<[Rc<Slot>]> {
+        let mut routes = self.routes.borrow_mut();
+        let generation = GENERATION.with(Cell::get);
+        if routes.generation != generation {
+            *routes = Routes {
+                generation,
+                ..Routes::default()
+            };
+        }
+        let inboxes = self.inboxes.borrow();
+        let matching = |wanted: &dyn Fn(&Interests) -> bool| -> Rc<[Rc<Slot>]> {
+            inboxes
+                .values()
+                .filter(|slot| wanted(&slot.interests.borrow()))
+                .cloned()
+                .collect()
+        };
+        match topic {
+            Topic::Action { .. } => routes
+                .action_followers
+                .get_or_insert_with(|| matching(&|i| i.tracked_actions() > 0))
+                .clone(),
+            _ => routes
+                .by_topic
+                .entry(topic.clone())
+                .or_insert_with(|| matching(&|i| i.route(topic).is_some()))
+                .clone(),
         }
     }
 
@@ -354,6 +418,53 @@ mod tests {
                 drop((a, b));
                 tokio::task::yield_now().await;
                 assert!(!RELAYS.with(|r| r.borrow().contains_key(&key)), "relay ended");
+            })
+            .await;
+    }
+
+    /// Routes are cached per topic; a connection that joins or changes its interests afterwards
+    /// must still be served by what it wants now.
+    #[tokio::test]
+    async fn cached_routes_follow_joins_and_interest_changes() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let thing = thing(8);
+                let interests = interested_in("e");
+                let (out_a, mut body_a) = Outbound::new(4096, None);
+                let _a = subscribe(&thing, interests.clone(), out_a).expect("subscribe");
+                thing.emit_event("e", Some(json!(1))).expect("emit");
+                settle().await;
+                assert_eq!(written(&mut body_a).len(), 1);
+
+                // A newcomer is routed `e` although `e`'s route was computed without it.
+                let (out_b, mut body_b) = Outbound::new(4096, None);
+                let _b = subscribe(&thing, interested_in("e"), out_b).expect("subscribe");
+                thing.emit_event("e", Some(json!(2))).expect("emit");
+                settle().await;
+                assert_eq!(written(&mut body_a).len(), 1);
+                assert_eq!(written(&mut body_b).len(), 1, "the newcomer got e");
+
+                // `a` moves from `e` to `other` and back, the way the connection does it: `e`'s
+                // cached route must not leave it out.
+                interests_changed();
+                interests.borrow_mut().unsubscribe_event("e");
+                interests.borrow_mut().subscribe_event("other", None);
+                thing.emit_event("e", Some(json!(3))).expect("emit");
+                thing.emit_event("other", None).expect("emit");
+                settle().await;
+                let frames = written(&mut body_a);
+                assert_eq!(frames.len(), 1, "{frames:?}");
+                assert!(frames[0].contains(r#""name":"other""#), "{}", frames[0]);
+                assert_eq!(written(&mut body_b).len(), 1, "b still gets e");
+                interests_changed();
+                interests.borrow_mut().subscribe_event("e", None);
+                thing.emit_event("e", Some(json!(4))).expect("emit");
+                settle().await;
+                let frames = written(&mut body_a);
+                assert_eq!(frames.len(), 1, "{frames:?}");
+                assert!(frames[0].contains(r#""data":4"#), "{}", frames[0]);
+                assert_eq!(written(&mut body_b).len(), 1, "b still gets e, not other");
             })
             .await;
     }

@@ -485,10 +485,23 @@ pub fn notification_prefix(thing_id: &str, n: &Notification) -> Bytes {
 /// One socket's property or event notification: the shared prefix, then the operation that
 /// subscribed and its correlationID.
 pub fn notification(prefix: &[u8], operation: &str, correlation_id: Option<&str>) -> Bytes {
-    Frame::resume(prefix, 48 + correlation_id.map_or(0, str::len))
-        .str("operation", operation)
-        .opt_str("correlationID", correlation_id)
-        .finish()
+    let mut out = Vec::with_capacity(prefix.len() + 48 + correlation_id.map_or(0, str::len));
+    write_notification(&mut out, prefix, operation, correlation_id);
+    Bytes::from(out)
+}
+
+/// [`notification`] into `out` (cleared first), so that a fan-out can reuse one buffer.
+pub fn write_notification(out: &mut Vec<u8>, prefix: &[u8], operation: &str, correlation_id: Option<&str>) {
+    out.clear();
+    out.extend_from_slice(prefix);
+    let frame = Frame {
+        first: prefix.len() <= 1,
+        out: std::mem::take(out),
+    }
+    .str("operation", operation)
+    .opt_str("correlationID", correlation_id);
+    *out = frame.out;
+    out.push(b'}');
 }
 
 /// The start of every message the Thing sends.
