@@ -27,8 +27,8 @@
 //! that completed its frame, i.e. when the client has the whole frame (the UTF-8 check and JSON
 //! decoding a real client would do next are not included). `--tungstenite-reader` keeps each
 //! subscriber task reading through tungstenite instead (arrival = the decoded text message), the
-//! reference path. Readers write each arrival time into a preallocated slot instead of messaging a
-//! collector. The bench also reports the CPU time (user + system, from `/proc`) that the server
+//! reference path. Readers answer the server's pings (it closes a socket that stays silent for
+//! 60 s) and write each arrival time into a preallocated slot instead of messaging a collector. The bench also reports the CPU time (user + system, from `/proc`) that the server
 //! process and the client process spent per event.
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
