@@ -475,9 +475,15 @@ const LISTEN_BACKLOG: i32 = 1024;
 
 /// A TCP listener on `addr` with the runtime's backlog, like `TcpListener::bind` otherwise
 /// (address reuse on, so a restart does not wait for old connections in TIME_WAIT).
+///
+/// Nagle's algorithm is off (`TCP_NODELAY`, which accepted connections inherit): the server
+/// writes whole responses and whole frames, and holding back a small SSE event or WebSocket
+/// notification until the previous one is acknowledged would add the client's delayed-ACK time
+/// (up to 40 ms on Linux) to its latency. actix-web leaves the option as the socket has it.
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
@@ -515,5 +521,16 @@ mod tests {
             })
             .collect();
         assert_eq!(burst.len(), 600);
+    }
+
+    #[test]
+    fn accepted_connections_do_not_wait_for_acks_to_send() {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(
+            accepted.nodelay().unwrap(),
+            "TCP_NODELAY is inherited from the listener"
+        );
     }
 }
