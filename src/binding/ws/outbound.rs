@@ -62,7 +62,11 @@ struct Queue {
     socket: Option<Rc<AsyncFd<TcpStream>>>,
     /// Direct mode: how often the body has been polled. The dispatcher polls it first right
     /// after putting the 101 head in its buffer and flushes that buffer before it polls again,
-    /// so from the second poll on, the head is in the socket and frames may follow it.
+    /// so from the second poll on, the head is in the socket and frames may follow it. (The
+    /// flush writes all of it unless the socket is full, which on a connection whose client
+    /// reads its responses it is not: only a client that pipelines requests ahead of its
+    /// upgrade and leaves their answers unread could see frames before the head, on its own
+    /// connection only.)
     body_polls: u8,
     /// The dispatcher, waiting for bytes or for the end.
     dispatcher: Option<Waker>,
