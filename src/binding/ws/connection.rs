@@ -2,13 +2,15 @@
 //! core, writes the answers, keeps the connection alive and closes it on shutdown.
 //!
 //! One task per socket, on the worker thread that serves the socket. Everything it sends goes
-//! into the socket's [`Outbound`] queue, which the HTTP dispatcher drains. Property and event
-//! notifications do not pass through here: this thread's `fanout` relay queues them directly.
-//! The task handles what changes its state (action status notifications, lag, the thing going
-//! away). A client that stops reading fills its queue; the task then reads no further request,
-//! notifications overflow, and the socket is closed with 1013 (with the count) rather than
-//! silently missing changes. The thing and the other sockets never wait for it. No protocol
-//! decision is made here that `protocol` or `session` could make without IO.
+//! through the socket's [`Outbound`] queue (written to the socket at once on plain TCP, drained
+//! by the HTTP dispatcher under TLS); on plain TCP the task also writes what the socket could
+//! not take at once. Property and event notifications do not pass through here: this thread's
+//! `fanout` relay queues them directly. The task handles what changes its state (action status
+//! notifications, lag, the thing going away). A client that stops reading fills its queue; the
+//! task then reads no further request, notifications overflow, and the socket is closed with
+//! 1013 (with the count) rather than silently missing changes. The thing and the other sockets
+//! never wait for it. No protocol decision is made here that `protocol` or `session` could make
+//! without IO.
 
 use std::cell::RefCell;
 use std::future::Future;

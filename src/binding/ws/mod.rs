@@ -5,11 +5,12 @@
 //!
 //! `protocol` decodes and encodes messages (sans-IO), `session` keeps per-connection state
 //! (sans-IO), `connection` drives one socket, `fanout` fans a thing's notifications out to the
-//! sockets of one worker thread, `outbound` queues a socket's frames for the HTTP dispatcher
-//! that writes them, `forms` describes the endpoint in TDs. actix-ws does the handshake and
-//! decodes incoming frames; outgoing frames bypass its session (see `outbound` for why). The binding
-//! turns messages into core operations and subscriptions; it must not keep thing state, reach
-//! into another binding, or let one client's socket hold up the thing or other clients.
+//! sockets of one worker thread, `outbound` writes a socket's frames (itself on plain TCP,
+//! through the HTTP dispatcher under TLS), `forms` describes the endpoint in TDs. actix-ws does
+//! the handshake and decodes incoming frames; outgoing frames bypass its session (see
+//! `outbound` for why). The binding turns messages into core operations and subscriptions; it
+//! must not keep thing state, reach into another binding, or let one client's socket hold up the
+//! thing or other clients.
 
 pub mod connection;
 pub mod fanout;

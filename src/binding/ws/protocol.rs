@@ -404,7 +404,12 @@ impl Frame {
 
     /// Continues an object whose members were written earlier (a cached prefix without `}`).
     pub fn resume(prefix: &[u8], extra: usize) -> Self {
-        let mut out = Vec::with_capacity(prefix.len() + extra);
+        Frame::resume_in(Vec::with_capacity(prefix.len() + extra), prefix)
+    }
+
+    /// [`resume`](Self::resume) in a reused buffer (cleared first).
+    pub fn resume_in(mut out: Vec<u8>, prefix: &[u8]) -> Self {
+        out.clear();
         out.extend_from_slice(prefix);
         Frame {
             first: prefix.len() <= 1,
@@ -461,9 +466,14 @@ impl Frame {
         Bytes::from(self.out)
     }
 
-    pub fn finish(mut self) -> Bytes {
+    pub fn finish(self) -> Bytes {
+        Bytes::from(self.finish_vec())
+    }
+
+    /// The finished object in its buffer, for reuse.
+    pub fn finish_vec(mut self) -> Vec<u8> {
         self.out.push(b'}');
-        Bytes::from(self.out)
+        self.out
     }
 }
 
@@ -492,16 +502,10 @@ pub fn notification(prefix: &[u8], operation: &str, correlation_id: Option<&str>
 
 /// [`notification`] into `out` (cleared first), so that a fan-out can reuse one buffer.
 pub fn write_notification(out: &mut Vec<u8>, prefix: &[u8], operation: &str, correlation_id: Option<&str>) {
-    out.clear();
-    out.extend_from_slice(prefix);
-    let frame = Frame {
-        first: prefix.len() <= 1,
-        out: std::mem::take(out),
-    }
-    .str("operation", operation)
-    .opt_str("correlationID", correlation_id);
-    *out = frame.out;
-    out.push(b'}');
+    *out = Frame::resume_in(std::mem::take(out), prefix)
+        .str("operation", operation)
+        .opt_str("correlationID", correlation_id)
+        .finish_vec();
 }
 
 /// The start of every message the Thing sends.
