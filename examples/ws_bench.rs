@@ -31,11 +31,12 @@
 //! 60 s) and write each arrival time into a preallocated slot instead of messaging a collector. The bench also reports the CPU time (user + system, from `/proc`) that the server
 //! process and the client process spent per event.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use mio::net::TcpStream;
@@ -128,10 +129,13 @@ fn server_frame(buf: &[u8]) -> Option<(u8, &[u8], usize)> {
 }
 
 /// Arrival times (ns since the bench's base instant, +1 so that 0 means "not yet") per (round,
-/// subscriber), and per round how many subscribers have it.
+/// subscriber), and per round how many subscribers have it. `at` is when the load generator read
+/// the frame; `received` is when the kernel put its last segment into the subscriber's socket
+/// (`SO_TIMESTAMPNS`), which the load generator's own scheduling does not move.
 struct Arrivals {
     subscribers: usize,
     at: Vec<AtomicU64>,
+    received: Vec<AtomicU64>,
     delivered: Vec<AtomicUsize>,
 }
 
@@ -140,23 +144,29 @@ impl Arrivals {
         Arrivals {
             subscribers,
             at: (0..subscribers * events).map(|_| AtomicU64::new(0)).collect(),
+            received: (0..subscribers * events).map(|_| AtomicU64::new(0)).collect(),
             delivered: (0..events).map(|_| AtomicUsize::new(0)).collect(),
         }
     }
 
-    /// Records that subscriber `i` got the notification `text` at `at`.
-    fn record(&self, i: usize, text: &[u8], at: u64) {
+    /// Records that subscriber `i` got the notification `text`: read at `at`, received by its
+    /// socket at `received` (0: unknown).
+    fn record(&self, i: usize, text: &[u8], at: u64, received: u64) {
         // `"data":<level>` identifies the event round.
         let Some(pos) = text.windows(7).position(|w| w == b"\"data\":") else {
             return;
         };
         let digits = text[pos + 7..].iter().take_while(|c| c.is_ascii_digit());
         let level = digits.fold(0usize, |l, d| l * 10 + usize::from(d - b'0'));
-        if (1..=self.delivered.len()).contains(&level)
-            && self.at[(level - 1) * self.subscribers + i]
-                .compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+        if !(1..=self.delivered.len()).contains(&level) {
+            return;
+        }
+        let slot = (level - 1) * self.subscribers + i;
+        if self.at[slot]
+            .compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
         {
+            self.received[slot].store(received, Ordering::Relaxed);
             self.delivered[level - 1].fetch_add(1, Ordering::Release);
         }
     }
@@ -165,11 +175,11 @@ impl Arrivals {
 /// Records the complete frames at the start of `buf` for subscriber `i`: how many bytes they
 /// took, or `None` if the server closed the WebSocket. Pings (the server sends one after 30 s
 /// of silence, and closes a socket that does not answer) get their pong appended to `pongs`.
-fn frames(buf: &[u8], i: usize, at: u64, arrivals: &Arrivals, pongs: &mut Vec<u8>) -> Option<usize> {
+fn frames(buf: &[u8], i: usize, at: (u64, u64), arrivals: &Arrivals, pongs: &mut Vec<u8>) -> Option<usize> {
     let mut used = 0;
     while let Some((opcode, payload, len)) = server_frame(&buf[used..]) {
         match opcode {
-            0x1 => arrivals.record(i, payload, at),
+            0x1 => arrivals.record(i, payload, at.0, at.1),
             0x8 => return None,
             0x9 => {
                 // A client masks what it sends (RFC 6455 §5.3); the key need not be secret here.
@@ -197,7 +207,7 @@ struct Subscriber {
 fn read_loop(
     sockets: mpsc::Receiver<(usize, std::net::TcpStream)>,
     arrivals: &Arrivals,
-    base: Instant,
+    base: Base,
     stop: &AtomicBool,
 ) {
     let mut poll = Poll::new().expect("epoll");
@@ -208,6 +218,7 @@ fn read_loop(
     while !stop.load(Ordering::Relaxed) {
         for (i, tcp) in sockets.try_iter() {
             let mut tcp = TcpStream::from_std(tcp);
+            stamp_receipts(tcp.as_raw_fd()).expect("SO_TIMESTAMPNS");
             // Data that came before the registration is reported by the first poll.
             poll.registry()
                 .register(&mut tcp, Token(i), Interest::READABLE)
@@ -228,14 +239,17 @@ fn read_loop(
                 continue;
             };
             let open = loop {
-                let read = match s.tcp.read(&mut scratch) {
-                    Ok(0) => break false,
+                let (read, received) = match read_stamped(s.tcp.as_raw_fd(), &mut scratch) {
+                    Ok((0, _)) => break false,
                     Ok(read) => read,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break true,
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(_) => break false,
                 };
-                let at = base.elapsed().as_nanos() as u64 + 1;
+                let at = (
+                    base.instant.elapsed().as_nanos() as u64 + 1,
+                    received.map_or(0, |wall| wall.saturating_sub(base.wall) + 1),
+                );
                 // Usually the read holds whole frames and is parsed in place; only the start of
                 // an incomplete frame is kept (copied) until the rest arrives.
                 if s.partial.is_empty() {
@@ -266,6 +280,84 @@ fn read_loop(
             }
         }
     }
+}
+
+/// The bench's time origin, on the monotonic clock (read times) and on the wall clock (the
+/// kernel's receive stamps), taken together.
+#[derive(Clone, Copy)]
+struct Base {
+    instant: Instant,
+    /// Nanoseconds since the Unix epoch.
+    wall: u64,
+}
+
+impl Base {
+    fn now() -> Self {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970");
+        Base {
+            instant: Instant::now(),
+            wall: wall.as_nanos() as u64,
+        }
+    }
+}
+
+/// Asks the kernel to stamp every segment this socket receives with the wall-clock time of its
+/// arrival (`SO_TIMESTAMPNS`), handed out by [`read_stamped`].
+fn stamp_receipts(fd: RawFd) -> std::io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `fd` is an open socket; the option value is a c_int of the size given.
+    let result = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// A `read` that also says when the kernel received the last segment it returned (ns since the
+/// Unix epoch), if the socket stamps receipts.
+fn read_stamped(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Option<u64>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // Room for one timespec control message; u64s keep the cmsghdr aligned.
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain data, for which all zeroes is a valid (empty) value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: `msg` points at `buf` and `control`, both alive and writable for the call.
+    let read = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+    if read < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut stamp = None;
+    // SAFETY: the kernel filled `msg_controllen` bytes of `control` with well-formed control
+    // messages; CMSG_* walk exactly those, and the data of an SCM_TIMESTAMPNS one is a timespec.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let at: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                stamp = Some(at.tv_sec as u64 * 1_000_000_000 + at.tv_nsec as u64);
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((read as usize, stamp))
 }
 
 /// The soft open-file limit of this process (children inherit it).
@@ -317,6 +409,61 @@ fn serve(workers: Option<usize>) {
         .expect("stdin");
         running.stop().await;
     });
+}
+
+/// One way of timing deliveries: every (event, subscriber) latency, sorted, and per event the
+/// fastest and slowest subscriber, in event order.
+struct Latencies {
+    all: Vec<Duration>,
+    firsts: Vec<Duration>,
+    lasts: Vec<Duration>,
+}
+
+impl Latencies {
+    /// From a table of arrival times (ns since the base, +1; 0 = none), `n` per event, and the
+    /// events' emit times.
+    fn of(table: &[AtomicU64], emitted: &[Duration], n: usize) -> Self {
+        let mut all = Vec::with_capacity(table.len());
+        let mut firsts = Vec::with_capacity(emitted.len());
+        let mut lasts = Vec::with_capacity(emitted.len());
+        for (round, t0) in emitted.iter().enumerate() {
+            let (mut first, mut last) = (Duration::MAX, Duration::ZERO);
+            for slot in &table[round * n..(round + 1) * n] {
+                let at = slot.load(Ordering::Relaxed);
+                if at > 0 {
+                    let d = Duration::from_nanos(at - 1).saturating_sub(*t0);
+                    all.push(d);
+                    first = first.min(d);
+                    last = last.max(d);
+                }
+            }
+            firsts.push(first.min(last));
+            lasts.push(last);
+        }
+        all.sort();
+        Latencies { all, firsts, lasts }
+    }
+
+    fn print(&self, what: &str) {
+        let per_round = |ds: &[Duration]| {
+            ds.iter()
+                .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut lasts = self.lasts.clone();
+        lasts.sort();
+        println!(
+            "- {what}: p50 {} p99 {} max {}; time to last delivery per event p50 {} max {}",
+            ms(percentile(&self.all, 0.50)),
+            ms(percentile(&self.all, 0.99)),
+            ms(*self.all.last().unwrap_or(&Duration::ZERO)),
+            ms(percentile(&lasts, 0.50)),
+            ms(*lasts.last().unwrap_or(&Duration::ZERO)),
+        );
+        println!("    first delivery per event (ms): {}", per_round(&self.firsts));
+        println!("    last delivery per event (ms):  {}", per_round(&self.lasts));
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -401,7 +548,7 @@ async fn bench(a: &Args, http: &str, server_pid: Option<&str>) {
     // ---- fan-out
     println!("connecting {} subscribers to {ws} ...", a.subscribers);
     let started = Instant::now();
-    let base = Instant::now();
+    let base = Base::now();
     let n = a.subscribers;
     let arrivals = Arc::new(Arrivals::new(n, a.events));
     let connected = Arc::new(AtomicU64::new(0));
@@ -466,7 +613,7 @@ async fn bench(a: &Args, http: &str, server_pid: Option<&str>) {
                 None => {
                     while let Some(Ok(m)) = socket.next().await {
                         if let Message::Text(t) = m {
-                            arrivals.record(i, t.as_bytes(), base.elapsed().as_nanos() as u64 + 1);
+                            arrivals.record(i, t.as_bytes(), base.instant.elapsed().as_nanos() as u64 + 1, 0);
                         }
                     }
                 }
@@ -494,7 +641,7 @@ async fn bench(a: &Args, http: &str, server_pid: Option<&str>) {
     for round in 0..a.events {
         let level = (round + 1) as u64;
         let t0 = Instant::now();
-        emitted.push(t0.duration_since(base));
+        emitted.push(t0.duration_since(base.instant));
         let response = client
             .post(format!("{http}/things/lamp/actions/fade"))
             .json(&json!({"level": level, "duration": 0}))
@@ -516,44 +663,17 @@ async fn bench(a: &Args, http: &str, server_pid: Option<&str>) {
     }
     let server_cpu = server_pid.and_then(cpu_time).zip(server_cpu0).map(|(b, a)| b - a);
     let client_cpu = cpu_time("self").zip(client_cpu0).map(|(b, a)| b - a);
-    let mut all = Vec::with_capacity(n * a.events);
-    let mut lasts = Vec::with_capacity(a.events);
-    let mut firsts = Vec::with_capacity(a.events);
-    for (round, t0) in emitted.iter().enumerate() {
-        let (mut first, mut last) = (Duration::MAX, Duration::ZERO);
-        for slot in &arrivals.at[round * n..(round + 1) * n] {
-            let at = slot.load(Ordering::Relaxed);
-            if at > 0 {
-                let d = Duration::from_nanos(at - 1).saturating_sub(*t0);
-                all.push(d);
-                first = first.min(d);
-                last = last.max(d);
-            }
-        }
-        firsts.push(first.min(last));
-        lasts.push(last);
-    }
-    let per_round = |ds: &[Duration]| {
-        ds.iter()
-            .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    println!("time to first delivery per round (ms): {}", per_round(&firsts));
-    println!("time to last delivery per round (ms): {}", per_round(&lasts));
-    all.sort();
-    lasts.sort();
     println!(
-        "fan-out: {} subscribers x {} events: per-subscriber emit->delivery p50 {} p99 {} max {}; \
-         time to last delivery per event p50 {} max {}",
-        n,
-        a.events,
-        ms(percentile(&all, 0.50)),
-        ms(percentile(&all, 0.99)),
-        ms(*all.last().unwrap_or(&Duration::ZERO)),
-        ms(percentile(&lasts, 0.50)),
-        ms(*lasts.last().unwrap_or(&Duration::ZERO)),
+        "fan-out: {n} subscribers x {} events, per-subscriber time from emit to",
+        a.events
     );
+    let received = Latencies::of(&arrivals.received, &emitted, n);
+    if received.all.is_empty() {
+        println!("- arrival in its socket: not stamped (--tungstenite-reader)");
+    } else {
+        received.print("arrival in its socket (kernel receive stamp)");
+    }
+    Latencies::of(&arrivals.at, &emitted, n).print("read by the load generator");
     let per_event = |cpu: Option<Duration>| cpu.map_or("n/a".to_owned(), |c| ms(c / a.events as u32));
     println!(
         "cpu per event (user+system, includes the 50 ms settle between rounds): server {} client {}",

@@ -54,10 +54,19 @@ pub fn interests_changed() {
 struct Routes {
     generation: u64,
     /// Per property or event: the connections whose interests route it.
-    by_topic: HashMap<Topic, Rc<[Rc<Slot>]>>,
+    by_topic: HashMap<Topic, Rc<[Route]>>,
     /// The connections that follow at least one action instance (action topics are unique per
     /// instance, so they are not worth a table entry each).
     action_followers: Option<Rc<[Rc<Slot>]>>,
+}
+
+/// A connection a property or event goes to, and how its frames of it end.
+struct Route {
+    slot: Rc<Slot>,
+    /// What follows a notification's shared prefix for this connection (the operation that
+    /// subscribed and its correlationID): encoded when the table is built, as it stays the same
+    /// until the connection changes its interests, which starts a new generation.
+    ending: Box<[u8]>,
 }
 
 struct Relay {
@@ -186,6 +195,19 @@ impl Drop for Inbox {
 }
 
 impl Slot {
+    /// Puts `n` in the connection's inbox for its task (dropping the oldest entry if full) and
+    /// wakes the task.
+    fn enqueue(&self, n: &Arc<Notification>) {
+        let mut queue = self.queue.borrow_mut();
+        if queue.len() >= self.capacity {
+            queue.pop_front();
+            self.missed.set(self.missed.get() + 1);
+        }
+        queue.push_back(n.clone());
+        drop(queue);
+        self.wake();
+    }
+
     fn wake(&self) {
         if let Some(waker) = self.waker.borrow_mut().take() {
             waker.wake();
@@ -204,57 +226,64 @@ impl Relay {
         let Some(thing) = self.thing.upgrade() else {
             return;
         };
-        let prefix = match n.topic {
-            Topic::Action { .. } => None,
-            _ => Some(protocol::notification_prefix(&thing.id, n)),
-        };
-        drop(thing);
+        match n.topic {
+            Topic::Action { .. } => {
+                drop(thing);
+                self.deliver_to_tasks(n).await;
+            }
+            _ => {
+                let prefix = protocol::notification_prefix(&thing.id, n);
+                drop(thing);
+                self.deliver_to_sockets(n, &prefix).await;
+            }
+        }
+    }
+
+    /// A property or event notification: framed here for each connection (shared `prefix`, the
+    /// connection's ending) and queued on its socket, unless its inbox holds entries it must
+    /// follow.
+    async fn deliver_to_sockets(&self, n: &Arc<Notification>, prefix: &[u8]) {
         // A snapshot, as connections may come and go while the relay yields. One that joins
         // meanwhile subscribed after `n` was published (its `after` excludes `n`); one that
-        // leaves or loses interest is skipped by `route` or gets an entry nobody reads.
-        let slots = self.routed(&n.topic);
-        // Each connection's frame, built in turn in one buffer.
-        let mut frame = Vec::with_capacity(prefix.as_ref().map_or(0, |p| p.len() + 128));
+        // leaves gets nothing or an entry nobody reads; one that changes its interests starts a
+        // new generation, after which its cached ending is checked against `route` again.
+        let (routes, generation) = self.topic_routes(&n.topic);
+        let mut frame = Vec::with_capacity(prefix.len() + 128);
+        let mut fresh_ending = Vec::new();
         let mut served = 0;
-        for slot in slots.iter() {
+        for route in routes.iter() {
+            let slot = &route.slot;
             if n.seq <= slot.after {
                 continue;
             }
-            let direct = {
+            let ending: &[u8] = if GENERATION.with(Cell::get) == generation {
+                &route.ending
+            } else {
                 let interests = slot.interests.borrow();
                 let Some(delivery) = interests.route(&n.topic) else {
                     continue;
                 };
-                match &prefix {
-                    Some(prefix) if slot.queue.borrow().is_empty() => {
-                        protocol::write_notification(
-                            &mut frame,
-                            prefix,
-                            delivery.operation,
-                            delivery.correlation_id,
-                        );
-                        true
-                    }
-                    _ => false,
-                }
+                fresh_ending.clear();
+                protocol::append_notification_ending(
+                    &mut fresh_ending,
+                    delivery.operation,
+                    delivery.correlation_id,
+                );
+                &fresh_ending
             };
             if slot.missed.get() > 0 {
                 // Lagging already: its task is about to close it.
                 slot.missed.set(slot.missed.get() + 1);
-            } else if direct {
+            } else if slot.queue.borrow().is_empty() {
+                frame.clear();
+                frame.extend_from_slice(prefix);
+                frame.extend_from_slice(ending);
                 if slot.outbound.notification(&frame).is_err() {
                     slot.missed.set(1);
                     slot.wake();
                 }
             } else {
-                let mut queue = slot.queue.borrow_mut();
-                if queue.len() >= slot.capacity {
-                    queue.pop_front();
-                    slot.missed.set(slot.missed.get() + 1);
-                }
-                queue.push_back(n.clone());
-                drop(queue);
-                slot.wake();
+                slot.enqueue(n);
             }
             served += 1;
             if served % BATCH == 0 {
@@ -263,8 +292,30 @@ impl Relay {
         }
     }
 
-    /// The connections whose interests (may) route `topic`, from this generation's table.
-    fn routed(&self, topic: &Topic) -> Rc<[Rc<Slot>]> {
+    /// An action's status: to the inbox of every connection that follows the action, for its
+    /// task to answer (it changes the connection's state).
+    async fn deliver_to_tasks(&self, n: &Arc<Notification>) {
+        let slots = self.action_followers();
+        let mut served = 0;
+        for slot in slots.iter() {
+            if n.seq <= slot.after || slot.interests.borrow().route(&n.topic).is_none() {
+                continue;
+            }
+            if slot.missed.get() > 0 {
+                slot.missed.set(slot.missed.get() + 1);
+            } else {
+                slot.enqueue(n);
+            }
+            served += 1;
+            if served % BATCH == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    /// The routing tables, emptied first if the thread's generation has moved on since they were
+    /// filled.
+    fn current_routes(&self) -> std::cell::RefMut<'_, Routes> {
         let mut routes = self.routes.borrow_mut();
         let generation = GENERATION.with(Cell::get);
         if routes.generation != generation {
@@ -273,25 +324,56 @@ impl Relay {
                 ..Routes::default()
             };
         }
-        let inboxes = self.inboxes.borrow();
-        let matching = |wanted: &dyn Fn(&Interests) -> bool| -> Rc<[Rc<Slot>]> {
-            inboxes
-                .values()
-                .filter(|slot| wanted(&slot.interests.borrow()))
-                .cloned()
-                .collect()
-        };
-        match topic {
-            Topic::Action { .. } => routes
-                .action_followers
-                .get_or_insert_with(|| matching(&|i| i.tracked_actions() > 0))
-                .clone(),
-            _ => routes
-                .by_topic
-                .entry(topic.clone())
-                .or_insert_with(|| matching(&|i| i.route(topic).is_some()))
-                .clone(),
-        }
+        routes
+    }
+
+    /// The connections whose interests route the property or event `topic`, with their endings,
+    /// from this generation's table; and the generation.
+    fn topic_routes(&self, topic: &Topic) -> (Rc<[Route]>, u64) {
+        let mut routes = self.current_routes();
+        let generation = routes.generation;
+        let table = routes
+            .by_topic
+            .entry(topic.clone())
+            .or_insert_with(|| {
+                let inboxes = self.inboxes.borrow();
+                let mut ending = Vec::new();
+                inboxes
+                    .values()
+                    .filter_map(|slot| {
+                        let interests = slot.interests.borrow();
+                        let delivery = interests.route(topic)?;
+                        ending.clear();
+                        protocol::append_notification_ending(
+                            &mut ending,
+                            delivery.operation,
+                            delivery.correlation_id,
+                        );
+                        Some(Route {
+                            slot: slot.clone(),
+                            ending: ending.as_slice().into(),
+                        })
+                    })
+                    .collect()
+            })
+            .clone();
+        (table, generation)
+    }
+
+    /// The connections that follow at least one action instance, from this generation's table.
+    fn action_followers(&self) -> Rc<[Rc<Slot>]> {
+        let mut routes = self.current_routes();
+        routes
+            .action_followers
+            .get_or_insert_with(|| {
+                let inboxes = self.inboxes.borrow();
+                inboxes
+                    .values()
+                    .filter(|slot| slot.interests.borrow().tracked_actions() > 0)
+                    .cloned()
+                    .collect()
+            })
+            .clone()
     }
 
     fn lagged(&self, missed: u64) {

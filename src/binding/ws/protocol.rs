@@ -502,7 +502,21 @@ pub fn notification(prefix: &[u8], operation: &str, correlation_id: Option<&str>
 
 /// [`notification`] into `out` (cleared first), so that a fan-out can reuse one buffer.
 pub fn write_notification(out: &mut Vec<u8>, prefix: &[u8], operation: &str, correlation_id: Option<&str>) {
-    *out = Frame::resume_in(std::mem::take(out), prefix)
+    out.clear();
+    out.extend_from_slice(prefix);
+    append_notification_ending(out, operation, correlation_id);
+}
+
+/// What follows the shared prefix in one socket's notification (its operation, correlationID and
+/// the closing brace), appended to `out`. A fan-out encodes it once per socket and topic, so that
+/// each notification costs a socket two copies and no encoding.
+pub fn append_notification_ending(out: &mut Vec<u8>, operation: &str, correlation_id: Option<&str>) {
+    // A prefix always holds the envelope's members, so these follow a comma.
+    let frame = Frame {
+        out: std::mem::take(out),
+        first: false,
+    };
+    *out = frame
         .str("operation", operation)
         .opt_str("correlationID", correlation_id)
         .finish_vec();
@@ -877,6 +891,22 @@ mod tests {
             parse(&Frame::new(0).raw("data", b"").finish())["data"],
             Value::Null
         );
+    }
+
+    #[test]
+    fn a_notification_is_its_prefix_and_its_ending() {
+        let prefix = envelope("urn:t", "notification", 0).str("name", "x").prefix();
+        for correlation_id in [None, Some("s\"1")] {
+            let mut ending = Vec::new();
+            append_notification_ending(&mut ending, "subscribeevent", correlation_id);
+            let joined = [&prefix[..], &ending].concat();
+            let whole = notification(&prefix, "subscribeevent", correlation_id);
+            assert_eq!(joined, whole.to_vec());
+            let v = parse(&whole);
+            assert_eq!(v["operation"], "subscribeevent");
+            assert_eq!(v["name"], "x");
+            assert_eq!(v.get("correlationID").and_then(Value::as_str), correlation_id);
+        }
     }
 
     #[test]
