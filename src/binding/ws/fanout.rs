@@ -2,9 +2,11 @@
 //!
 //! Each worker thread runs at most one relay task per thing. Only the relay holds a receiver of
 //! the thing's broadcast hub; for every notification it looks at the interests of each local
-//! connection. A property or event notification that a connection wants is encoded for it right
-//! here and queued on the connection's [`Outbound`], which wakes only the HTTP dispatcher that
-//! writes the socket: the connection's own task sleeps through the fan-out. Action status
+//! connection. A property or event notification that a connection wants is framed for it right
+//! here, from the notification's shared prefix and the connection's ending (operation and
+//! correlationID, encoded once per topic in the routing table), and queued on the connection's
+//! [`Outbound`], which writes the socket (or wakes the HTTP dispatcher that does): the
+//! connection's own task sleeps through the fan-out. Action status
 //! changes, which change the connection's state, go to its inbox instead and wake its task; so
 //! does anything routed while the inbox still holds entries, so that a socket sees its
 //! notifications in the order they were published.
@@ -218,6 +220,21 @@ impl Slot {
 /// How many connections the relay serves before it lets their dispatchers (and tasks) run.
 const BATCH: usize = 128;
 
+/// What one connection gets of a property or event notification.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Nothing: it subscribed after the notification was published.
+    Skip,
+    /// Nothing: it has missed notifications already and is about to be closed; one more.
+    Lagging,
+    /// Its inbox, behind the entries there.
+    Inbox,
+    /// Its socket.
+    Socket,
+    /// Nothing: its outbound queue is full, so it has missed this one.
+    Full,
+}
+
 impl Relay {
     /// Hands `n` to every local connection that wants it. Yields after each batch of served
     /// connections: the scheduler runs tasks in wake order, so without this no socket write would
@@ -250,45 +267,69 @@ impl Relay {
         let (routes, generation) = self.topic_routes(&n.topic);
         let mut frame = Vec::with_capacity(prefix.len() + 128);
         let mut fresh_ending = Vec::new();
-        let mut served = 0;
-        for route in routes.iter() {
-            let slot = &route.slot;
-            if n.seq <= slot.after {
-                continue;
-            }
-            let ending: &[u8] = if GENERATION.with(Cell::get) == generation {
-                &route.ending
-            } else {
-                let interests = slot.interests.borrow();
-                let Some(delivery) = interests.route(&n.topic) else {
-                    continue;
-                };
-                fresh_ending.clear();
-                protocol::append_notification_ending(
-                    &mut fresh_ending,
-                    delivery.operation,
-                    delivery.correlation_id,
-                );
-                &fresh_ending
-            };
-            if slot.missed.get() > 0 {
-                // Lagging already: its task is about to close it.
-                slot.missed.set(slot.missed.get() + 1);
-            } else if slot.queue.borrow().is_empty() {
-                frame.clear();
-                frame.extend_from_slice(prefix);
-                frame.extend_from_slice(ending);
-                if slot.outbound.notification(&frame).is_err() {
-                    slot.missed.set(1);
-                    slot.wake();
+        let mut plans = Vec::with_capacity(BATCH);
+        for batch in routes.chunks(BATCH) {
+            let fresh = GENERATION.with(Cell::get) == generation;
+            // First what each connection of the batch gets, then the sends. A connection's state
+            // is spread over a few allocations that are rarely in the cache; read back to back,
+            // the processor waits for them together, while between two sends each would wait
+            // on its own.
+            plans.clear();
+            plans.extend(batch.iter().map(|route| {
+                let slot = &route.slot;
+                if n.seq <= slot.after {
+                    Plan::Skip
+                } else if slot.missed.get() > 0 {
+                    Plan::Lagging
+                } else if !slot.queue.borrow().is_empty() {
+                    Plan::Inbox
+                } else if !slot.outbound.has_room() {
+                    Plan::Full
+                } else {
+                    Plan::Socket
                 }
-            } else {
-                slot.enqueue(n);
+            }));
+            for (route, plan) in batch.iter().zip(&plans) {
+                let slot = &route.slot;
+                if *plan == Plan::Skip {
+                    continue;
+                }
+                let ending: &[u8] = if fresh {
+                    &route.ending
+                } else {
+                    let interests = slot.interests.borrow();
+                    let Some(delivery) = interests.route(&n.topic) else {
+                        continue;
+                    };
+                    fresh_ending.clear();
+                    protocol::append_notification_ending(
+                        &mut fresh_ending,
+                        delivery.operation,
+                        delivery.correlation_id,
+                    );
+                    &fresh_ending
+                };
+                match plan {
+                    Plan::Skip => {}
+                    // Its task is about to close it.
+                    Plan::Lagging => slot.missed.set(slot.missed.get() + 1),
+                    Plan::Inbox => slot.enqueue(n),
+                    Plan::Socket => {
+                        frame.clear();
+                        frame.extend_from_slice(prefix);
+                        frame.extend_from_slice(ending);
+                        if slot.outbound.notification(&frame).is_err() {
+                            slot.missed.set(1);
+                            slot.wake();
+                        }
+                    }
+                    Plan::Full => {
+                        slot.missed.set(1);
+                        slot.wake();
+                    }
+                }
             }
-            served += 1;
-            if served % BATCH == 0 {
-                tokio::task::yield_now().await;
-            }
+            tokio::task::yield_now().await;
         }
     }
 
@@ -547,6 +588,57 @@ mod tests {
                 assert_eq!(frames.len(), 1, "{frames:?}");
                 assert!(frames[0].contains(r#""data":4"#), "{}", frames[0]);
                 assert_eq!(written(&mut body_b).len(), 1, "b still gets e, not other");
+            })
+            .await;
+    }
+
+    /// The relay yields between batches of connections; a connection that changes its interests
+    /// meanwhile must be routed by what it wants now, not by the ending cached for the table.
+    #[tokio::test]
+    async fn interests_changed_during_a_fan_out_route_the_rest_of_it() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let thing = thing(8);
+                let count = BATCH + 72;
+                let mut connections = Vec::new();
+                for _ in 0..count {
+                    let interests = Rc::new(RefCell::new(Interests::default()));
+                    interests.borrow_mut().subscribe_event("e", Some("before".into()));
+                    let (outbound, body) = Outbound::new(4096, None);
+                    let inbox = subscribe(&thing, interests.clone(), outbound).expect("subscribe");
+                    connections.push((interests, body, inbox));
+                }
+                thing.emit_event("e", Some(json!(1))).expect("emit");
+                // The relay runs once: it serves the first batch and yields.
+                tokio::task::yield_now().await;
+                interests_changed();
+                for (i, (interests, ..)) in connections.iter().enumerate() {
+                    if i % 2 == 0 {
+                        interests.borrow_mut().unsubscribe_event("e");
+                    } else {
+                        interests.borrow_mut().subscribe_event("e", Some("after".into()));
+                    }
+                }
+                settle().await;
+                let (mut before, mut after) = (0, 0);
+                for (i, (_, body, _)) in connections.iter_mut().enumerate() {
+                    let frames = written(body);
+                    match frames.as_slice() {
+                        [] => assert_eq!(i % 2, 0, "only those that unsubscribed miss it"),
+                        [frame] if frame.contains(r#""correlationID":"before""#) => before += 1,
+                        [frame] if frame.contains(r#""correlationID":"after""#) => {
+                            assert_eq!(i % 2, 1, "{frame}");
+                            after += 1;
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                }
+                assert_eq!(before, BATCH, "the first batch was served before the change");
+                assert!(
+                    after > 0,
+                    "some of the rest were served with their new correlationID"
+                );
             })
             .await;
     }
