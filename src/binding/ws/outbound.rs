@@ -23,7 +23,7 @@ use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io::{self, Write};
 use std::net::TcpStream;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -58,8 +58,8 @@ struct Queue {
     /// Encoded frames not yet written (direct) or not yet taken by the dispatcher.
     bytes: BytesMut,
     limit: usize,
-    /// Direct mode: our descriptor of the socket, registered for writability only.
-    socket: Option<Rc<AsyncFd<TcpStream>>>,
+    /// Direct mode: our descriptor of the socket.
+    socket: Option<Direct>,
     /// Direct mode: how often the body has been polled. The dispatcher polls it first right
     /// after putting the 101 head in its buffer and flushes that buffer before it polls again,
     /// so from the second poll on, the head is in the socket and frames may follow it. (The
@@ -86,6 +86,32 @@ enum State {
     Gone,
 }
 
+/// Our descriptor of a connection's socket, for direct writes.
+struct Direct {
+    /// The descriptor `registered` owns, kept here as well so that a write reads it from the
+    /// queue's own memory: the fan-out writes to thousands of sockets in a row, and a pointer
+    /// chase to each registration was a cache miss per frame.
+    fd: RawFd,
+    /// Registered for writability only, for the frames that have to wait.
+    registered: Rc<AsyncFd<TcpStream>>,
+}
+
+impl Direct {
+    fn new(registered: AsyncFd<TcpStream>) -> Self {
+        Direct {
+            fd: registered.as_raw_fd(),
+            registered: Rc::new(registered),
+        }
+    }
+
+    fn send(&self, bytes: &[u8]) -> io::Result<usize> {
+        // SAFETY: `fd` is the descriptor `registered` owns, which stays open as long as this
+        // value (and with it `registered`) exists.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        socket2::SockRef::from(&fd).send(bytes)
+    }
+}
+
 /// A notification that was not queued because `limit` bytes were already waiting.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Full;
@@ -102,7 +128,7 @@ impl Outbound {
     /// descriptor is duplicated, so this must run on the worker thread inside its runtime.
     pub fn new(limit: usize, socket: Option<RawFd>) -> (Outbound, OutboundBody) {
         let socket = socket.and_then(|fd| match direct_socket(fd) {
-            Ok(socket) => Some(Rc::new(socket)),
+            Ok(socket) => Some(Direct::new(socket)),
             Err(e) => {
                 tracing::debug!("websocket frames go through the dispatcher: {e}");
                 None
@@ -241,7 +267,7 @@ impl Outbound {
             if matches!(queue.state, State::Gone | State::Aborted) {
                 return Poll::Ready(());
             }
-            let Some(socket) = queue.socket.clone() else {
+            let Some(socket) = queue.socket.as_ref().map(|direct| direct.registered.clone()) else {
                 return Poll::Ready(());
             };
             if queue.bytes.is_empty() {
@@ -301,24 +327,27 @@ impl Queue {
     fn push(&mut self, opcode: u8, payload: &[u8]) {
         match &self.socket {
             Some(socket) if self.body_polls >= 2 && self.bytes.is_empty() => {
-                let socket = socket.clone();
-                SCRATCH.with(|scratch| {
+                let bytes = &mut self.bytes;
+                // Whatever the socket did not take waits in `bytes`.
+                let sent = SCRATCH.with(|scratch| {
                     let mut frame = scratch.borrow_mut();
                     frame.clear();
                     encode_frame(&mut frame, opcode, payload);
-                    match socket.get_ref().write(&frame) {
-                        Ok(n) if n == frame.len() => {}
-                        Ok(n) => {
-                            self.bytes.extend_from_slice(&frame[n..]);
-                            self.wake_task();
+                    let sent = socket.send(&frame);
+                    match sent {
+                        Ok(n) => bytes.extend_from_slice(&frame[n..]),
+                        Err(ref e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            bytes.extend_from_slice(&frame)
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            self.bytes.extend_from_slice(&frame);
-                            self.wake_task();
-                        }
-                        Err(e) => self.broken(&e),
+                        Err(_) => {}
                     }
+                    sent
                 });
+                match sent {
+                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => self.broken(&e),
+                    _ if !self.bytes.is_empty() => self.wake_task(),
+                    _ => {}
+                }
             }
             Some(_) => {
                 encode_frame(&mut self.bytes, opcode, payload);
