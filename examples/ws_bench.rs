@@ -12,8 +12,11 @@
 //!
 //! Latency: for each event the bench POSTs `fade` (duration 0) to the lamp, which emits `faded`
 //! with the requested level; each subscriber's latency is from just before that POST to the
-//! moment its socket delivered the notification. p50/p99 are over all (event, subscriber) pairs;
-//! "last" is the slowest subscriber per event (the time until everyone had it).
+//! notification's arrival, timed twice: when the kernel put it into the subscriber's socket
+//! (`SO_TIMESTAMPNS` receive stamp; on loopback that is the moment of the server's `send`, and
+//! the load generator's own scheduling does not move it), and when the load generator read it.
+//! p50/p99 are over all (event, subscriber) pairs; "last" is the slowest subscriber per event
+//! (the time until everyone had it).
 //!
 //! The client side is kept lean so that it does not eat the CPU the server needs (both share the
 //! machine). Each subscriber is a tokio task that connects, negotiates `webthingprotocol` and
@@ -21,15 +24,16 @@
 //! every read, which cost the client more CPU than the server spent); then it takes the TCP stream
 //! back, hands it to a reader thread and ends. The reader threads (`--reader-threads`, default 1)
 //! read raw WebSocket frames from all their sockets in one epoll loop each (mio), as wrk does: no
-//! task wake-up and poll per notification, just one `read` (a read shorter than the buffer means
-//! the socket is drained, and edge-triggered epoll reports the next data, so there is no second
-//! read that only returns EAGAIN). A notification's arrival time is taken right after the `read`
-//! that completed its frame, i.e. when the client has the whole frame (the UTF-8 check and JSON
-//! decoding a real client would do next are not included). `--tungstenite-reader` keeps each
-//! subscriber task reading through tungstenite instead (arrival = the decoded text message), the
-//! reference path. Readers answer the server's pings (it closes a socket that stays silent for
-//! 60 s) and write each arrival time into a preallocated slot instead of messaging a collector. The bench also reports the CPU time (user + system, from `/proc`) that the server
-//! process and the client process spent per event.
+//! task wake-up and poll per notification, just one `recvmsg` (a read shorter than the buffer
+//! means the socket is drained, and edge-triggered epoll reports the next data, so there is no
+//! second read that only returns EAGAIN). The read time is taken right after the read that
+//! completed a frame, i.e. when the client has the whole frame (the UTF-8 check and JSON decoding
+//! a real client would do next are not included); the receive stamp comes with that read.
+//! `--tungstenite-reader` keeps each subscriber task reading through tungstenite instead (read
+//! time = the decoded text message; no receive stamps), the reference path. Readers answer the
+//! server's pings (it closes a socket that stays silent for 60 s) and write each time into a
+//! preallocated slot instead of messaging a collector. The bench also reports the CPU time (user
+//! + system, from `/proc`) that the server process and the client process spent per event.
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::fd::{AsRawFd, RawFd};
