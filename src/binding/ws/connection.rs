@@ -17,7 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, ProtocolError};
 use bytes::Bytes;
@@ -74,9 +74,11 @@ pub async fn run(
     };
     let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
     let mut keepalive = Keepalive::new(config.ping_interval, Instant::now());
-    let mut ticker = tokio::time::interval((config.ping_interval / 2).max(Duration::from_millis(10)));
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + keepalive.first_check(rand::random::<f64>()),
+        keepalive.check_period(),
+    );
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.reset();
     // Since when the client has left the outbound queue full.
     let mut full_since: Option<tokio::time::Instant> = None;
 

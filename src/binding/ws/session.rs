@@ -177,6 +177,21 @@ impl Keepalive {
         self.last_heard = now;
     }
 
+    /// How often the clock is consulted: twice per interval, so a ping goes out at most half an
+    /// interval late.
+    pub fn check_period(&self) -> Duration {
+        (self.interval / 2).max(Duration::from_millis(10))
+    }
+
+    /// How long after the connection starts the clock is consulted first: one period, plus
+    /// `phase` (0 to 1) of another. Connections that arrive together (a hub reconnecting all its
+    /// sockets) are given different phases, so that they are not all checked and pinged in the
+    /// same instant every period.
+    pub fn first_check(&self, phase: f64) -> Duration {
+        let period = self.check_period();
+        period + period.mul_f64(phase.clamp(0.0, 1.0))
+    }
+
     /// A zero interval switches keepalive off.
     pub fn tick(&self, now: Instant) -> Tick {
         if self.interval.is_zero() {
@@ -277,6 +292,26 @@ mod tests {
         assert_eq!(k.tick(t0), Tick::Nothing);
         let off = Keepalive::new(Duration::ZERO, t0);
         assert_eq!(off.tick(t0 + Duration::from_secs(3600)), Tick::Nothing);
+    }
+
+    #[test]
+    fn keepalive_checks_start_at_a_phase_within_one_period() {
+        let k = Keepalive::new(Duration::from_secs(30), Instant::now());
+        assert_eq!(k.check_period(), Duration::from_secs(15));
+        assert_eq!(k.first_check(0.0), Duration::from_secs(15));
+        assert_eq!(k.first_check(0.5), Duration::from_millis(22_500));
+        assert_eq!(
+            k.first_check(7.0),
+            Duration::from_secs(30),
+            "phase is clamped to one period"
+        );
+        // With the latest phase, a silent peer is still pinged within 1.5 intervals and closed
+        // within 2.5: each check after the first is one period later.
+        let latest_ping = k.first_check(1.0) + k.check_period();
+        assert!(latest_ping <= k.interval() * 3 / 2);
+        // Tiny intervals are checked no more often than every 10 ms.
+        let fast = Keepalive::new(Duration::from_millis(4), Instant::now());
+        assert_eq!(fast.check_period(), Duration::from_millis(10));
     }
 
     #[test]
