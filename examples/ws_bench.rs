@@ -11,10 +11,14 @@
 //! (`ulimit -n 20000`); the bench checks it and says so rather than failing halfway.
 //!
 //! Latency: for each event the bench POSTs `fade` (duration 0) to the lamp, which emits `faded`
-//! with the requested level; each subscriber's latency is from just before that POST to the
-//! notification's arrival, timed twice: when the kernel put it into the subscriber's socket
-//! (`SO_TIMESTAMPNS` receive stamp; on loopback that is the moment of the server's `send`, and
-//! the load generator's own scheduling does not move it), and when the load generator read it.
+//! with the requested level. Each subscriber's latency is reported three ways:
+//! - from the emit (the event's `timestamp`, taken by the server when the thing emitted it; same
+//!   machine, same clock) to the notification's arrival in the subscriber's socket (the kernel's
+//!   `SO_TIMESTAMPNS` receive stamp: on loopback the moment of the server's `send`, which the
+//!   load generator's own scheduling does not move). This is the fan-out itself.
+//! - from just before the POST to that arrival (adds the HTTP request that triggers the event);
+//! - from just before the POST to the moment the load generator read it.
+//!
 //! p50/p99 are over all (event, subscriber) pairs; "last" is the slowest subscriber per event
 //! (the time until everyone had it).
 //!
@@ -141,6 +145,9 @@ struct Arrivals {
     at: Vec<AtomicU64>,
     received: Vec<AtomicU64>,
     delivered: Vec<AtomicUsize>,
+    /// Per round, when the server emitted the event (its `timestamp`, ns since the Unix epoch;
+    /// 0: not seen yet), from the first notification of the round that arrived.
+    emitted: Vec<AtomicU64>,
 }
 
 impl Arrivals {
@@ -150,6 +157,7 @@ impl Arrivals {
             at: (0..subscribers * events).map(|_| AtomicU64::new(0)).collect(),
             received: (0..subscribers * events).map(|_| AtomicU64::new(0)).collect(),
             delivered: (0..events).map(|_| AtomicUsize::new(0)).collect(),
+            emitted: (0..events).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -171,9 +179,24 @@ impl Arrivals {
             .is_ok()
         {
             self.received[slot].store(received, Ordering::Relaxed);
+            if self.emitted[level - 1].load(Ordering::Relaxed) == 0
+                && let Some(emitted) = event_time(text)
+            {
+                self.emitted[level - 1].store(emitted, Ordering::Relaxed);
+            }
             self.delivered[level - 1].fetch_add(1, Ordering::Release);
         }
     }
+}
+
+/// A notification's `timestamp` (when the thing emitted it), in ns since the Unix epoch.
+fn event_time(text: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"timestamp\":\"";
+    let start = text.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let len = text[start..].iter().position(|&c| c == b'"')?;
+    let value = std::str::from_utf8(&text[start..start + len]).ok()?;
+    let at = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(at.unix_timestamp_nanos()).ok()
 }
 
 /// Records the complete frames at the start of `buf` for subscriber `i`: how many bytes they
@@ -667,17 +690,28 @@ async fn bench(a: &Args, http: &str, server_pid: Option<&str>) {
     }
     let server_cpu = server_pid.and_then(cpu_time).zip(server_cpu0).map(|(b, a)| b - a);
     let client_cpu = cpu_time("self").zip(client_cpu0).map(|(b, a)| b - a);
+    // When each event was emitted, by its timestamp; the POST's start where none arrived.
+    let event_emitted: Vec<Duration> = arrivals
+        .emitted
+        .iter()
+        .zip(&emitted)
+        .map(|(wall, posted)| match wall.load(Ordering::Relaxed) {
+            0 => *posted,
+            wall => Duration::from_nanos(wall.saturating_sub(base.wall)),
+        })
+        .collect();
     println!(
-        "fan-out: {n} subscribers x {} events, per-subscriber time from emit to",
+        "fan-out: {n} subscribers x {} events, per-subscriber time",
         a.events
     );
-    let received = Latencies::of(&arrivals.received, &emitted, n);
+    let received = Latencies::of(&arrivals.received, &event_emitted, n);
     if received.all.is_empty() {
         println!("- arrival in its socket: not stamped (--tungstenite-reader)");
     } else {
-        received.print("arrival in its socket (kernel receive stamp)");
+        received.print("from emit (the event's timestamp) to arrival in its socket (kernel receive stamp)");
+        Latencies::of(&arrivals.received, &emitted, n).print("from the POST to arrival in its socket");
     }
-    Latencies::of(&arrivals.at, &emitted, n).print("read by the load generator");
+    Latencies::of(&arrivals.at, &emitted, n).print("from the POST to its read by the load generator");
     let per_event = |cpu: Option<Duration>| cpu.map_or("n/a".to_owned(), |c| ms(c / a.events as u32));
     println!(
         "cpu per event (user+system, includes the 50 ms settle between rounds): server {} client {}",
