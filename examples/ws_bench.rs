@@ -6,9 +6,12 @@
 //!         [--client-threads N] [--reader-threads N] [--tungstenite-reader]
 //!
 //! Without `--url` it starts the runtime (bundled things, loopback, default workers) in a child
-//! process of its own binary, so server and clients each hold ~N sockets: 10,000 subscribers
-//! need a little over 10,000 descriptors per process: raise the limit first if needed
-//! (`ulimit -n 20000`); the bench checks it and says so rather than failing halfway.
+//! process of its own binary. Both processes raise their soft open-file limit to the hard one.
+//! The client holds one descriptor per subscriber. The server holds one per subscriber, plus a
+//! second one for each WebSocket it writes directly. Near its limit, the server writes the rest
+//! through the HTTP dispatcher instead (see `wot_runtime::fd_limit`). So 10,000 subscribers need
+//! a hard limit of at least 10,400 (`ulimit -n 20000`), and all of them are written directly
+//! from about 20,300. The bench checks the limit and says so rather than failing halfway.
 //!
 //! Latency: for each event the bench POSTs `fade` (duration 0) to the lamp, which emits `faded`
 //! with the requested level. Each subscriber's latency is reported three ways:
@@ -387,14 +390,9 @@ fn read_stamped(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Option<u64
     Ok((read as usize, stamp))
 }
 
-/// The soft open-file limit of this process (children inherit it).
-fn fd_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
-}
-
 fn serve(workers: Option<usize>) {
+    // Started on its own (`--serve`), the server raises its limit itself.
+    let _ = wot_runtime::fd_limit::raise_to_hard();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let mut ids = wot_runtime::things::IdStore::new(None);
@@ -511,15 +509,27 @@ fn main() {
         serve(a.workers);
         return;
     }
-    if let Some(limit) = fd_limit() {
-        let needed = a.subscribers.max(a.readers) as u64 + 64;
-        if limit < needed {
-            eprintln!(
-                "open-file limit {limit} < {needed}: run `ulimit -n {}` first",
-                needed + 1024
-            );
-            std::process::exit(2);
+    // Children inherit the raised limit.
+    match wot_runtime::fd_limit::raise_to_hard() {
+        Ok(limit) => {
+            let sockets = a.subscribers.max(a.readers) as u64;
+            let needed = sockets + wot_runtime::fd_limit::RESERVE + 128;
+            if limit < needed {
+                eprintln!(
+                    "open-file limit {limit} < {needed}: run `ulimit -n {}` first",
+                    needed + 1024
+                );
+                std::process::exit(2);
+            }
+            let direct = 2 * sockets + wot_runtime::fd_limit::RESERVE + 128;
+            if limit < direct {
+                println!(
+                    "open-file limit {limit} < {direct}: the server writes some sockets through its \
+                     HTTP dispatcher instead of directly"
+                );
+            }
         }
+        Err(e) => eprintln!("open-file limit unknown ({e}); going on"),
     }
     let mut child: Option<std::process::Child> = None;
     let http = match &a.url {

@@ -7,6 +7,7 @@ pub mod behavior;
 pub mod binding;
 pub mod core;
 pub mod discovery;
+pub mod fd_limit;
 pub mod limits;
 pub mod reload;
 pub mod runtime;

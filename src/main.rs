@@ -112,6 +112,28 @@ struct ServeArgs {
     mdns_interfaces: Vec<String>,
 }
 
+/// Raises the open-file limit for the connections `wot serve` may accept, and says so when even
+/// the hard limit is too low for `max_connections`: past it, accepting stalls and connections wait
+/// in the backlog instead of being answered 503.
+fn open_file_limit(max_connections: usize) {
+    use wot_runtime::fd_limit::{RESERVE, raise_to_hard};
+    match raise_to_hard() {
+        Ok(limit) => {
+            let wanted = max_connections as u64 + RESERVE;
+            if limit < wanted {
+                tracing::warn!(
+                    limit,
+                    "the open-file limit is below --max-connections ({max_connections}) plus \
+                     {RESERVE}: past about {} connections, new ones wait in the backlog; raise \
+                     the hard limit (ulimit -Hn, LimitNOFILE=) or lower --max-connections",
+                    limit.saturating_sub(RESERVE)
+                );
+            }
+        }
+        Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -131,6 +153,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    open_file_limit(args.max_connections);
     if let Some(base) = &args.base_url
         && !(base.starts_with("http://") || base.starts_with("https://"))
     {

@@ -1,5 +1,6 @@
 //! The `wot` binary as scripts use it: the ready line, `--base-url`, `--state-dir`, the bundled
-//! things when ./things is absent, graceful SIGTERM, and `wot validate`.
+//! things when ./things is absent, graceful SIGTERM, the open-file limit `wot serve` raises, and
+//! `wot validate`.
 
 mod common;
 
@@ -24,7 +25,7 @@ impl Drop for Server {
 }
 
 fn serve(args: &[&str], cwd: &std::path::Path) -> Server {
-    let mut child = Command::new(WOT)
+    let child = Command::new(WOT)
         .arg("serve")
         .args([
             "--host",
@@ -40,6 +41,11 @@ fn serve(args: &[&str], cwd: &std::path::Path) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("wot starts");
+    started(child)
+}
+
+/// The running server once it has printed its ready line.
+fn started(mut child: Child) -> Server {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -61,6 +67,34 @@ fn sigterm(child: &Child) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// `wot serve` raises its soft open-file limit to the hard one: started under a soft limit of
+/// 512, it runs with the hard limit.
+#[test]
+fn serve_raises_its_open_file_limit_to_the_hard_one() {
+    let dir = temp_dir("nofile");
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -Sn 512 && exec '{WOT}' serve --host 127.0.0.1 --http-port 0 --no-coap --no-mdns"
+        ))
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sh starts");
+    let server = started(child);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a limit line");
+    // "Max open files  <soft>  <hard>  files"
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (fields[3], fields[4]);
+    assert_eq!(soft, hard, "{line}");
+    assert_ne!(soft, "512", "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,8 +10,9 @@
 //!   reused by another connection while we hold it). What the socket does not take waits here
 //!   and is written by the connection task when the socket is writable again. The response body
 //!   then never yields anything: it only ends the response when the connection closes.
-//! - **Through the body** (TLS, where only the dispatcher can encrypt): frames wait here and the
-//!   body hands them to the dispatcher, which is woken for it.
+//! - **Through the body** (TLS, where only the dispatcher can encrypt; also plain TCP when the
+//!   descriptor table is nearly full, see `fd_limit`, as the second descriptor is optional):
+//!   frames wait here and the body hands them to the dispatcher, which is woken for it.
 //!
 //! Bounded: a notification that finds `limit` bytes already waiting is refused, and the caller
 //! reports the lag. Frames the connection itself owes (responses, pongs, the close) always go in;
@@ -316,6 +317,12 @@ fn direct_socket(fd: RawFd) -> io::Result<AsyncFd<TcpStream>> {
     // SAFETY: the caller guarantees `fd` is the open socket of the connection being upgraded,
     // kept open by its dispatcher for the duration of this call; it is only duplicated here.
     let owned = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
+    if !crate::fd_limit::may_keep_optional(owned.as_raw_fd()) {
+        // Dropping `owned` gives the descriptor back for accepting connections.
+        return Err(io::Error::other(
+            "the descriptor table is nearly full; its top is kept for new connections",
+        ));
+    }
     let stream = TcpStream::from(owned);
     // The copy shares the original's file description, which the runtime made non-blocking.
     stream.set_nonblocking(true)?;
