@@ -402,21 +402,6 @@ impl Frame {
         Frame { out, first: true }
     }
 
-    /// Continues an object whose members were written earlier (a cached prefix without `}`).
-    pub fn resume(prefix: &[u8], extra: usize) -> Self {
-        Frame::resume_in(Vec::with_capacity(prefix.len() + extra), prefix)
-    }
-
-    /// [`resume`](Self::resume) in a reused buffer (cleared first).
-    pub fn resume_in(mut out: Vec<u8>, prefix: &[u8]) -> Self {
-        out.clear();
-        out.extend_from_slice(prefix);
-        Frame {
-            first: prefix.len() <= 1,
-            out,
-        }
-    }
-
     fn key(&mut self, key: &str) {
         if !self.first {
             self.out.push(b',');
@@ -461,7 +446,8 @@ impl Frame {
         self
     }
 
-    /// The object without its closing brace, for caching and resuming.
+    /// The object without its closing brace, for caching and continuing (see
+    /// [`append_notification_ending`]).
     pub fn prefix(self) -> Bytes {
         Bytes::from(self.out)
     }
@@ -496,15 +482,9 @@ pub fn notification_prefix(thing_id: &str, n: &Notification) -> Bytes {
 /// subscribed and its correlationID.
 pub fn notification(prefix: &[u8], operation: &str, correlation_id: Option<&str>) -> Bytes {
     let mut out = Vec::with_capacity(prefix.len() + 48 + correlation_id.map_or(0, str::len));
-    write_notification(&mut out, prefix, operation, correlation_id);
-    Bytes::from(out)
-}
-
-/// [`notification`] into `out` (cleared first), so that a fan-out can reuse one buffer.
-pub fn write_notification(out: &mut Vec<u8>, prefix: &[u8], operation: &str, correlation_id: Option<&str>) {
-    out.clear();
     out.extend_from_slice(prefix);
-    append_notification_ending(out, operation, correlation_id);
+    append_notification_ending(&mut out, operation, correlation_id);
+    Bytes::from(out)
 }
 
 /// What follows the shared prefix in one socket's notification (its operation, correlationID and
@@ -882,11 +862,6 @@ mod tests {
         assert_eq!(v["correlationID"], "c\"1");
         assert_eq!(v["operation"], "readproperty");
         assert!(uuid::Uuid::parse_str(v["messageID"].as_str().unwrap()).is_ok());
-        let prefix = envelope("urn:t", "notification", 0).str("name", "x").prefix();
-        let resumed = Frame::resume(&prefix, 16)
-            .str("operation", "observeproperty")
-            .finish();
-        assert_eq!(parse(&resumed)["operation"], "observeproperty");
         assert_eq!(
             parse(&Frame::new(0).raw("data", b"").finish())["data"],
             Value::Null
