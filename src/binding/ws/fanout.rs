@@ -197,6 +197,16 @@ impl Drop for Inbox {
 }
 
 impl Slot {
+    /// Counts a notification the connection did not get; the first one wakes its task, which
+    /// reports the lag and closes the socket.
+    fn miss(&self) {
+        let missed = self.missed.get() + 1;
+        self.missed.set(missed);
+        if missed == 1 {
+            self.wake();
+        }
+    }
+
     /// Puts `n` in the connection's inbox for its task (dropping the oldest entry if full) and
     /// wakes the task.
     fn enqueue(&self, n: &Arc<Notification>) {
@@ -220,19 +230,15 @@ impl Slot {
 /// How many connections the relay serves before it lets their dispatchers (and tasks) run.
 const BATCH: usize = 128;
 
-/// What one connection gets of a property or event notification.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// What a connection that wants a property or event notification gets of it.
+#[derive(Clone, Copy)]
 enum Plan {
-    /// Nothing: it subscribed after the notification was published.
-    Skip,
-    /// Nothing: it has missed notifications already and is about to be closed; one more.
-    Lagging,
     /// Its inbox, behind the entries there.
     Inbox,
     /// Its socket.
     Socket,
-    /// Nothing: its outbound queue is full, so it has missed this one.
-    Full,
+    /// Nothing: it lags already (its task is about to close it) or its outbound queue is full.
+    Missed,
 }
 
 impl Relay {
@@ -278,22 +284,23 @@ impl Relay {
             plans.extend(batch.iter().map(|route| {
                 let slot = &route.slot;
                 if n.seq <= slot.after {
-                    Plan::Skip
+                    // It subscribed after the notification was published.
+                    None
                 } else if slot.missed.get() > 0 {
-                    Plan::Lagging
+                    Some(Plan::Missed)
                 } else if !slot.queue.borrow().is_empty() {
-                    Plan::Inbox
+                    Some(Plan::Inbox)
                 } else if !slot.outbound.has_room() {
-                    Plan::Full
+                    Some(Plan::Missed)
                 } else {
-                    Plan::Socket
+                    Some(Plan::Socket)
                 }
             }));
             for (route, plan) in batch.iter().zip(&plans) {
                 let slot = &route.slot;
-                if *plan == Plan::Skip {
+                let Some(plan) = plan else {
                     continue;
-                }
+                };
                 let ending: &[u8] = if fresh {
                     &route.ending
                 } else {
@@ -310,22 +317,15 @@ impl Relay {
                     &fresh_ending
                 };
                 match plan {
-                    Plan::Skip => {}
-                    // Its task is about to close it.
-                    Plan::Lagging => slot.missed.set(slot.missed.get() + 1),
+                    Plan::Missed => slot.miss(),
                     Plan::Inbox => slot.enqueue(n),
                     Plan::Socket => {
                         frame.clear();
                         frame.extend_from_slice(prefix);
                         frame.extend_from_slice(ending);
                         if slot.outbound.notification(&frame).is_err() {
-                            slot.missed.set(1);
-                            slot.wake();
+                            slot.miss();
                         }
-                    }
-                    Plan::Full => {
-                        slot.missed.set(1);
-                        slot.wake();
                     }
                 }
             }
@@ -343,7 +343,7 @@ impl Relay {
                 continue;
             }
             if slot.missed.get() > 0 {
-                slot.missed.set(slot.missed.get() + 1);
+                slot.miss();
             } else {
                 slot.enqueue(n);
             }
