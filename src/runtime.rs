@@ -287,6 +287,7 @@ impl Running {
             &http_security,
             subscribers,
             shutdown.subscribe(),
+            config.ws.ping_interval,
         );
         mounts.push(Arc::new(legacy.configure()));
         let server = http::start(

@@ -620,3 +620,195 @@ async fn subprotocols_are_echoed_only_when_offered_and_cors_is_open() {
     }
     running.stop().await;
 }
+
+/// Opens `/webthing/{thing}` over a raw TCP stream that answers nothing (a WebSocket library would
+/// answer pings), with a receive buffer of `receive_buffer` bytes; returns it after the handshake
+/// was sent.
+async fn silent_socket(
+    running: &wot_runtime::runtime::Running,
+    thing: &str,
+    receive_buffer: u32,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(receive_buffer).unwrap();
+    let mut raw = tcp.connect(running.http_addr).await.unwrap();
+    let handshake = format!(
+        "GET /webthing/{thing} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        running.http_addr
+    );
+    raw.write_all(handshake.as_bytes()).await.unwrap();
+    raw
+}
+
+/// Everything the server sent until it closed the connection: the HTTP head, then the frames as
+/// (opcode, payload). Fails if the server does not close it in time.
+async fn until_server_closes(mut raw: tokio::net::TcpStream) -> (Vec<u8>, Vec<(u8, Vec<u8>)>) {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    tokio::time::timeout(WAIT, raw.read_to_end(&mut bytes))
+        .await
+        .expect("the server closes the socket in time")
+        .unwrap();
+    let head_end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP head")
+        + 4;
+    // Server frames are unmasked: [FIN|opcode, len (126: 16-bit length follows), payload].
+    let mut frames = Vec::new();
+    let mut rest = &bytes[head_end..];
+    while rest.len() >= 2 {
+        let (opcode, len, header) = match rest[1] & 0x7f {
+            126 => (rest[0] & 0x0f, u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
+            127 => panic!("no frame this large is expected"),
+            len => (rest[0] & 0x0f, len as usize, 2),
+        };
+        assert!(rest.len() >= header + len, "a whole frame");
+        frames.push((opcode, rest[header..header + len].to_vec()));
+        rest = &rest[header + len..];
+    }
+    (bytes[..head_end].to_vec(), frames)
+}
+
+#[tokio::test]
+async fn websocket_keepalive_pings_and_closes_silent_hubs() {
+    let mut config = wot_runtime::runtime::Config::loopback();
+    config.ws.ping_interval = Duration::from_millis(200);
+    let running = common::start_with(config).await;
+    let base = running.http_url();
+    // A hub that answers pings (tungstenite does, while it reads) stays connected through many
+    // timeouts and keeps getting updates.
+    let mut hub = connect(&base, "lamp").await;
+    let mut pinged = false;
+    let quiet_until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while let Ok(message) = tokio::time::timeout_at(quiet_until, hub.next()).await {
+        match message.expect("socket open").expect("frame") {
+            Message::Ping(_) => pinged = true,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(pinged, "the server pings a quiet hub");
+    send(
+        &mut hub,
+        json!({"messageType": "setProperty", "data": {"brightness": 33}}),
+    )
+    .await;
+    assert_eq!(
+        next_of(&mut hub, "propertyStatus").await["data"],
+        json!({"brightness": 33})
+    );
+    // A hub that vanished without a FIN answers nothing: it gets pings, then a 1008 close.
+    // Meanwhile the live hub goes on reading, and so answering its pings.
+    let silent = tokio::spawn(until_server_closes(
+        silent_socket(&running, "lamp", 64 * 1024).await,
+    ));
+    while !silent.is_finished() {
+        if let Ok(message) = tokio::time::timeout(Duration::from_millis(20), hub.next()).await {
+            let message = message.expect("socket open").expect("frame");
+            assert!(matches!(message, Message::Ping(_)), "{message:?}");
+        }
+    }
+    let (head, frames) = silent.await.unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    assert!(frames.iter().any(|(op, _)| *op == 0x9), "{frames:?}");
+    let (opcode, close) = frames.last().expect("a close frame");
+    assert_eq!(*opcode, 0x8);
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1008);
+    assert!(String::from_utf8_lossy(&close[2..]).contains("keepalive"));
+    // The live hub is still served.
+    send(
+        &mut hub,
+        json!({"messageType": "setProperty", "data": {"brightness": 34}}),
+    )
+    .await;
+    assert_eq!(
+        next_of(&mut hub, "propertyStatus").await["data"],
+        json!({"brightness": 34})
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_hub_that_stops_reading_under_a_flood_of_updates_is_dropped_and_holds_nothing_back() {
+    // A thing with a free-text property: each write sends every socket a 32 KiB propertyStatus,
+    // so the stuck socket's kernel buffers (some MiB on loopback) fill after a hundred writes.
+    let description = json!({
+        "title": "Notes",
+        "properties": {"text": {"type": "string", "observable": true}}
+    });
+    let definition =
+        wot_runtime::td::definition::parse(std::path::Path::new("notes.json"), &description.to_string())
+            .unwrap_or_else(|p| panic!("{p:?}"));
+    let notes =
+        wot_runtime::things::expose(definition, &mut wot_runtime::things::IdStore::new(None)).unwrap();
+    // Two sockets per client: a third is accepted only once the stuck one has given its permit
+    // back.
+    let mut config = wot_runtime::runtime::Config::loopback();
+    config.ws.ping_interval = Duration::from_secs(1);
+    config.subscribers.per_client = 2;
+    let running = wot_runtime::runtime::Running::start(config, vec![notes])
+        .await
+        .unwrap();
+    let base = running.http_url();
+    let client = common::client();
+    let stuck = silent_socket(&running, "notes", 4096).await;
+    let mut hub = connect(&base, "notes").await;
+    // Each write is read back by the live hub, which answers its pings meanwhile; the writes
+    // and the hub never wait on the stuck socket.
+    for i in 0..300u32 {
+        let text = format!("{i:05}").repeat(32 * 1024 / 5);
+        let response = client
+            .put(format!("{base}/things/notes/properties/text"))
+            .json(&json!(text))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        assert_eq!(
+            next_of(&mut hub, "propertyStatus").await["data"]["text"],
+            json!(text)
+        );
+    }
+    // The stuck socket, which answers no ping, is closed by keepalive and gives its permit back
+    // without anyone reading it; nothing else would end it, as TCP keeps a peer that advertises
+    // a zero window.
+    let url = format!("{}/webthing/notes", base.replacen("http://", "ws://", 1));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let third = tokio::select! {
+            third = tokio_tungstenite::connect_async(url.as_str()) => third,
+            // The live hub goes on answering pings while it waits.
+            message = hub.next() => {
+                let message = message.expect("socket open").expect("frame");
+                assert!(matches!(message, Message::Ping(_)), "{message:?}");
+                continue;
+            }
+        };
+        match third {
+            Ok(_) => break,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the stuck socket kept its permit: {e}"),
+        }
+    }
+    let (head, frames) = until_server_closes(stuck).await;
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    assert!(
+        frames.iter().any(|(op, _)| *op == 0x1),
+        "it had updates before it stopped"
+    );
+    // The live hub is still served.
+    send(
+        &mut hub,
+        json!({"messageType": "setProperty", "data": {"text": "still here"}}),
+    )
+    .await;
+    assert_eq!(
+        next_of(&mut hub, "propertyStatus").await["data"]["text"],
+        "still here"
+    );
+    running.stop().await;
+}

@@ -4,6 +4,7 @@
 
 pub mod coap;
 pub mod http;
+pub mod keepalive;
 pub mod legacy;
 pub mod ws;
 

@@ -316,6 +316,8 @@ pub struct LegacyState {
     /// The pool of SSE streams and sockets shared with the other bindings of the HTTP port.
     pub subscribers: crate::limits::Subscribers,
     pub shutdown: watch::Receiver<bool>,
+    /// A socket's peer is pinged after this much silence and dropped after twice it (zero: off).
+    pub ping_interval: std::time::Duration,
 }
 
 impl LegacyState {
@@ -379,12 +381,14 @@ impl Legacy {
     /// Builds the adapter for every thing the servient exposes, and keeps it in step as things
     /// are added, replaced or removed. Must run inside a tokio runtime.
     /// `security`: the `securityDefinitions` and `security` the HTTP port enforces.
+    /// `ping_interval`: the sockets' keepalive, as for the Web Thing Protocol's.
     pub fn start(
         servient: Arc<Servient>,
         base_url: Option<String>,
         security: &(Value, Value),
         subscribers: crate::limits::Subscribers,
         shutdown: watch::Receiver<bool>,
+        ping_interval: std::time::Duration,
     ) -> Self {
         let mut changes = servient.watch_changes();
         let state = web::Data::new(LegacyState {
@@ -395,6 +399,7 @@ impl Legacy {
             base_url: base_url.map(|b| b.trim_end_matches('/').to_owned()),
             subscribers,
             shutdown,
+            ping_interval,
         });
         state.sync();
         let follower = {

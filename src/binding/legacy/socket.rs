@@ -1,14 +1,22 @@
 //! The legacy WebSocket at `/webthing/{id}` (HUBS.md §3 items 8-11): accepted with or without a
 //! subprotocol (`webthing` or `webthingprotocol` echoed only when offered); `setProperty`,
 //! `requestAction` and `addEventSubscription` in; `propertyStatus` (to every socket),
-//! `actionStatus`, `event` (to subscribers only) and `error` out; pings answered.
+//! `actionStatus`, `event` (to subscribers only) and `error` out; pings answered, and a silent
+//! peer pinged and then closed (1008) by the shared keepalive clock, as on the Web Thing
+//! Protocol's socket: a hub that vanished without a FIN gives its socket and permit back.
 //!
 //! One task per socket. Its state is bounded: the event subscriptions are a subset of the
 //! thing's event names, incoming messages are capped at `MAX_MESSAGE`, and a socket that reads
-//! too slowly lags on the core's broadcast channel instead of holding anything back.
+//! too slowly lags on the core's broadcast channel instead of holding anything back. A socket
+//! that takes no frame for the keepalive timeout is ended (see [`in_time`]).
+//!
+//! Outgoing frames go through actix-ws's session and the HTTP dispatcher; unlike the Web Thing
+//! Protocol's socket there is no byte budget per socket, so what a stuck hub is owed waits in
+//! their buffers until the timeout ends it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::Session;
@@ -18,6 +26,7 @@ use tokio::sync::{broadcast, watch};
 use super::error::{LegacyError, core_status};
 use super::wire::{self, Incoming};
 use super::{LegacyThing, MAX_MESSAGE};
+use crate::binding::keepalive::{Keepalive, Tick};
 use crate::core::{Operation, Received, Target, Topic};
 
 /// Subprotocols echoed when a client offers them; none is required.
@@ -29,6 +38,7 @@ pub fn open(
     legacy: Arc<LegacyThing>,
     permit: crate::limits::Permit,
     shutdown: watch::Receiver<bool>,
+    ping_interval: Duration,
 ) -> Result<HttpResponse, LegacyError> {
     let subscription = legacy.thing.subscribe(Target::Everything)?;
     let (response, session, stream) = actix_ws::handle_with_protocols(req, body, SUBPROTOCOLS)
@@ -38,7 +48,15 @@ pub fn open(
         .aggregate_continuations()
         .max_continuation_size(MAX_MESSAGE);
     let statuses = legacy.subscribe_statuses();
-    let socket = run(legacy, session, stream, subscription, statuses, shutdown);
+    let keepalive = Keepalive::new(ping_interval, Instant::now());
+    let socket = run(
+        legacy,
+        session,
+        stream,
+        (subscription, statuses),
+        shutdown,
+        keepalive,
+    );
     actix_web::rt::spawn(async move {
         socket.await;
         drop(permit);
@@ -46,25 +64,41 @@ pub fn open(
     Ok(response)
 }
 
-async fn send(session: &mut Session, frame: &Bytes) -> bool {
+/// Sends one text frame; false when the socket is closed or the peer does not take it in time.
+async fn send(session: &mut Session, frame: &Bytes, keepalive: &Keepalive) -> bool {
     if frame.is_empty() {
         return true;
     }
     match std::str::from_utf8(frame) {
-        Ok(text) => session.text(text.to_owned()).await.is_ok(),
+        Ok(text) => in_time(session.text(text.to_owned()), keepalive).await,
         Err(_) => true,
     }
+}
+
+/// Whether a frame handed to actix-ws went in before the keepalive timeout. A peer that stops
+/// reading fills actix-ws's channel; without the bound this task would wait on it, and not see
+/// its keepalive clock, for as long as TCP takes to give up.
+async fn in_time(sent: impl Future<Output = Result<(), actix_ws::Closed>>, keepalive: &Keepalive) -> bool {
+    if keepalive.interval().is_zero() {
+        return sent.await.is_ok();
+    }
+    matches!(tokio::time::timeout(keepalive.timeout(), sent).await, Ok(Ok(())))
 }
 
 async fn run(
     legacy: Arc<LegacyThing>,
     mut session: Session,
     mut stream: actix_ws::AggregatedMessageStream,
-    mut subscription: crate::core::Subscription,
-    mut statuses: broadcast::Receiver<Bytes>,
+    (mut subscription, mut statuses): (crate::core::Subscription, broadcast::Receiver<Bytes>),
     mut shutdown: watch::Receiver<bool>,
+    mut keepalive: Keepalive,
 ) {
     let mut events: HashSet<String> = HashSet::new();
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + keepalive.first_check(rand::random::<f64>()),
+        keepalive.check_period(),
+    );
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Biased: an action's `created` (adapter channel) goes out before the core's later
         // statuses of the same instance, and shutdown is noticed first.
@@ -74,7 +108,7 @@ async fn run(
             status = statuses.recv() => {
                 match status {
                     Ok(frame) => {
-                        if !send(&mut session, &frame).await {
+                        if !send(&mut session, &frame, &keepalive).await {
                             return;
                         }
                     }
@@ -96,24 +130,26 @@ async fn run(
                     }
                     Received::Closed => break,
                 };
-                if !send(&mut session, &frame).await {
+                if !send(&mut session, &frame, &keepalive).await {
                     return;
                 }
             }
             incoming = stream.recv() => {
                 let Some(incoming) = incoming else { break };
+                keepalive.heard(Instant::now());
                 let ok = match incoming {
                     Ok(actix_ws::AggregatedMessage::Text(text)) => {
                         let reply = handle(&legacy, &text, &mut events).await;
                         match reply {
-                            Some(frame) => send(&mut session, &frame).await,
+                            Some(frame) => send(&mut session, &frame, &keepalive).await,
                             None => true,
                         }
                     }
                     Ok(actix_ws::AggregatedMessage::Binary(_)) => {
-                        send(&mut session, &wire::error_message(400, "send text messages, not binary")).await
+                        let refusal = wire::error_message(400, "send text messages, not binary");
+                        send(&mut session, &refusal, &keepalive).await
                     }
-                    Ok(actix_ws::AggregatedMessage::Ping(p)) => session.pong(&p).await.is_ok(),
+                    Ok(actix_ws::AggregatedMessage::Ping(p)) => in_time(session.pong(&p), &keepalive).await,
                     Ok(actix_ws::AggregatedMessage::Pong(_)) => true,
                     Ok(actix_ws::AggregatedMessage::Close(_)) => break,
                     Err(e) => {
@@ -125,6 +161,26 @@ async fn run(
                     return;
                 }
             }
+            _ = ticker.tick() => match keepalive.tick(Instant::now()) {
+                Tick::Nothing => {}
+                Tick::Ping => {
+                    if !in_time(session.ping(b"wot"), &keepalive).await {
+                        return;
+                    }
+                }
+                Tick::Dead => {
+                    let reason = actix_ws::CloseReason {
+                        code: actix_ws::CloseCode::Policy,
+                        description: Some(format!(
+                            "keepalive: nothing heard for {} s",
+                            keepalive.timeout().as_secs_f32()
+                        )),
+                    };
+                    tracing::debug!(thing = legacy.slug(), "legacy socket peer silent; closing");
+                    let _ = tokio::time::timeout(keepalive.timeout(), session.close(Some(reason))).await;
+                    return;
+                }
+            },
         }
     }
     let _ = session.close(None).await;

@@ -30,7 +30,8 @@ use super::WsConfig;
 use super::fanout::{self, Inbox};
 use super::outbound::Outbound;
 use super::protocol::{self, Decoded, Frame, Rejection, Request};
-use super::session::{Interests, Keepalive, Tick, names_thing};
+use super::session::{Interests, names_thing};
+use crate::binding::keepalive::{Keepalive, Tick};
 use crate::core::servient::perform;
 use crate::core::{Error, ExposedThing, Notification, Operation, Received, Reply, Topic};
 
