@@ -8,7 +8,7 @@
 //! One task per socket. Its state is bounded: the event subscriptions are a subset of the
 //! thing's event names, incoming messages are capped at `MAX_MESSAGE`, and a socket that reads
 //! too slowly lags on the core's broadcast channel instead of holding anything back. A socket
-//! that takes no frame for the keepalive timeout is ended (see [`in_time`]).
+//! that takes no frame for the keepalive timeout is ended (see `in_time`).
 //!
 //! Outgoing frames go through actix-ws's session and the HTTP dispatcher; unlike the Web Thing
 //! Protocol's socket there is no byte budget per socket, so what a stuck hub is owed waits in
