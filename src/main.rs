@@ -4,10 +4,12 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
+use wot_runtime::binding::ws::WsConfig;
 use wot_runtime::runtime::{self, Config, Running};
 use wot_runtime::td::definition::{self, Problem};
 use wot_runtime::td::{Origins, TdPublisher, validate};
@@ -106,10 +108,29 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = wot_runtime::binding::http::DEFAULT_BODY_LIMIT)]
     body_limit: usize,
+    /// WebSockets (/things/{id} and /webthing/{id}): ping a client after this many seconds of
+    /// silence, close it (1008) after twice that with nothing heard; 0 switches keepalive off.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = seconds)]
+    ws_ping_interval: Duration,
+    /// Largest Web Thing Protocol message processed, in bytes; a larger one is answered 413.
+    #[arg(long, value_name = "BYTES", default_value_t = WsConfig::default().max_message)]
+    ws_max_message: usize,
+    /// Bytes that may wait for a Web Thing Protocol client that does not read; past them its
+    /// notifications are refused and the socket is closed (1013).
+    #[arg(long, value_name = "BYTES", default_value_t = WsConfig::default().max_queued)]
+    ws_max_queued: usize,
     /// Announce over mDNS on this interface only (a name such as eth0, or one of its
     /// addresses); repeat for several. Default: every interface.
     #[arg(long = "mdns-interface", value_name = "IFACE")]
     mdns_interfaces: Vec<String>,
+}
+
+/// A non-negative number of seconds (fractions allowed).
+fn seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a number of seconds: {e}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is not a non-negative number of seconds"))
 }
 
 /// Raises the open-file limit for the connections `wot serve` may accept, and says so when even
@@ -191,6 +212,12 @@ fn serve(args: ServeArgs) -> ExitCode {
         coap: wot_runtime::binding::coap::CoapConfig {
             open: args.coap_open,
             ..Default::default()
+        },
+        ws: WsConfig {
+            ping_interval: args.ws_ping_interval,
+            max_message: args.ws_max_message,
+            max_queued: args.ws_max_queued,
+            ..WsConfig::default()
         },
         ..Config::default()
     };

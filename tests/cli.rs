@@ -231,3 +231,45 @@ fn validate_names_file_pointer_and_rule() {
         assert!(stdout.contains('['), "{name}: names the rule: {stdout}");
     }
 }
+
+/// The WebSocket settings reach both sockets: `--ws-ping-interval` (a quiet client is pinged
+/// within a second, where the default would wait 30 s) and `--ws-max-message` (a 300-byte
+/// message is answered 413, where the default takes 64 KiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_flags_set_keepalive_and_the_message_limit() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let dir = temp_dir("ws-flags");
+    let server = serve(&["--ws-ping-interval", "0.3", "--ws-max-message", "200"], &dir);
+    let ws = server.ready["http"].as_str().unwrap().replacen("http", "ws", 1);
+    for path in ["/things/lamp", "/webthing/lamp"] {
+        let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws}{path}"))
+            .await
+            .unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("{path}: no ping within 5 s"));
+        assert!(matches!(first, Some(Ok(Message::Ping(_)))), "{path}: {first:?}");
+    }
+    let mut request = format!("{ws}/things/lamp").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "webthingprotocol".parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let big = serde_json::json!({"messageType": "request", "operation": "readproperty",
+        "name": "on", "correlationID": "big", "pad": "x".repeat(300)});
+    socket.send(Message::text(big.to_string())).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(Ok(Message::Text(text))) = socket.next().await {
+                return serde_json::from_str::<Value>(&text).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("an answer");
+    assert_eq!(answer["error"]["status"], 413, "{answer}");
+    assert_eq!(answer["correlationID"], "big");
+}

@@ -763,6 +763,9 @@ async fn bad_input_gets_precise_errors_and_the_socket_stays_open() {
     let big = json!({"messageType":"request","operation":"writeproperty","name":"on","value":"x".repeat(70 * 1024),"correlationID":"big"});
     let r = c.send_text_expect_response(&big.to_string()).await;
     assert_eq!(r["error"]["status"], 413);
+    // Its ids are still read, so the client can tell which request failed.
+    assert_eq!(r["correlationID"], "big");
+    assert_eq!(r["operation"], "writeproperty");
     assert_eq!(
         c.ok("readallproperties", json!({})).await["values"],
         before,

@@ -122,7 +122,8 @@ pub async fn run(
                     None => break End::Drop,
                     Some(Ok(AggregatedMessage::Text(text))) => {
                         if text.len() > config.max_message {
-                            protocol::rejection_response(&conn.thing.id, &Rejection::too_large(config.max_message))
+                            let rejection = Rejection::too_large_message(&text, config.max_message);
+                            protocol::rejection_response(&conn.thing.id, &rejection)
                         } else {
                             match conn.handle(&text).await {
                                 Answer::Now(frame) => frame,

@@ -154,6 +154,26 @@ impl Rejection {
         }
     }
 
+    /// A text message over the limit, answered with the correlationID and operation it carries
+    /// so that the client can tell which request failed. Only those two members are read; every
+    /// other value is skipped without being built, and a message that is not a JSON object (or
+    /// whose two members are not strings) is answered without them.
+    pub fn too_large_message(text: &str, limit: usize) -> Self {
+        #[derive(serde::Deserialize)]
+        struct Ids {
+            #[serde(rename = "correlationID")]
+            correlation_id: Option<String>,
+            operation: Option<String>,
+        }
+        let ids = serde_json::from_str::<Ids>(text).ok();
+        let mut rejection = Rejection::too_large(limit);
+        if let Some(ids) = ids {
+            rejection.correlation_id = ids.correlation_id;
+            rejection.operation = ids.operation;
+        }
+        rejection
+    }
+
     pub fn binary() -> Self {
         Rejection::bad_request("binary frames are not supported: send each message as a JSON text frame")
     }
@@ -631,6 +651,29 @@ mod tests {
 
     fn parse(bytes: &Bytes) -> Value {
         serde_json::from_slice(bytes).expect("valid JSON")
+    }
+
+    #[test]
+    fn a_message_too_large_is_refused_with_its_ids_when_it_has_them() {
+        let big = json!({"messageType": "request", "pad": ["x".repeat(1000), {"correlationID": "inner"}],
+            "operation": "invokeaction", "correlationID": "c7"})
+        .to_string();
+        let r = Rejection::too_large_message(&big, 100);
+        assert_eq!((r.status, r.correlation_id.as_deref()), (413, Some("c7")));
+        assert_eq!(r.operation.as_deref(), Some("invokeaction"));
+        for no_ids in [
+            "[1,2,3]",
+            "{\"correlationID\": 7}",
+            "not json at all",
+            "{\"operation\": \"x\"",
+        ] {
+            let r = Rejection::too_large_message(no_ids, 1);
+            assert_eq!(
+                (r.status, r.correlation_id, r.operation),
+                (413, None, None),
+                "{no_ids}"
+            );
+        }
     }
 
     #[test]
