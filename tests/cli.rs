@@ -1,6 +1,6 @@
 //! The `wot` binary as scripts use it: the ready line, `--base-url`, `--state-dir`, the bundled
-//! things when ./things is absent, graceful SIGTERM, the open-file limit `wot serve` raises, and
-//! `wot validate`.
+//! things when ./things is absent, graceful SIGTERM, the open-file limit `wot serve` raises, the
+//! WebSocket flags, and `wot validate`.
 
 mod common;
 
