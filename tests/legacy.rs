@@ -59,6 +59,13 @@ async fn send(socket: &mut Socket, message: Value) {
         .expect("send");
 }
 
+/// Sets properties over the socket (`setProperty`) and waits for the `propertyStatus` that
+/// confirms exactly those values.
+async fn set_and_see(socket: &mut Socket, data: Value) {
+    send(socket, json!({"messageType": "setProperty", "data": data})).await;
+    assert_eq!(next_of(socket, "propertyStatus").await["data"], data);
+}
+
 #[tokio::test]
 async fn context_is_the_webthings_string_and_alternate_is_an_absolute_ws_link_from_host() {
     let running = common::start().await;
@@ -448,13 +455,7 @@ async fn websocket_set_property_is_seen_over_the_w3c_api_and_back() {
     let base = running.http_url();
     let mut socket = connect(&base, "lamp").await;
     // Item 9: the Gateway writes over the socket.
-    send(
-        &mut socket,
-        json!({"messageType": "setProperty", "data": {"brightness": 12}}),
-    )
-    .await;
-    let status = next_of(&mut socket, "propertyStatus").await;
-    assert_eq!(status["data"], json!({"brightness": 12}));
+    set_and_see(&mut socket, json!({"brightness": 12})).await;
     assert_eq!(
         get_json(&client, &format!("{base}/things/lamp/properties/brightness"))
             .await
@@ -621,57 +622,6 @@ async fn subprotocols_are_echoed_only_when_offered_and_cors_is_open() {
     running.stop().await;
 }
 
-/// Opens `/webthing/{thing}` over a raw TCP stream that answers nothing (a WebSocket library would
-/// answer pings), with a receive buffer of `receive_buffer` bytes; returns it after the handshake
-/// was sent.
-async fn silent_socket(
-    running: &wot_runtime::runtime::Running,
-    thing: &str,
-    receive_buffer: u32,
-) -> tokio::net::TcpStream {
-    use tokio::io::AsyncWriteExt;
-    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
-    tcp.set_recv_buffer_size(receive_buffer).unwrap();
-    let mut raw = tcp.connect(running.http_addr).await.unwrap();
-    let handshake = format!(
-        "GET /webthing/{thing} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        running.http_addr
-    );
-    raw.write_all(handshake.as_bytes()).await.unwrap();
-    raw
-}
-
-/// Everything the server sent until it closed the connection: the HTTP head, then the frames as
-/// (opcode, payload). Fails if the server does not close it in time.
-async fn until_server_closes(mut raw: tokio::net::TcpStream) -> (Vec<u8>, Vec<(u8, Vec<u8>)>) {
-    use tokio::io::AsyncReadExt;
-    let mut bytes = Vec::new();
-    tokio::time::timeout(WAIT, raw.read_to_end(&mut bytes))
-        .await
-        .expect("the server closes the socket in time")
-        .unwrap();
-    let head_end = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("HTTP head")
-        + 4;
-    // Server frames are unmasked: [FIN|opcode, len (126: 16-bit length follows), payload].
-    let mut frames = Vec::new();
-    let mut rest = &bytes[head_end..];
-    while rest.len() >= 2 {
-        let (opcode, len, header) = match rest[1] & 0x7f {
-            126 => (rest[0] & 0x0f, u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
-            127 => panic!("no frame this large is expected"),
-            len => (rest[0] & 0x0f, len as usize, 2),
-        };
-        assert!(rest.len() >= header + len, "a whole frame");
-        frames.push((opcode, rest[header..header + len].to_vec()));
-        rest = &rest[header + len..];
-    }
-    (bytes[..head_end].to_vec(), frames)
-}
-
 #[tokio::test]
 async fn websocket_keepalive_pings_and_closes_silent_hubs() {
     let mut config = wot_runtime::runtime::Config::loopback();
@@ -690,19 +640,11 @@ async fn websocket_keepalive_pings_and_closes_silent_hubs() {
         }
     }
     assert!(pinged, "the server pings a quiet hub");
-    send(
-        &mut hub,
-        json!({"messageType": "setProperty", "data": {"brightness": 33}}),
-    )
-    .await;
-    assert_eq!(
-        next_of(&mut hub, "propertyStatus").await["data"],
-        json!({"brightness": 33})
-    );
+    set_and_see(&mut hub, json!({"brightness": 33})).await;
     // A hub that vanished without a FIN answers nothing: it gets pings, then a 1008 close.
     // Meanwhile the live hub goes on reading, and so answering its pings.
-    let silent = tokio::spawn(until_server_closes(
-        silent_socket(&running, "lamp", 64 * 1024).await,
+    let silent = tokio::spawn(common::until_server_closes(
+        common::silent_websocket(running.http_addr, "/webthing/lamp", "", None).await,
     ));
     while !silent.is_finished() {
         if let Ok(message) = tokio::time::timeout(Duration::from_millis(20), hub.next()).await {
@@ -712,21 +654,9 @@ async fn websocket_keepalive_pings_and_closes_silent_hubs() {
     }
     let (head, frames) = silent.await.unwrap();
     assert!(head.starts_with(b"HTTP/1.1 101"));
-    assert!(frames.iter().any(|(op, _)| *op == 0x9), "{frames:?}");
-    let (opcode, close) = frames.last().expect("a close frame");
-    assert_eq!(*opcode, 0x8);
-    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1008);
-    assert!(String::from_utf8_lossy(&close[2..]).contains("keepalive"));
+    common::assert_pinged_then_closed_as_dead(&frames);
     // The live hub is still served.
-    send(
-        &mut hub,
-        json!({"messageType": "setProperty", "data": {"brightness": 34}}),
-    )
-    .await;
-    assert_eq!(
-        next_of(&mut hub, "propertyStatus").await["data"],
-        json!({"brightness": 34})
-    );
+    set_and_see(&mut hub, json!({"brightness": 34})).await;
     running.stop().await;
 }
 
@@ -753,7 +683,7 @@ async fn a_hub_that_stops_reading_under_a_flood_of_updates_is_dropped_and_holds_
         .unwrap();
     let base = running.http_url();
     let client = common::client();
-    let stuck = silent_socket(&running, "notes", 4096).await;
+    let stuck = common::silent_websocket(running.http_addr, "/webthing/notes", "", Some(4096)).await;
     let mut hub = connect(&base, "notes").await;
     // Each write is read back by the live hub, which answers its pings meanwhile; the writes
     // and the hub never wait on the stuck socket.
@@ -794,21 +724,13 @@ async fn a_hub_that_stops_reading_under_a_flood_of_updates_is_dropped_and_holds_
             Err(e) => panic!("the stuck socket kept its permit: {e}"),
         }
     }
-    let (head, frames) = until_server_closes(stuck).await;
+    let (head, frames) = common::until_server_closes(stuck).await;
     assert!(head.starts_with(b"HTTP/1.1 101"));
     assert!(
         frames.iter().any(|(op, _)| *op == 0x1),
         "it had updates before it stopped"
     );
     // The live hub is still served.
-    send(
-        &mut hub,
-        json!({"messageType": "setProperty", "data": {"text": "still here"}}),
-    )
-    .await;
-    assert_eq!(
-        next_of(&mut hub, "propertyStatus").await["data"]["text"],
-        "still here"
-    );
+    set_and_see(&mut hub, json!({"text": "still here"})).await;
     running.stop().await;
 }

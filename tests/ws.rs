@@ -829,43 +829,17 @@ async fn keepalive_answers_pings_and_closes_silent_peers() {
         }
     }
     // A peer that answers nothing gets pings and is then closed as dead. A raw TCP client
-    // plays it (a WebSocket library would answer the pings); the sleep is many timeouts long.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut raw = TcpStream::connect(running.http_addr).await.unwrap();
-    let handshake = format!(
-        "GET /things/lamp HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Protocol: webthingprotocol\r\n\r\n",
-        running.http_addr
-    );
-    raw.write_all(handshake.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut bytes = Vec::new();
-    tokio::time::timeout(WAIT, raw.read_to_end(&mut bytes))
-        .await
-        .unwrap()
-        .unwrap();
-    let head_end = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("HTTP head")
-        + 4;
-    assert!(bytes.starts_with(b"HTTP/1.1 101"));
-    // Server frames are unmasked and these are short: [FIN|opcode, len, payload].
-    let mut frames = Vec::new();
-    let mut rest = &bytes[head_end..];
-    while rest.len() >= 2 {
-        let (opcode, len) = (rest[0] & 0x0f, (rest[1] & 0x7f) as usize);
-        assert!(len < 126 && rest.len() >= 2 + len, "short control frames only");
-        frames.push((opcode, rest[2..2 + len].to_vec()));
-        rest = &rest[2 + len..];
-    }
-    let pings = frames.iter().filter(|(op, _)| *op == 0x9).count();
-    assert!(pings >= 1, "{frames:?}");
-    let (opcode, close) = frames.last().expect("a close frame");
-    assert_eq!(*opcode, 0x8);
-    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1008);
-    assert!(String::from_utf8_lossy(&close[2..]).contains("keepalive"));
+    // plays it (a WebSocket library would answer the pings).
+    let raw = common::silent_websocket(
+        running.http_addr,
+        "/things/lamp",
+        "Sec-WebSocket-Protocol: webthingprotocol\r\n",
+        None,
+    )
+    .await;
+    let (head, frames) = common::until_server_closes(raw).await;
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    common::assert_pinged_then_closed_as_dead(&frames);
     running.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! The keepalive clock of a WebSocket, sans-IO: when to ping a silent peer and when to give it
 //! up as dead. Both WebSocket endpoints (the Web Thing Protocol and the legacy `/webthing/`) run
 //! one per socket; it is plain data and functions taking `now`, and it sends nothing itself.
+//! [`Keepalive::ticker`] makes the timer a socket task consults it on.
 
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,23 @@ impl Keepalive {
     pub fn first_check(&self, phase: f64) -> Duration {
         let period = self.check_period();
         period + period.mul_f64(phase.clamp(0.0, 1.0))
+    }
+
+    /// The timer on which a socket task consults this clock: first after a random phase (see
+    /// [`Keepalive::first_check`]), then every [`Keepalive::check_period`]; late ticks are not
+    /// bunched up. Must be called inside a tokio runtime.
+    pub fn ticker(&self) -> tokio::time::Interval {
+        let mut ticker = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.first_check(rand::random::<f64>()),
+            self.check_period(),
+        );
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker
+    }
+
+    /// The close reason given to a peer found dead.
+    pub fn dead_reason(&self) -> String {
+        format!("keepalive: nothing heard for {} s", self.timeout.as_secs_f32())
     }
 
     /// A zero interval switches keepalive off.

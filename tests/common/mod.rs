@@ -173,3 +173,67 @@ impl SseReader {
         .expect("text within the timeout");
     }
 }
+
+/// Opens a WebSocket at `path` over a raw TCP stream that then answers nothing, as a peer that
+/// vanished would (a WebSocket library would answer pings): sends the handshake, with
+/// `extra_headers` (each ending in CRLF), and returns. `receive_buffer` shrinks the socket's
+/// receive buffer, so that the server's frames back up soon.
+pub async fn silent_websocket(
+    addr: std::net::SocketAddr,
+    path: &str,
+    extra_headers: &str,
+    receive_buffer: Option<u32>,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(bytes) = receive_buffer {
+        tcp.set_recv_buffer_size(bytes).unwrap();
+    }
+    let mut raw = tcp.connect(addr).await.unwrap();
+    let handshake = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
+    );
+    raw.write_all(handshake.as_bytes()).await.unwrap();
+    raw
+}
+
+/// Everything the server sent on `raw` until it closed the connection: the HTTP head, then the
+/// frames as (opcode, payload). Fails if the server does not close it within 10 s.
+pub async fn until_server_closes(mut raw: tokio::net::TcpStream) -> (Vec<u8>, Vec<(u8, Vec<u8>)>) {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut bytes))
+        .await
+        .expect("the server closes the socket in time")
+        .unwrap();
+    let head_end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP head")
+        + 4;
+    // Server frames are unmasked: [FIN|opcode, len (126: 16-bit length follows), payload].
+    let mut frames = Vec::new();
+    let mut rest = &bytes[head_end..];
+    while rest.len() >= 2 {
+        let (opcode, len, header) = match rest[1] & 0x7f {
+            126 => (rest[0] & 0x0f, u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
+            127 => panic!("no frame this large is expected"),
+            len => (rest[0] & 0x0f, len as usize, 2),
+        };
+        assert!(rest.len() >= header + len, "a whole frame");
+        frames.push((opcode, rest[header..header + len].to_vec()));
+        rest = &rest[header + len..];
+    }
+    (bytes[..head_end].to_vec(), frames)
+}
+
+/// `frames` (from [`until_server_closes`]) hold at least one ping and end with a 1008 close whose
+/// reason names keepalive: the server gave up on a peer that answered nothing.
+pub fn assert_pinged_then_closed_as_dead(frames: &[(u8, Vec<u8>)]) {
+    assert!(frames.iter().any(|(op, _)| *op == 0x9), "no ping in {frames:?}");
+    let (opcode, close) = frames.last().expect("a close frame");
+    assert_eq!(*opcode, 0x8, "{frames:?}");
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1008);
+    assert!(String::from_utf8_lossy(&close[2..]).contains("keepalive"));
+}

@@ -94,11 +94,7 @@ async fn run(
     mut keepalive: Keepalive,
 ) {
     let mut events: HashSet<String> = HashSet::new();
-    let mut ticker = tokio::time::interval_at(
-        tokio::time::Instant::now() + keepalive.first_check(rand::random::<f64>()),
-        keepalive.check_period(),
-    );
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = keepalive.ticker();
     loop {
         // Biased: an action's `created` (adapter channel) goes out before the core's later
         // statuses of the same instance, and shutdown is noticed first.
@@ -171,10 +167,7 @@ async fn run(
                 Tick::Dead => {
                     let reason = actix_ws::CloseReason {
                         code: actix_ws::CloseCode::Policy,
-                        description: Some(format!(
-                            "keepalive: nothing heard for {} s",
-                            keepalive.timeout().as_secs_f32()
-                        )),
+                        description: Some(keepalive.dead_reason()),
                     };
                     tracing::debug!(thing = legacy.slug(), "legacy socket peer silent; closing");
                     let _ = tokio::time::timeout(keepalive.timeout(), session.close(Some(reason))).await;

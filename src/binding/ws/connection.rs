@@ -75,11 +75,7 @@ pub async fn run(
     };
     let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
     let mut keepalive = Keepalive::new(config.ping_interval, Instant::now());
-    let mut ticker = tokio::time::interval_at(
-        tokio::time::Instant::now() + keepalive.first_check(rand::random::<f64>()),
-        keepalive.check_period(),
-    );
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = keepalive.ticker();
     // Since when the client has left the outbound queue full.
     let mut full_since: Option<tokio::time::Instant> = None;
 
@@ -186,7 +182,7 @@ pub async fn run(
                 Tick::Dead => {
                     break End::Close(
                         Some(CloseCode::Policy),
-                        format!("keepalive: nothing heard for {} s", keepalive.timeout().as_secs_f32()),
+                        keepalive.dead_reason(),
                     );
                 }
             },
