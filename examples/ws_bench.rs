@@ -791,7 +791,12 @@ async fn bench(a: &Args, http: &str, server_cpu: Option<CpuClock>) {
          readers at {} priority",
         a.events,
         a.warmup,
-        if a.readers_compete { "normal" } else { "idle" }
+        // `--tungstenite-reader` reads in the runtime's tasks, which stay at normal priority.
+        if a.readers_compete || a.tungstenite_reader {
+            "normal"
+        } else {
+            "idle"
+        }
     );
     // The warm-up rounds are left out of every figure.
     let skip = a.warmup * n;
