@@ -2,8 +2,9 @@
 //! changes or disappears adds, updates or removes its thing through the [`Host`], without
 //! touching the other things. A changed file that no longer loads leaves the running thing as
 //! it was (the error is logged with file, pointer and rule). A changed Thing Model reloads every
-//! instance file. Updated things keep their id, keep the values of their stored properties
-//! that still fit, and get their TD `version.instance` bumped.
+//! instance file. Updated things keep their id, keep the values of their writable properties
+//! that still fit, and get their TD `version.instance` bumped; what happens to the old thing's
+//! subscriptions and in-flight requests is the core's hand-over (`core::thing`).
 //!
 //! Scanning and diffing are plain functions; only `watch` sleeps.
 
@@ -159,24 +160,10 @@ fn bump_version(def: &mut ThingDefinition, by: u64) {
 
 fn load(host: &Host, def: ThingDefinition, replacing: bool) {
     let slug = def.slug.clone();
-    let previous = host.servient.thing(&slug).ok();
     match host.expose(def) {
         Ok(hosted) => {
-            // Stored values that still fit carry over (durable ones are restored by the store).
-            if let Some(old) = previous {
-                for (name, property) in &hosted.thing.properties {
-                    if property.read_only {
-                        continue;
-                    }
-                    if let Ok(before) = old.property(name) {
-                        let value = before.value();
-                        if property.schema.is_valid(&value) {
-                            let _ = hosted.thing.update_property(name, value);
-                        }
-                    }
-                }
-            }
             tracing::info!(thing = %slug, "{}", if replacing { "updated" } else { "added" });
+            // Values that still fit carry over in the core's hand-over.
             host.add(hosted);
         }
         Err(p) => tracing::error!("not (re)loaded: {p}"),

@@ -129,24 +129,30 @@ impl Host {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Exposes a thing and starts its behaviours; a thing with the same slug is replaced (its
-    /// tasks stop, its subscribers' streams end, its cached TDs are dropped).
+    /// Exposes a thing and starts its behaviours; a thing with the same slug is replaced: its
+    /// behaviours stop, it is handed over to the new one in the core (values, subscriptions,
+    /// action instances; see `core::thing`), and its cached TDs are dropped.
     pub fn add(&self, hosted: Hosted) {
         let slug = hosted.thing.slug.clone();
-        let started = hosted.behaviors.start(&hosted.thing);
-        self.servient.expose(hosted.thing);
-        self.publisher.invalidate(&slug);
-        if let Some(old) = self.tasks().insert(slug, started) {
+        // The old behaviours stop first, so they do not race the new ones; whatever they were
+        // still doing is forwarded to the new thing by the core.
+        if let Some(old) = self.tasks().remove(&slug) {
             old.iter().for_each(|t| t.abort());
         }
+        self.servient.expose(hosted.thing.clone());
+        self.publisher.invalidate(&slug);
+        // Started once exposed: the new thing's first notifications continue the old one's
+        // sequence.
+        let started = hosted.behaviors.start(&hosted.thing);
+        self.tasks().insert(slug, started);
     }
 
     pub fn remove(&self, slug: &str) {
-        self.servient.remove(slug);
-        self.publisher.invalidate(slug);
         if let Some(old) = self.tasks().remove(slug) {
             old.iter().for_each(|t| t.abort());
         }
+        self.servient.remove(slug);
+        self.publisher.invalidate(slug);
     }
 
     /// Stops every behaviour (at shutdown).

@@ -46,9 +46,11 @@ async fn observe_a_property_write_it_receive_the_change() {
     let frame = one.next(WAIT).await;
     assert_eq!(frame.event.as_deref(), Some("brightness"));
     assert_eq!(frame.data, "77");
-    // The id is the RFC 3339 time of the change.
+    // The id is the RFC 3339 time of the change, then the thing's notification sequence number.
     let id = frame.id.unwrap();
-    assert!(id.ends_with('Z') && id.contains('T'), "{id}");
+    let (time, seq) = id.rsplit_once('/').expect("time/sequence");
+    assert!(time.ends_with('Z') && time.contains('T'), "{id}");
+    assert!(seq.parse::<u64>().is_ok_and(|n| n > 0), "{id}");
     let frame = all.next(WAIT).await;
     assert_eq!(
         (frame.event.as_deref(), frame.data.as_str()),

@@ -347,7 +347,7 @@ async fn watch(thing: Arc<ExposedThing>, event: String, when: Condition) {
                 }
             }
             Received::Lagged(_) => next_value = thing.property(&when.property).ok().map(|p| p.value()),
-            Received::Closed => return,
+            Received::Closed(_) => return,
         }
     }
 }

@@ -1,14 +1,25 @@
 //! The event hub: one broadcast channel per thing that carries every property change, event
-//! emission and action status change as an `Arc<Notification>`.
+//! emission and action status change as an `Arc<Notification>`, and the subscriptions that
+//! read it.
 //!
 //! A notification's payload is serialised once, by whoever emits it; each binding may also cache
 //! its own wire frame on the notification (`encoded`), so a thousand SSE subscribers share one
 //! frame. Slow receivers lag (tokio broadcast drops the oldest for them) and are told how much they
 //! missed; they never block the sender. This module knows nothing of any wire format.
+//!
+//! Order and replay: a notification's sequence number is assigned, the replay ring appended and
+//! the broadcast sent in one critical section, so the order of sequence numbers is the order in
+//! which every subscriber receives them, and a subscriber that resumes after a sequence number
+//! (SSE `Last-Event-ID`) gets exactly what came after it: no gap, no duplicate.
+//!
+//! Reload: when a thing is replaced, its hub is *handed over* to the new thing's hub (which
+//! continues the sequence and starts with the old replay ring) and then closed. A subscription
+//! that reaches the end of a closed hub follows the hand-over when its target still means the
+//! same thing on the new thing, and ends with [`Received::Closed`] otherwise; a hub closed without
+//! a successor (the thing was removed) ends every subscription.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::broadcast;
@@ -95,78 +106,176 @@ impl Target {
     }
 }
 
-/// How many recent notifications a hub keeps for subscribers that reconnect with the id of the
-/// last one they saw (SSE `Last-Event-ID`).
+/// How many recent notifications a hub keeps for subscribers that resume after the last one they
+/// saw (SSE `Last-Event-ID`, a subscription following a reload).
 const REPLAY_DEPTH: usize = 64;
+
+/// Where a subscriber left off: the sequence number of the last notification it saw and, when
+/// known, that notification's timestamp (which tells a notification of this run from one of an
+/// earlier run with the same number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenUpTo {
+    pub seq: u64,
+    pub timestamp: Option<String>,
+}
+
+/// Decides, when a thing is replaced, whether a subscription's target still means the same thing
+/// on the new thing (the affordance exists with the same description), so that the subscription
+/// may follow the hand-over.
+pub type Continues = Arc<dyn Fn(&Target) -> bool + Send + Sync>;
+
+/// Where the subscriptions of a closed hub go on.
+#[derive(Clone)]
+struct Handover {
+    hub: Arc<EventHub>,
+    continues: Continues,
+}
+
+impl std::fmt::Debug for Handover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handover").finish_non_exhaustive()
+    }
+}
+
+/// Everything a publication changes, guarded by one lock.
+#[derive(Debug)]
+struct HubState {
+    /// `None` once the hub is closed: receivers then drain what was sent and see `Closed`.
+    sender: Option<broadcast::Sender<Arc<Notification>>>,
+    seq: u64,
+    recent: VecDeque<Arc<Notification>>,
+    /// Set when the hub is closed because its thing was replaced.
+    handover: Option<Handover>,
+}
 
 /// The sending side, owned by an exposed thing.
 #[derive(Debug)]
 pub struct EventHub {
-    sender: broadcast::Sender<Arc<Notification>>,
     capacity: usize,
-    seq: AtomicU64,
-    recent: Mutex<VecDeque<Arc<Notification>>>,
+    state: Mutex<HubState>,
 }
 
 impl EventHub {
     pub fn new(capacity: usize) -> Self {
-        let (sender, _) = broadcast::channel(capacity.max(1));
+        let capacity = capacity.max(1);
+        let (sender, _) = broadcast::channel(capacity);
         EventHub {
-            sender,
-            capacity: capacity.max(1),
-            seq: AtomicU64::new(0),
-            recent: Mutex::new(VecDeque::with_capacity(REPLAY_DEPTH)),
+            capacity,
+            state: Mutex::new(HubState {
+                sender: Some(sender),
+                seq: 0,
+                recent: VecDeque::with_capacity(REPLAY_DEPTH),
+                handover: None,
+            }),
         }
     }
 
-    pub fn publish(&self, topic: Topic, data: Bytes) -> Arc<Notification> {
+    fn state(&self) -> MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes a notification; `None` when the hub is closed (nobody can hear it any more).
+    pub fn publish(&self, topic: Topic, data: Bytes) -> Option<Arc<Notification>> {
+        // Formatted before taking the lock: the critical section stays a few pointer moves.
+        let timestamp: Arc<str> = crate::core::clock::now_rfc3339().into();
+        let mut state = self.state();
+        let sender = state.sender.clone()?;
+        state.seq += 1;
         let notification = Arc::new(Notification {
-            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            seq: state.seq,
             topic,
             data,
-            timestamp: crate::core::clock::now_rfc3339().into(),
+            timestamp,
             encodings: Default::default(),
         });
-        {
-            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            if recent.len() == REPLAY_DEPTH {
-                recent.pop_front();
-            }
-            recent.push_back(notification.clone());
+        if state.recent.len() == REPLAY_DEPTH {
+            state.recent.pop_front();
         }
-        // No receivers is not an error: nobody is listening right now.
-        let _ = self.sender.send(notification.clone());
-        notification
+        state.recent.push_back(notification.clone());
+        // Sent inside the lock so that receivers get notifications in sequence order. No
+        // receivers is not an error: nobody is listening right now.
+        let _ = sender.send(notification.clone());
+        Some(notification)
     }
 
-    pub fn subscribe(&self, target: Target) -> Subscription {
+    /// Subscribes to everything published from now on.
+    pub fn subscribe(self: &Arc<Self>, target: Target) -> Subscription {
+        let state = self.state();
+        let seen = state.seq;
         Subscription {
-            receiver: self.sender.subscribe(),
+            receiver: receiver_of(&state),
+            hub: self.clone(),
             target,
             backlog: VecDeque::new(),
-            replayed_through: 0,
+            seen,
+            missed_on_resume: 0,
         }
     }
 
-    /// Subscribes, first replaying the kept notifications that came after the one whose
-    /// timestamp is `last_id` (unknown ids replay nothing).
-    pub fn subscribe_after(&self, target: Target, last_id: &str) -> Subscription {
-        let mut subscription = self.subscribe(target);
-        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(at) = recent.iter().position(|n| &*n.timestamp == last_id) {
-            subscription.backlog = recent
+    /// Subscribes, first replaying the kept notifications that came after `after` when the ring
+    /// still holds that notification. A position older than the ring starts with
+    /// [`Received::Lagged`] (how many cannot be replayed); an unknown one replays nothing.
+    pub fn subscribe_after(self: &Arc<Self>, target: Target, after: &SeenUpTo) -> Subscription {
+        let state = self.state();
+        let position = state.recent.iter().position(|n| {
+            n.seq == after.seq && after.timestamp.as_deref().is_none_or(|t| t == &*n.timestamp)
+        });
+        let missed = match (position, state.recent.front()) {
+            (None, Some(first)) if after.seq < first.seq && evicted_from(after, first) => {
+                Some(first.seq - after.seq - 1)
+            }
+            _ => None,
+        };
+        let replay_from = match (position, missed) {
+            (Some(at), _) => Some(at + 1),
+            // Everything kept came after it.
+            (None, Some(_)) => Some(0),
+            (None, None) => None,
+        };
+        let backlog = match replay_from {
+            Some(from) => state
+                .recent
                 .iter()
-                .skip(at + 1)
-                .filter(|n| subscription.target.matches(&n.topic))
+                .skip(from)
+                .filter(|n| target.matches(&n.topic))
                 .cloned()
-                .collect();
-            subscription.replayed_through = recent.back().map_or(0, |n| n.seq);
+                .collect(),
+            None => VecDeque::new(),
+        };
+        let missed = missed.unwrap_or(0);
+        Subscription {
+            receiver: receiver_of(&state),
+            hub: self.clone(),
+            target,
+            backlog,
+            seen: state.seq,
+            missed_on_resume: missed,
         }
-        subscription
+    }
+
+    /// Makes this (new, not yet published-to) hub continue `old`: the sequence goes on from the
+    /// old one's and the replay ring starts as the old one's, so that a subscriber resuming
+    /// after a notification of the old hub finds it here.
+    pub fn continue_from(&self, old: &EventHub) {
+        let old_state = old.state();
+        let mut state = self.state();
+        if state.seq <= old_state.seq {
+            state.seq = old_state.seq;
+            state.recent = old_state.recent.clone();
+        }
+    }
+
+    /// Closes the hub. With a successor, subscriptions whose target `continues` go on there;
+    /// every other subscription ends with [`Received::Closed`] once it has received what was
+    /// published before.
+    pub fn close(&self, successor: Option<(Arc<EventHub>, Continues)>) {
+        let mut state = self.state();
+        state.handover = successor.map(|(hub, continues)| Handover { hub, continues });
+        state.sender = None;
     }
 
     pub fn subscriber_count(&self) -> usize {
-        self.sender.receiver_count()
+        self.state().sender.as_ref().map_or(0, |s| s.receiver_count())
     }
 
     /// How many notifications a subscriber may fall behind before it lags.
@@ -177,8 +286,37 @@ impl EventHub {
     /// The sequence number of the latest notification published (0: none yet). Everything
     /// published from now on has a larger one.
     pub fn last_seq(&self) -> u64 {
-        self.seq.load(Ordering::Relaxed)
+        self.state().seq
     }
+}
+
+/// Whether `after` names a notification this hub published before `first` and no longer keeps
+/// (rather than one of another run of the runtime): its time must not be later than `first`'s.
+fn evicted_from(after: &SeenUpTo, first: &Notification) -> bool {
+    let parse = crate::core::clock::parse_rfc3339;
+    match after.timestamp.as_deref().map(parse) {
+        Some(Some(at)) => parse(&first.timestamp).is_some_and(|first| at <= first),
+        Some(None) => false,
+        None => true,
+    }
+}
+
+/// A receiver of the hub's broadcast; one that is already closed when the hub is.
+fn receiver_of(state: &HubState) -> broadcast::Receiver<Arc<Notification>> {
+    match &state.sender {
+        Some(sender) => sender.subscribe(),
+        None => broadcast::channel(1).1,
+    }
+}
+
+/// Why a subscription ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The thing was removed.
+    Removed,
+    /// The thing was replaced by one on which the subscription's target is gone or described
+    /// differently: the client should read the new TD and subscribe again.
+    Changed,
 }
 
 /// What a subscriber receives.
@@ -187,19 +325,24 @@ pub enum Received {
     Notification(Arc<Notification>),
     /// The subscriber fell behind and this many notifications were dropped for it.
     Lagged(u64),
-    /// The thing went away.
-    Closed,
+    /// The subscription ended, and why.
+    Closed(Ended),
 }
 
-/// A filtered receiver of a thing's notifications.
+/// A filtered receiver of a thing's notifications, which follows the thing across reloads.
 #[derive(Debug)]
 pub struct Subscription {
     receiver: broadcast::Receiver<Arc<Notification>>,
+    /// The hub `receiver` reads (to follow its hand-over when it closes).
+    hub: Arc<EventHub>,
     target: Target,
     /// Replayed notifications, delivered before live ones.
     backlog: VecDeque<Arc<Notification>>,
-    /// Live notifications up to this sequence number were already in the replay.
-    replayed_through: u64,
+    /// The sequence number of the last notification this subscription has accounted for
+    /// (delivered, filtered out, or published before it subscribed).
+    seen: u64,
+    /// Notifications lost across a hand-over because the new hub's ring no longer held them.
+    missed_on_resume: u64,
 }
 
 impl Subscription {
@@ -209,18 +352,61 @@ impl Subscription {
 
     /// The next notification that matches the target.
     pub async fn recv(&mut self) -> Received {
-        if let Some(n) = self.backlog.pop_front() {
-            return Received::Notification(n);
-        }
         loop {
+            if self.missed_on_resume > 0 {
+                return Received::Lagged(std::mem::take(&mut self.missed_on_resume));
+            }
+            if let Some(n) = self.backlog.pop_front() {
+                self.seen = self.seen.max(n.seq);
+                return Received::Notification(n);
+            }
             match self.receiver.recv().await {
-                Ok(n) if n.seq <= self.replayed_through => continue,
-                Ok(n) if self.target.matches(&n.topic) => return Received::Notification(n),
-                Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(missed)) => return Received::Lagged(missed),
-                Err(broadcast::error::RecvError::Closed) => return Received::Closed,
+                Ok(n) if n.seq <= self.seen => continue,
+                Ok(n) => {
+                    self.seen = n.seq;
+                    if self.target.matches(&n.topic) {
+                        return Received::Notification(n);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    // Every sequence number of a hub goes through its broadcast: the ones
+                    // dropped are the next `missed`.
+                    self.seen += missed;
+                    return Received::Lagged(missed);
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    if let Err(closed) = self.follow_handover() {
+                        return Received::Closed(closed);
+                    }
+                }
             }
         }
+    }
+
+    /// Moves to the hub that replaced this one, replaying what it published after the last
+    /// notification this subscription accounted for.
+    fn follow_handover(&mut self) -> Result<(), Ended> {
+        let handover = self.hub.state().handover.clone().ok_or(Ended::Removed)?;
+        if !(handover.continues)(&self.target) {
+            return Err(Ended::Changed);
+        }
+        let state = handover.hub.state();
+        let first = state.recent.front().map_or(state.seq + 1, |n| n.seq);
+        if first > self.seen + 1 {
+            self.missed_on_resume = first - self.seen - 1;
+        }
+        self.backlog = state
+            .recent
+            .iter()
+            .filter(|n| n.seq > self.seen && self.target.matches(&n.topic))
+            .cloned()
+            .collect();
+        // The backlog holds everything up to here that matters to this subscription.
+        self.seen = state.seq;
+        self.receiver = receiver_of(&state);
+        drop(state);
+        self.hub = handover.hub;
+        Ok(())
     }
 }
 
@@ -230,7 +416,7 @@ mod tests {
 
     #[tokio::test]
     async fn filters_and_shares_encodings() {
-        let hub = EventHub::new(8);
+        let hub = Arc::new(EventHub::new(8));
         let mut props = hub.subscribe(Target::Property("on".into()));
         let mut events = hub.subscribe(Target::AllEvents);
         hub.publish(Topic::Event("faded".into()), Bytes::from_static(b"5"));
@@ -250,11 +436,17 @@ mod tests {
 
     #[tokio::test]
     async fn reconnecting_subscribers_get_what_they_missed_once() {
-        let hub = EventHub::new(8);
-        let first = hub.publish(Topic::Event("e".into()), Bytes::from_static(b"1"));
+        let hub = Arc::new(EventHub::new(8));
+        let first = hub
+            .publish(Topic::Event("e".into()), Bytes::from_static(b"1"))
+            .expect("open");
         hub.publish(Topic::Property("p".into()), Bytes::from_static(b"2"));
         hub.publish(Topic::Event("e".into()), Bytes::from_static(b"3"));
-        let mut again = hub.subscribe_after(Target::AllEvents, &first.timestamp);
+        let after = SeenUpTo {
+            seq: first.seq,
+            timestamp: Some(first.timestamp.to_string()),
+        };
+        let mut again = hub.subscribe_after(Target::AllEvents, &after);
         hub.publish(Topic::Event("e".into()), Bytes::from_static(b"4"));
         for want in [&b"3"[..], b"4"] {
             let Received::Notification(n) = again.recv().await else {
@@ -266,11 +458,102 @@ mod tests {
 
     #[tokio::test]
     async fn slow_receivers_lag_instead_of_blocking() {
-        let hub = EventHub::new(2);
+        let hub = Arc::new(EventHub::new(2));
         let mut slow = hub.subscribe(Target::Everything);
         for i in 0..5 {
             hub.publish(Topic::Event("e".into()), Bytes::from(i.to_string()));
         }
         assert!(matches!(slow.recv().await, Received::Lagged(3)));
+    }
+
+    fn next_data(received: Received) -> String {
+        match received {
+            Received::Notification(n) => String::from_utf8_lossy(&n.data).into_owned(),
+            other => panic!("expected a notification, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_position_from_another_run_replays_nothing() {
+        let hub = Arc::new(EventHub::new(8));
+        let n = hub
+            .publish(Topic::Event("e".into()), Bytes::from_static(b"1"))
+            .expect("open");
+        hub.publish(Topic::Event("e".into()), Bytes::from_static(b"2"));
+        let elsewhere = SeenUpTo {
+            seq: n.seq,
+            timestamp: Some("1999-01-01T00:00:00Z".into()),
+        };
+        let mut sub = hub.subscribe_after(Target::AllEvents, &elsewhere);
+        hub.publish(Topic::Event("e".into()), Bytes::from_static(b"3"));
+        assert_eq!(next_data(sub.recv().await), "3");
+    }
+
+    #[tokio::test]
+    async fn a_position_older_than_the_ring_is_reported_as_lag() {
+        let hub = Arc::new(EventHub::new(1024));
+        let first = hub
+            .publish(Topic::Event("e".into()), Bytes::from_static(b"0"))
+            .expect("open");
+        for i in 1..(REPLAY_DEPTH + 5) {
+            hub.publish(Topic::Event("e".into()), Bytes::from(i.to_string()));
+        }
+        let after = SeenUpTo {
+            seq: first.seq,
+            timestamp: Some(first.timestamp.to_string()),
+        };
+        let mut sub = hub.subscribe_after(Target::AllEvents, &after);
+        // Notifications 2..=5 are gone; 6.. are replayed.
+        assert!(matches!(sub.recv().await, Received::Lagged(4)));
+        assert_eq!(next_data(sub.recv().await), "5");
+    }
+
+    #[tokio::test]
+    async fn subscriptions_follow_a_handover_without_gap_or_duplicate() {
+        let old = Arc::new(EventHub::new(8));
+        let mut kept = old.subscribe(Target::Event("e".into()));
+        let mut dropped = old.subscribe(Target::Event("gone".into()));
+        old.publish(Topic::Event("e".into()), Bytes::from_static(b"1"));
+        old.publish(Topic::Event("e".into()), Bytes::from_static(b"2"));
+        let new = Arc::new(EventHub::new(8));
+        new.continue_from(&old);
+        let continues: Continues = Arc::new(|t: &Target| *t != Target::Event("gone".into()));
+        old.close(Some((new.clone(), continues)));
+        assert!(
+            old.publish(Topic::Event("e".into()), Bytes::from_static(b"x"))
+                .is_none()
+        );
+        // Published on the new hub before the subscription noticed the hand-over.
+        new.publish(Topic::Event("e".into()), Bytes::from_static(b"3"));
+        for want in ["1", "2", "3"] {
+            assert_eq!(next_data(kept.recv().await), want);
+        }
+        new.publish(Topic::Event("e".into()), Bytes::from_static(b"4"));
+        assert_eq!(next_data(kept.recv().await), "4");
+        assert!(matches!(dropped.recv().await, Received::Closed(Ended::Changed)));
+        // A second reload is followed too; a removal ends the subscription.
+        let newer = Arc::new(EventHub::new(8));
+        newer.continue_from(&new);
+        new.close(Some((newer.clone(), Arc::new(|_: &Target| true))));
+        newer.publish(Topic::Event("e".into()), Bytes::from_static(b"5"));
+        assert_eq!(next_data(kept.recv().await), "5");
+        newer.close(None);
+        assert!(matches!(kept.recv().await, Received::Closed(Ended::Removed)));
+    }
+
+    #[tokio::test]
+    async fn a_handover_past_the_ring_reports_the_gap() {
+        let old = Arc::new(EventHub::new(1024));
+        let mut sub = old.subscribe(Target::AllEvents);
+        old.publish(Topic::Event("e".into()), Bytes::from_static(b"1"));
+        assert_eq!(next_data(sub.recv().await), "1");
+        let new = Arc::new(EventHub::new(1024));
+        new.continue_from(&old);
+        old.close(Some((new.clone(), Arc::new(|_: &Target| true))));
+        for i in 0..(REPLAY_DEPTH + 10) {
+            new.publish(Topic::Event("e".into()), Bytes::from(i.to_string()));
+        }
+        assert!(matches!(sub.recv().await, Received::Lagged(10)));
+        assert_eq!(next_data(sub.recv().await), "10");
     }
 }

@@ -16,7 +16,9 @@ pub mod thing;
 
 pub use actions::{ActionLimits, ActionStatus, Status};
 pub use error::{AffordanceKind, Error, Result, SchemaViolation};
-pub use events::{EncodingSlot, Notification, Received, Subscription, Target, Topic};
+pub use events::{
+    Continues, EncodingSlot, Ended, Notification, Received, SeenUpTo, Subscription, Target, Topic,
+};
 pub use operation::{Operation, Reply};
 pub use servient::Servient;
 pub use thing::{ActionContext, ActionHandler, ExposedThing, ThingBuilder};

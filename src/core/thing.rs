@@ -4,10 +4,17 @@
 //!
 //! The thing's descriptive model (the TD without forms) is carried as opaque JSON for the `td`
 //! module; this module only reads the DataSchemas out of it. No protocol type appears here.
+//!
+//! Replacement (hot reload): [`Servient::expose`](super::Servient::expose) hands a replaced thing
+//! over to its successor (`hand_over`): writable values carry over, the successor continues the
+//! event sequence and shares the action registry, and from then on the old thing *forwards*:
+//! a write, invocation, emission or status change that reaches it (from a caller that still
+//! holds it, or one that was in flight) is applied to the successor or refused with an error,
+//! never acknowledged and lost. A removed thing refuses everything.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
 use indexmap::IndexMap;
@@ -15,7 +22,7 @@ use serde_json::{Map, Value};
 
 use super::actions::{ActionLimits, ActionRegistry, ActionStatus, Failure};
 use super::error::{Error, SchemaViolation};
-use super::events::{EventHub, Subscription, Target, Topic};
+use super::events::{Continues, Ended, EventHub, SeenUpTo, Subscription, Target, Topic};
 use super::schema::DataSchema;
 use super::store::Persistence;
 use tokio::sync::oneshot;
@@ -113,12 +120,76 @@ pub struct ExposedThing {
     pub properties: IndexMap<String, Property>,
     pub actions: IndexMap<String, Action>,
     pub events: IndexMap<String, Event>,
-    hub: EventHub,
-    registry: ActionRegistry,
+    hub: Arc<EventHub>,
+    /// Shared with the things that replace this one, so that instances outlive a reload.
+    registry: RwLock<Arc<ActionRegistry>>,
     persistence: Option<Arc<dyn Persistence>>,
+    /// Whether this thing still serves, and where to forward once it does not. Changes (read)
+    /// are applied under the read lock; the hand-over takes the write lock, so a change is
+    /// either in the values handed over or forwarded, never in between.
+    lifecycle: RwLock<Lifecycle>,
+}
+
+/// Where a thing stands.
+#[derive(Debug, Clone)]
+enum Lifecycle {
+    Serving,
+    /// Replaced by this thing (hot reload): everything is forwarded to it.
+    Replaced(Arc<ExposedThing>),
+    /// Taken away: everything is refused.
+    Removed,
+}
+
+/// What became of values handed to `queue`.
+enum Queued {
+    /// Applied (or refused) at once.
+    Applied(Result<(), Error>),
+    /// On their way to the store; `applied` holds the outcome of applying them once stored.
+    Storing {
+        stored: oneshot::Receiver<Result<(), String>>,
+        applied: Arc<OnceLock<Result<(), Error>>>,
+    },
+}
+
+/// Who asked for a change of values: a client is subject to `readOnly`, the thing itself is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    Client,
+    Thing,
 }
 
 impl ExposedThing {
+    fn lifecycle(&self) -> std::sync::RwLockReadGuard<'_, Lifecycle> {
+        self.lifecycle.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The thing that serves in this one's place now: `None` while this one serves.
+    fn forward_to(&self) -> Option<Result<Arc<ExposedThing>, Error>> {
+        match &*self.lifecycle() {
+            Lifecycle::Serving => None,
+            Lifecycle::Replaced(next) => Some(Ok(next.clone())),
+            Lifecycle::Removed => Some(Err(Error::ThingNotFound(self.slug.clone()))),
+        }
+    }
+
+    /// Whether this thing still serves (it was neither replaced nor removed).
+    pub fn is_serving(&self) -> bool {
+        matches!(&*self.lifecycle(), Lifecycle::Serving)
+    }
+
+    /// `None` while this thing serves; else whether it was replaced (`Changed`) or removed.
+    pub fn standing(&self) -> Option<Ended> {
+        match &*self.lifecycle() {
+            Lifecycle::Serving => None,
+            Lifecycle::Replaced(_) => Some(Ended::Changed),
+            Lifecycle::Removed => Some(Ended::Removed),
+        }
+    }
+
+    fn registry(&self) -> Arc<ActionRegistry> {
+        self.registry.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub fn title(&self) -> &str {
         self.model
             .get("title")
@@ -187,7 +258,8 @@ impl ExposedThing {
             return Err(Error::ReadOnly(name.into()));
         }
         let value = property.schema.check_write(value)?;
-        self.apply(vec![(property.name.clone(), value)]).await
+        self.apply(vec![(property.name.clone(), value)], Writer::Client)
+            .await
     }
 
     /// writemultipleproperties: every value is checked before any is stored, so a rejected
@@ -205,14 +277,14 @@ impl ExposedThing {
                 .map_err(|e| prefix_pointer(e, &name))?;
             checked.push((property.name.clone(), value));
         }
-        self.apply(checked).await
+        self.apply(checked, Writer::Client).await
     }
 
     /// Sets a property from inside the thing (an action's effect) and waits until readers see it.
     /// readOnly does not apply; the schema still does.
     pub async fn set_property(self: &Arc<Self>, name: &str, value: Value) -> Result<(), Error> {
         let (property, value) = self.internal_value(name, value)?;
-        self.apply(vec![(property, value)]).await
+        self.apply(vec![(property, value)], Writer::Thing).await
     }
 
     /// Sets a property from inside the thing without waiting (a sensor reading). readOnly does
@@ -228,8 +300,10 @@ impl ExposedThing {
             return Ok(());
         }
         // Durable values apply once stored; the caller does not wait for that.
-        drop(self.queue(vec![(property, value)]));
-        Ok(())
+        match self.queue(vec![(property, value)], Writer::Thing) {
+            Queued::Applied(result) => result,
+            Queued::Storing { .. } => Ok(()),
+        }
     }
 
     fn internal_value(&self, name: &str, value: Value) -> Result<(Arc<str>, Value), Error> {
@@ -243,11 +317,8 @@ impl ExposedThing {
     }
 
     /// Stores values (durable ones through the persistence, applied after their commit) and
-    /// notifies. `None` when everything was applied at once.
-    fn queue(
-        self: &Arc<Self>,
-        values: Vec<(Arc<str>, Value)>,
-    ) -> Option<oneshot::Receiver<Result<(), String>>> {
+    /// notifies.
+    fn queue(self: &Arc<Self>, values: Vec<(Arc<str>, Value)>, writer: Writer) -> Queued {
         let durable: Vec<(Arc<str>, Bytes)> = values
             .iter()
             .filter(|(name, _)| self.properties.get(&**name).is_some_and(|p| p.durable))
@@ -261,32 +332,75 @@ impl ExposedThing {
         match &self.persistence {
             Some(persistence) if !durable.is_empty() => {
                 let thing = self.clone();
-                Some(persistence.persist(&self.id, durable, Box::new(move || thing.commit_all(values))))
+                let applied = Arc::new(OnceLock::new());
+                let outcome = applied.clone();
+                let stored = persistence.persist(
+                    &self.id,
+                    durable,
+                    Box::new(move || {
+                        let _ = outcome.set(thing.commit_all(values, writer));
+                    }),
+                );
+                Queued::Storing { stored, applied }
             }
-            _ => {
-                self.commit_all(values);
-                None
+            _ => Queued::Applied(self.commit_all(values, writer)),
+        }
+    }
+
+    async fn apply(self: &Arc<Self>, values: Vec<(Arc<str>, Value)>, writer: Writer) -> Result<(), Error> {
+        match self.queue(values, writer) {
+            Queued::Applied(result) => result,
+            Queued::Storing { stored, applied } => {
+                stored
+                    .await
+                    .map_err(|_| Error::Internal("the state store stopped".into()))?
+                    .map_err(|e| Error::Internal(format!("the value could not be stored: {e}")))?;
+                // The store resolves only after running the apply callback, which set this.
+                match applied.get() {
+                    Some(result) => result.clone(),
+                    None => Err(Error::Internal("the stored value was not applied".into())),
+                }
             }
         }
     }
 
-    async fn apply(self: &Arc<Self>, values: Vec<(Arc<str>, Value)>) -> Result<(), Error> {
-        if let Some(stored) = self.queue(values) {
-            stored
-                .await
-                .map_err(|_| Error::Internal("the state store stopped".into()))?
-                .map_err(|e| Error::Internal(format!("the value could not be stored: {e}")))?;
-        }
-        Ok(())
+    /// Makes values visible and notifies, or forwards them to the thing that replaced this one.
+    fn commit_all(&self, values: Vec<(Arc<str>, Value)>, writer: Writer) -> Result<(), Error> {
+        let next = match &*self.lifecycle() {
+            Lifecycle::Serving => {
+                for (name, value) in values {
+                    if let Some(property) = self.properties.get(&*name) {
+                        let bytes = property.store(value);
+                        self.hub.publish(Topic::Property(property.name.clone()), bytes);
+                    }
+                }
+                return Ok(());
+            }
+            Lifecycle::Replaced(next) => next.clone(),
+            Lifecycle::Removed => return Err(Error::ThingNotFound(self.slug.clone())),
+        };
+        next.commit_forwarded(values, writer)
     }
 
-    fn commit_all(&self, values: Vec<(Arc<str>, Value)>) {
+    /// Values that were checked against a predecessor's schemas: checked again against this
+    /// thing's (all before any is applied), then committed here.
+    fn commit_forwarded(&self, values: Vec<(Arc<str>, Value)>, writer: Writer) -> Result<(), Error> {
+        let mut checked = Vec::with_capacity(values.len());
         for (name, value) in values {
-            if let Some(property) = self.properties.get(&*name) {
-                let bytes = property.store(value);
-                self.hub.publish(Topic::Property(property.name.clone()), bytes);
+            let property = self.property(&name)?;
+            if writer == Writer::Client && property.read_only {
+                return Err(Error::ReadOnly(name.to_string()));
             }
+            let value = match writer {
+                Writer::Client => property
+                    .schema
+                    .check_write(value)
+                    .map_err(|e| prefix_pointer(e, &name))?,
+                Writer::Thing => self.internal_value(&name, value)?.1,
+            };
+            checked.push((property.name.clone(), value));
         }
+        self.commit_all(checked, writer)
     }
 
     /// Emits an event with the given data (validated against the event's data schema).
@@ -305,17 +419,28 @@ impl ExposedThing {
                 Bytes::from(serde_json::to_vec(value).map_err(|e| Error::Internal(e.to_string()))?)
             }
         };
-        self.hub.publish(Topic::Event(event.name.clone()), bytes);
-        Ok(())
+        let next = match &*self.lifecycle() {
+            Lifecycle::Serving => {
+                self.hub.publish(Topic::Event(event.name.clone()), bytes);
+                return Ok(());
+            }
+            Lifecycle::Replaced(next) => next.clone(),
+            Lifecycle::Removed => return Err(Error::ThingNotFound(self.slug.clone())),
+        };
+        next.emit_event(name, data)
     }
 
     pub fn subscribe(&self, target: Target) -> Result<Subscription, Error> {
         self.subscribe_after(target, None)
     }
 
-    /// Subscribes; with `last_id` (the timestamp of the last notification a client saw), the
-    /// recent notifications after it are replayed first.
-    pub fn subscribe_after(&self, target: Target, last_id: Option<&str>) -> Result<Subscription, Error> {
+    /// Subscribes; with `after` (where a client left off, e.g. from SSE `Last-Event-ID`), the
+    /// recent notifications after it are replayed first. On a thing that was replaced, the
+    /// subscription is made on its successor.
+    pub fn subscribe_after(&self, target: Target, after: Option<&SeenUpTo>) -> Result<Subscription, Error> {
+        if let Some(next) = self.forward_to() {
+            return next?.subscribe_after(target, after);
+        }
         match &target {
             Target::Property(name) if self.property(name)?.write_only => {
                 return Err(Error::WriteOnly(name.clone()));
@@ -328,8 +453,9 @@ impl ExposedThing {
             }
             _ => {}
         }
-        Ok(match last_id {
-            Some(id) => self.hub.subscribe_after(target, id),
+        // Replaced between the check above and here: the subscription follows the hand-over.
+        Ok(match after {
+            Some(after) => self.hub.subscribe_after(target, after),
             None => self.hub.subscribe(target),
         })
     }
@@ -365,12 +491,16 @@ impl ExposedThing {
         self.check_input(action, input)
     }
 
-    /// Runs a synchronous action to its end and returns its output.
+    /// Runs a synchronous action to its end and returns its output. On a thing that was
+    /// replaced, the successor's action runs.
     pub async fn invoke_sync(
         self: &Arc<Self>,
         name: &str,
         input: Option<Value>,
     ) -> Result<Option<Value>, Error> {
+        if let Some(next) = self.forward_to() {
+            return Box::pin(next?.invoke_sync(name, input)).await;
+        }
         let action = self.action(name)?;
         let input = self.check_input(action, input)?;
         let handler = action.handler.clone();
@@ -381,16 +511,31 @@ impl ExposedThing {
         .await
     }
 
-    /// Starts an asynchronous action; returns its pending status at once.
+    /// Starts an asynchronous action; returns its pending status at once. On a thing that was
+    /// replaced, the successor's action starts.
     pub fn invoke_async(self: &Arc<Self>, name: &str, input: Option<Value>) -> Result<ActionStatus, Error> {
+        let lifecycle = self.lifecycle();
+        let next = match &*lifecycle {
+            Lifecycle::Serving => None,
+            Lifecycle::Replaced(next) => Some(next.clone()),
+            Lifecycle::Removed => return Err(Error::ThingNotFound(self.slug.clone())),
+        };
+        if let Some(next) = next {
+            drop(lifecycle);
+            return next.invoke_async(name, input);
+        }
+        // Created under the lifecycle lock: a hand-over cannot come between the check above and
+        // the instance being in the registry that the successor shares.
         let action = self.action(name)?;
         let input = self.check_input(action, input)?;
-        let status = self.registry.create(&action.name)?;
+        let registry = self.registry();
+        let status = registry.create(&action.name)?;
         let handler = action.handler.clone();
         let thing = self.clone();
         let id = status.id.clone();
+        let task_registry = registry.clone();
         let task = tokio::spawn(async move {
-            if let Some(running) = thing.registry.start(&id) {
+            if let Some(running) = task_registry.start(&id) {
                 thing.publish_status(&running);
             } else {
                 return;
@@ -401,11 +546,11 @@ impl ExposedThing {
             })
             .await;
             let result = result.map_err(|e| Failure::from_error(&e));
-            if let Some(done) = thing.registry.finish(&id, result) {
+            if let Some(done) = task_registry.finish(&id, result) {
                 thing.publish_status(&done);
             }
         });
-        self.registry.attach_abort(&status.id, task.abort_handle());
+        registry.attach_abort(&status.id, task.abort_handle());
         Ok(status)
     }
 
@@ -414,7 +559,7 @@ impl ExposedThing {
         if action.synchronous {
             return Err(Error::NotQueryable(name.into()));
         }
-        self.registry.get(name, id)
+        self.registry().get(name, id)
     }
 
     pub fn cancel_action(&self, name: &str, id: &str) -> Result<ActionStatus, Error> {
@@ -422,12 +567,13 @@ impl ExposedThing {
         if action.synchronous {
             return Err(Error::NotQueryable(name.into()));
         }
-        let status = self.registry.cancel(name, id)?;
+        let status = self.registry().cancel(name, id)?;
         self.publish_status(&status);
         Ok(status)
     }
 
-    /// Every known action instance, grouped by action name, newest first.
+    /// Every known action instance of this thing's asynchronous actions, grouped by action
+    /// name, newest first.
     pub fn all_action_statuses(&self) -> IndexMap<String, Vec<ActionStatus>> {
         let mut grouped: IndexMap<String, Vec<ActionStatus>> = self
             .actions
@@ -435,21 +581,134 @@ impl ExposedThing {
             .filter(|a| !a.synchronous)
             .map(|a| (a.name.to_string(), Vec::new()))
             .collect();
-        for status in self.registry.all() {
-            grouped.entry(status.action.to_string()).or_default().push(status);
+        // The registry may hold instances of actions a predecessor had and this thing lacks.
+        for status in self.registry().all() {
+            if let Some(group) = grouped.get_mut(&*status.action) {
+                group.push(status);
+            }
         }
         grouped
     }
 
+    /// An action's status change, told on the hub of the thing that serves now.
     fn publish_status(&self, status: &ActionStatus) {
-        let bytes = Bytes::from(serde_json::to_vec(&status.to_json(None)).unwrap_or_default());
-        self.hub.publish(
-            Topic::Action {
-                name: status.action.clone(),
-                id: status.id.clone(),
-            },
-            bytes,
-        );
+        let next = match &*self.lifecycle() {
+            Lifecycle::Serving => {
+                let bytes = Bytes::from(serde_json::to_vec(&status.to_json(None)).unwrap_or_default());
+                self.hub.publish(
+                    Topic::Action {
+                        name: status.action.clone(),
+                        id: status.id.clone(),
+                    },
+                    bytes,
+                );
+                return;
+            }
+            Lifecycle::Replaced(next) => next.clone(),
+            Lifecycle::Removed => return,
+        };
+        next.publish_status(status);
+    }
+
+    /// Hands this thing over to the one that replaces it: the successor takes the writable
+    /// values that still fit its schemas, continues the event sequence and shares the action
+    /// registry; subscriptions whose target is described the same on the successor follow it,
+    /// the others end; from now on this thing forwards every change to the successor.
+    pub(crate) fn hand_over(&self, next: &Arc<ExposedThing>) {
+        let mut lifecycle = self.lifecycle.write().unwrap_or_else(|p| p.into_inner());
+        if !matches!(*lifecycle, Lifecycle::Serving) {
+            return;
+        }
+        next.hub.continue_from(&self.hub);
+        *next.registry.write().unwrap_or_else(|p| p.into_inner()) = self.registry();
+        for (name, property) in &next.properties {
+            let Some(before) = self.properties.get(name) else {
+                continue;
+            };
+            let value = before.value();
+            if !property.read_only && property.schema.is_valid(&value) {
+                // What subscribers last heard: no notification.
+                property.store(property.schema.normalise(value));
+            } else if property.value() != value {
+                // Subscribers that follow the hand-over last heard the old value.
+                next.hub
+                    .publish(Topic::Property(property.name.clone()), property.bytes());
+            }
+        }
+        let continues: Continues = if self.id == next.id {
+            continuity(&self.model, &next.model)
+        } else {
+            // Subscribers know the thing by its id: a new id is a new thing.
+            Arc::new(|_: &Target| false)
+        };
+        self.hub.close(Some((next.hub.clone(), continues)));
+        *lifecycle = Lifecycle::Replaced(next.clone());
+    }
+
+    /// Takes this thing out of service: every subscription ends, every change is refused.
+    pub(crate) fn retire(&self) {
+        let mut lifecycle = self.lifecycle.write().unwrap_or_else(|p| p.into_inner());
+        if matches!(*lifecycle, Lifecycle::Serving) {
+            self.hub.close(None);
+            *lifecycle = Lifecycle::Removed;
+        }
+    }
+}
+
+/// Which subscription targets mean the same on a thing described by `new` as on one described by
+/// `old`: those whose affordances (or, for the `All*` targets, every affordance of the kind)
+/// are the same apart from their human-readable text.
+fn continuity(old: &Value, new: &Value) -> Continues {
+    let kind = |name: &str| Unchanged::of(old.get(name), new.get(name));
+    let properties = kind("properties");
+    let actions = kind("actions");
+    let events = kind("events");
+    Arc::new(move |target: &Target| match target {
+        Target::Property(name) => properties.names.contains(name),
+        Target::AllProperties => properties.all,
+        Target::Event(name) => events.names.contains(name),
+        Target::AllEvents => events.all,
+        Target::Action { name, .. } => actions.names.contains(name),
+        Target::Everything => properties.all && actions.all && events.all,
+    })
+}
+
+/// The affordances of one kind that two models describe the same.
+struct Unchanged {
+    names: std::collections::HashSet<String>,
+    /// Every affordance of the kind is the same, and none was added or removed.
+    all: bool,
+}
+
+impl Unchanged {
+    fn of(old: Option<&Value>, new: Option<&Value>) -> Self {
+        let empty = Map::new();
+        let old = old.and_then(Value::as_object).unwrap_or(&empty);
+        let new = new.and_then(Value::as_object).unwrap_or(&empty);
+        let names: std::collections::HashSet<String> = old
+            .iter()
+            .filter(|(name, before)| new.get(*name).is_some_and(|after| same_affordance(before, after)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let all = names.len() == old.len() && old.len() == new.len();
+        Unchanged { names, all }
+    }
+}
+
+/// Whether two affordances differ only in text meant for people.
+fn same_affordance(a: &Value, b: &Value) -> bool {
+    const TEXT: [&str; 4] = ["title", "titles", "description", "descriptions"];
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => {
+            let meaningful = |m: &Map<String, Value>| {
+                m.iter()
+                    .filter(|(k, _)| !TEXT.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<Map<String, Value>>()
+            };
+            meaningful(a) == meaningful(b)
+        }
+        _ => a == b,
     }
 }
 
@@ -641,9 +900,10 @@ impl ThingBuilder {
             properties,
             actions,
             events,
-            hub: EventHub::new(self.hub_capacity),
-            registry: ActionRegistry::new(self.limits),
+            hub: Arc::new(EventHub::new(self.hub_capacity)),
+            registry: RwLock::new(Arc::new(ActionRegistry::new(self.limits))),
             persistence: self.persistence,
+            lifecycle: RwLock::new(Lifecycle::Serving),
         }))
     }
 }

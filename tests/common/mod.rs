@@ -156,6 +156,11 @@ impl SseReader {
         .expect("an SSE frame within the timeout")
     }
 
+    /// The response underneath, to read to its end.
+    pub fn into_response(self) -> reqwest::Response {
+        self.response
+    }
+
     /// Reads raw text until `needle` appears (used for comments such as keep-alives).
     pub async fn wait_for_text(&mut self, needle: &str, timeout: Duration) {
         tokio::time::timeout(timeout, async {

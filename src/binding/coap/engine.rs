@@ -22,8 +22,8 @@ use super::message::{self, DELETE, DedupCache, GET, Inbound, POST, PUT, Request,
 use super::observe::{Due, ObserverId, ObserverLimits, Observers, Outbox, Owner};
 use super::router::{self, Resource};
 use crate::core::{
-    ActionStatus, EncodingSlot, Error, Notification, Operation, Received, Reply, Servient, Subscription,
-    Target,
+    ActionStatus, EncodingSlot, Ended, Error, Notification, Operation, Received, Reply, Servient,
+    Subscription, Target,
 };
 use crate::td::{Origins, TdPublisher};
 
@@ -908,9 +908,11 @@ impl Engine {
         // JSON bodies are converted for CBOR observers; event and status payloads come
         // already encoded (and cached on the notification).
         let json_to = |b: Vec<u8>| content::encode_json(&b, format).unwrap_or(b);
-        let body: Result<Vec<u8>, String> = match received {
+        let body: Result<Vec<u8>, (ResponseType, String)> = match received {
             Received::Notification(n) => match &target {
-                Target::AllProperties => current(self).map(json_to).ok_or_else(|| "gone".to_owned()),
+                Target::AllProperties => current(self)
+                    .map(json_to)
+                    .ok_or_else(|| (ResponseType::NotFound, "gone".to_owned())),
                 Target::AllEvents => {
                     let data: Value = serde_json::from_slice(&n.data).unwrap_or(Value::Null);
                     Ok(json_to(json!({ n.topic.name(): data }).to_string().into_bytes()))
@@ -921,15 +923,34 @@ impl Engine {
                 Some(b) => Ok(json_to(b)),
                 None => return,
             },
-            Received::Closed => Err("the thing went away".into()),
+            // The thing was removed, or replaced by one on which this resource is gone or
+            // described differently (RFC 7641 §4.2: a non-2.xx notification ends it).
+            Received::Closed(Ended::Removed) => Err((ResponseType::NotFound, "the thing was removed".into())),
+            Received::Closed(Ended::Changed) => {
+                match self.servient.thing(&slug).map(|t| t.subscribe(target.clone())) {
+                    Ok(Ok(_)) => Err((
+                        ResponseType::ServiceUnavailable,
+                        "the thing was reloaded and this resource changed: read its TD and observe again"
+                            .into(),
+                    )),
+                    _ => Err((
+                        ResponseType::NotFound,
+                        "the thing was reloaded without this resource".into(),
+                    )),
+                }
+            }
         };
         let body = match body {
             Ok(b) => b,
-            Err(reason) => {
-                // The resource is gone: a final non-2.xx notification ends the observation.
+            Err((code, reason)) => {
+                // A final non-2.xx notification ends the observation.
                 self.observers.remove(id);
                 fx.unwatch.push(id);
-                let r = Response::diagnostic(ResponseType::NotFound, reason);
+                let mut r = Response::diagnostic(code, reason);
+                if code == ResponseType::ServiceUnavailable {
+                    // Observing again may start at once.
+                    r.uint(option::MAX_AGE, 0);
+                }
                 let mid = self.next_mid();
                 let bytes = r.encode(MessageType::NonConfirmable, mid, &token);
                 fx.send.push((peer, Bytes::from(bytes)));

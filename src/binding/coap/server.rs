@@ -263,7 +263,7 @@ async fn apply(
             let task = tokio::spawn(async move {
                 loop {
                     let received = subscription.recv().await;
-                    let closed = matches!(received, Received::Closed);
+                    let closed = matches!(received, Received::Closed(_));
                     if tx.send(Event::Notify(id, received)).await.is_err() || closed {
                         break;
                     }

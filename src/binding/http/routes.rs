@@ -44,8 +44,15 @@ fn wants_event_stream(req: &HttpRequest) -> bool {
 
 /// Opens an SSE stream, replaying what a reconnecting client missed (`Last-Event-ID`).
 fn event_stream(state: &HttpState, req: &HttpRequest, id: &str, target: Target) -> Result {
-    let last_id = req.headers().get("last-event-id").and_then(|v| v.to_str().ok());
-    let subscription = state.servient.thing(id)?.subscribe_after(target, last_id)?;
+    let after = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(sse::resume_point);
+    let subscription = state
+        .servient
+        .thing(id)?
+        .subscribe_after(target, after.as_ref())?;
     let client = req
         .peer_addr()
         .map(|a| a.ip())

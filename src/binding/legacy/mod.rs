@@ -441,7 +441,7 @@ async fn keep_event_log(legacy: Arc<LegacyThing>, mut subscription: crate::core:
             Received::Lagged(missed) => {
                 tracing::warn!(thing = legacy.slug(), missed, "legacy event log fell behind");
             }
-            Received::Closed => break,
+            Received::Closed(_) => break,
         }
     }
 }

@@ -134,8 +134,8 @@ async fn thing(state: State, req: HttpRequest, path: web::Path<String>, body: we
             tracing::warn!(%client, "legacy WebSocket refused: {hit}");
             LegacyError::Limit(hit)
         })?;
-        let (shutdown, ping_interval) = (state.shutdown.clone(), state.ping_interval);
-        return socket::open(&req, body, legacy, permit, shutdown, ping_interval);
+        let watches = (state.shutdown.clone(), state.servient.watch_changes());
+        return socket::open(&req, body, legacy, permit, watches, state.ping_interval);
     }
     let d = describe::for_origin(&legacy.template, legacy.slug(), &origin(&state, &req));
     Ok(json(StatusCode::OK, d.to_string()))

@@ -10,6 +10,12 @@
 //! too slowly lags on the core's broadcast channel instead of holding anything back. A socket
 //! that takes no frame for the keepalive timeout is ended (see `in_time`).
 //!
+//! A socket serves the thing it opened on. When that thing is replaced (hot reload) the socket
+//! is closed with 1012 (Service Restart), and with 1001 (Going Away) when it is removed: the
+//! adapter's per-thing state (description, action queue, event log) is rebuilt for the new
+//! thing, and a hub reconnects to it. A message that raced the reload is forwarded to the new
+//! thing by the core or refused, never acknowledged and lost.
+//!
 //! Outgoing frames go through actix-ws's session and the HTTP dispatcher; unlike the Web Thing
 //! Protocol's socket there is no byte budget per socket, so what a stuck hub is owed waits in
 //! their buffers until the timeout ends it.
@@ -27,7 +33,7 @@ use super::error::{LegacyError, core_status};
 use super::wire::{self, Incoming};
 use super::{LegacyThing, MAX_MESSAGE};
 use crate::binding::keepalive::{Keepalive, Tick};
-use crate::core::{Operation, Received, Target, Topic};
+use crate::core::{Ended, Operation, Received, Target, Topic};
 
 /// Subprotocols echoed when a client offers them; none is required.
 pub const SUBPROTOCOLS: &[&str] = &["webthing", "webthingprotocol"];
@@ -37,7 +43,7 @@ pub fn open(
     body: web::Payload,
     legacy: Arc<LegacyThing>,
     permit: crate::limits::Permit,
-    shutdown: watch::Receiver<bool>,
+    (shutdown, changes): (watch::Receiver<bool>, watch::Receiver<u64>),
     ping_interval: Duration,
 ) -> Result<HttpResponse, LegacyError> {
     let subscription = legacy.thing.subscribe(Target::Everything)?;
@@ -54,7 +60,7 @@ pub fn open(
         session,
         stream,
         (subscription, statuses),
-        shutdown,
+        (shutdown, changes),
         keepalive,
     );
     actix_web::rt::spawn(async move {
@@ -90,17 +96,21 @@ async fn run(
     mut session: Session,
     mut stream: actix_ws::AggregatedMessageStream,
     (mut subscription, mut statuses): (crate::core::Subscription, broadcast::Receiver<Bytes>),
-    mut shutdown: watch::Receiver<bool>,
+    (mut shutdown, changes): (watch::Receiver<bool>, watch::Receiver<u64>),
     mut keepalive: Keepalive,
 ) {
     let mut events: HashSet<String> = HashSet::new();
     let mut ticker = keepalive.ticker();
-    loop {
+    // Made once, not per turn of the loop: it registers with the watch only when it fires.
+    let retired = retired(legacy.clone(), changes);
+    tokio::pin!(retired);
+    let ended = loop {
         // Biased: an action's `created` (adapter channel) goes out before the core's later
         // statuses of the same instance, and shutdown is noticed first.
         tokio::select! {
             biased;
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed() => break None,
+            ended = &mut retired => break Some(ended),
             status = statuses.recv() => {
                 match status {
                     Ok(frame) => {
@@ -109,7 +119,7 @@ async fn run(
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => break,
+                    Err(broadcast::error::RecvError::Closed) => break None,
                 }
             }
             received = subscription.recv() => {
@@ -124,14 +134,14 @@ async fn run(
                         tracing::warn!(thing = legacy.slug(), missed, "legacy socket fell behind");
                         continue;
                     }
-                    Received::Closed => break,
+                    Received::Closed(ended) => break Some(ended),
                 };
                 if !send(&mut session, &frame, &keepalive).await {
                     return;
                 }
             }
             incoming = stream.recv() => {
-                let Some(incoming) = incoming else { break };
+                let Some(incoming) = incoming else { break None };
                 keepalive.heard(Instant::now());
                 let ok = match incoming {
                     Ok(actix_ws::AggregatedMessage::Text(text)) => {
@@ -147,10 +157,10 @@ async fn run(
                     }
                     Ok(actix_ws::AggregatedMessage::Ping(p)) => in_time(session.pong(&p), &keepalive).await,
                     Ok(actix_ws::AggregatedMessage::Pong(_)) => true,
-                    Ok(actix_ws::AggregatedMessage::Close(_)) => break,
+                    Ok(actix_ws::AggregatedMessage::Close(_)) => break None,
                     Err(e) => {
                         tracing::debug!(thing = legacy.slug(), "legacy socket protocol error: {e}");
-                        break;
+                        break None;
                     }
                 };
                 if !ok {
@@ -175,8 +185,30 @@ async fn run(
                 }
             },
         }
+    };
+    let reason = ended.map(|ended| match ended {
+        Ended::Removed => actix_ws::CloseReason {
+            code: actix_ws::CloseCode::Away,
+            description: Some(format!("thing '{}' was removed", legacy.slug())),
+        },
+        Ended::Changed => actix_ws::CloseReason {
+            code: actix_ws::CloseCode::Restart,
+            description: Some(format!("thing '{}' was reloaded; reconnect", legacy.slug())),
+        },
+    });
+    let _ = session.close(reason).await;
+}
+
+/// Resolves once the socket's thing no longer serves: replaced (`Changed`) or removed.
+async fn retired(legacy: Arc<LegacyThing>, mut changes: watch::Receiver<u64>) -> Ended {
+    loop {
+        if let Some(ended) = legacy.thing.standing() {
+            return ended;
+        }
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
     }
-    let _ = session.close(None).await;
 }
 
 fn error_frame(e: &crate::core::Error) -> Bytes {

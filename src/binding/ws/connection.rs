@@ -11,6 +11,12 @@
 //! 1013 (with the count) rather than silently missing changes. The thing and the other sockets
 //! never wait for it. No protocol decision is made here that `protocol` or `session` could make
 //! without IO.
+//!
+//! The socket names its thing by slug and looks it up in the servient for every request, so a
+//! reload never leaves it talking to a replaced thing. Its notifications follow a reload that
+//! leaves the thing's affordances as they were; otherwise the socket is closed with 1012
+//! (Service Restart: read the new TD and reconnect), and with 1001 (Going Away) when the thing
+//! is removed, whether or not it was subscribed to anything.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -33,13 +39,17 @@ use super::protocol::{self, Decoded, Frame, Rejection, Request};
 use super::session::{Interests, names_thing};
 use crate::binding::keepalive::{Keepalive, Tick};
 use crate::core::servient::perform;
-use crate::core::{Error, ExposedThing, Notification, Operation, Received, Reply, Topic};
+use crate::core::{Ended, Error, ExposedThing, Notification, Operation, Received, Reply, Servient, Topic};
 
 type Pending = Pin<Box<dyn Future<Output = Bytes> + Send>>;
 
 /// The socket's thing and what its consumer listens to.
 struct Connection {
-    thing: Arc<ExposedThing>,
+    servient: Arc<Servient>,
+    /// The thing's slug: the thing itself is looked up for each request.
+    slug: String,
+    /// The thing's id when the socket opened, for answers when the thing is gone.
+    opened_id: String,
     /// Shared with this thread's fan-out relay, which routes notifications by it.
     interests: Rc<RefCell<Interests>>,
     subscription: Option<Inbox>,
@@ -60,15 +70,19 @@ enum End {
     Drop,
 }
 
+/// Serves one socket of the thing under `slug` (whose id was `opened_id` when it opened).
 pub async fn run(
-    thing: Arc<ExposedThing>,
+    servient: Arc<Servient>,
+    (slug, opened_id): (String, String),
     outbound: Outbound,
     mut stream: AggregatedMessageStream,
     mut shutdown: watch::Receiver<bool>,
     config: WsConfig,
 ) {
     let mut conn = Connection {
-        thing,
+        servient: servient.clone(),
+        slug,
+        opened_id,
         interests: Rc::new(RefCell::new(Interests::default())),
         subscription: None,
         outbound: outbound.clone(),
@@ -82,6 +96,8 @@ pub async fn run(
     // Made once: a new one per turn of the loop would register with the watch every time.
     let shutting_down = shutdown.wait_for(|down| *down);
     tokio::pin!(shutting_down);
+    let removed = thing_removed(servient, conn.slug.clone());
+    tokio::pin!(removed);
     let end = loop {
         let has_room = outbound.has_room();
         let stuck_at = match (has_room, full_since) {
@@ -101,6 +117,9 @@ pub async fn run(
             _ = &mut shutting_down => {
                 break End::Close(Some(CloseCode::Away), "server shutting down".into());
             }
+            _ = &mut removed => {
+                break End::Close(Some(CloseCode::Away), format!("thing '{}' was removed", conn.slug));
+            }
             // Frames the socket could not take at once (direct writes only).
             _ = outbound.write_backlog() => continue,
             room = tokio::time::timeout_at(stuck_at.unwrap_or_else(tokio::time::Instant::now), outbound.room()),
@@ -119,7 +138,7 @@ pub async fn run(
                     Some(Ok(AggregatedMessage::Text(text))) => {
                         if text.len() > config.max_message {
                             let rejection = Rejection::too_large_message(&text, config.max_message);
-                            protocol::rejection_response(&conn.thing.id, &rejection)
+                            protocol::rejection_response(&conn.thing_id(), &rejection)
                         } else {
                             match conn.handle(&text).await {
                                 Answer::Now(frame) => frame,
@@ -131,7 +150,7 @@ pub async fn run(
                         }
                     }
                     Some(Ok(AggregatedMessage::Binary(_))) => {
-                        protocol::rejection_response(&conn.thing.id, &Rejection::binary())
+                        protocol::rejection_response(&conn.thing_id(), &Rejection::binary())
                     }
                     Some(Ok(AggregatedMessage::Ping(payload))) => {
                         outbound.pong(&payload);
@@ -144,10 +163,10 @@ pub async fn run(
                         break End::Close(code, description.unwrap_or_default());
                     }
                     Some(Err(ProtocolError::Io(e))) if e.to_string().contains("continuation size") => {
-                        protocol::rejection_response(&conn.thing.id, &Rejection::too_large(config.max_message))
+                        protocol::rejection_response(&conn.thing_id(), &Rejection::too_large(config.max_message))
                     }
                     Some(Err(ProtocolError::Overflow)) => {
-                        outbound.text(&protocol::rejection_response(&conn.thing.id, &Rejection::too_large(config.max_frame)));
+                        outbound.text(&protocol::rejection_response(&conn.thing_id(), &Rejection::too_large(config.max_frame)));
                         break End::Close(Some(CloseCode::Size), format!("frame larger than {} bytes", config.max_frame));
                     }
                     Some(Err(e)) => {
@@ -168,9 +187,14 @@ pub async fn run(
                         format!("lagged: {missed} notifications dropped because this socket was not read; reconnect and read again"),
                     );
                 }
-                Received::Closed => {
-                    conn.subscription = None;
-                    continue;
+                Received::Closed(Ended::Removed) => {
+                    break End::Close(Some(CloseCode::Away), format!("thing '{}' was removed", conn.slug));
+                }
+                Received::Closed(Ended::Changed) => {
+                    break End::Close(
+                        Some(CloseCode::Restart),
+                        format!("thing '{}' was reloaded with changed affordances; read its TD and reconnect", conn.slug),
+                    );
                 }
             },
             _ = ticker.tick() => match keepalive.tick(Instant::now()) {
@@ -205,6 +229,19 @@ pub async fn run(
     }
 }
 
+/// Resolves once the servient no longer has a thing under `slug`.
+async fn thing_removed(servient: Arc<Servient>, slug: String) {
+    let mut changes = servient.watch_changes();
+    loop {
+        if servient.thing(&slug).is_err() {
+            return;
+        }
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
 /// The next notification, or never when nothing is subscribed.
 async fn next_notification(subscription: &mut Option<Inbox>) -> Received {
     match subscription {
@@ -214,6 +251,17 @@ async fn next_notification(subscription: &mut Option<Inbox>) -> Received {
 }
 
 impl Connection {
+    /// The thing that serves under this socket's slug now.
+    fn thing(&self) -> Result<Arc<ExposedThing>, Error> {
+        self.servient.thing(&self.slug)
+    }
+
+    /// The id answers name the thing by.
+    fn thing_id(&self) -> String {
+        self.thing()
+            .map_or_else(|_| self.opened_id.clone(), |t| t.id.clone())
+    }
+
     /// The interests, for a change: this thread's fan-out relays recompute their routes.
     fn interests_mut(&self) -> std::cell::RefMut<'_, Interests> {
         fanout::interests_changed();
@@ -223,7 +271,7 @@ impl Connection {
     fn ensure_subscribed(&mut self) -> Result<(), Error> {
         if self.subscription.is_none() {
             self.subscription = Some(fanout::subscribe(
-                &self.thing,
+                &self.thing()?,
                 self.interests.clone(),
                 self.outbound.clone(),
             )?);
@@ -244,7 +292,7 @@ impl Connection {
             let delivery = interests.route(&n.topic)?;
             match &n.topic {
                 Topic::Property(_) | Topic::Event(_) => {
-                    let prefix = protocol::notification_prefix(&self.thing.id, n);
+                    let prefix = protocol::notification_prefix(&self.thing_id(), n);
                     let frame = protocol::notification(&prefix, delivery.operation, delivery.correlation_id);
                     (frame, None)
                 }
@@ -255,7 +303,7 @@ impl Connection {
                         Some("completed" | "failed")
                     );
                     protocol::from_profile_status(id, &mut status);
-                    let frame = protocol::envelope(&self.thing.id, "notification", n.data.len() + 64)
+                    let frame = protocol::envelope(&self.thing_id(), "notification", n.data.len() + 64)
                         .str("operation", delivery.operation)
                         .str("name", name)
                         .json("status", &status)
@@ -277,15 +325,15 @@ impl Connection {
     async fn handle(&mut self, text: &str) -> Answer {
         let decoded = match protocol::decode(text) {
             Ok(d) => d,
-            Err(rejection) => return Answer::Now(protocol::rejection_response(&self.thing.id, &rejection)),
+            Err(rejection) => return Answer::Now(protocol::rejection_response(&self.thing_id(), &rejection)),
         };
         if let Some(id) = &decoded.thing_id
-            && !names_thing(&self.thing, id)
+            && !self.thing().is_ok_and(|thing| names_thing(&thing, id))
         {
             let mut rejection = Rejection::unknown_thing(id);
             rejection.correlation_id = decoded.correlation_id.clone();
             rejection.operation = Some(decoded.request.operation().into());
-            return Answer::Now(protocol::rejection_response(&self.thing.id, &rejection));
+            return Answer::Now(protocol::rejection_response(&self.thing_id(), &rejection));
         }
         let operation = decoded.request.operation();
         let name = decoded.request.name().map(str::to_owned);
@@ -293,7 +341,7 @@ impl Connection {
         match self.perform(decoded).await {
             Ok(answer) => answer,
             Err(error) => Answer::Now(error_frame(
-                &self.thing.id,
+                &self.thing_id(),
                 operation,
                 name.as_deref(),
                 correlation.as_deref(),
@@ -308,7 +356,7 @@ impl Connection {
             request,
             ..
         } = decoded;
-        let thing = self.thing.clone();
+        let thing = self.thing()?;
         let op = request.operation();
         let respond = |capacity: usize| protocol::response(&thing.id, op, capacity);
         let done = |frame: Frame| {
@@ -326,7 +374,7 @@ impl Connection {
                 // The write is confirmed: answer with the value now stored, unless it is
                 // write-only (then the draft forbids a value).
                 let frame = respond(64).str("name", &name);
-                match thing.read_property(&name) {
+                match self.thing().and_then(|now| now.read_property(&name)) {
                     Ok(stored) => done(frame.raw("value", &stored)),
                     Err(_) => done(frame),
                 }
@@ -355,10 +403,12 @@ impl Connection {
                         missing.join(", ")
                     )));
                 }
-                self.write_multiple(values, op, correlation_id.as_deref()).await
+                self.write_multiple(&thing, values, op, correlation_id.as_deref())
+                    .await
             }
             Request::WriteMultipleProperties { values } => {
-                self.write_multiple(values, op, correlation_id.as_deref()).await
+                self.write_multiple(&thing, values, op, correlation_id.as_deref())
+                    .await
             }
             Request::ObserveProperty { name } => {
                 if thing.property(&name)?.write_only {
@@ -477,7 +527,7 @@ impl Connection {
                 )
             }
             Request::QueryAction { name, action_id } => {
-                let name = self.action_of(name, &action_id)?;
+                let name = action_of(&thing, name, &action_id)?;
                 let status = match perform(
                     &thing,
                     Operation::QueryAction {
@@ -497,7 +547,7 @@ impl Connection {
                 )
             }
             Request::CancelAction { name, action_id } => {
-                let name = self.action_of(name, &action_id)?;
+                let name = action_of(&thing, name, &action_id)?;
                 let op = Operation::CancelAction {
                     name: name.clone(),
                     id: action_id.clone(),
@@ -534,39 +584,40 @@ impl Connection {
 
     async fn write_multiple(
         &mut self,
+        thing: &Arc<ExposedThing>,
         values: Map<String, Value>,
         op: &'static str,
         correlation_id: Option<&str>,
     ) -> Result<Answer, Error> {
         let names: Vec<String> = values.keys().cloned().collect();
-        perform(&self.thing, Operation::WriteMultipleProperties(values)).await?;
-        // Confirmed values of what was written (write-only ones are left out).
-        let confirmed = self.thing.read_properties(names.iter().map(String::as_str))?;
+        perform(thing, Operation::WriteMultipleProperties(values)).await?;
+        // Confirmed values of what was written (write-only ones are left out), as served now.
+        let confirmed = self.thing()?.read_properties(names.iter().map(String::as_str))?;
         Ok(Answer::Now(
-            protocol::response(&self.thing.id, op, confirmed.len())
+            protocol::response(&thing.id, op, confirmed.len())
                 .raw("values", &confirmed)
                 .opt_str("correlationID", correlation_id)
                 .finish(),
         ))
     }
+}
 
-    /// The action an instance belongs to: the given name, or found among the asynchronous
-    /// actions when the request names only the `actionID`.
-    fn action_of(&self, name: Option<String>, action_id: &str) -> Result<String, Error> {
-        if let Some(name) = name {
-            return Ok(name);
-        }
-        self.thing
-            .actions
-            .values()
-            .filter(|a| !a.synchronous)
-            .find(|a| self.thing.action_status(&a.name, action_id).is_ok())
-            .map(|a| a.name.to_string())
-            .ok_or_else(|| Error::ActionInstanceNotFound {
-                action: "*".into(),
-                id: action_id.into(),
-            })
+/// The action an instance belongs to: the given name, or found among the thing's asynchronous
+/// actions when the request names only the `actionID`.
+fn action_of(thing: &ExposedThing, name: Option<String>, action_id: &str) -> Result<String, Error> {
+    if let Some(name) = name {
+        return Ok(name);
     }
+    thing
+        .actions
+        .values()
+        .filter(|a| !a.synchronous)
+        .find(|a| thing.action_status(&a.name, action_id).is_ok())
+        .map(|a| a.name.to_string())
+        .ok_or_else(|| Error::ActionInstanceNotFound {
+            action: "*".into(),
+            id: action_id.into(),
+        })
 }
 
 fn expect_value(reply: Reply) -> Result<Bytes, Error> {

@@ -14,7 +14,9 @@
 //! Nothing here waits for a client. A connection whose outbound queue is full (its client stops
 //! reading) or whose inbox overflows (bounded by the thing's notification capacity; the oldest
 //! entries go) misses notifications; its task is told how many and closes with 1013. The relay
-//! ends when its thread has no connection to the thing left, or when the thing goes away.
+//! ends when its thread has no connection to the thing left, or when its subscription ends (the
+//! thing was removed, or reloaded with changed affordances; a reload that changes none is
+//! followed by the core subscription, and the relay goes on).
 //!
 //! Everything here is confined to one thread (`Rc`, `RefCell`); connections must be spawned on
 //! the thread that serves their socket (actix-web's `rt::spawn` does this). Routing is
@@ -32,7 +34,7 @@ use tokio::sync::Notify;
 use super::outbound::Outbound;
 use super::protocol;
 use super::session::Interests;
-use crate::core::{Error, ExposedThing, Notification, Received, Subscription, Target, Topic};
+use crate::core::{Ended, Error, ExposedThing, Notification, Received, Subscription, Target, Topic};
 
 thread_local! {
     /// This thread's relays, by the address of their thing.
@@ -75,6 +77,10 @@ struct Relay {
     /// Held weakly so that the address (the key) cannot be reused by another thing while this
     /// relay exists.
     thing: Weak<ExposedThing>,
+    /// The id notifications name the thing by. Kept here, not read through `thing`: once the
+    /// thing is replaced by one with the same affordances (and id), nobody may hold the old
+    /// one, yet its subscription goes on with the new one.
+    thing_id: String,
     inboxes: RefCell<HashMap<u64, Rc<Slot>>>,
     routes: RefCell<Routes>,
     next_id: Cell<u64>,
@@ -92,7 +98,8 @@ struct Slot {
     capacity: usize,
     /// Dropped (oldest first) because the queue was full, not yet reported.
     missed: Cell<u64>,
-    closed: Cell<bool>,
+    /// Set when the thing's subscription ended, with why.
+    closed: Cell<Option<Ended>>,
     /// Notifications up to this sequence number were published before the connection
     /// subscribed.
     after: u64,
@@ -131,6 +138,7 @@ pub fn subscribe(
             let subscription = thing.subscribe(Target::Everything)?;
             let relay = Rc::new(Relay {
                 thing: Arc::downgrade(thing),
+                thing_id: thing.id.clone(),
                 inboxes: RefCell::new(HashMap::new()),
                 routes: RefCell::new(Routes::default()),
                 next_id: Cell::new(0),
@@ -147,7 +155,7 @@ pub fn subscribe(
         queue: RefCell::new(VecDeque::new()),
         capacity: thing.notification_capacity(),
         missed: Cell::new(0),
-        closed: Cell::new(false),
+        closed: Cell::new(None),
         after: thing.last_notification_seq(),
         waker: RefCell::new(None),
     });
@@ -171,8 +179,8 @@ impl Inbox {
             if let Some(n) = slot.queue.borrow_mut().pop_front() {
                 return Poll::Ready(Received::Notification(n));
             }
-            if slot.closed.get() {
-                return Poll::Ready(Received::Closed);
+            if let Some(ended) = slot.closed.get() {
+                return Poll::Ready(Received::Closed(ended));
             }
             let mut waker = slot.waker.borrow_mut();
             match waker.as_ref() {
@@ -246,17 +254,10 @@ impl Relay {
     /// connections: the scheduler runs tasks in wake order, so without this no socket write would
     /// start before every local connection had its frame.
     async fn deliver(&self, n: &Arc<Notification>) {
-        let Some(thing) = self.thing.upgrade() else {
-            return;
-        };
         match n.topic {
-            Topic::Action { .. } => {
-                drop(thing);
-                self.deliver_to_tasks(n).await;
-            }
+            Topic::Action { .. } => self.deliver_to_tasks(n).await,
             _ => {
-                let prefix = protocol::notification_prefix(&thing.id, n);
-                drop(thing);
+                let prefix = protocol::notification_prefix(&self.thing_id, n);
                 self.deliver_to_sockets(n, &prefix).await;
             }
         }
@@ -424,9 +425,9 @@ impl Relay {
         }
     }
 
-    fn close(&self) {
+    fn close(&self, ended: Ended) {
         for slot in self.inboxes.borrow().values() {
-            slot.closed.set(true);
+            slot.closed.set(Some(ended));
             slot.wake();
         }
     }
@@ -438,8 +439,8 @@ async fn pump(key: usize, relay: Rc<Relay>, mut subscription: Subscription) {
             received = subscription.recv() => match received {
                 Received::Notification(n) => relay.deliver(&n).await,
                 Received::Lagged(missed) => relay.lagged(missed),
-                Received::Closed => {
-                    relay.close();
+                Received::Closed(ended) => {
+                    relay.close(ended);
                     break;
                 }
             },

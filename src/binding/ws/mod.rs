@@ -161,7 +161,14 @@ async fn upgrade(
             let (response, actix_ws_body) = response.into_parts();
             let socket = req.conn_data::<ConnectionSocket>().map(|s| s.0);
             let (outbound, body) = Outbound::new(config.max_queued, socket);
-            let run = connection::run(thing, outbound, stream, state.shutdown.clone(), config);
+            let run = connection::run(
+                state.servient.clone(),
+                (thing.slug.clone(), thing.id.clone()),
+                outbound,
+                stream,
+                state.shutdown.clone(),
+                config,
+            );
             actix_web::rt::spawn(async move {
                 run.await;
                 drop(permit);
