@@ -129,7 +129,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error("state store: {0}")]
-    State(String),
+    State(#[source] crate::state::StoreError),
     #[error("{0}")]
     Other(String),
 }

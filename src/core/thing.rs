@@ -247,7 +247,7 @@ impl ExposedThing {
     fn queue(
         self: &Arc<Self>,
         values: Vec<(Arc<str>, Value)>,
-    ) -> Option<oneshot::Receiver<Result<(), String>>> {
+    ) -> Option<oneshot::Receiver<Result<(), super::store::PersistError>>> {
         let durable: Vec<(Arc<str>, Bytes)> = values
             .iter()
             .filter(|(name, _)| self.properties.get(&**name).is_some_and(|p| p.durable))
