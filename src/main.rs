@@ -444,7 +444,7 @@ fn validate_one(file: &Path) -> Result<&'static str, Vec<Problem>> {
     };
     let td = publisher
         .build(&hosted.thing, &origins)
-        .map_err(|e| vec![Problem::new(file, "", "td", e)])?;
+        .map_err(|e| vec![Problem::new(file, "", "td", e.to_string())])?;
     let violations = validate::td_violations(&td);
     if violations.is_empty() {
         Ok("thing definition")
