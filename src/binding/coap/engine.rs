@@ -704,7 +704,7 @@ impl Engine {
                 r.uint(option::CONTENT_FORMAT, u32::from(format.number()));
                 r
             }
-            Err(e) => error_response(&Error::Internal(e)),
+            Err(e) => error_response(&Error::Internal(e.to_string())),
         }
     }
 
@@ -908,9 +908,10 @@ impl Engine {
         // JSON bodies are converted for CBOR observers; event and status payloads come
         // already encoded (and cached on the notification).
         let json_to = |b: Vec<u8>| content::encode_json(&b, format).unwrap_or(b);
-        let body: Result<Vec<u8>, String> = match received {
+        // The error is why the resource is gone: the diagnostic of the final 4.04.
+        let body: Result<Vec<u8>, &str> = match received {
             Received::Notification(n) => match &target {
-                Target::AllProperties => current(self).map(json_to).ok_or_else(|| "gone".to_owned()),
+                Target::AllProperties => current(self).map(json_to).ok_or("gone"),
                 Target::AllEvents => {
                     let data: Value = serde_json::from_slice(&n.data).unwrap_or(Value::Null);
                     Ok(json_to(json!({ n.topic.name(): data }).to_string().into_bytes()))
@@ -921,7 +922,7 @@ impl Engine {
                 Some(b) => Ok(json_to(b)),
                 None => return,
             },
-            Received::Closed => Err("the thing went away".into()),
+            Received::Closed => Err("the thing went away"),
         };
         let body = match body {
             Ok(b) => b,
