@@ -423,7 +423,11 @@ impl Running {
 }
 
 /// Starts announcing every thing of the servient (and the directory when there are several).
-fn announce(config: &Config, servient: &Servient, ports: discovery::Ports) -> Result<Announcer, String> {
+fn announce(
+    config: &Config,
+    servient: &Servient,
+    ports: discovery::Ports,
+) -> Result<Announcer, discovery::mdns::MdnsError> {
     let mdns = MdnsConfig {
         interfaces: config.mdns_interfaces.clone(),
         host: None,
