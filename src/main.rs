@@ -125,7 +125,8 @@ struct ServeArgs {
     mdns_interfaces: Vec<String>,
 }
 
-/// A non-negative number of seconds (fractions allowed).
+/// A non-negative number of seconds (fractions allowed). A clap value parser: clap prints the
+/// error after naming the flag and nothing else reads it, so a sentence is the right type.
 fn seconds(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
         .parse()
@@ -346,8 +347,17 @@ fn discover(timeout: f64, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Why `--tls-*` or `--auth` could not be applied (printed, then exit code 2).
+#[derive(Debug, thiserror::Error)]
+enum SecurityArgsError {
+    #[error(transparent)]
+    Tls(#[from] wot_runtime::security::TlsError),
+    #[error(transparent)]
+    Auth(#[from] wot_runtime::security::AuthError),
+}
+
 /// TLS, credentials and the Host allow-list from the command line.
-fn security(args: &ServeArgs) -> Result<wot_runtime::binding::http::Security, String> {
+fn security(args: &ServeArgs) -> Result<wot_runtime::binding::http::Security, SecurityArgsError> {
     use wot_runtime::security::{self as sec, Auth, HostPolicy};
     let tls = match (
         &args.tls_cert,
@@ -444,7 +454,7 @@ fn validate_one(file: &Path) -> Result<&'static str, Vec<Problem>> {
     };
     let td = publisher
         .build(&hosted.thing, &origins)
-        .map_err(|e| vec![Problem::new(file, "", "td", e)])?;
+        .map_err(|e| vec![Problem::new(file, "", "td", e.to_string())])?;
     let violations = validate::td_violations(&td);
     if violations.is_empty() {
         Ok("thing definition")

@@ -129,7 +129,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error("state store: {0}")]
-    State(String),
+    State(#[source] crate::state::StoreError),
     #[error("{0}")]
     Other(String),
 }
@@ -423,7 +423,11 @@ impl Running {
 }
 
 /// Starts announcing every thing of the servient (and the directory when there are several).
-fn announce(config: &Config, servient: &Servient, ports: discovery::Ports) -> Result<Announcer, String> {
+fn announce(
+    config: &Config,
+    servient: &Servient,
+    ports: discovery::Ports,
+) -> Result<Announcer, discovery::mdns::MdnsError> {
     let mdns = MdnsConfig {
         interfaces: config.mdns_interfaces.clone(),
         host: None,

@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ring::digest::{SHA256, digest};
@@ -50,43 +50,63 @@ pub enum Denied {
     Wrong,
 }
 
+/// Why an `--auth` specification was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("--auth takes bearer:TOKEN, bearer-file:PATH or basic:USER:PASSWORD")]
+    Syntax,
+    #[error("unknown --auth kind '{0}': use bearer, bearer-file or basic")]
+    UnknownKind(String),
+    /// `bearer:` with nothing after it.
+    #[error("bearer takes a non-empty TOKEN")]
+    EmptyToken,
+    #[error("{}: {source}", path.display())]
+    TokenFile { path: PathBuf, source: std::io::Error },
+    #[error("{}: the token file is empty", .0.display())]
+    EmptyTokenFile(PathBuf),
+    #[error("basic takes USER:PASSWORD")]
+    BasicSyntax,
+    #[error("basic takes a non-empty USER and PASSWORD")]
+    BasicEmpty,
+}
+
 /// Query parameters that carry a bearer token for clients that cannot set headers (browsers'
 /// WebSocket and EventSource; `jwt` is what WebThings hubs send).
 const TOKEN_PARAMETERS: &[&str] = &["access_token", "jwt"];
 
 impl Auth {
     /// `bearer:TOKEN`, `bearer-file:PATH` (first line of the file) or `basic:USER:PASSWORD`.
-    pub fn parse(spec: &str) -> Result<Auth, String> {
-        let (kind, rest) = spec
-            .split_once(':')
-            .ok_or("--auth takes bearer:TOKEN, bearer-file:PATH or basic:USER:PASSWORD")?;
+    pub fn parse(spec: &str) -> Result<Auth, AuthError> {
+        let (kind, rest) = spec.split_once(':').ok_or(AuthError::Syntax)?;
         match kind {
             "bearer" if !rest.is_empty() => Ok(Auth::Bearer {
                 token: sha256(rest.as_bytes()),
             }),
+            "bearer" => Err(AuthError::EmptyToken),
             "bearer-file" => {
-                let text = std::fs::read_to_string(rest).map_err(|e| format!("{rest}: {e}"))?;
+                let text = std::fs::read_to_string(rest).map_err(|source| AuthError::TokenFile {
+                    path: rest.into(),
+                    source,
+                })?;
                 let token = text.lines().next().unwrap_or("").trim();
                 if token.is_empty() {
-                    return Err(format!("{rest}: the token file is empty"));
+                    return Err(AuthError::EmptyTokenFile(rest.into()));
                 }
                 Ok(Auth::Bearer {
                     token: sha256(token.as_bytes()),
                 })
             }
             "basic" => {
-                let (user, password) = rest.split_once(':').ok_or("basic takes USER:PASSWORD")?;
+                let (user, password) = rest.split_once(':').ok_or(AuthError::BasicSyntax)?;
                 if user.is_empty() || password.is_empty() {
-                    return Err("basic takes a non-empty USER and PASSWORD".into());
+                    return Err(AuthError::BasicEmpty);
                 }
                 Ok(Auth::Basic {
                     user: user.to_owned(),
                     password: sha256(password.as_bytes()),
                 })
             }
-            _ => Err(format!(
-                "unknown --auth kind '{kind}': use bearer, bearer-file or basic"
-            )),
+            _ => Err(AuthError::UnknownKind(kind.to_owned())),
         }
     }
 
@@ -269,6 +289,29 @@ fn host_name(host: &str) -> &str {
     }
 }
 
+/// Why no TLS configuration could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or parsed.
+    #[error("{}: {source}", path.display())]
+    Pem {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("the certificate file holds no certificate")]
+    NoCertificate,
+    /// rustls refused its own protocol versions (a build without any).
+    #[error(transparent)]
+    Protocols(rustls::Error),
+    #[error("certificate and key do not fit: {0}")]
+    KeyMismatch(rustls::Error),
+    #[error("cannot generate a self-signed certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// The self-signed certificate's directory or files could not be written.
+    #[error("{}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
 /// A server TLS configuration and the SHA-256 fingerprint of its certificate.
 pub struct Tls {
     pub config: Arc<rustls::ServerConfig>,
@@ -284,18 +327,15 @@ fn fingerprint(cert: &CertificateDer<'_>) -> String {
         .join(":")
 }
 
-fn server_config(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Tls, String> {
-    let fingerprint = chain
-        .first()
-        .map(fingerprint)
-        .ok_or("the certificate file holds no certificate")?;
+fn server_config(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Tls, TlsError> {
+    let fingerprint = chain.first().map(fingerprint).ok_or(TlsError::NoCertificate)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(TlsError::Protocols)?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| format!("certificate and key do not fit: {e}"))?;
+        .map_err(TlsError::KeyMismatch)?;
     Ok(Tls {
         config: Arc::new(config),
         fingerprint,
@@ -303,29 +343,38 @@ fn server_config(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static
 }
 
 /// Loads a PEM certificate chain and private key.
-pub fn load(cert: &Path, key: &Path) -> Result<Tls, String> {
+pub fn load(cert: &Path, key: &Path) -> Result<Tls, TlsError> {
+    let pem = |path: &Path| {
+        let path = path.to_owned();
+        move |source| TlsError::Pem { path, source }
+    };
     let chain = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("{}: {e}", cert.display()))?
+        .map_err(pem(cert))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+        .map_err(pem(cert))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(pem(key))?;
     server_config(chain, key)
 }
 
 /// A self-signed certificate for this machine's names, made once and kept in `state_dir/tls`.
-pub fn self_signed(state_dir: &Path, names: Vec<String>) -> Result<Tls, String> {
+pub fn self_signed(state_dir: &Path, names: Vec<String>) -> Result<Tls, TlsError> {
     let dir = state_dir.join("tls");
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     if !(cert_path.exists() && key_path.exists()) {
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let generated = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
-        std::fs::write(&cert_path, generated.cert.pem()).map_err(|e| e.to_string())?;
-        write_private(&key_path, generated.signing_key.serialize_pem().as_bytes())?;
+        let written = |path: &Path| {
+            let path = path.to_owned();
+            move |source| TlsError::Write { path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(written(&dir))?;
+        let generated = rcgen::generate_simple_self_signed(names)?;
+        std::fs::write(&cert_path, generated.cert.pem()).map_err(written(&cert_path))?;
+        write_private(&key_path, generated.signing_key.serialize_pem().as_bytes())
+            .map_err(written(&key_path))?;
     }
     load(&cert_path, &key_path)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
@@ -333,10 +382,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     options.mode(0o600);
-    let mut file = options
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    file.write_all(bytes).map_err(|e| e.to_string())
+    options.open(path)?.write_all(bytes)
 }
 
 /// The names a self-signed certificate covers: localhost, this host and its `.local` name, the
@@ -387,8 +433,14 @@ mod tests {
         );
         assert_eq!(auth.check(Some("Basic !!!"), None), Err(Denied::Wrong));
         assert_eq!(auth.check(None, Some("access_token=x")), Err(Denied::Missing));
-        assert!(Auth::parse("basic:nopassword").is_err());
-        assert!(Auth::parse("digest:x").is_err());
+        assert!(matches!(
+            Auth::parse("basic:nopassword"),
+            Err(AuthError::BasicSyntax)
+        ));
+        assert!(matches!(Auth::parse("basic::pw"), Err(AuthError::BasicEmpty)));
+        assert!(matches!(Auth::parse("digest:x"), Err(AuthError::UnknownKind(k)) if k == "digest"));
+        assert!(matches!(Auth::parse("bearer:"), Err(AuthError::EmptyToken)));
+        assert!(matches!(Auth::parse("s3cret"), Err(AuthError::Syntax)));
     }
 
     #[test]

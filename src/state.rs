@@ -7,7 +7,7 @@
 //! write's `apply` callback (which makes it visible to readers) runs after its commit, in queue
 //! order. This module knows nothing of things, schemas or protocols.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use bytes::Bytes;
 use redb::{Database, Durability as RedbDurability, ReadableDatabase, TableDefinition};
 use tokio::sync::oneshot;
 
-use crate::core::store::{Apply, Persistence};
+use crate::core::store::{Apply, PersistError, Persistence};
 
 const VALUES: TableDefinition<&str, &[u8]> = TableDefinition::new("property_values");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
@@ -34,10 +34,31 @@ pub enum Durability {
     Periodic,
 }
 
+/// Why the state store could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state directory could not be created.
+    #[error("{}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    /// The database file could not be created or opened (another process may hold it, or it
+    /// is not a redb file of this format).
+    #[error("{}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: redb::DatabaseError,
+    },
+    /// A write transaction failed (begin, table, insert or commit); redb says which.
+    #[error(transparent)]
+    Write(#[from] redb::Error),
+    /// The writer thread could not be started.
+    #[error("cannot start the state writer thread: {0}")]
+    Writer(std::io::Error),
+}
+
 struct Job {
     entries: Vec<(String, Bytes)>,
     apply: Apply,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), PersistError>>,
 }
 
 enum Message {
@@ -62,24 +83,24 @@ fn key(thing_id: &str, property: &str) -> String {
 }
 
 impl Store {
-    pub fn open(dir: &Path, durability: Durability) -> Result<Arc<Store>, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    pub fn open(dir: &Path, durability: Durability) -> Result<Arc<Store>, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
         let path = dir.join("state.redb");
-        let db = Database::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let db = Arc::new(db);
-        {
-            // Create the tables up front so readers never meet a missing table.
-            let txn = db.begin_write().map_err(|e| e.to_string())?;
-            txn.open_table(VALUES).map_err(|e| e.to_string())?;
-            txn.open_table(META).map_err(|e| e.to_string())?;
-            txn.commit().map_err(|e| e.to_string())?;
-        }
+        let db = match Database::create(&path) {
+            Ok(db) => Arc::new(db),
+            Err(source) => return Err(StoreError::Open { path, source }),
+        };
+        // Create the tables up front so readers never meet a missing table.
+        create_tables(&db)?;
         let (queue, receiver) = mpsc::channel();
         let writer_db = db.clone();
         std::thread::Builder::new()
             .name("wot-state-writer".into())
             .spawn(move || writer(writer_db, receiver, durability))
-            .map_err(|e| e.to_string())?;
+            .map_err(StoreError::Writer)?;
         Ok(Arc::new(Store { db, queue }))
     }
 
@@ -90,15 +111,8 @@ impl Store {
     }
 
     /// Writes one metadata entry durably, at once (ids are rare and must never be lost).
-    pub fn set_meta(&self, name: &str, value: &str) -> Result<(), String> {
-        let mut txn = self.db.begin_write().map_err(|e| e.to_string())?;
-        txn.set_durability(RedbDurability::Immediate)
-            .map_err(|e| e.to_string())?;
-        txn.open_table(META)
-            .map_err(|e| e.to_string())?
-            .insert(name, value)
-            .map_err(|e| e.to_string())?;
-        txn.commit().map_err(|e| e.to_string())
+    pub fn set_meta(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        Ok(write_meta(&self.db, name, value)?)
     }
 
     /// Waits until everything queued so far is on disk (used at shutdown).
@@ -124,7 +138,7 @@ impl Persistence for Store {
         thing_id: &str,
         values: Vec<(Arc<str>, Bytes)>,
         apply: Apply,
-    ) -> oneshot::Receiver<Result<(), String>> {
+    ) -> oneshot::Receiver<Result<(), PersistError>> {
         let (done, receiver) = oneshot::channel();
         let entries = values
             .into_iter()
@@ -133,7 +147,7 @@ impl Persistence for Store {
         if let Err(mpsc::SendError(Message::Write(job))) =
             self.queue.send(Message::Write(Job { entries, apply, done }))
         {
-            let _ = job.done.send(Err("the state writer has stopped".into()));
+            let _ = job.done.send(Err(PersistError::Stopped));
         }
         receiver
     }
@@ -146,18 +160,38 @@ impl Persistence for Store {
     }
 }
 
-fn commit(db: &Database, jobs: &[Job], durability: RedbDurability) -> Result<(), String> {
-    let mut txn = db.begin_write().map_err(|e| e.to_string())?;
-    txn.set_durability(durability).map_err(|e| e.to_string())?;
+// The transactions below return redb's superset error: each step fails with its own redb type
+// and `?` turns them all into `redb::Error`, which `StoreError::Write` carries.
+
+fn create_tables(db: &Database) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    txn.open_table(VALUES)?;
+    txn.open_table(META)?;
+    txn.commit()?;
+    Ok(())
+}
+
+fn write_meta(db: &Database, name: &str, value: &str) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(RedbDurability::Immediate)?;
+    txn.open_table(META)?.insert(name, value)?;
+    txn.commit()?;
+    Ok(())
+}
+
+fn commit(db: &Database, jobs: &[Job], durability: RedbDurability) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(durability)?;
     {
-        let mut table = txn.open_table(VALUES).map_err(|e| e.to_string())?;
+        let mut table = txn.open_table(VALUES)?;
         for job in jobs {
             for (k, v) in &job.entries {
-                table.insert(k.as_str(), &v[..]).map_err(|e| e.to_string())?;
+                table.insert(k.as_str(), &v[..])?;
             }
         }
     }
-    txn.commit().map_err(|e| e.to_string())
+    txn.commit()?;
+    Ok(())
 }
 
 /// Commits an empty transaction with fsync, which makes every earlier non-durable commit durable.
@@ -205,7 +239,8 @@ fn writer(db: Arc<Database>, queue: mpsc::Receiver<Message>, durability: Durabil
                 Durability::Immediate => RedbDurability::Immediate,
                 Durability::Periodic => RedbDurability::None,
             };
-            let result = commit(&db, &jobs, level);
+            let result =
+                commit(&db, &jobs, level).map_err(|e| PersistError::Failed(Arc::new(StoreError::from(e))));
             if let Err(e) = &result {
                 tracing::error!("state store: commit failed: {e}");
             } else if durability == Durability::Periodic {

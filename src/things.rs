@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::behavior::Behaviors;
 use crate::core::{ExposedThing, ThingBuilder};
-use crate::state::Store;
+use crate::state::{Store, StoreError};
 use crate::td::definition::{self, Problem, ThingDefinition};
 
 /// The bundled thing files, embedded in the binary.
@@ -46,7 +46,7 @@ impl IdStore {
     }
 
     /// The id for a key (a thing's slug, or "directory").
-    pub fn id_for(&mut self, key: &str) -> Result<String, String> {
+    pub fn id_for(&mut self, key: &str) -> Result<String, StoreError> {
         let Some(store) = &self.store else {
             let name = format!("{}/{key}", self.machine);
             return Ok(format!(
@@ -75,7 +75,7 @@ pub fn expose(definition: ThingDefinition, ids: &mut IdStore) -> Result<Hosted, 
         Some(id) => id.to_owned(),
         None => ids
             .id_for(&definition.slug)
-            .map_err(|e| Problem::new(&path, "", "state", e))?,
+            .map_err(|e| Problem::new(&path, "", "state", e.to_string()))?,
     };
     let mut builder = ThingBuilder::new(definition.slug.clone(), definition.model).id(id);
     if let Some(store) = ids.store() {

@@ -16,35 +16,81 @@ use tokio::process::Command;
 use super::spec::{CommandSource, CommandSpec, LinesSource, OutputFormat};
 use crate::core::ExposedThing;
 
+/// Why a command's output is not a value. `excerpt` is the start of the output.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("output is not JSON ({source}): '{excerpt}'")]
+    NotJson {
+        source: serde_json::Error,
+        excerpt: String,
+    },
+    #[error("output is not a number: '{excerpt}'")]
+    NotANumber { excerpt: String },
+}
+
+/// Why a command gave no value. Each message names the program.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("the command's argv is empty")]
+    EmptyArgv,
+    #[error("cannot run '{program}': {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("'{program}' did not finish within {timeout_ms} ms and was killed")]
+    TimedOut { program: String, timeout_ms: u64 },
+    /// Waiting for the program or reading its output failed.
+    #[error("'{program}': {source}")]
+    Io { program: String, source: std::io::Error },
+    /// A non-zero exit; `stderr` is the start of what it printed there.
+    #[error("'{program}' failed ({status}): '{stderr}'")]
+    Failed {
+        program: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    /// A line source's program ended (it is restarted).
+    #[error("'{program}' exited ({status})")]
+    Exited {
+        program: String,
+        status: std::process::ExitStatus,
+    },
+    #[error(transparent)]
+    Output(#[from] OutputError),
+}
+
 /// Parses a command's output.
-pub fn parse_output(text: &str, format: OutputFormat) -> Result<Value, String> {
+pub fn parse_output(text: &str, format: OutputFormat) -> Result<Value, OutputError> {
     let trimmed = text.trim();
     match format {
-        OutputFormat::Json => serde_json::from_str(trimmed)
-            .map_err(|e| format!("output is not JSON ({e}): {}", excerpt(trimmed))),
+        OutputFormat::Json => serde_json::from_str(trimmed).map_err(|source| OutputError::NotJson {
+            source,
+            excerpt: excerpt(trimmed),
+        }),
         OutputFormat::Number => trimmed
             .parse::<f64>()
             .ok()
             .and_then(serde_json::Number::from_f64)
             .map(Value::Number)
-            .ok_or_else(|| format!("output is not a number: {}", excerpt(trimmed))),
+            .ok_or_else(|| OutputError::NotANumber {
+                excerpt: excerpt(trimmed),
+            }),
         OutputFormat::Text => Ok(Value::String(trimmed.to_owned())),
     }
 }
 
+/// The first 120 characters, with an ellipsis when there were more (the messages quote it).
 fn excerpt(text: &str) -> String {
     let mut s: String = text.chars().take(120).collect();
     if s.len() < text.len() {
         s.push('…');
     }
-    format!("'{s}'")
+    s
 }
 
 /// Runs a command to its end: `stdin` is written to its standard input, its standard output is
 /// parsed. Fails on a spawn error, a non-zero exit (with the start of stderr), a timeout (the
 /// process is killed) or unparsable output.
-pub async fn run(spec: &CommandSpec, stdin: Option<&[u8]>) -> Result<Value, String> {
-    let (program, args) = spec.argv.split_first().ok_or("the command's argv is empty")?;
+pub async fn run(spec: &CommandSpec, stdin: Option<&[u8]>) -> Result<Value, CommandError> {
+    let (program, args) = spec.argv.split_first().ok_or(CommandError::EmptyArgv)?;
     let mut child = Command::new(program)
         .args(args)
         .stdin(if stdin.is_some() {
@@ -56,7 +102,10 @@ pub async fn run(spec: &CommandSpec, stdin: Option<&[u8]>) -> Result<Value, Stri
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot run '{program}': {e}"))?;
+        .map_err(|source| CommandError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
     if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
         // A command that does not read its input is not an error.
         let _ = pipe.write_all(bytes).await;
@@ -64,22 +113,26 @@ pub async fn run(spec: &CommandSpec, stdin: Option<&[u8]>) -> Result<Value, Stri
     }
     let output = tokio::time::timeout(Duration::from_millis(spec.timeout_ms), child.wait_with_output())
         .await
-        .map_err(|_| {
-            format!(
-                "'{program}' did not finish within {} ms and was killed",
-                spec.timeout_ms
-            )
+        .map_err(|_| CommandError::TimedOut {
+            program: program.clone(),
+            timeout_ms: spec.timeout_ms,
         })?
-        .map_err(|e| format!("'{program}': {e}"))?;
+        .map_err(|source| CommandError::Io {
+            program: program.clone(),
+            source,
+        })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(format!(
-            "'{program}' failed ({}): {}",
-            output.status,
-            excerpt(stderr.trim())
-        ));
+        return Err(CommandError::Failed {
+            program: program.clone(),
+            status: output.status,
+            stderr: excerpt(stderr.trim()),
+        });
     }
-    parse_output(&String::from_utf8_lossy(&output.stdout), spec.parse)
+    Ok(parse_output(
+        &String::from_utf8_lossy(&output.stdout),
+        spec.parse,
+    )?)
 }
 
 /// Polls a command and sets the property to its output.
@@ -89,11 +142,14 @@ pub async fn poll(thing: Arc<ExposedThing>, name: String, source: CommandSource)
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let result = run(&spec, None)
-            .await
-            .and_then(|v| thing.update_property(&name, v).map_err(|e| e.to_string()));
-        if let Err(e) = result {
-            tracing::warn!(thing = %thing.slug, property = %name, "command source: {e}");
+        // A failed run and a rejected value are logged alike.
+        match run(&spec, None).await {
+            Ok(v) => {
+                if let Err(e) = thing.update_property(&name, v) {
+                    tracing::warn!(thing = %thing.slug, property = %name, "command source: {e}");
+                }
+            }
+            Err(e) => tracing::warn!(thing = %thing.slug, property = %name, "command source: {e}"),
         }
     }
 }
@@ -108,8 +164,9 @@ pub async fn lines(thing: Arc<ExposedThing>, event: String, source: LinesSource)
     }
 }
 
-async fn follow(thing: &ExposedThing, event: &str, source: &LinesSource) -> Result<(), String> {
-    let (program, args) = source.argv.split_first().ok_or("the command's argv is empty")?;
+/// Runs the program until it ends; that end (or a failure to run it) is the error.
+async fn follow(thing: &ExposedThing, event: &str, source: &LinesSource) -> Result<(), CommandError> {
+    let (program, args) = source.argv.split_first().ok_or(CommandError::EmptyArgv)?;
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -117,10 +174,21 @@ async fn follow(thing: &ExposedThing, event: &str, source: &LinesSource) -> Resu
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot run '{program}': {e}"))?;
-    let stdout = child.stdout.take().ok_or("no standard output")?;
+        .map_err(|source| CommandError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+    let io = |source| CommandError::Io {
+        program: program.clone(),
+        source,
+    };
+    // Piped above, so always there; an io error rather than a panic all the same.
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| io(std::io::Error::other("no standard output")))?;
     let mut reader = BufReader::new(stdout).lines();
-    while let Some(line) = reader.next_line().await.map_err(|e| e.to_string())? {
+    while let Some(line) = reader.next_line().await.map_err(io)? {
         if line.trim().is_empty() {
             continue;
         }
@@ -133,8 +201,11 @@ async fn follow(thing: &ExposedThing, event: &str, source: &LinesSource) -> Resu
             Err(e) => tracing::warn!(thing = %thing.slug, %event, "line ignored: {e}"),
         }
     }
-    let status = child.wait().await.map_err(|e| e.to_string())?;
-    Err(format!("'{program}' exited ({status})"))
+    let status = child.wait().await.map_err(io)?;
+    Err(CommandError::Exited {
+        program: program.clone(),
+        status,
+    })
 }
 
 #[cfg(test)]
@@ -159,14 +230,32 @@ mod tests {
         let echo = spec(&["echo", " 41.5 "], 5000, OutputFormat::Number);
         assert_eq!(run(&echo, None).await.unwrap(), serde_json::json!(41.5));
         let garbage = spec(&["echo", "not json"], 5000, OutputFormat::Json);
-        assert!(run(&garbage, None).await.unwrap_err().contains("not JSON"));
+        let e = run(&garbage, None).await.unwrap_err();
+        assert!(
+            matches!(e, CommandError::Output(OutputError::NotJson { .. })),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("output is not JSON ("), "{e}");
+        assert!(e.to_string().ends_with("): 'not json'"), "{e}");
         let fails = spec(&["sh", "-c", "echo oops >&2; exit 3"], 5000, OutputFormat::Json);
         let e = run(&fails, None).await.unwrap_err();
-        assert!(e.contains("oops") && e.contains('3'), "{e}");
+        assert!(matches!(e, CommandError::Failed { .. }), "{e}");
+        assert_eq!(e.to_string(), "'sh' failed (exit status: 3): 'oops'");
         let hangs = spec(&["sleep", "30"], 100, OutputFormat::Json);
-        assert!(run(&hangs, None).await.unwrap_err().contains("killed"));
+        assert_eq!(
+            run(&hangs, None).await.unwrap_err().to_string(),
+            "'sleep' did not finish within 100 ms and was killed"
+        );
         let missing = spec(&["/nonexistent/program"], 100, OutputFormat::Json);
-        assert!(run(&missing, None).await.unwrap_err().contains("cannot run"));
-        assert!(run(&spec(&[], 100, OutputFormat::Json), None).await.is_err());
+        let e = run(&missing, None).await.unwrap_err();
+        assert!(matches!(e, CommandError::Spawn { .. }), "{e}");
+        assert!(
+            e.to_string().starts_with("cannot run '/nonexistent/program': "),
+            "{e}"
+        );
+        assert!(matches!(
+            run(&spec(&[], 100, OutputFormat::Json), None).await,
+            Err(CommandError::EmptyArgv)
+        ));
     }
 }

@@ -278,21 +278,33 @@ async fn simulate(thing: Arc<ExposedThing>, name: String, spec: Simulated) {
     }
 }
 
+/// Why a file source gave no number this time.
+#[derive(Debug, thiserror::Error)]
+pub enum FileSourceError {
+    #[error("{path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: pattern did not match")]
+    NoMatch { path: String },
+    #[error("{path}: '{raw}' is not a number")]
+    NotANumber { path: String, raw: String },
+}
+
 /// Reads one number out of a file per its source spec.
-pub fn read_file_number(spec: &FileSource, pattern: Option<&regex::Regex>) -> Result<f64, String> {
-    let text = std::fs::read_to_string(&spec.path).map_err(|e| format!("{}: {e}", spec.path))?;
+pub fn read_file_number(spec: &FileSource, pattern: Option<&regex::Regex>) -> Result<f64, FileSourceError> {
+    let path = || spec.path.clone();
+    let text = std::fs::read_to_string(&spec.path)
+        .map_err(|source| FileSourceError::Read { path: path(), source })?;
     let raw = match pattern {
         Some(re) => re
             .captures(&text)
             .and_then(|c| c.get(1))
             .map(|m| m.as_str().to_owned())
-            .ok_or_else(|| format!("{}: pattern did not match", spec.path))?,
+            .ok_or_else(|| FileSourceError::NoMatch { path: path() })?,
         None => text.trim().to_owned(),
     };
-    let number: f64 = raw
-        .trim()
-        .parse()
-        .map_err(|_| format!("{}: '{raw}' is not a number", spec.path))?;
+    let Ok(number) = raw.trim().parse::<f64>() else {
+        return Err(FileSourceError::NotANumber { path: path(), raw });
+    };
     Ok(round(number * spec.scale + spec.offset, spec.decimals))
 }
 
@@ -385,7 +397,7 @@ fn action_handler(action: String, runtime: ActionRuntime) -> ActionHandler {
                         .map_err(|e| Error::Internal(e.to_string()))?;
                     let output = command::run(spec, Some(&stdin))
                         .await
-                        .map_err(Error::ActionFailed)?;
+                        .map_err(|e| Error::ActionFailed(e.to_string()))?;
                     if let Some(schema) = &thing.action(&action)?.output
                         && !schema.is_valid(&output)
                     {
@@ -455,7 +467,19 @@ mod tests {
         let re = regex::Regex::new(spec.pattern.as_deref().unwrap()).unwrap();
         assert_eq!(read_file_number(&spec, Some(&re)).unwrap(), 1.0);
         std::fs::write(&path, "garbage").unwrap();
-        assert!(read_file_number(&spec, Some(&re)).is_err());
+        assert!(matches!(
+            read_file_number(&spec, Some(&re)),
+            Err(FileSourceError::NoMatch { .. })
+        ));
+        let whole = FileSource {
+            pattern: None,
+            ..spec.clone()
+        };
+        let e = read_file_number(&whole, None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("{}: 'garbage' is not a number", whole.path)
+        );
     }
 
     #[test]

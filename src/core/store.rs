@@ -12,6 +12,19 @@ use tokio::sync::oneshot;
 /// Runs after a batch is durable, in the order batches were queued.
 pub type Apply = Box<dyn FnOnce() + Send>;
 
+/// Why a batch was not stored, and so not applied. Clone, because one failed commit answers every
+/// write folded into it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PersistError {
+    /// The storage tried and failed. The source is the storage's own error, kept opaque here so
+    /// that no storage engine type reaches the core.
+    #[error(transparent)]
+    Failed(Arc<dyn std::error::Error + Send + Sync>),
+    /// The storage takes no more writes (its writer has ended); nothing was tried.
+    #[error("the state writer has stopped")]
+    Stopped,
+}
+
 /// Where durable property values go.
 pub trait Persistence: Send + Sync + std::fmt::Debug {
     /// Queues the values of one thing's properties for storage. `apply` runs once they are
@@ -21,7 +34,7 @@ pub trait Persistence: Send + Sync + std::fmt::Debug {
         thing_id: &str,
         values: Vec<(Arc<str>, Bytes)>,
         apply: Apply,
-    ) -> oneshot::Receiver<Result<(), String>>;
+    ) -> oneshot::Receiver<Result<(), PersistError>>;
 
     /// The stored value of a property, if any.
     fn load(&self, thing_id: &str, property: &str) -> Option<Bytes>;

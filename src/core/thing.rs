@@ -146,7 +146,7 @@ enum Queued {
     Applied(Result<(), Error>),
     /// On their way to the store; `applied` holds the outcome of applying them once stored.
     Storing {
-        stored: oneshot::Receiver<Result<(), String>>,
+        stored: oneshot::Receiver<Result<(), super::store::PersistError>>,
         applied: Arc<OnceLock<Result<(), Error>>>,
     },
 }

@@ -97,13 +97,36 @@ impl Found {
     }
 }
 
+/// Why `wot discover` found nothing at all (a document that cannot be fetched is not one: it is
+/// reported with its instance).
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    #[error("cannot start mDNS: {0}")]
+    Start(mdns_sd::Error),
+    #[error("cannot browse {service_type}: {source}")]
+    Browse {
+        service_type: String,
+        source: mdns_sd::Error,
+    },
+    /// The blocking browse task panicked or was cancelled.
+    #[error("browsing failed: {0}")]
+    Join(tokio::task::JoinError),
+    #[error("no HTTP client: {0}")]
+    Client(reqwest::Error),
+}
+
 /// Browses the given types for `timeout` and returns every instance resolved meanwhile.
 /// Blocking; run it off the async runtime.
-pub fn browse(types: &[&str], timeout: Duration) -> Result<Vec<Found>, String> {
-    let daemon = ServiceDaemon::new().map_err(|e| format!("cannot start mDNS: {e}"))?;
+pub fn browse(types: &[&str], timeout: Duration) -> Result<Vec<Found>, DiscoverError> {
+    let daemon = ServiceDaemon::new().map_err(DiscoverError::Start)?;
     let receivers = types
         .iter()
-        .map(|t| daemon.browse(t).map_err(|e| format!("cannot browse {t}: {e}")))
+        .map(|t| {
+            daemon.browse(t).map_err(|source| DiscoverError::Browse {
+                service_type: (*t).to_owned(),
+                source,
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let deadline = Instant::now() + timeout;
     let mut found: BTreeMap<(String, String), Found> = BTreeMap::new();
@@ -257,16 +280,16 @@ pub async fn fetch(client: &reqwest::Client, url: &str) -> Fetched {
 }
 
 /// Browses, fetches every instance's document and merges them into things.
-pub async fn discover(timeout: Duration) -> Result<Vec<Discovered>, String> {
+pub async fn discover(timeout: Duration) -> Result<Vec<Discovered>, DiscoverError> {
     let found = tokio::task::spawn_blocking(move || browse(BROWSED, timeout))
         .await
-        .map_err(|e| format!("browsing failed: {e}"))??;
+        .map_err(DiscoverError::Join)??;
     // reqwest carries no TLS provider of its own; use ring, as the rest of the runtime does.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
-        .map_err(|e| format!("no HTTP client: {e}"))?;
+        .map_err(DiscoverError::Client)?;
     let mut results = Vec::with_capacity(found.len());
     for f in found {
         let fetched = match f.url() {

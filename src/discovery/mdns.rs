@@ -26,6 +26,28 @@ pub struct MdnsConfig {
     pub bound: Option<IpAddr>,
 }
 
+/// Why announcing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MdnsError {
+    #[error("cannot start mDNS: {0}")]
+    Start(mdns_sd::Error),
+    /// `--mdns-interface` named interfaces the daemon could not switch to.
+    #[error("cannot select mDNS interfaces: {0}")]
+    Interfaces(mdns_sd::Error),
+    /// An announcement is not a valid service (a bad instance name or TXT record).
+    #[error("cannot describe {instance} {service_type}: {source}")]
+    Describe {
+        instance: String,
+        service_type: &'static str,
+        source: mdns_sd::Error,
+    },
+    #[error("cannot announce {fullname}: {source}")]
+    Announce {
+        fullname: String,
+        source: mdns_sd::Error,
+    },
+}
+
 /// The system's host name as a DNS label.
 pub fn system_host() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -54,8 +76,8 @@ fn interface_kind(spec: &str) -> IfKind {
 
 impl Announcer {
     /// Starts the daemon and registers every announcement.
-    pub fn start(config: &MdnsConfig, announcements: Vec<Announcement>) -> Result<Announcer, String> {
-        let daemon = ServiceDaemon::new().map_err(|e| format!("cannot start mDNS: {e}"))?;
+    pub fn start(config: &MdnsConfig, announcements: Vec<Announcement>) -> Result<Announcer, MdnsError> {
+        let daemon = ServiceDaemon::new().map_err(MdnsError::Start)?;
         if !config.interfaces.is_empty() {
             for name in config.interfaces.iter().filter(|s| s.parse::<IpAddr>().is_err()) {
                 if cfg!(target_os = "linux") && !std::path::Path::new("/sys/class/net").join(name).exists() {
@@ -69,7 +91,7 @@ impl Announcer {
             daemon
                 .disable_interface(IfKind::All)
                 .and_then(|_| daemon.enable_interface(kinds))
-                .map_err(|e| format!("cannot select mDNS interfaces: {e}"))?;
+                .map_err(MdnsError::Interfaces)?;
         }
         if let Ok(events) = daemon.monitor() {
             // Ends when the daemon shuts down and drops the sender.
@@ -110,7 +132,7 @@ impl Announcer {
         format!("{}.local.", self.host)
     }
 
-    fn register(&self, a: &Announcement) -> Result<(), String> {
+    fn register(&self, a: &Announcement) -> Result<(), MdnsError> {
         let txt: Vec<(&str, &str)> = a.txt.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let info = match self.bound {
             Some(ip) => ServiceInfo::new(
@@ -131,11 +153,15 @@ impl Announcer {
             )
             .map(ServiceInfo::enable_addr_auto),
         }
-        .map_err(|e| format!("cannot describe {} {}: {e}", a.instance, a.service_type))?;
+        .map_err(|source| MdnsError::Describe {
+            instance: a.instance.clone(),
+            service_type: a.service_type,
+            source,
+        })?;
         let fullname = info.get_fullname().to_owned();
-        self.daemon
-            .register(info)
-            .map_err(|e| format!("cannot announce {fullname}: {e}"))?;
+        if let Err(source) = self.daemon.register(info) {
+            return Err(MdnsError::Announce { fullname, source });
+        }
         tracing::debug!("announcing {fullname}");
         self.registered
             .lock()

@@ -55,13 +55,13 @@ impl TdPublisher {
     }
 
     /// The serialised TD of a thing for these origins.
-    pub fn td_bytes(&self, thing: &ExposedThing, origins: &Origins) -> Result<Bytes, String> {
+    pub fn td_bytes(&self, thing: &ExposedThing, origins: &Origins) -> Result<Bytes, BuildError> {
         let key = (thing.slug.clone(), origins.clone());
         if let Some(bytes) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(bytes.clone());
         }
         let td = self.build(thing, origins)?;
-        let bytes = Bytes::from(serde_json::to_vec(&td).map_err(|e| e.to_string())?);
+        let bytes = Bytes::from(serde_json::to_vec(&td)?);
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         let cached_for_thing = cache.keys().filter(|(slug, _)| slug == &thing.slug).count();
         if cached_for_thing < MAX_CACHED_ORIGINS {
@@ -79,9 +79,9 @@ impl TdPublisher {
     }
 
     /// The TD as JSON.
-    pub fn build(&self, thing: &ExposedThing, origins: &Origins) -> Result<Value, String> {
+    pub fn build(&self, thing: &ExposedThing, origins: &Origins) -> Result<Value, BuildError> {
         let mut doc = thing.model.clone();
-        let root = doc.as_object_mut().ok_or("a thing model must be an object")?;
+        let root = doc.as_object_mut().ok_or(BuildError::NotAnObject)?;
         let mut context = vec![json!(TD_CONTEXT)];
         let mut prefixes = Map::new();
         prefixes.insert("@language".into(), json!("en"));
@@ -131,14 +131,12 @@ impl TdPublisher {
                 }
             }
         }
-        let mut typed: Thing = serde_path_to_error::deserialize(doc.clone()).map_err(|e| {
-            format!(
-                "the model of '{}' is not a TD at {}: {}",
-                thing.slug,
-                e.path(),
-                e.inner()
-            )
-        })?;
+        let mut typed: Thing =
+            serde_path_to_error::deserialize(doc.clone()).map_err(|e| BuildError::NotATd {
+                slug: thing.slug.clone(),
+                path: e.path().to_string(),
+                source: e.into_inner(),
+            })?;
         let mut thing_forms = Vec::new();
         for provider in &self.providers {
             provider.thing_forms(thing, origins, &mut thing_forms);
@@ -166,7 +164,7 @@ impl TdPublisher {
                 b.event_forms(thing, name, origins, out)
             });
         }
-        let mut out = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
+        let mut out = serde_json::to_value(&typed)?;
         order_like(&mut out, &doc, 0);
         Ok(out)
     }
@@ -200,5 +198,30 @@ fn order_like(value: &mut Value, template: &Value, depth: usize) {
         if let Some(t) = tmpl.get(key) {
             order_like(v, t, depth + 1);
         }
+    }
+}
+
+/// Why a TD could not be built from a thing's model.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("a thing model must be an object")]
+    NotAnObject,
+    /// wot-td refused the model with its forms: `path` is where, in the TD.
+    #[error("the model of '{slug}' is not a TD at {path}: {source}")]
+    NotATd {
+        slug: String,
+        path: String,
+        source: serde_json::Error,
+    },
+    /// The typed TD did not serialise.
+    #[error(transparent)]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// Serving a TD that cannot be built is the runtime's failure, not the client's: every binding
+/// answers it as an internal error (500, 5.00), with the build error's message.
+impl From<BuildError> for crate::core::Error {
+    fn from(e: BuildError) -> Self {
+        crate::core::Error::Internal(e.to_string())
     }
 }

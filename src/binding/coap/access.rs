@@ -28,26 +28,30 @@ pub struct Opened {
     pub observe: bool,
 }
 
+/// Why a `--coap-open` list was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenedError {
+    /// A kind of request that changes things: it never goes unauthenticated.
+    #[error(
+        "'{0}' cannot be opened: CoAP has no secure transport here, so writes, \
+         invocations and cancellations never go unauthenticated"
+    )]
+    Change(String),
+    #[error("unknown CoAP access '{0}' (use read, observe or none)")]
+    Unknown(String),
+}
+
 impl Opened {
     /// `read`, `observe`, `read,observe` or `none`.
-    pub fn parse(list: &str) -> Result<Opened, String> {
+    pub fn parse(list: &str) -> Result<Opened, OpenedError> {
         let mut opened = Opened::default();
         for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
             match word {
                 "read" => opened.read = true,
                 "observe" => opened.observe = true,
                 "none" => {}
-                "write" | "invoke" | "cancel" | "change" => {
-                    return Err(format!(
-                        "'{word}' cannot be opened: CoAP has no secure transport here, so writes, \
-                         invocations and cancellations never go unauthenticated"
-                    ));
-                }
-                other => {
-                    return Err(format!(
-                        "unknown CoAP access '{other}' (use read, observe or none)"
-                    ));
-                }
+                "write" | "invoke" | "cancel" | "change" => return Err(OpenedError::Change(word.to_owned())),
+                other => return Err(OpenedError::Unknown(other.to_owned())),
             }
         }
         Ok(opened)
@@ -144,9 +148,17 @@ mod tests {
 
     #[test]
     fn changes_can_never_be_opened() {
-        assert!(Opened::parse("read,write").is_err());
-        assert!(Opened::parse("invoke").is_err());
-        assert!(Opened::parse("bogus").is_err());
+        assert_eq!(
+            Opened::parse("read,write"),
+            Err(OpenedError::Change("write".into()))
+        );
+        assert_eq!(Opened::parse("invoke"), Err(OpenedError::Change("invoke".into())));
+        assert_eq!(Opened::parse("bogus"), Err(OpenedError::Unknown("bogus".into())));
+        assert_eq!(
+            OpenedError::Change("write".into()).to_string(),
+            "'write' cannot be opened: CoAP has no secure transport here, so writes, invocations \
+             and cancellations never go unauthenticated"
+        );
         let opened = Opened::parse("read, observe").unwrap();
         assert_eq!(
             opened,

@@ -65,20 +65,31 @@ pub fn negotiate(kind: Kind, accept: Option<u16>) -> Result<Format, NotAcceptabl
     }
 }
 
+/// Why a response body could not be encoded; the runtime's failure (5.00), never the client's.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The bytes to convert were not JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// ciborium could not write the value.
+    #[error(transparent)]
+    Cbor(#[from] ciborium::ser::Error<std::io::Error>),
+}
+
 /// Encodes a JSON body (already serialised) in the chosen format.
-pub fn encode_json(json: &[u8], format: Format) -> Result<Vec<u8>, String> {
+pub fn encode_json(json: &[u8], format: Format) -> Result<Vec<u8>, EncodeError> {
     match format {
         Format::Cbor => {
-            let value: Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+            let value: Value = serde_json::from_slice(json)?;
             to_cbor(&value)
         }
         _ => Ok(json.to_vec()),
     }
 }
 
-pub fn to_cbor(value: &Value) -> Result<Vec<u8>, String> {
+pub fn to_cbor(value: &Value) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::with_capacity(64);
-    ciborium::into_writer(value, &mut out).map_err(|e| e.to_string())?;
+    ciborium::into_writer(value, &mut out)?;
     Ok(out)
 }
 
@@ -109,14 +120,33 @@ pub fn decode_body(content_format: Option<u16>, body: &[u8]) -> Result<Option<Va
             }
             let value: ciborium::Value = ciborium::from_reader(body)
                 .map_err(|e| BodyError::Malformed(format!("payload is not valid CBOR: {e}")))?;
-            cbor_to_json(value).map(Some).map_err(BodyError::Malformed)
+            cbor_to_json(value)
+                .map(Some)
+                .map_err(|e| BodyError::Malformed(e.to_string()))
         }
         Some(other) => Err(BodyError::Unsupported(other)),
     }
 }
 
+/// Why a CBOR item has no JSON form (a request body answered 4.00).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoJsonForm {
+    #[error("integer {0} is out of range")]
+    IntegerOutOfRange(i128),
+    #[error("NaN and infinities have no JSON form")]
+    NotFinite,
+    #[error("map keys must be text strings")]
+    KeyNotText,
+    #[error("CBOR tags are not supported")]
+    Tag,
+    #[error("byte strings have no JSON form")]
+    Bytes,
+    #[error("unsupported CBOR item")]
+    Unsupported,
+}
+
 /// CBOR → JSON data model; bytes, tags and non-string keys have no JSON form and are refused.
-fn cbor_to_json(value: ciborium::Value) -> Result<Value, String> {
+fn cbor_to_json(value: ciborium::Value) -> Result<Value, NoJsonForm> {
     use ciborium::Value as C;
     Ok(match value {
         C::Null => Value::Null,
@@ -128,27 +158,27 @@ fn cbor_to_json(value: ciborium::Value) -> Result<Value, String> {
             } else if let Ok(s) = i64::try_from(i) {
                 Value::from(s)
             } else {
-                return Err(format!("integer {i} is out of range"));
+                return Err(NoJsonForm::IntegerOutOfRange(i));
             }
         }
         C::Float(f) => serde_json::Number::from_f64(f)
             .map(Value::Number)
-            .ok_or("NaN and infinities have no JSON form")?,
+            .ok_or(NoJsonForm::NotFinite)?,
         C::Text(s) => Value::String(s),
         C::Array(items) => Value::Array(items.into_iter().map(cbor_to_json).collect::<Result<_, _>>()?),
         C::Map(entries) => {
             let mut map = serde_json::Map::with_capacity(entries.len());
             for (k, v) in entries {
                 let C::Text(k) = k else {
-                    return Err("map keys must be text strings".into());
+                    return Err(NoJsonForm::KeyNotText);
                 };
                 map.insert(k, cbor_to_json(v)?);
             }
             Value::Object(map)
         }
-        C::Tag(..) => return Err("CBOR tags are not supported".into()),
-        C::Bytes(_) => return Err("byte strings have no JSON form".into()),
-        _ => return Err("unsupported CBOR item".into()),
+        C::Tag(..) => return Err(NoJsonForm::Tag),
+        C::Bytes(_) => return Err(NoJsonForm::Bytes),
+        _ => return Err(NoJsonForm::Unsupported),
     })
 }
 
@@ -191,9 +221,13 @@ mod tests {
             Err(BodyError::Malformed(_))
         ));
         // A CBOR byte string has no JSON form.
-        assert!(matches!(
+        assert_eq!(
             decode_body(Some(60), &[0x41, 0x01]),
-            Err(BodyError::Malformed(_))
-        ));
+            Err(BodyError::Malformed("byte strings have no JSON form".into()))
+        );
+        assert_eq!(
+            cbor_to_json(ciborium::Value::Map(vec![(1.into(), 2.into())])),
+            Err(NoJsonForm::KeyNotText)
+        );
     }
 }

@@ -505,7 +505,7 @@ impl Engine {
             Resource::WellKnownWot => {
                 let things = self.servient.things();
                 let bytes = if let [only] = things.as_slice() {
-                    self.publisher.td_bytes(only, &self.origins)
+                    self.publisher.td_bytes(only, &self.origins).map_err(Error::from)
                 } else {
                     let td = crate::td::directory::directory_td(&self.directory_id, &things, &self.origins);
                     Ok(Bytes::from(td.to_string()))
@@ -522,18 +522,18 @@ impl Engine {
                     }
                     match self.publisher.td_bytes(t, &self.origins) {
                         Ok(b) => body.extend_from_slice(&b),
-                        Err(e) => return Respond(error_response(&Error::Internal(e))),
+                        Err(e) => return Respond(error_response(&Error::from(e))),
                     }
                 }
                 body.push(b']');
                 Respond(self.json_response(ResponseType::Content, &body, x.format))
             }
             Resource::Td(slug) => {
+                // The thing was found above, so only a concurrent removal answers 4.04 here.
                 let bytes = self
                     .servient
                     .thing(&slug)
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| self.publisher.td_bytes(&t, &self.origins));
+                    .and_then(|t| self.publisher.td_bytes(&t, &self.origins).map_err(Error::from));
                 Respond(self.td_response(bytes, x.format))
             }
             Resource::Property(_, name) if method == GET => {
@@ -704,14 +704,14 @@ impl Engine {
                 r.uint(option::CONTENT_FORMAT, u32::from(format.number()));
                 r
             }
-            Err(e) => error_response(&Error::Internal(e)),
+            Err(e) => error_response(&Error::Internal(e.to_string())),
         }
     }
 
-    fn td_response(&self, bytes: Result<Bytes, String>, format: Format) -> Response {
+    fn td_response(&self, bytes: Result<Bytes, Error>, format: Format) -> Response {
         match bytes {
             Ok(b) => self.json_response(ResponseType::Content, &b, format),
-            Err(e) => error_response(&Error::Internal(e)),
+            Err(e) => error_response(&e),
         }
     }
 

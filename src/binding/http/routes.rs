@@ -130,7 +130,7 @@ pub async fn thing_description(state: State, req: HttpRequest, path: web::Path<S
     let bytes = state
         .publisher
         .td_bytes(&thing, &origins(&state, &req))
-        .map_err(Error::Internal)?;
+        .map_err(Error::from)?;
     Ok(HttpResponse::Ok().content_type(TD_MEDIA_TYPE).body(bytes))
 }
 
@@ -138,10 +138,7 @@ pub async fn well_known(state: State, req: HttpRequest) -> Result {
     let things = state.servient.things();
     let origins = origins(&state, &req);
     let bytes = if let [only] = things.as_slice() {
-        state
-            .publisher
-            .td_bytes(only, &origins)
-            .map_err(Error::Internal)?
+        state.publisher.td_bytes(only, &origins).map_err(Error::from)?
     } else {
         let mut td = crate::td::directory::directory_td(&state.directory_id, &things, &origins);
         let (definitions, security) = state.publisher.security();
@@ -200,12 +197,7 @@ pub async fn all_things(state: State, req: HttpRequest) -> Result {
         if i > 0 {
             members.push(b',');
         }
-        members.extend_from_slice(
-            &state
-                .publisher
-                .td_bytes(thing, &origins)
-                .map_err(Error::Internal)?,
-        );
+        members.extend_from_slice(&state.publisher.td_bytes(thing, &origins).map_err(Error::from)?);
     }
     members.push(b']');
     let format_arg = if collection { "&format=collection" } else { "" };

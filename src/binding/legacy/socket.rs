@@ -219,7 +219,7 @@ fn error_frame(e: &crate::core::Error) -> Bytes {
 async fn handle(legacy: &Arc<LegacyThing>, text: &str, events: &mut HashSet<String>) -> Option<Bytes> {
     let message = match wire::parse_incoming(text) {
         Ok(m) => m,
-        Err(e) => return Some(wire::error_message(400, &e)),
+        Err(e) => return Some(wire::error_message(400, &e.to_string())),
     };
     match message {
         Incoming::SetProperty(values) => {

@@ -61,20 +61,34 @@ pub enum Incoming {
     AddEventSubscription(Vec<String>),
 }
 
-/// Parses one text frame; the error is a sentence for an `error` message.
-pub fn parse_incoming(text: &str) -> Result<Incoming, String> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| format!("the message is not valid JSON: {e}"))?;
+/// Why a text frame is not a message; its Display is the sentence of the `error` message.
+#[derive(Debug, thiserror::Error)]
+pub enum IncomingError {
+    #[error("the message is not valid JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("a message is a JSON object with messageType and data")]
+    NotAnObject,
+    #[error("the message has no string 'messageType'")]
+    NoMessageType,
+    #[error("'{0}' needs an object 'data'")]
+    NoData(String),
+    #[error("unknown messageType '{0}'")]
+    UnknownType(String),
+}
+
+/// Parses one text frame.
+pub fn parse_incoming(text: &str) -> Result<Incoming, IncomingError> {
+    let value: Value = serde_json::from_str(text)?;
     let Value::Object(mut message) = value else {
-        return Err("a message is a JSON object with messageType and data".into());
+        return Err(IncomingError::NotAnObject);
     };
     let kind = match message.get("messageType") {
         Some(Value::String(kind)) => kind.clone(),
-        _ => return Err("the message has no string 'messageType'".into()),
+        _ => return Err(IncomingError::NoMessageType),
     };
     let data = match message.remove("data") {
         Some(Value::Object(data)) => data,
-        _ => return Err(format!("'{kind}' needs an object 'data'")),
+        _ => return Err(IncomingError::NoData(kind)),
     };
     match kind.as_str() {
         "setProperty" => Ok(Incoming::SetProperty(data)),
@@ -82,7 +96,7 @@ pub fn parse_incoming(text: &str) -> Result<Incoming, String> {
         "addEventSubscription" => Ok(Incoming::AddEventSubscription(
             data.into_iter().map(|(k, _)| k).collect(),
         )),
-        other => Err(format!("unknown messageType '{other}'")),
+        other => Err(IncomingError::UnknownType(other.to_owned())),
     }
 }
 
@@ -196,6 +210,16 @@ mod tests {
         ] {
             assert!(parse_incoming(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            parse_incoming(r#"{"messageType":"setProperty","data":3}"#)
+                .unwrap_err()
+                .to_string(),
+            "'setProperty' needs an object 'data'"
+        );
+        assert!(matches!(
+            parse_incoming(r#"{"messageType":"dance","data":{}}"#),
+            Err(IncomingError::UnknownType(kind)) if kind == "dance"
+        ));
     }
 
     #[test]
