@@ -138,3 +138,66 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+impl Error {
+    /// How many variants `Error` has; [`Error::one_of_each`] holds one value of each.
+    pub(crate) const VARIANTS: usize = 13;
+
+    /// One value of every variant, for tests that must cover them all (each binding's mapping).
+    pub(crate) fn one_of_each() -> Vec<Error> {
+        vec![
+            Error::ThingNotFound("nothing".into()),
+            Error::property_not_found("p"),
+            Error::ActionInstanceNotFound {
+                action: "fade".into(),
+                id: "a1".into(),
+            },
+            Error::ReadOnly("temperature".into()),
+            Error::WriteOnly("secret".into()),
+            Error::UnexpectedInput("toggle".into()),
+            Error::MalformedPayload("expected value at line 1 column 1".into()),
+            Error::Schema(SchemaViolation {
+                pointer: "/level".into(),
+                rule: "maximum".into(),
+                message: "500 is greater than the maximum of 100".into(),
+            }),
+            Error::NotQueryable("toggle".into()),
+            Error::AlreadyEnded("a1".into()),
+            Error::Busy(64),
+            Error::ActionFailed("the command exited with 3".into()),
+            Error::Internal("the state writer stopped".into()),
+        ]
+    }
+
+    /// The variant's position. The match has no wildcard, so adding a variant stops this from
+    /// compiling until it is numbered here (and `VARIANTS` and `one_of_each` are extended).
+    pub(crate) fn ordinal(&self) -> usize {
+        match self {
+            Error::ThingNotFound(_) => 0,
+            Error::AffordanceNotFound { .. } => 1,
+            Error::ActionInstanceNotFound { .. } => 2,
+            Error::ReadOnly(_) => 3,
+            Error::WriteOnly(_) => 4,
+            Error::UnexpectedInput(_) => 5,
+            Error::MalformedPayload(_) => 6,
+            Error::Schema(_) => 7,
+            Error::NotQueryable(_) => 8,
+            Error::AlreadyEnded(_) => 9,
+            Error::Busy(_) => 10,
+            Error::ActionFailed(_) => 11,
+            Error::Internal(_) => 12,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_of_each_holds_every_variant_once() {
+        let ordinals: Vec<usize> = Error::one_of_each().iter().map(Error::ordinal).collect();
+        assert_eq!(ordinals, (0..Error::VARIANTS).collect::<Vec<_>>());
+    }
+}

@@ -186,3 +186,58 @@ impl ResponseError for HttpError {
         response.body(self.body(status).to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::body::MessageBody;
+
+    use super::*;
+
+    fn body(e: HttpError) -> String {
+        let bytes = e
+            .error_response()
+            .into_body()
+            .try_into_bytes()
+            .expect("a problem body is in memory");
+        String::from_utf8(bytes.to_vec()).expect("a problem body is UTF-8")
+    }
+
+    /// The exact bytes of every core error's problem+json body: clients and tests compare them.
+    #[test]
+    fn problem_bodies_are_byte_stable() {
+        let want = [
+            r#"{"type":"/problems/thing-not-found","title":"Thing not found","status":404,"detail":"no thing named 'nothing'"}"#,
+            r#"{"type":"/problems/affordance-not-found","title":"Affordance not found","status":404,"detail":"thing has no property named 'p'","kind":"property","name":"p"}"#,
+            r#"{"type":"/problems/action-instance-not-found","title":"Action instance not found","status":404,"detail":"no instance 'a1' of action 'fade'"}"#,
+            r#"{"type":"/problems/read-only","title":"Property is read-only","status":400,"detail":"property 'temperature' is read-only","name":"temperature","rule":"readOnly"}"#,
+            r#"{"type":"/problems/write-only","title":"Property is write-only","status":400,"detail":"property 'secret' is write-only","name":"secret","rule":"writeOnly"}"#,
+            r#"{"type":"/problems/unexpected-input","title":"Action takes no input","status":400,"detail":"action 'toggle' takes no input"}"#,
+            r#"{"type":"/problems/malformed-payload","title":"Malformed payload","status":400,"detail":"payload is not valid JSON: expected value at line 1 column 1"}"#,
+            r#"{"type":"/problems/schema-violation","title":"Schema violation","status":400,"detail":"500 is greater than the maximum of 100 (at /level, rule 'maximum')","pointer":"/level","rule":"maximum"}"#,
+            r#"{"type":"/problems/not-queryable","title":"Action is synchronous","status":400,"detail":"action 'toggle' is synchronous and cannot be queried or cancelled"}"#,
+            r#"{"type":"/problems/already-ended","title":"Action already ended","status":409,"detail":"action instance 'a1' has already ended"}"#,
+            r#"{"type":"/problems/busy","title":"Too many running actions","status":503,"detail":"too many running actions (64); try again later"}"#,
+            r#"{"type":"/problems/action-failed","title":"Action failed","status":500,"detail":"action failed: the command exited with 3"}"#,
+            r#"{"type":"/problems/internal","title":"Internal error","status":500,"detail":"internal error: the state writer stopped"}"#,
+        ];
+        for e in Error::one_of_each() {
+            let ordinal = e.ordinal();
+            assert_eq!(body(HttpError::Core(e)), want[ordinal]);
+        }
+        assert_eq!(
+            body(HttpError::PayloadTooLarge(10)),
+            r#"{"type":"/problems/payload-too-large","title":"Payload too large","status":413,"detail":"the body is larger than the limit of 10 bytes"}"#
+        );
+    }
+
+    #[test]
+    fn a_busy_server_says_when_to_retry() {
+        let response = HttpError::Core(Error::Busy(1)).error_response();
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+        let response = HttpError::Core(Error::AlreadyEnded("a".into())).error_response();
+        assert!(!response.headers().contains_key(header::RETRY_AFTER));
+    }
+}

@@ -173,3 +173,29 @@ async fn upgrade(
         Err(e) => e.error_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::body::MessageBody;
+    use actix_web::http::StatusCode;
+
+    use super::*;
+
+    #[test]
+    fn a_refused_upgrade_is_problem_json() {
+        let response = refuse(StatusCode::NOT_FOUND, "Not Found", "no thing named 'x'".into());
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+            Some(&b"application/problem+json"[..])
+        );
+        let body = response
+            .into_body()
+            .try_into_bytes()
+            .expect("a problem body is in memory");
+        assert_eq!(
+            &body[..],
+            br#"{"type":"https://w3c.github.io/web-thing-protocol/errors#404","title":"Not Found","status":404,"detail":"no thing named 'x'"}"#
+        );
+    }
+}

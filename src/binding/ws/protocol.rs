@@ -936,4 +936,28 @@ mod tests {
         assert_eq!(core_problem(&e)["status"], 404);
         assert_eq!(status_of(&Error::Busy(1)), 503);
     }
+
+    #[test]
+    fn a_core_problem_says_where_the_request_went_wrong() {
+        let schema = Error::Schema(crate::core::SchemaViolation {
+            pointer: "/level".into(),
+            rule: "maximum".into(),
+            message: "too big".into(),
+        });
+        assert_eq!(
+            core_problem(&schema),
+            json!({"status": 400, "type": format!("{ERROR_TYPE_BASE}400"), "title": "Schema violation",
+                "detail": "too big (at /level, rule 'maximum')", "pointer": "/level", "rule": "maximum"})
+        );
+        assert_eq!(
+            core_problem(&Error::ReadOnly("t".into())),
+            json!({"status": 400, "type": format!("{ERROR_TYPE_BASE}400"), "title": "Property is read-only",
+                "detail": "property 't' is read-only", "rule": "readOnly"})
+        );
+        assert_eq!(
+            core_problem(&Error::property_not_found("p")),
+            json!({"status": 404, "type": format!("{ERROR_TYPE_BASE}404"), "title": "Affordance not found",
+                "detail": "thing has no property named 'p'"})
+        );
+    }
 }
