@@ -1,11 +1,13 @@
 //! Bindings: thin adapters between a wire protocol and the core. Each decodes requests into
 //! `core::Operation`s, encodes replies and errors back, and contributes its forms to TDs through
-//! `td::FormProvider`. No binding imports another.
+//! `td::FormProvider`. No binding imports another; what several share without a wire of their
+//! own lives next to them (`keepalive`, `problem`).
 
 pub mod coap;
 pub mod http;
 pub mod keepalive;
 pub mod legacy;
+pub mod problem;
 pub mod ws;
 
 /// The descriptor of a plain TCP connection, recorded by the HTTP server when it accepts one
@@ -16,8 +18,8 @@ pub mod ws;
 pub struct ConnectionSocket(pub std::os::fd::RawFd);
 
 /// What each binding answers for one error of every `core::Error` variant, side by side. The
-/// bindings map errors independently (none imports another), so this is the one place that
-/// shows the four mappings agree.
+/// core classifies (`Error::kind`) and each binding maps the kind on its own (none imports
+/// another), so this is the one place that shows the four answers for every variant.
 #[cfg(test)]
 mod tests {
     use actix_web::ResponseError;

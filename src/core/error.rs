@@ -1,8 +1,11 @@
-//! The one error type of the runtime core.
+//! The one error type of the runtime core, and its one classification.
 //!
 //! Every failure a client can cause, or the runtime can suffer while serving a request, is a
-//! variant here. Bindings map it once each (HTTP status + problem+json, CoAP code, WTP error);
-//! this module must not know any of those wire formats.
+//! variant of [`Error`]. [`Error::kind`] sorts the variants into the few [`ErrorKind`]s that
+//! decide what a client is told (not found, bad request, ...); each binding maps the kind, not
+//! the variant, once (HTTP status, CoAP code, Web Thing Protocol error, legacy status), so a new
+//! variant is classified here and nowhere else. This module must not know any wire format: no
+//! status numbers, no protocol types.
 
 use std::fmt;
 
@@ -46,8 +49,29 @@ impl fmt::Display for AffordanceKind {
     }
 }
 
-/// Every error the core reports. The variants are grouped by what a binding does with them:
-/// "not found", "bad request", "conflict", "unavailable" and "internal".
+/// What kind of failure an [`Error`] is: the one decision every binding turns into its own answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The thing, affordance or action instance named does not exist.
+    NotFound,
+    /// The request cannot be taken as sent: its payload is malformed or breaks the DataSchema,
+    /// an action got input it does not take, or the operation does not apply to the affordance
+    /// (querying a synchronous action). Sending it again unchanged fails again.
+    BadRequest,
+    /// The property exists but not in this direction: a write to a read-only property, a read
+    /// or observation of a write-only one. A bad request too, but a protocol that addresses
+    /// each property as a resource with methods (CoAP) says that the method is not allowed.
+    WrongDirection,
+    /// The request contradicts the target's state: the action instance has already ended.
+    Conflict,
+    /// A limit is full for now (running actions); the same request may succeed later.
+    Unavailable,
+    /// The runtime or the thing's behaviour failed; the client is not at fault.
+    Internal,
+}
+
+/// Every error the core reports. [`Error::kind`] groups the variants by what a binding does
+/// with them.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
     #[error("no thing named '{0}'")]
@@ -95,6 +119,23 @@ impl Error {
         Error::AffordanceNotFound {
             kind: AffordanceKind::Event,
             name: name.to_owned(),
+        }
+    }
+
+    /// The classification every binding maps: the only place a variant is sorted.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::ThingNotFound(_)
+            | Error::AffordanceNotFound { .. }
+            | Error::ActionInstanceNotFound { .. } => ErrorKind::NotFound,
+            Error::UnexpectedInput(_)
+            | Error::MalformedPayload(_)
+            | Error::Schema(_)
+            | Error::NotQueryable(_) => ErrorKind::BadRequest,
+            Error::ReadOnly(_) | Error::WriteOnly(_) => ErrorKind::WrongDirection,
+            Error::AlreadyEnded(_) => ErrorKind::Conflict,
+            Error::Busy(_) => ErrorKind::Unavailable,
+            Error::ActionFailed(_) | Error::Internal(_) => ErrorKind::Internal,
         }
     }
 
@@ -194,6 +235,29 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_variant_has_its_kind() {
+        use ErrorKind::*;
+        let want = [
+            NotFound,
+            NotFound,
+            NotFound,
+            WrongDirection,
+            WrongDirection,
+            BadRequest,
+            BadRequest,
+            BadRequest,
+            BadRequest,
+            Conflict,
+            Unavailable,
+            Internal,
+            Internal,
+        ];
+        for e in Error::one_of_each() {
+            assert_eq!(e.kind(), want[e.ordinal()], "{e:?}");
+        }
+    }
 
     #[test]
     fn one_of_each_holds_every_variant_once() {

@@ -23,12 +23,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::header;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, guard, web};
-use serde_json::json;
 use tokio::sync::watch;
 
 use super::ConnectionSocket;
+use super::problem::Problem;
 use crate::core::Servient;
 use crate::limits::Subscribers;
 pub use forms::WsForms;
@@ -105,10 +105,19 @@ pub fn service(state: WsState) -> impl Fn(&mut web::ServiceConfig) + Send + Sync
     }
 }
 
-fn refuse(status: actix_web::http::StatusCode, title: &str, detail: String) -> HttpResponse {
+/// A refused upgrade: problem+json (`binding::problem`) with the draft's error type and the
+/// status's reason phrase as title.
+fn refuse(status: StatusCode, detail: String) -> HttpResponse {
+    let title = status.canonical_reason().unwrap_or("Refused");
+    let problem = Problem::new(
+        &protocol::error_type(status.as_u16()),
+        title,
+        status.as_u16(),
+        detail,
+    );
     HttpResponse::build(status)
         .content_type("application/problem+json")
-        .body(json!({"type": format!("{}{}", protocol::ERROR_TYPE_BASE, status.as_u16()), "title": title, "status": status.as_u16(), "detail": detail}).to_string())
+        .body(problem.into_json())
 }
 
 async fn upgrade(
@@ -119,12 +128,15 @@ async fn upgrade(
 ) -> HttpResponse {
     let thing = match state.servient.thing(&path) {
         Ok(thing) => thing,
-        Err(e) => return refuse(actix_web::http::StatusCode::NOT_FOUND, "Not Found", e.to_string()),
+        Err(e) => {
+            let status = StatusCode::from_u16(protocol::kind_status(e.kind()))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return refuse(status, e.to_string());
+        }
     };
     if *state.shutdown.borrow() {
         return refuse(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "Service Unavailable",
+            StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down".into(),
         );
     }
@@ -133,13 +145,8 @@ async fn upgrade(
         Ok(permit) => permit,
         Err(hit) => {
             tracing::warn!(%client, "WebSocket refused: {hit}");
-            let status = actix_web::http::StatusCode::from_u16(hit.http_status())
-                .unwrap_or(actix_web::http::StatusCode::SERVICE_UNAVAILABLE);
-            let mut response = refuse(
-                status,
-                status.canonical_reason().unwrap_or("Refused"),
-                hit.to_string(),
-            );
+            let status = StatusCode::from_u16(hit.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let mut response = refuse(status, hit.to_string());
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 actix_web::http::header::HeaderValue::from_static("1"),
@@ -177,13 +184,12 @@ async fn upgrade(
 #[cfg(test)]
 mod tests {
     use actix_web::body::MessageBody;
-    use actix_web::http::StatusCode;
 
     use super::*;
 
     #[test]
     fn a_refused_upgrade_is_problem_json() {
-        let response = refuse(StatusCode::NOT_FOUND, "Not Found", "no thing named 'x'".into());
+        let response = refuse(StatusCode::NOT_FOUND, "no thing named 'x'".into());
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
         assert_eq!(
             response.headers().get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
