@@ -1,8 +1,11 @@
-//! The one error type of the runtime core.
+//! The one error type of the runtime core, and its one classification.
 //!
 //! Every failure a client can cause, or the runtime can suffer while serving a request, is a
-//! variant here. Bindings map it once each (HTTP status + problem+json, CoAP code, WTP error);
-//! this module must not know any of those wire formats.
+//! variant of [`Error`]. [`Error::kind`] sorts the variants into the few [`ErrorKind`]s that
+//! decide what a client is told (not found, bad request, ...); each binding maps the kind, not
+//! the variant, once (HTTP status, CoAP code, Web Thing Protocol error, legacy status), so a new
+//! variant is classified here and nowhere else. This module must not know any wire format: no
+//! status numbers, no protocol types.
 
 use std::fmt;
 
@@ -46,8 +49,29 @@ impl fmt::Display for AffordanceKind {
     }
 }
 
-/// Every error the core reports. The variants are grouped by what a binding does with them:
-/// "not found", "bad request", "conflict", "unavailable" and "internal".
+/// What kind of failure an [`Error`] is: the one decision every binding turns into its own answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The thing, affordance or action instance named does not exist.
+    NotFound,
+    /// The request cannot be taken as sent: its payload is malformed or breaks the DataSchema,
+    /// an action got input it does not take, or the operation does not apply to the affordance
+    /// (querying a synchronous action). Sending it again unchanged fails again.
+    BadRequest,
+    /// The property exists but not in this direction: a write to a read-only property, a read
+    /// or observation of a write-only one. A bad request too, but a protocol that addresses
+    /// each property as a resource with methods (CoAP) says that the method is not allowed.
+    WrongDirection,
+    /// The request contradicts the target's state: the action instance has already ended.
+    Conflict,
+    /// A limit is full for now (running actions); the same request may succeed later.
+    Unavailable,
+    /// The runtime or the thing's behaviour failed; the client is not at fault.
+    Internal,
+}
+
+/// Every error the core reports. [`Error::kind`] groups the variants by what a binding does
+/// with them.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
     #[error("no thing named '{0}'")]
@@ -98,6 +122,23 @@ impl Error {
         }
     }
 
+    /// The classification every binding maps: the only place a variant is sorted.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::ThingNotFound(_)
+            | Error::AffordanceNotFound { .. }
+            | Error::ActionInstanceNotFound { .. } => ErrorKind::NotFound,
+            Error::UnexpectedInput(_)
+            | Error::MalformedPayload(_)
+            | Error::Schema(_)
+            | Error::NotQueryable(_) => ErrorKind::BadRequest,
+            Error::ReadOnly(_) | Error::WriteOnly(_) => ErrorKind::WrongDirection,
+            Error::AlreadyEnded(_) => ErrorKind::Conflict,
+            Error::Busy(_) => ErrorKind::Unavailable,
+            Error::ActionFailed(_) | Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
     /// A short, stable title for problem details (RFC 9457 `title`).
     pub fn title(&self) -> &'static str {
         match self {
@@ -138,3 +179,89 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+impl Error {
+    /// How many variants `Error` has; [`Error::one_of_each`] holds one value of each.
+    pub(crate) const VARIANTS: usize = 13;
+
+    /// One value of every variant, for tests that must cover them all (each binding's mapping).
+    pub(crate) fn one_of_each() -> Vec<Error> {
+        vec![
+            Error::ThingNotFound("nothing".into()),
+            Error::property_not_found("p"),
+            Error::ActionInstanceNotFound {
+                action: "fade".into(),
+                id: "a1".into(),
+            },
+            Error::ReadOnly("temperature".into()),
+            Error::WriteOnly("secret".into()),
+            Error::UnexpectedInput("toggle".into()),
+            Error::MalformedPayload("expected value at line 1 column 1".into()),
+            Error::Schema(SchemaViolation {
+                pointer: "/level".into(),
+                rule: "maximum".into(),
+                message: "500 is greater than the maximum of 100".into(),
+            }),
+            Error::NotQueryable("toggle".into()),
+            Error::AlreadyEnded("a1".into()),
+            Error::Busy(64),
+            Error::ActionFailed("the command exited with 3".into()),
+            Error::Internal("the state writer stopped".into()),
+        ]
+    }
+
+    /// The variant's position. The match has no wildcard, so adding a variant stops this from
+    /// compiling until it is numbered here (and `VARIANTS` and `one_of_each` are extended).
+    pub(crate) fn ordinal(&self) -> usize {
+        match self {
+            Error::ThingNotFound(_) => 0,
+            Error::AffordanceNotFound { .. } => 1,
+            Error::ActionInstanceNotFound { .. } => 2,
+            Error::ReadOnly(_) => 3,
+            Error::WriteOnly(_) => 4,
+            Error::UnexpectedInput(_) => 5,
+            Error::MalformedPayload(_) => 6,
+            Error::Schema(_) => 7,
+            Error::NotQueryable(_) => 8,
+            Error::AlreadyEnded(_) => 9,
+            Error::Busy(_) => 10,
+            Error::ActionFailed(_) => 11,
+            Error::Internal(_) => 12,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_its_kind() {
+        use ErrorKind::*;
+        let want = [
+            NotFound,
+            NotFound,
+            NotFound,
+            WrongDirection,
+            WrongDirection,
+            BadRequest,
+            BadRequest,
+            BadRequest,
+            BadRequest,
+            Conflict,
+            Unavailable,
+            Internal,
+            Internal,
+        ];
+        for e in Error::one_of_each() {
+            assert_eq!(e.kind(), want[e.ordinal()], "{e:?}");
+        }
+    }
+
+    #[test]
+    fn one_of_each_holds_every_variant_once() {
+        let ordinals: Vec<usize> = Error::one_of_each().iter().map(Error::ordinal).collect();
+        assert_eq!(ordinals, (0..Error::VARIANTS).collect::<Vec<_>>());
+    }
+}

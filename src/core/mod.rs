@@ -15,7 +15,7 @@ pub mod store;
 pub mod thing;
 
 pub use actions::{ActionLimits, ActionStatus, Status};
-pub use error::{AffordanceKind, Error, Result, SchemaViolation};
+pub use error::{AffordanceKind, Error, ErrorKind, Result, SchemaViolation};
 pub use events::{
     Continues, EncodingSlot, Ended, Notification, Received, SeenUpTo, Subscription, Target, Topic,
 };

@@ -22,7 +22,7 @@ use super::message::{self, DELETE, DedupCache, GET, Inbound, POST, PUT, Request,
 use super::observe::{Due, ObserverId, ObserverLimits, Observers, Outbox, Owner};
 use super::router::{self, Resource};
 use crate::core::{
-    ActionStatus, EncodingSlot, Ended, Error, Notification, Operation, Received, Reply, Servient,
+    ActionStatus, EncodingSlot, Ended, Error, ErrorKind, Notification, Operation, Received, Reply, Servient,
     Subscription, Target,
 };
 use crate::td::{Origins, TdPublisher};
@@ -159,26 +159,24 @@ pub struct Engine {
     mid: u16,
 }
 
-fn code_of(e: &Error) -> ResponseType {
-    match e {
-        Error::ThingNotFound(_) | Error::AffordanceNotFound { .. } | Error::ActionInstanceNotFound { .. } => {
-            ResponseType::NotFound
-        }
-        Error::ReadOnly(_) | Error::WriteOnly(_) => ResponseType::MethodNotAllowed,
-        Error::UnexpectedInput(_)
-        | Error::MalformedPayload(_)
-        | Error::Schema(_)
-        | Error::NotQueryable(_) => ResponseType::BadRequest,
-        Error::AlreadyEnded(_) => ResponseType::Conflict,
-        Error::Busy(_) => ResponseType::ServiceUnavailable,
-        Error::ActionFailed(_) | Error::Internal(_) => ResponseType::InternalServerError,
+/// The response code of each kind of core error. A property is a resource here and its methods
+/// are its operations, so writing a read-only one (or reading a write-only one) is 4.05, as the
+/// router answers for any method a resource does not have.
+fn code_of(kind: ErrorKind) -> ResponseType {
+    match kind {
+        ErrorKind::NotFound => ResponseType::NotFound,
+        ErrorKind::BadRequest => ResponseType::BadRequest,
+        ErrorKind::WrongDirection => ResponseType::MethodNotAllowed,
+        ErrorKind::Conflict => ResponseType::Conflict,
+        ErrorKind::Unavailable => ResponseType::ServiceUnavailable,
+        ErrorKind::Internal => ResponseType::InternalServerError,
     }
 }
 
 /// The one mapping of core errors to CoAP: a response code and a diagnostic payload that says
 /// what was wrong and where (the JSON pointer and rule for schema violations).
 pub fn error_response(e: &Error) -> Response {
-    Response::diagnostic(code_of(e), format!("{}: {e}", e.title()))
+    Response::diagnostic(code_of(e.kind()), format!("{}: {e}", e.title()))
 }
 
 fn method_name(code: u8) -> &'static str {

@@ -1,13 +1,14 @@
 //! The HTTP binding's one mapping of errors to responses: RFC 9457 `application/problem+json`
-//! with the status code each core error deserves, plus the binding's own request errors
-//! (unsupported media type, body too large, wrong method, unknown route).
+//! (built by `binding::problem`) with the status each kind of core error gets on HTTP, plus the
+//! binding's own request errors (unsupported media type, body too large, wrong method, unknown
+//! route). Core errors are mapped by their `ErrorKind`, never variant by variant.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::{Value, json};
 
-use crate::core::Error;
+use crate::binding::problem::Problem;
+use crate::core::{Error, ErrorKind};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -74,27 +75,23 @@ impl std::fmt::Display for HttpError {
     }
 }
 
-fn core_status(e: &Error) -> StatusCode {
-    match e {
-        Error::ThingNotFound(_) | Error::AffordanceNotFound { .. } | Error::ActionInstanceNotFound { .. } => {
-            StatusCode::NOT_FOUND
-        }
-        Error::ReadOnly(_)
-        | Error::WriteOnly(_)
-        | Error::UnexpectedInput(_)
-        | Error::MalformedPayload(_)
-        | Error::Schema(_)
-        | Error::NotQueryable(_) => StatusCode::BAD_REQUEST,
-        Error::AlreadyEnded(_) => StatusCode::CONFLICT,
-        Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Error::ActionFailed(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+/// The HTTP status of each kind of core error. Writing a read-only property (or reading a
+/// write-only one) stays the 400 clients of this binding have always had; its problem names the
+/// `rule`. A 405 would also need an `Allow` header per property.
+pub fn kind_status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::BadRequest | ErrorKind::WrongDirection => StatusCode::BAD_REQUEST,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
 impl HttpError {
-    fn body(&self, status: StatusCode) -> Value {
+    fn problem(&self, status: StatusCode) -> Problem {
         let (type_uri, title) = match self {
-            HttpError::Core(e) => (e.type_uri(), e.title()),
+            HttpError::Core(e) => return Problem::of_error(e, e.type_uri(), status.as_u16()),
             HttpError::UnsupportedMediaType(_) => {
                 ("/problems/unsupported-media-type", "Unsupported media type")
             }
@@ -109,35 +106,14 @@ impl HttpError {
             HttpError::BodyTimeout => ("/problems/body-timeout", "Request body timeout"),
             HttpError::BadQuery(_) => ("/problems/bad-query", "Invalid query arguments"),
         };
-        let mut body =
-            json!({"type": type_uri, "title": title, "status": status.as_u16(), "detail": self.to_string()});
-        match self {
-            HttpError::Core(Error::Schema(v)) => {
-                body["pointer"] = json!(v.pointer);
-                body["rule"] = json!(v.rule);
-            }
-            HttpError::Core(Error::AffordanceNotFound { kind, name }) => {
-                body["kind"] = json!(kind.to_string());
-                body["name"] = json!(name);
-            }
-            HttpError::Core(Error::ReadOnly(n) | Error::WriteOnly(n)) => {
-                body["name"] = json!(n);
-                body["rule"] = json!(if matches!(self, HttpError::Core(Error::ReadOnly(_))) {
-                    "readOnly"
-                } else {
-                    "writeOnly"
-                });
-            }
-            _ => {}
-        }
-        body
+        Problem::new(type_uri, title, status.as_u16(), self.to_string())
     }
 }
 
 impl ResponseError for HttpError {
     fn status_code(&self) -> StatusCode {
         match self {
-            HttpError::Core(e) => core_status(e),
+            HttpError::Core(e) => kind_status(e.kind()),
             HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HttpError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -165,7 +141,10 @@ impl ResponseError for HttpError {
             HttpError::MethodNotAllowed(allow) => {
                 response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
             }
-            HttpError::Core(Error::Busy(_)) | HttpError::TooManySubscriptions(_) => {
+            HttpError::Core(e) if e.kind() == ErrorKind::Unavailable => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            HttpError::TooManySubscriptions(_) => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
             }
             HttpError::TooManyConnections(_) => {
@@ -183,6 +162,61 @@ impl ResponseError for HttpError {
         if status.is_server_error() || limit_hit {
             tracing::warn!(status = status.as_u16(), "{self}");
         }
-        response.body(self.body(status).to_string())
+        response.body(self.problem(status).into_json())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::body::MessageBody;
+
+    use super::*;
+
+    fn body(e: HttpError) -> String {
+        let bytes = e
+            .error_response()
+            .into_body()
+            .try_into_bytes()
+            .expect("a problem body is in memory");
+        String::from_utf8(bytes.to_vec()).expect("a problem body is UTF-8")
+    }
+
+    /// The exact bytes of every core error's problem+json body: clients and tests compare them.
+    #[test]
+    fn problem_bodies_are_byte_stable() {
+        let want = [
+            r#"{"type":"/problems/thing-not-found","title":"Thing not found","status":404,"detail":"no thing named 'nothing'"}"#,
+            r#"{"type":"/problems/affordance-not-found","title":"Affordance not found","status":404,"detail":"thing has no property named 'p'","kind":"property","name":"p"}"#,
+            r#"{"type":"/problems/action-instance-not-found","title":"Action instance not found","status":404,"detail":"no instance 'a1' of action 'fade'"}"#,
+            r#"{"type":"/problems/read-only","title":"Property is read-only","status":400,"detail":"property 'temperature' is read-only","name":"temperature","rule":"readOnly"}"#,
+            r#"{"type":"/problems/write-only","title":"Property is write-only","status":400,"detail":"property 'secret' is write-only","name":"secret","rule":"writeOnly"}"#,
+            r#"{"type":"/problems/unexpected-input","title":"Action takes no input","status":400,"detail":"action 'toggle' takes no input"}"#,
+            r#"{"type":"/problems/malformed-payload","title":"Malformed payload","status":400,"detail":"payload is not valid JSON: expected value at line 1 column 1"}"#,
+            r#"{"type":"/problems/schema-violation","title":"Schema violation","status":400,"detail":"500 is greater than the maximum of 100 (at /level, rule 'maximum')","pointer":"/level","rule":"maximum"}"#,
+            r#"{"type":"/problems/not-queryable","title":"Action is synchronous","status":400,"detail":"action 'toggle' is synchronous and cannot be queried or cancelled"}"#,
+            r#"{"type":"/problems/already-ended","title":"Action already ended","status":409,"detail":"action instance 'a1' has already ended"}"#,
+            r#"{"type":"/problems/busy","title":"Too many running actions","status":503,"detail":"too many running actions (64); try again later"}"#,
+            r#"{"type":"/problems/action-failed","title":"Action failed","status":500,"detail":"action failed: the command exited with 3"}"#,
+            r#"{"type":"/problems/internal","title":"Internal error","status":500,"detail":"internal error: the state writer stopped"}"#,
+        ];
+        for e in Error::one_of_each() {
+            let ordinal = e.ordinal();
+            assert_eq!(body(HttpError::Core(e)), want[ordinal]);
+        }
+        assert_eq!(
+            body(HttpError::PayloadTooLarge(10)),
+            r#"{"type":"/problems/payload-too-large","title":"Payload too large","status":413,"detail":"the body is larger than the limit of 10 bytes"}"#
+        );
+    }
+
+    #[test]
+    fn a_busy_server_says_when_to_retry() {
+        let response = HttpError::Core(Error::Busy(1)).error_response();
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+        let response = HttpError::Core(Error::AlreadyEnded("a".into())).error_response();
+        assert!(!response.headers().contains_key(header::RETRY_AFTER));
     }
 }

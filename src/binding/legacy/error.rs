@@ -1,12 +1,13 @@
-//! The legacy adapter's one mapping of errors to HTTP responses: the status each core error
-//! deserves and Mozilla's error body `{"messageType":"error","data":{"status","message"}}`
-//! (HUBS.md §3 item 5), which is also what its WebSocket sends.
+//! The legacy adapter's one mapping of errors to HTTP responses: the status each kind of core
+//! error gets (by its `ErrorKind`, never variant by variant) and Mozilla's error body
+//! `{"messageType":"error","data":{"status","message"}}` (HUBS.md §3 item 5), which is also what
+//! its WebSocket sends.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
 use super::wire;
-use crate::core::Error;
+use crate::core::{Error, ErrorKind};
 
 #[derive(Debug)]
 pub enum LegacyError {
@@ -41,19 +42,12 @@ impl std::fmt::Display for LegacyError {
 
 /// The status code of a core error on the legacy API.
 pub fn core_status(e: &Error) -> StatusCode {
-    match e {
-        Error::ThingNotFound(_) | Error::AffordanceNotFound { .. } | Error::ActionInstanceNotFound { .. } => {
-            StatusCode::NOT_FOUND
-        }
-        Error::ReadOnly(_)
-        | Error::WriteOnly(_)
-        | Error::UnexpectedInput(_)
-        | Error::MalformedPayload(_)
-        | Error::Schema(_)
-        | Error::NotQueryable(_) => StatusCode::BAD_REQUEST,
-        Error::AlreadyEnded(_) => StatusCode::CONFLICT,
-        Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Error::ActionFailed(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    match e.kind() {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::BadRequest | ErrorKind::WrongDirection => StatusCode::BAD_REQUEST,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -162,7 +162,7 @@ pub async fn run(
                         let (code, description) = reason.map_or((None, None), |r| (Some(r.code), r.description));
                         break End::Close(code, description.unwrap_or_default());
                     }
-                    Some(Err(ProtocolError::Io(e))) if e.to_string().contains("continuation size") => {
+                    Some(Err(ProtocolError::Io(e))) if super::exceeds_message_limit(&e) => {
                         protocol::rejection_response(&conn.thing_id(), &Rejection::too_large(config.max_message))
                     }
                     Some(Err(ProtocolError::Overflow)) => {

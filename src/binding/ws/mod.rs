@@ -23,12 +23,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::header;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, guard, web};
-use serde_json::json;
 use tokio::sync::watch;
 
 use super::ConnectionSocket;
+use super::problem::Problem;
 use crate::core::Servient;
 use crate::limits::Subscribers;
 pub use forms::WsForms;
@@ -105,10 +105,33 @@ pub fn service(state: WsState) -> impl Fn(&mut web::ServiceConfig) + Send + Sync
     }
 }
 
-fn refuse(status: actix_web::http::StatusCode, title: &str, detail: String) -> HttpResponse {
+/// Whether an I/O error from the message stream is the message (its fragments joined) growing
+/// past `max_message`, which is answered with a 413 while the socket stays open; any other is
+/// the end of the connection. actix-ws reports that limit as a bare `io::Error` of kind `Other`
+/// with no type of its own. Of the others it reports as I/O, a text frame that is not UTF-8 and
+/// a frame with reserved bits set are `InvalidData`, and a failing connection is `Other` around
+/// the HTTP layer's `PayloadError`: that source is what tells the two `Other`s apart. A test
+/// drives actix-ws through all of them, so that a release that reports them differently fails
+/// it rather than closing sockets it should keep.
+fn exceeds_message_limit(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Other
+        && e.get_ref()
+            .is_some_and(|source| !source.is::<actix_web::error::PayloadError>())
+}
+
+/// A refused upgrade: problem+json (`binding::problem`) with the draft's error type and the
+/// status's reason phrase as title.
+fn refuse(status: StatusCode, detail: String) -> HttpResponse {
+    let title = status.canonical_reason().unwrap_or("Refused");
+    let problem = Problem::new(
+        &protocol::error_type(status.as_u16()),
+        title,
+        status.as_u16(),
+        detail,
+    );
     HttpResponse::build(status)
         .content_type("application/problem+json")
-        .body(json!({"type": format!("{}{}", protocol::ERROR_TYPE_BASE, status.as_u16()), "title": title, "status": status.as_u16(), "detail": detail}).to_string())
+        .body(problem.into_json())
 }
 
 async fn upgrade(
@@ -119,12 +142,15 @@ async fn upgrade(
 ) -> HttpResponse {
     let thing = match state.servient.thing(&path) {
         Ok(thing) => thing,
-        Err(e) => return refuse(actix_web::http::StatusCode::NOT_FOUND, "Not Found", e.to_string()),
+        Err(e) => {
+            let status = StatusCode::from_u16(protocol::kind_status(e.kind()))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return refuse(status, e.to_string());
+        }
     };
     if *state.shutdown.borrow() {
         return refuse(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "Service Unavailable",
+            StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down".into(),
         );
     }
@@ -133,13 +159,8 @@ async fn upgrade(
         Ok(permit) => permit,
         Err(hit) => {
             tracing::warn!(%client, "WebSocket refused: {hit}");
-            let status = actix_web::http::StatusCode::from_u16(hit.http_status())
-                .unwrap_or(actix_web::http::StatusCode::SERVICE_UNAVAILABLE);
-            let mut response = refuse(
-                status,
-                status.canonical_reason().unwrap_or("Refused"),
-                hit.to_string(),
-            );
+            let status = StatusCode::from_u16(hit.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let mut response = refuse(status, hit.to_string());
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 actix_web::http::header::HeaderValue::from_static("1"),
@@ -178,5 +199,97 @@ async fn upgrade(
                 .map_into_boxed_body()
         }
         Err(e) => e.error_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::FromRequest;
+    use actix_web::body::MessageBody;
+    use actix_web::error::PayloadError;
+    use actix_ws::ProtocolError;
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// A client frame (masked with a zero key, so the payload goes as it is).
+    fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![first, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// The first error actix-ws's aggregated stream (with a message limit of 4 bytes) reports
+    /// for these incoming chunks.
+    async fn first_error(chunks: Vec<Result<Bytes, PayloadError>>) -> ProtocolError {
+        let req = actix_web::test::TestRequest::get()
+            .insert_header((header::UPGRADE, "websocket"))
+            .insert_header((header::CONNECTION, "upgrade"))
+            .insert_header((header::SEC_WEBSOCKET_VERSION, "13"))
+            .insert_header((header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ=="))
+            .to_http_request();
+        let stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, PayloadError>>>> =
+            Box::pin(futures_util::stream::iter(chunks));
+        let mut payload = actix_web::dev::Payload::from(stream);
+        let body = web::Payload::from_request(&req, &mut payload)
+            .await
+            .expect("a payload is always extracted");
+        // The response is kept until the end: dropping it tells the stream the connection closed.
+        let (_response, _session, stream) = actix_ws::handle(&req, body).expect("a valid handshake");
+        let mut stream = stream.aggregate_continuations().max_continuation_size(4);
+        loop {
+            match stream.recv().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return e,
+                None => panic!("the stream ended without an error"),
+            }
+        }
+    }
+
+    fn io(e: ProtocolError) -> std::io::Error {
+        match e {
+            ProtocolError::Io(e) => e,
+            other => panic!("not an I/O error: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_message_over_the_limit_keeps_the_socket() {
+        // A text message in two fragments, 8 bytes in all: over the limit of 4.
+        let over = [frame(0x01, b"1234"), frame(0x80, b"5678")].concat();
+        let not_utf8 = frame(0x81, &[0xff, 0xfe]);
+        let reserved_bits = frame(0xc1, b"x");
+        let cases = [
+            ("over the limit", vec![Ok(over.into())], true),
+            ("not UTF-8", vec![Ok(not_utf8.into())], false),
+            ("reserved bits", vec![Ok(reserved_bits.into())], false),
+            (
+                "connection failed",
+                vec![Err(PayloadError::Incomplete(None))],
+                false,
+            ),
+        ];
+        for (what, chunks, keeps_socket) in cases {
+            let error = io(first_error(chunks).await);
+            assert_eq!(exceeds_message_limit(&error), keeps_socket, "{what}: {error:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_upgrade_is_problem_json() {
+        let response = refuse(StatusCode::NOT_FOUND, "no thing named 'x'".into());
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+            Some(&b"application/problem+json"[..])
+        );
+        let body = response
+            .into_body()
+            .try_into_bytes()
+            .expect("a problem body is in memory");
+        assert_eq!(
+            &body[..],
+            br#"{"type":"https://w3c.github.io/web-thing-protocol/errors#404","title":"Not Found","status":404,"detail":"no thing named 'x'"}"#
+        );
     }
 }

@@ -9,7 +9,8 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::core::{ActionStatus, EncodingSlot, Error, Notification, Topic};
+use crate::binding::problem::Problem;
+use crate::core::{ActionStatus, EncodingSlot, Error, ErrorKind, Notification, Topic};
 
 /// The WebSocket subprotocol name of the Web Thing Protocol.
 pub const SUBPROTOCOL: &str = "webthingprotocol";
@@ -559,63 +560,43 @@ pub fn from_profile_status(id: &str, status: &mut Value) {
     }
 }
 
-/// The problem-details status code of a core error.
-pub fn status_of(error: &Error) -> u16 {
-    match error {
-        Error::ThingNotFound(_) | Error::AffordanceNotFound { .. } | Error::ActionInstanceNotFound { .. } => {
-            404
-        }
-        Error::ReadOnly(_)
-        | Error::WriteOnly(_)
-        | Error::UnexpectedInput(_)
-        | Error::MalformedPayload(_)
-        | Error::Schema(_)
-        | Error::NotQueryable(_) => 400,
-        Error::AlreadyEnded(_) => 409,
-        Error::Busy(_) => 503,
-        Error::ActionFailed(_) | Error::Internal(_) => 500,
+/// The status of each kind of core error in a Web Thing Protocol error: the binding's one
+/// mapping of them (the draft's error types are named by these numbers).
+pub fn kind_status(kind: ErrorKind) -> u16 {
+    match kind {
+        ErrorKind::NotFound => 404,
+        ErrorKind::BadRequest | ErrorKind::WrongDirection => 400,
+        ErrorKind::Conflict => 409,
+        ErrorKind::Unavailable => 503,
+        ErrorKind::Internal => 500,
     }
+}
+
+/// The draft's error type for a status.
+pub fn error_type(status: u16) -> String {
+    format!("{ERROR_TYPE_BASE}{status}")
 }
 
 /// The problem-details object of a core error (RFC 9457 members, the draft's type URIs, plus
-/// where the payload broke its schema).
+/// where the request went wrong).
 pub fn core_problem(error: &Error) -> Value {
-    let status = status_of(error);
-    let mut problem = Map::new();
-    problem.insert("status".into(), Value::from(status));
-    problem.insert("type".into(), Value::from(format!("{ERROR_TYPE_BASE}{status}")));
-    problem.insert("title".into(), Value::from(error.title()));
-    problem.insert("detail".into(), Value::from(error.to_string()));
-    match error {
-        Error::Schema(v) => {
-            problem.insert("pointer".into(), Value::from(v.pointer.clone()));
-            problem.insert("rule".into(), Value::from(v.rule.clone()));
-        }
-        Error::ReadOnly(_) => {
-            problem.insert("rule".into(), Value::from("readOnly"));
-        }
-        Error::WriteOnly(_) => {
-            problem.insert("rule".into(), Value::from("writeOnly"));
-        }
-        _ => {}
-    }
-    Value::Object(problem)
+    let status = kind_status(error.kind());
+    Problem::of_error(error, &error_type(status), status).into_value()
 }
 
-/// The problem-details object of a rejection.
+/// The problem-details object of a rejection, naming the envelope `member` at fault.
 pub fn rejection_problem(rejection: &Rejection) -> Value {
-    let mut problem = Map::new();
-    problem.insert("status".into(), Value::from(rejection.status));
-    problem.insert(
-        "type".into(),
-        Value::from(format!("{ERROR_TYPE_BASE}{}", rejection.status)),
+    let problem = Problem::new(
+        &error_type(rejection.status),
+        rejection.title,
+        rejection.status,
+        rejection.detail.clone(),
     );
-    problem.insert("title".into(), Value::from(rejection.title));
-    problem.insert("detail".into(), Value::from(rejection.detail.clone()));
-    if let Some(member) = rejection.member {
-        problem.insert("member".into(), Value::from(member));
+    match rejection.member {
+        Some(member) => problem.with("member", member),
+        None => problem,
     }
-    Value::Object(problem)
+    .into_value()
 }
 
 /// An error response: `messageType: response` with an `error` member.
@@ -934,6 +915,30 @@ mod tests {
         assert_eq!(v, json!({"actionID":"abc","state":"running","timeRequested":"t"}));
         let e = Error::property_not_found("x");
         assert_eq!(core_problem(&e)["status"], 404);
-        assert_eq!(status_of(&Error::Busy(1)), 503);
+        assert_eq!(kind_status(Error::Busy(1).kind()), 503);
+    }
+
+    #[test]
+    fn a_core_problem_says_where_the_request_went_wrong() {
+        let schema = Error::Schema(crate::core::SchemaViolation {
+            pointer: "/level".into(),
+            rule: "maximum".into(),
+            message: "too big".into(),
+        });
+        assert_eq!(
+            core_problem(&schema),
+            json!({"status": 400, "type": format!("{ERROR_TYPE_BASE}400"), "title": "Schema violation",
+                "detail": "too big (at /level, rule 'maximum')", "pointer": "/level", "rule": "maximum"})
+        );
+        assert_eq!(
+            core_problem(&Error::ReadOnly("t".into())),
+            json!({"status": 400, "type": format!("{ERROR_TYPE_BASE}400"), "title": "Property is read-only",
+                "detail": "property 't' is read-only", "name": "t", "rule": "readOnly"})
+        );
+        assert_eq!(
+            core_problem(&Error::property_not_found("p")),
+            json!({"status": 404, "type": format!("{ERROR_TYPE_BASE}404"), "title": "Affordance not found",
+                "detail": "thing has no property named 'p'", "kind": "property", "name": "p"})
+        );
     }
 }
