@@ -1,6 +1,9 @@
 //! The runtime: starts the enabled bindings on a set of exposed things, prints the ready line,
 //! and shuts everything down in order. This is where `wot serve` and library users meet; it owns
 //! sockets and tasks but no protocol logic.
+//!
+//! Start-up binds every listener before it starts any task, so a start that fails (a port
+//! taken) leaves no behaviour, reloader or server running.
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -171,6 +174,7 @@ fn coap_origin(base_url: Option<&str>, addr: SocketAddr) -> String {
 
 impl Running {
     /// Binds every listener, exposes the things and starts their behaviours (no durable state).
+    /// On an error nothing it started is left running.
     pub async fn start(config: Config, hosted: Vec<Hosted>) -> Result<Running, StartError> {
         Self::start_with_ids(config, hosted, IdStore::new(None)).await
     }
@@ -201,6 +205,17 @@ impl Running {
                 })?,
             )
         };
+        let addr = SocketAddr::new(config.host, config.http_port);
+        let listener = listen(addr).map_err(|source| StartError::Bind {
+            what: "HTTP",
+            addr,
+            source,
+        })?;
+        let http_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            what: "HTTP",
+            addr,
+            source,
+        })?;
         let coap_origin = coap_bound
             .as_ref()
             .and_then(|b| b.addrs.first())
@@ -235,25 +250,13 @@ impl Running {
         }
         let publisher = Arc::new(publisher);
         let host = Arc::new(Host::new(servient.clone(), publisher.clone(), ids));
+        // Every listener is bound by now. Things are added before the legacy adapter starts so
+        // that its first sync serves them as soon as the port does; the one step that can still
+        // fail, `http::start`, stops both on its error path.
         for h in hosted {
             host.add(h);
         }
-        let reloader = config
-            .watch_dir
-            .clone()
-            .map(|dir| tokio::spawn(crate::reload::watch(dir, host.clone(), config.watch_period)));
 
-        let addr = SocketAddr::new(config.host, config.http_port);
-        let listener = listen(addr).map_err(|source| StartError::Bind {
-            what: "HTTP",
-            addr,
-            source,
-        })?;
-        let http_addr = listener.local_addr().map_err(|source| StartError::Bind {
-            what: "HTTP",
-            addr,
-            source,
-        })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         // SSE streams and sockets of every binding on the HTTP port count against one pool.
         let subscribers = crate::limits::Subscribers::new(config.subscribers);
@@ -290,19 +293,30 @@ impl Running {
             config.ws.ping_interval,
         );
         mounts.push(Arc::new(legacy.configure()));
-        let server = http::start(
+        let server = match http::start(
             state,
             listener,
             config.workers,
             mounts,
             config.security.clone(),
             config.http_timeouts.clone(),
-        )
-        .map_err(|source| StartError::Bind {
-            what: "HTTP",
-            addr,
-            source,
-        })?;
+        ) {
+            Ok(server) => server,
+            Err(source) => {
+                legacy.stop();
+                host.stop();
+                return Err(StartError::Bind {
+                    what: "HTTP",
+                    addr,
+                    source,
+                });
+            }
+        };
+        // Nothing below can fail, so the rest starts only now.
+        let reloader = config
+            .watch_dir
+            .clone()
+            .map(|dir| tokio::spawn(crate::reload::watch(dir, host.clone(), config.watch_period)));
         let handle = server.handle();
         let http_task = tokio::spawn(server);
         let coap_addr = coap_bound.as_ref().and_then(|b| b.addrs.first().copied());

@@ -1,5 +1,6 @@
 //! The library API over the wire: the example's Rust-defined door, with its custom async
-//! handlers, served by the runtime and driven over HTTP.
+//! handlers, served by the runtime and driven over HTTP; and a start that fails, which leaves
+//! nothing running.
 
 mod common;
 
@@ -10,8 +11,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use wot_runtime::runtime::{Config, Running};
-use wot_runtime::things::Hosted;
+use wot_runtime::runtime::{Config, Running, StartError};
+use wot_runtime::things::{self, Hosted, IdStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thing_defined_in_rust_is_served_like_any_other() {
@@ -74,4 +75,48 @@ async fn a_thing_defined_in_rust_is_served_like_any_other() {
     let position: Value = common::get_json(&client, format!("{base}/things/door/properties/position")).await;
     assert_eq!(position, 100);
     running.stop().await;
+}
+
+/// The HTTP port is taken: the start fails with a bind error, and nothing it began keeps
+/// running. No behaviour, reloader or adapter task holds the thing it was given, and the
+/// thing's command, which would run every 20 ms, never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_fails_leaves_nothing_running() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = std::env::temp_dir().join(format!("wot-failed-start-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ran = dir.join("ran");
+    let file = dir.join("meter.json");
+    let model = json!({
+        "title": "Meter",
+        "properties": {
+            "reading": {"type": "number", "readOnly": true,
+                "runtime": {"source": {"command": {
+                    "argv": ["sh", "-c", "echo ran >> \"$0\"; echo 1", ran], "parse": "number", "pollMs": 20}}}}
+        }
+    });
+    std::fs::write(&file, model.to_string()).unwrap();
+    let definition = wot_runtime::td::definition::load_file(&file).unwrap_or_else(|p| panic!("{p:?}"));
+    let hosted = things::expose(definition, &mut IdStore::new(None)).unwrap();
+    let thing = std::sync::Arc::downgrade(&hosted.thing);
+    let config = Config {
+        http_port: taken.local_addr().unwrap().port(),
+        watch_dir: Some(dir.clone()),
+        ..Config::loopback()
+    };
+    match Running::start(config, vec![hosted]).await {
+        Err(StartError::Bind { what: "HTTP", .. }) => {}
+        Err(e) => panic!("the wrong error: {e}"),
+        Ok(_) => panic!("started on a port that is taken"),
+    }
+    assert!(
+        thing.upgrade().is_none(),
+        "a task started by the failed start still holds the thing"
+    );
+    // Long enough for the command to have run many times, had its task been left behind.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!ran.exists(), "the thing's command ran although the start failed");
+    drop(taken);
+    let _ = std::fs::remove_dir_all(&dir);
 }

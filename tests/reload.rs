@@ -141,3 +141,77 @@ async fn add_modify_and_remove_things_while_serving() {
     assert_eq!(target.next(WAIT).await.data, "23");
     running.stop().await;
 }
+
+/// TDs requested all along while their thing is reloaded, for more origins than the cache keeps
+/// (so some TD is always being built when the reload lands): once the reload is in place and the
+/// requests under way have ended, every origin gets the new TD, never the one built from the
+/// thing it replaced. Whether a reload lands mid-build is up to the scheduler; the unit tests of
+/// `td::publish` interleave that race deterministically.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_under_td_requests_serves_the_new_td() {
+    const ORIGINS: u16 = 64;
+    let dir: PathBuf = std::env::temp_dir().join(format!("wot-reload-td-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut lamp: Value = serde_json::from_str(&bundled("lamp.json")).unwrap();
+    std::fs::write(dir.join("lamp.json"), lamp.to_string()).unwrap();
+    let mut ids = IdStore::new(None);
+    let hosted = wot_runtime::td::definition::load_dir(&dir)
+        .unwrap()
+        .into_iter()
+        .map(|d| things::expose(d.unwrap(), &mut ids).unwrap())
+        .collect();
+    let config = Config {
+        watch_dir: Some(dir.clone()),
+        watch_period: Duration::from_millis(50),
+        workers: 2,
+        ..Config::loopback()
+    };
+    let running = Running::start_with_ids(config, hosted, ids).await.unwrap();
+    let client = common::client();
+    let url = format!("{}/things/lamp", running.http_url());
+    let title_for = move |origin: u16| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let td: Value = common::json_of(
+                client
+                    .get(url)
+                    .header("Host", format!("localhost:{}", 1000 + origin)),
+            )
+            .await;
+            td["title"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    for round in 1..=8 {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let requests: Vec<_> = (0..4)
+            .map(|first| {
+                let (stop, title_for) = (stop.clone(), title_for.clone());
+                tokio::spawn(async move {
+                    let mut origin = first;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        title_for(origin % ORIGINS).await;
+                        origin += 1;
+                    }
+                })
+            })
+            .collect();
+        // A longer title each round, so the file's length changes too.
+        let title = format!("Lamp{}", "!".repeat(round));
+        lamp["title"] = json!(title);
+        std::fs::write(dir.join("lamp.json"), lamp.to_string()).unwrap();
+        eventually("the reload", || async {
+            running.servient.thing("lamp").is_ok_and(|t| t.title() == title)
+        })
+        .await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in requests {
+            r.await.unwrap();
+        }
+        for origin in 0..ORIGINS {
+            assert_eq!(title_for(origin).await, title, "round {round}, origin {origin}");
+        }
+    }
+    running.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,10 +2,14 @@
 //! built through wot-td's typed model and serialised once per (thing, origins). Served bytes
 //! come from the cache; nothing is rebuilt per request.
 //!
+//! A cached TD belongs to the very `ExposedThing` it was built from: a thing replaced under the
+//! same slug (hot reload) never gets its predecessor's bytes, even from a request that fetched the
+//! old thing before the replacement and built its TD after the invalidation.
+//!
 //! It must not know any binding's URL scheme: forms come from the [`FormProvider`]s.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
@@ -26,7 +30,39 @@ pub struct TdPublisher {
     providers: Vec<Arc<dyn FormProvider>>,
     /// `securityDefinitions` and `security`: what the runtime enforces.
     security: (Value, Value),
-    cache: RwLock<HashMap<(String, Origins), Bytes>>,
+    cache: RwLock<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    /// Counts invalidations. A build stores its bytes only if no invalidation happened since
+    /// its lookup missed: it may have been built from the thing just replaced.
+    epoch: u64,
+    things: HashMap<String, Built>,
+}
+
+/// The TDs of one thing, by origins.
+struct Built {
+    /// The thing they were built from. Weak, so a replaced thing is freed (and its subscribers'
+    /// streams end) as usual; but its allocation stays while the entry does, so its address
+    /// cannot be reused by a later thing that would then pass for it.
+    from: Weak<ExposedThing>,
+    tds: HashMap<Origins, Bytes>,
+}
+
+impl Built {
+    fn is_of(&self, thing: &Arc<ExposedThing>) -> bool {
+        std::ptr::eq(self.from.as_ptr(), Arc::as_ptr(thing))
+    }
+}
+
+/// What a cache lookup found.
+enum Lookup {
+    Hit(Bytes),
+    /// Not cached; a build may store its bytes if the epoch is still this one.
+    Miss {
+        epoch: u64,
+    },
 }
 
 /// `securityDefinitions` and `security` when nothing is enforced.
@@ -39,7 +75,7 @@ impl TdPublisher {
         TdPublisher {
             providers,
             security: nosec(),
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::default(),
         }
     }
 
@@ -55,27 +91,78 @@ impl TdPublisher {
     }
 
     /// The serialised TD of a thing for these origins.
-    pub fn td_bytes(&self, thing: &ExposedThing, origins: &Origins) -> Result<Bytes, BuildError> {
-        let key = (thing.slug.clone(), origins.clone());
-        if let Some(bytes) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(bytes.clone());
-        }
-        let td = self.build(thing, origins)?;
-        let bytes = Bytes::from(serde_json::to_vec(&td)?);
-        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-        let cached_for_thing = cache.keys().filter(|(slug, _)| slug == &thing.slug).count();
-        if cached_for_thing < MAX_CACHED_ORIGINS {
-            cache.insert(key, bytes.clone());
-        }
+    pub fn td_bytes(&self, thing: &Arc<ExposedThing>, origins: &Origins) -> Result<Bytes, BuildError> {
+        let epoch = match self.lookup(thing, origins) {
+            Lookup::Hit(bytes) => return Ok(bytes),
+            Lookup::Miss { epoch } => epoch,
+        };
+        let bytes = self.serialise(thing, origins)?;
+        self.store(thing, origins, epoch, bytes.clone());
         Ok(bytes)
     }
 
-    /// Forgets the cached TDs of a thing (after it changed or went away).
+    /// Forgets the cached TDs of a thing (after it changed or went away), and keeps builds that
+    /// are under way from storing theirs.
     pub fn invalidate(&self, slug: &str) {
-        self.cache
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(s, _), _| s != slug);
+        let mut cache = self.write();
+        cache.epoch += 1;
+        cache.things.remove(slug);
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Cache> {
+        self.cache.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Cache> {
+        self.cache.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lookup(&self, thing: &Arc<ExposedThing>, origins: &Origins) -> Lookup {
+        let cache = self.read();
+        let hit = cache
+            .things
+            .get(&thing.slug)
+            .filter(|built| built.is_of(thing))
+            .and_then(|built| built.tds.get(origins));
+        match hit {
+            Some(bytes) => Lookup::Hit(bytes.clone()),
+            None => Lookup::Miss { epoch: cache.epoch },
+        }
+    }
+
+    fn serialise(&self, thing: &ExposedThing, origins: &Origins) -> Result<Bytes, BuildError> {
+        let td = self.build(thing, origins)?;
+        Ok(Bytes::from(serde_json::to_vec(&td)?))
+    }
+
+    /// Caches a TD built after a lookup that missed at `epoch`, unless an invalidation came
+    /// in between.
+    fn store(&self, thing: &Arc<ExposedThing>, origins: &Origins, epoch: u64, bytes: Bytes) {
+        let mut cache = self.write();
+        if cache.epoch != epoch {
+            return;
+        }
+        // TDs of things that are gone can never be served again; misses are rare enough to pay
+        // for the sweep.
+        cache.things.retain(|_, built| built.from.strong_count() > 0);
+        let built = cache.things.entry(thing.slug.clone()).or_insert_with(|| Built {
+            from: Arc::downgrade(thing),
+            tds: HashMap::new(),
+        });
+        if !built.is_of(thing) {
+            // Another thing under this slug since the last invalidation: a request that fetched
+            // the old thing before it was replaced built its TD afterwards. Which of the two is
+            // current cannot be told here, so the latest build wins; a lookup only ever answers
+            // for the thing its entry was built from, so the current thing's next miss puts its
+            // own TDs back.
+            *built = Built {
+                from: Arc::downgrade(thing),
+                tds: HashMap::new(),
+            };
+        }
+        if built.tds.len() < MAX_CACHED_ORIGINS {
+            built.tds.insert(origins.clone(), bytes);
+        }
     }
 
     /// The TD as JSON.
@@ -223,5 +310,146 @@ pub enum BuildError {
 impl From<BuildError> for crate::core::Error {
     fn from(e: BuildError) -> Self {
         crate::core::Error::Internal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use super::*;
+    use crate::core::ThingBuilder;
+
+    fn lamp(title: &str) -> Arc<ExposedThing> {
+        ThingBuilder::new(
+            "lamp",
+            json!({"title": title, "properties": {"on": {"type": "boolean"}}}),
+        )
+        .id("urn:uuid:7f6c1a52-0000-4000-8000-000000000001")
+        .build()
+        .expect("a valid thing")
+    }
+
+    fn title(bytes: &Bytes) -> String {
+        let td: Value = serde_json::from_slice(bytes).expect("a TD is JSON");
+        td["title"].as_str().unwrap_or_default().to_owned()
+    }
+
+    fn here() -> Origins {
+        Origins {
+            http: Some("http://127.0.0.1:8080".into()),
+            coap: None,
+        }
+    }
+
+    fn cached_title(publisher: &TdPublisher, thing: &Arc<ExposedThing>, origins: &Origins) -> Option<String> {
+        match publisher.lookup(thing, origins) {
+            Lookup::Hit(bytes) => Some(title(&bytes)),
+            Lookup::Miss { .. } => None,
+        }
+    }
+
+    /// The reload race, step by step: a request misses with the old thing and builds its TD;
+    /// the host replaces the thing and invalidates; then the build would be stored.
+    #[test]
+    fn a_build_that_overlaps_an_invalidation_is_not_stored() {
+        let publisher = TdPublisher::new(Vec::new());
+        let (v1, v2, origins) = (lamp("v1"), lamp("v2"), here());
+        let Lookup::Miss { epoch } = publisher.lookup(&v1, &origins) else {
+            panic!("nothing is cached yet");
+        };
+        let stale = publisher.serialise(&v1, &origins).expect("a TD");
+        publisher.invalidate("lamp");
+        publisher.store(&v1, &origins, epoch, stale.clone());
+        // The request that built it still answers with it: its thing was current when it came.
+        assert_eq!(title(&stale), "v1");
+        assert_eq!(cached_title(&publisher, &v1, &origins), None);
+        assert_eq!(title(&publisher.td_bytes(&v2, &origins).expect("a TD")), "v2");
+        assert_eq!(cached_title(&publisher, &v2, &origins).as_deref(), Some("v2"));
+    }
+
+    /// A request that fetched the old thing before the replacement, but looks its TD up only
+    /// after the invalidation: its build is stored, yet never answers for the new thing.
+    #[test]
+    fn a_td_answers_only_for_the_thing_it_was_built_from() {
+        let publisher = TdPublisher::new(Vec::new());
+        let (v1, v2, origins) = (lamp("v1"), lamp("v2"), here());
+        publisher.td_bytes(&v1, &origins).expect("a TD");
+        publisher.invalidate("lamp");
+        assert_eq!(title(&publisher.td_bytes(&v1, &origins).expect("a TD")), "v1");
+        assert_eq!(cached_title(&publisher, &v2, &origins), None);
+        assert_eq!(title(&publisher.td_bytes(&v2, &origins).expect("a TD")), "v2");
+        assert_eq!(cached_title(&publisher, &v2, &origins).as_deref(), Some("v2"));
+        assert_eq!(cached_title(&publisher, &v1, &origins), None);
+        // The same after a removal: TDs nobody can be served any more go at the next store.
+        publisher.invalidate("lamp");
+        publisher.td_bytes(&v2, &origins).expect("a TD");
+        drop((v1, v2));
+        let other = ThingBuilder::new("other", json!({"title": "other"}))
+            .build()
+            .expect("a valid thing");
+        publisher.td_bytes(&other, &origins).expect("a TD");
+        assert_eq!(publisher.read().things.keys().collect::<Vec<_>>(), ["other"]);
+    }
+
+    #[test]
+    fn at_most_a_bounded_number_of_origins_is_cached_per_thing() {
+        let publisher = TdPublisher::new(Vec::new());
+        let thing = lamp("v1");
+        let origins = |i: usize| Origins {
+            http: Some(format!("http://host-{i}")),
+            coap: None,
+        };
+        for i in 0..MAX_CACHED_ORIGINS + 4 {
+            publisher.td_bytes(&thing, &origins(i)).expect("a TD");
+        }
+        let cached = (0..MAX_CACHED_ORIGINS + 4)
+            .filter(|i| cached_title(&publisher, &thing, &origins(*i)).is_some())
+            .count();
+        assert_eq!(cached, MAX_CACHED_ORIGINS);
+    }
+
+    /// Threads serve the TD of whatever thing is current while it is replaced over and over.
+    /// After each replacement, once every thread has finished a request that began after it,
+    /// the current thing's TD must be its own.
+    #[test]
+    fn replacing_a_thing_while_its_td_is_served_never_leaves_the_old_td_cached() {
+        const THREADS: usize = 3;
+        const ROUNDS: u64 = 200;
+        let publisher = TdPublisher::new(Vec::new());
+        let origins = here();
+        let current = RwLock::new(lamp("v0"));
+        let round = AtomicU64::new(0);
+        let finished: Vec<AtomicU64> = (0..THREADS).map(|_| AtomicU64::new(0)).collect();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for done in &finished {
+                let (publisher, origins, current, round, stop) =
+                    (&publisher, &origins, &current, &round, &stop);
+                s.spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        let started = round.load(Ordering::Acquire);
+                        let thing = current.read().unwrap_or_else(|p| p.into_inner()).clone();
+                        publisher.td_bytes(&thing, origins).expect("a TD");
+                        done.store(started, Ordering::Release);
+                    }
+                });
+            }
+            for n in 1..=ROUNDS {
+                let thing = lamp(&format!("v{n}"));
+                *current.write().unwrap_or_else(|p| p.into_inner()) = thing.clone();
+                publisher.invalidate("lamp");
+                round.store(n, Ordering::Release);
+                while finished.iter().any(|done| done.load(Ordering::Acquire) < n) {
+                    std::thread::yield_now();
+                }
+                let served = publisher.td_bytes(&thing, &origins).expect("a TD");
+                if title(&served) != format!("v{n}") {
+                    stop.store(true, Ordering::Release);
+                    panic!("round {n} served the TD of {}", title(&served));
+                }
+            }
+            stop.store(true, Ordering::Release);
+        });
     }
 }
