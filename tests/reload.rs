@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use wot_runtime::runtime::{Config, Running};
-use wot_runtime::things::{self, IdStore};
+use wot_runtime::runtime::Config;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -17,18 +16,12 @@ fn bundled(name: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("things").join(name)).unwrap()
 }
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
+async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    tokio::time::timeout(WAIT, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{what} did not happen"));
+    common::eventually(what, WAIT, check).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,18 +31,11 @@ async fn add_modify_and_remove_things_while_serving() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("lamp.json"), bundled("lamp.json")).unwrap();
     std::fs::write(dir.join("thermostat.json"), bundled("thermostat.json")).unwrap();
-    let mut ids = IdStore::new(None);
-    let hosted = wot_runtime::td::definition::load_dir(&dir)
-        .unwrap()
-        .into_iter()
-        .map(|d| things::expose(d.unwrap(), &mut ids).unwrap())
-        .collect();
     let config = Config {
-        watch_dir: Some(dir.clone()),
         watch_period: Duration::from_millis(100),
         ..Config::loopback()
     };
-    let running = Running::start_with_ids(config, hosted, ids).await.unwrap();
+    let running = common::serve_dir(&dir, config).await;
     let client = common::client();
     let base = running.http_url();
     // A connection to a thing that is not touched.
@@ -155,19 +141,12 @@ async fn a_reload_under_td_requests_serves_the_new_td() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut lamp: Value = serde_json::from_str(&bundled("lamp.json")).unwrap();
     std::fs::write(dir.join("lamp.json"), lamp.to_string()).unwrap();
-    let mut ids = IdStore::new(None);
-    let hosted = wot_runtime::td::definition::load_dir(&dir)
-        .unwrap()
-        .into_iter()
-        .map(|d| things::expose(d.unwrap(), &mut ids).unwrap())
-        .collect();
     let config = Config {
-        watch_dir: Some(dir.clone()),
         watch_period: Duration::from_millis(50),
         workers: 2,
         ..Config::loopback()
     };
-    let running = Running::start_with_ids(config, hosted, ids).await.unwrap();
+    let running = common::serve_dir(&dir, config).await;
     let client = common::client();
     let url = format!("{}/things/lamp", running.http_url());
     let title_for = move |origin: u16| {

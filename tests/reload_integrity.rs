@@ -17,7 +17,6 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wot_runtime::runtime::{Config, Running};
-use wot_runtime::things::{self, IdStore};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -42,36 +41,21 @@ fn things_dir(tag: &str, files: &[(&str, &Value)]) -> PathBuf {
 
 /// A runtime serving `dir` with hot reload (and CoAP when asked), on free loopback ports.
 async fn serve(dir: &Path, coap: bool) -> Running {
-    let mut ids = IdStore::new(None);
-    let hosted = wot_runtime::td::definition::load_dir(dir)
-        .expect("things dir")
-        .into_iter()
-        .map(|d| things::expose(d.expect("thing file loads"), &mut ids).expect("thing builds"))
-        .collect();
     let config = Config {
-        watch_dir: Some(dir.to_owned()),
         watch_period: Duration::from_millis(100),
         no_coap: !coap,
         coap_port: 0,
         ..Config::loopback()
     };
-    Running::start_with_ids(config, hosted, ids)
-        .await
-        .expect("runtime starts")
+    common::serve_dir(dir, config).await
 }
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
+async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    tokio::time::timeout(WAIT, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{what} did not happen"));
+    common::eventually(what, WAIT, check).await;
 }
 
 /// Rewrites a thing file and waits until the served TD shows `description`.

@@ -17,6 +17,39 @@ pub fn bundled_things() -> Vec<Hosted> {
         .collect()
 }
 
+/// Starts a runtime on the thing files of `dir`, watching it for changes (hot reload) with
+/// `config`'s period; `config.watch_dir` is set to `dir`.
+pub async fn serve_dir(dir: &std::path::Path, config: Config) -> Running {
+    let mut ids = IdStore::new(None);
+    let hosted = wot_runtime::td::definition::load_dir(dir)
+        .expect("things dir")
+        .into_iter()
+        .map(|d| things::expose(d.expect("thing file loads"), &mut ids).expect("thing builds"))
+        .collect();
+    let config = Config {
+        watch_dir: Some(dir.to_owned()),
+        ..config
+    };
+    Running::start_with_ids(config, hosted, ids)
+        .await
+        .expect("runtime starts")
+}
+
+/// Polls `check` every 50 ms until it holds; fails the test after `wait`.
+pub async fn eventually<F, Fut>(what: &str, wait: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    tokio::time::timeout(wait, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what} did not happen"));
+}
+
 /// Starts a runtime with the bundled things on a free loopback port.
 pub async fn start() -> Running {
     start_with(Config::loopback()).await
