@@ -1,7 +1,7 @@
 //! Bindings: thin adapters between a wire protocol and the core. Each decodes requests into
 //! `core::Operation`s, encodes replies and errors back, and contributes its forms to TDs through
 //! `td::FormProvider`. No binding imports another; what several share without a wire of their
-//! own lives next to them (`keepalive`, `problem`).
+//! own lives next to them (`keepalive`, `problem`, `ws_inbound`).
 
 pub mod coap;
 pub mod http;
@@ -9,6 +9,7 @@ pub mod keepalive;
 pub mod legacy;
 pub mod problem;
 pub mod ws;
+pub mod ws_inbound;
 
 /// The descriptor of a plain TCP connection, recorded by the HTTP server when it accepts one
 /// (TLS connections have none), for an endpoint that takes over the connection after an
