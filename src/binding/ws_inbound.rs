@@ -173,6 +173,41 @@ impl Inbound {
     }
 }
 
+/// The messages of a connection whose incoming bytes arrive as a stream of chunks (the HTTP
+/// layer's request payload after an upgrade).
+pub struct Messages<S> {
+    chunks: S,
+    inbound: Inbound,
+}
+
+impl<S, E> Messages<S>
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    pub fn new(chunks: S, inbound: Inbound) -> Self {
+        Messages { chunks, inbound }
+    }
+
+    /// The next message or error; `None` once the connection is over (the client went away,
+    /// the stream failed, or a fatal error was reported). Cancel-safe: what was read stays in
+    /// the decoder.
+    pub async fn recv(&mut self) -> Option<Result<Incoming, InboundError>> {
+        use futures_util::StreamExt;
+        loop {
+            if let Some(message) = self.inbound.next_message() {
+                return Some(message);
+            }
+            if self.inbound.failed {
+                return None;
+            }
+            match self.chunks.next().await {
+                Some(Ok(bytes)) => self.inbound.feed(&bytes),
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}
+
 fn text(bytes: Bytes) -> Result<Incoming, InboundError> {
     ByteString::try_from(bytes)
         .map(Incoming::Text)
@@ -266,13 +301,40 @@ mod tests {
         // A server accepts only masked frames from its clients.
         let mut inbound = Inbound::new(1024, 1024);
         inbound.feed(&[0x81, 0x02, b'h', b'i']);
-        assert!(matches!(inbound.next_message(), Some(Err(InboundError::Protocol(_)))));
+        assert!(matches!(
+            inbound.next_message(),
+            Some(Err(InboundError::Protocol(_)))
+        ));
         assert!(inbound.next_message().is_none());
 
         // A continuation without a first fragment.
         let mut inbound = Inbound::new(1024, 1024);
         inbound.feed(&frame(true, 0x0, b"orphan"));
-        assert!(matches!(inbound.next_message(), Some(Err(InboundError::Protocol(_)))));
+        assert!(matches!(
+            inbound.next_message(),
+            Some(Err(InboundError::Protocol(_)))
+        ));
+    }
+
+    #[tokio::test]
+    async fn messages_from_chunks_until_the_stream_ends() {
+        let mut bytes = frame(true, 0x1, b"one");
+        bytes.extend(frame(true, 0x1, b"two"));
+        let (first, second) = bytes.split_at(4);
+        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+            Ok(Bytes::copy_from_slice(first)),
+            Ok(Bytes::copy_from_slice(second)),
+        ];
+        let mut messages = Messages::new(futures_util::stream::iter(chunks), Inbound::new(64, 64));
+        assert_eq!(
+            messages.recv().await.map(|r| r.ok()),
+            Some(Some(Incoming::Text("one".into())))
+        );
+        assert_eq!(
+            messages.recv().await.map(|r| r.ok()),
+            Some(Some(Incoming::Text("two".into())))
+        );
+        assert!(messages.recv().await.is_none());
     }
 
     #[test]

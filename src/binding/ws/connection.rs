@@ -25,7 +25,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, ProtocolError};
+use actix_web::web::Payload;
+use actix_ws::CloseCode;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -38,6 +39,7 @@ use super::outbound::Outbound;
 use super::protocol::{self, Decoded, Frame, Rejection, Request};
 use super::session::{Interests, names_thing};
 use crate::binding::keepalive::{Keepalive, Tick};
+use crate::binding::ws_inbound::{InboundError, Incoming, Messages};
 use crate::core::servient::perform;
 use crate::core::{Ended, Error, ExposedThing, Notification, Operation, Received, Reply, Servient, Topic};
 
@@ -75,7 +77,7 @@ pub async fn run(
     servient: Arc<Servient>,
     (slug, opened_id): (String, String),
     outbound: Outbound,
-    mut stream: AggregatedMessageStream,
+    mut stream: Messages<Payload>,
     mut shutdown: watch::Receiver<bool>,
     config: WsConfig,
 ) {
@@ -135,7 +137,7 @@ pub async fn run(
                 keepalive.heard(Instant::now());
                 match message {
                     None => break End::Drop,
-                    Some(Ok(AggregatedMessage::Text(text))) => {
+                    Some(Ok(Incoming::Text(text))) => {
                         if text.len() > config.max_message {
                             let rejection = Rejection::too_large_message(&text, config.max_message);
                             protocol::rejection_response(&conn.thing_id(), &rejection)
@@ -149,23 +151,23 @@ pub async fn run(
                             }
                         }
                     }
-                    Some(Ok(AggregatedMessage::Binary(_))) => {
+                    Some(Ok(Incoming::Binary(_))) => {
                         protocol::rejection_response(&conn.thing_id(), &Rejection::binary())
                     }
-                    Some(Ok(AggregatedMessage::Ping(payload))) => {
+                    Some(Ok(Incoming::Ping(payload))) => {
                         outbound.pong(&payload);
                         continue;
                     }
-                    Some(Ok(AggregatedMessage::Pong(_))) => continue,
-                    Some(Ok(AggregatedMessage::Close(reason))) => {
+                    Some(Ok(Incoming::Pong(_))) => continue,
+                    Some(Ok(Incoming::Close(reason))) => {
                         // Echo the client's close and stop.
                         let (code, description) = reason.map_or((None, None), |r| (Some(r.code), r.description));
                         break End::Close(code, description.unwrap_or_default());
                     }
-                    Some(Err(ProtocolError::Io(e))) if super::exceeds_message_limit(&e) => {
+                    Some(Err(InboundError::MessageTooLarge(_))) => {
                         protocol::rejection_response(&conn.thing_id(), &Rejection::too_large(config.max_message))
                     }
-                    Some(Err(ProtocolError::Overflow)) => {
+                    Some(Err(InboundError::FrameTooLarge(_))) => {
                         outbound.text(&protocol::rejection_response(&conn.thing_id(), &Rejection::too_large(config.max_frame)));
                         break End::Close(Some(CloseCode::Size), format!("frame larger than {} bytes", config.max_frame));
                     }

@@ -29,7 +29,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::body::{BodySize, MessageBody};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -51,8 +51,6 @@ pub struct Outbound {
 /// The queue, as the dispatcher sees it: the response body.
 pub struct OutboundBody {
     queue: Rc<RefCell<Queue>>,
-    /// Dropped with this body, never polled (see [`keeping`](Self::keeping)).
-    kept: Option<BoxBody>,
 }
 
 struct Queue {
@@ -144,10 +142,7 @@ impl Outbound {
             task: None,
             state: State::Open,
         }));
-        (
-            Outbound { queue: queue.clone() },
-            OutboundBody { queue, kept: None },
-        )
+        (Outbound { queue: queue.clone() }, OutboundBody { queue })
     }
 
     /// Queues a notification (a text frame), unless the client is that far behind.
@@ -431,14 +426,6 @@ impl std::fmt::Display for Aborted {
 }
 
 impl std::error::Error for Aborted {}
-
-impl OutboundBody {
-    /// Holds `other` until this body is dropped, for a side effect of dropping it.
-    pub fn keeping(mut self, other: BoxBody) -> Self {
-        self.kept = Some(other);
-        self
-    }
-}
 
 impl MessageBody for OutboundBody {
     type Error = Aborted;
