@@ -72,6 +72,37 @@ enum End {
     Drop,
 }
 
+/// What one turn of the socket's loop leads to.
+enum Step {
+    /// Send this frame.
+    Send(Bytes),
+    /// A synchronous action's answer, sent when it ends.
+    Later(Pending),
+    /// Nothing to send.
+    Nothing,
+    End(End),
+}
+
+/// Since when the client has left the outbound queue full: past `send_timeout`, it is stuck.
+#[derive(Default)]
+struct FullSince(Option<tokio::time::Instant>);
+
+impl FullSince {
+    /// When the connection counts as stuck, if the queue is full now.
+    fn deadline(
+        &mut self,
+        has_room: bool,
+        send_timeout: std::time::Duration,
+    ) -> Option<tokio::time::Instant> {
+        if has_room {
+            self.0 = None;
+            return None;
+        }
+        let since = *self.0.get_or_insert_with(tokio::time::Instant::now);
+        Some(since + send_timeout)
+    }
+}
+
 /// Serves one socket of the thing under `slug` (whose id was `opened_id` when it opened).
 pub async fn run(
     servient: Arc<Servient>,
@@ -92,9 +123,7 @@ pub async fn run(
     let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
     let mut keepalive = Keepalive::new(config.ping_interval, Instant::now());
     let mut ticker = keepalive.ticker();
-    // Since when the client has left the outbound queue full.
-    let mut full_since: Option<tokio::time::Instant> = None;
-
+    let mut full_since = FullSince::default();
     // Made once: a new one per turn of the loop would register with the watch every time.
     let shutting_down = shutdown.wait_for(|down| *down);
     tokio::pin!(shutting_down);
@@ -102,121 +131,58 @@ pub async fn run(
     tokio::pin!(removed);
     let end = loop {
         let has_room = outbound.has_room();
-        let stuck_at = match (has_room, full_since) {
-            (true, _) => {
-                full_since = None;
-                None
-            }
-            (false, Some(since)) => Some(since + config.send_timeout),
-            (false, None) => {
-                let now = tokio::time::Instant::now();
-                full_since = Some(now);
-                Some(now + config.send_timeout)
-            }
-        };
-        let frame: Bytes = tokio::select! {
+        let stuck_at = full_since.deadline(has_room, config.send_timeout);
+        let step = tokio::select! {
             biased;
-            _ = &mut shutting_down => {
-                break End::Close(Some(CloseCode::Away), "server shutting down".into());
-            }
-            _ = &mut removed => {
-                break End::Close(Some(CloseCode::Away), format!("thing '{}' was removed", conn.slug));
-            }
+            _ = &mut shutting_down => Step::End(End::Close(Some(CloseCode::Away), "server shutting down".into())),
+            _ = &mut removed => Step::End(conn.removed()),
             // Frames the socket could not take at once (direct writes only).
-            _ = outbound.write_backlog() => continue,
+            _ = outbound.write_backlog() => Step::Nothing,
             room = tokio::time::timeout_at(stuck_at.unwrap_or_else(tokio::time::Instant::now), outbound.room()),
-                if !has_room =>
-            {
-                if room.is_err() {
-                    tracing::debug!("websocket client stopped reading; dropping the connection");
-                    break End::Drop;
-                }
-                continue;
-            }
+                if !has_room => stuck_or_not(room.is_err()),
             message = stream.recv(), if has_room && pending.len() < config.max_in_flight => {
                 keepalive.heard(Instant::now());
-                match message {
-                    None => break End::Drop,
-                    Some(Ok(Incoming::Text(text))) => {
-                        if text.len() > config.max_message {
-                            let rejection = Rejection::too_large_message(&text, config.max_message);
-                            protocol::rejection_response(&conn.thing_id(), &rejection)
-                        } else {
-                            match conn.handle(&text).await {
-                                Answer::Now(frame) => frame,
-                                Answer::Later(future) => {
-                                    pending.push(future);
-                                    continue;
-                                }
-                            }
-                        }
-                    }
-                    Some(Ok(Incoming::Binary(_))) => {
-                        protocol::rejection_response(&conn.thing_id(), &Rejection::binary())
-                    }
-                    Some(Ok(Incoming::Ping(payload))) => {
-                        outbound.pong(&payload);
-                        continue;
-                    }
-                    Some(Ok(Incoming::Pong(_))) => continue,
-                    Some(Ok(Incoming::Close(reason))) => {
-                        // Echo the client's close and stop.
-                        let (code, description) = reason.map_or((None, None), |r| (Some(r.code), r.description));
-                        break End::Close(code, description.unwrap_or_default());
-                    }
-                    Some(Err(InboundError::MessageTooLarge(_))) => {
-                        protocol::rejection_response(&conn.thing_id(), &Rejection::too_large(config.max_message))
-                    }
-                    Some(Err(InboundError::FrameTooLarge(_))) => {
-                        outbound.text(&protocol::rejection_response(&conn.thing_id(), &Rejection::too_large(config.max_frame)));
-                        break End::Close(Some(CloseCode::Size), format!("frame larger than {} bytes", config.max_frame));
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!("websocket protocol error: {e}");
-                        break End::Close(Some(CloseCode::Protocol), format!("protocol error: {e}"));
-                    }
-                }
+                conn.on_message(message, &config).await
             }
-            Some(frame) = pending.next(), if !pending.is_empty() => frame,
-            received = next_notification(&mut conn.subscription) => match received {
-                Received::Notification(n) => match conn.notification(&n) {
-                    Some(frame) => frame,
-                    None => continue,
-                },
-                Received::Lagged(missed) => {
-                    break End::Close(
-                        Some(CloseCode::Again),
-                        format!("lagged: {missed} notifications dropped because this socket was not read; reconnect and read again"),
-                    );
-                }
-                Received::Closed(Ended::Removed) => {
-                    break End::Close(Some(CloseCode::Away), format!("thing '{}' was removed", conn.slug));
-                }
-                Received::Closed(Ended::Changed) => {
-                    break End::Close(
-                        Some(CloseCode::Restart),
-                        format!("thing '{}' was reloaded with changed affordances; read its TD and reconnect", conn.slug),
-                    );
-                }
-            },
-            _ = ticker.tick() => match keepalive.tick(Instant::now()) {
-                Tick::Nothing => continue,
-                Tick::Ping => {
-                    outbound.ping(b"wot");
-                    continue;
-                }
-                Tick::Dead => {
-                    break End::Close(
-                        Some(CloseCode::Policy),
-                        keepalive.dead_reason(),
-                    );
-                }
-            },
+            Some(frame) = pending.next(), if !pending.is_empty() => Step::Send(frame),
+            received = next_notification(&mut conn.subscription) => conn.on_notification(received),
+            _ = ticker.tick() => on_tick(&mut keepalive, &outbound),
         };
-        outbound.text(&frame);
+        match step {
+            Step::Send(frame) => outbound.text(&frame),
+            Step::Later(answer) => pending.push(answer),
+            Step::Nothing => {}
+            Step::End(end) => break end,
+        }
     };
     // Notifications stop before the close goes out.
     conn.subscription = None;
+    finish(&outbound, end, &config).await;
+}
+
+/// The outbound queue stayed full for the whole send timeout: the client stopped reading.
+fn stuck_or_not(timed_out: bool) -> Step {
+    if timed_out {
+        tracing::debug!("websocket client stopped reading; dropping the connection");
+        return Step::End(End::Drop);
+    }
+    Step::Nothing
+}
+
+/// A keepalive tick: ping a silent client, or give up on a dead one (1008).
+fn on_tick(keepalive: &mut Keepalive, outbound: &Outbound) -> Step {
+    match keepalive.tick(Instant::now()) {
+        Tick::Nothing => Step::Nothing,
+        Tick::Ping => {
+            outbound.ping(b"wot");
+            Step::Nothing
+        }
+        Tick::Dead => Step::End(End::Close(Some(CloseCode::Policy), keepalive.dead_reason())),
+    }
+}
+
+/// Sends the close (waiting at most the send timeout for it to go out), or drops the socket.
+async fn finish(outbound: &Outbound, end: End, config: &WsConfig) {
     match end {
         End::Close(code, description) => {
             outbound.close(code.map(u16::from), &description);
@@ -253,6 +219,82 @@ async fn next_notification(subscription: &mut Option<Inbox>) -> Received {
 }
 
 impl Connection {
+    /// One message (or the end of the stream) from the client.
+    async fn on_message(
+        &mut self,
+        message: Option<Result<Incoming, InboundError>>,
+        config: &WsConfig,
+    ) -> Step {
+        let rejection = match message {
+            None => return Step::End(End::Drop),
+            Some(Ok(Incoming::Text(text))) if text.len() > config.max_message => {
+                Rejection::too_large_message(&text, config.max_message)
+            }
+            Some(Ok(Incoming::Text(text))) => {
+                return match self.handle(&text).await {
+                    Answer::Now(frame) => Step::Send(frame),
+                    Answer::Later(answer) => Step::Later(answer),
+                };
+            }
+            Some(Ok(Incoming::Binary(_))) => Rejection::binary(),
+            Some(Ok(Incoming::Ping(payload))) => {
+                self.outbound.pong(&payload);
+                return Step::Nothing;
+            }
+            Some(Ok(Incoming::Pong(_))) => return Step::Nothing,
+            Some(Ok(Incoming::Close(reason))) => {
+                // Echo the client's close and stop.
+                let (code, description) = reason.map_or((None, None), |r| (Some(r.code), r.description));
+                return Step::End(End::Close(code, description.unwrap_or_default()));
+            }
+            Some(Err(InboundError::MessageTooLarge(_))) => Rejection::too_large(config.max_message),
+            Some(Err(InboundError::FrameTooLarge(_))) => {
+                let refusal = Rejection::too_large(config.max_frame);
+                self.outbound
+                    .text(&protocol::rejection_response(&self.thing_id(), &refusal));
+                let reason = format!("frame larger than {} bytes", config.max_frame);
+                return Step::End(End::Close(Some(CloseCode::Size), reason));
+            }
+            Some(Err(e)) => {
+                tracing::debug!("websocket protocol error: {e}");
+                return Step::End(End::Close(
+                    Some(CloseCode::Protocol),
+                    format!("protocol error: {e}"),
+                ));
+            }
+        };
+        Step::Send(protocol::rejection_response(&self.thing_id(), &rejection))
+    }
+
+    /// What the fan-out relay handed this socket's task: an action status, lag, or the end.
+    fn on_notification(&mut self, received: Received) -> Step {
+        match received {
+            Received::Notification(n) => self.notification(&n).map_or(Step::Nothing, Step::Send),
+            Received::Lagged(missed) => Step::End(End::Close(
+                Some(CloseCode::Again),
+                format!(
+                    "lagged: {missed} notifications dropped because this socket was not read; reconnect and read again"
+                ),
+            )),
+            Received::Closed(Ended::Removed) => Step::End(self.removed()),
+            Received::Closed(Ended::Changed) => Step::End(End::Close(
+                Some(CloseCode::Restart),
+                format!(
+                    "thing '{}' was reloaded with changed affordances; read its TD and reconnect",
+                    self.slug
+                ),
+            )),
+        }
+    }
+
+    /// The close for a socket whose thing was removed.
+    fn removed(&self) -> End {
+        End::Close(
+            Some(CloseCode::Away),
+            format!("thing '{}' was removed", self.slug),
+        )
+    }
+
     /// The thing that serves under this socket's slug now.
     fn thing(&self) -> Result<Arc<ExposedThing>, Error> {
         self.servient.thing(&self.slug)
@@ -352,6 +394,7 @@ impl Connection {
         }
     }
 
+    /// Performs one decoded request on the thing served now.
     async fn perform(&mut self, decoded: Decoded) -> Result<Answer, Error> {
         let Decoded {
             correlation_id,
@@ -359,58 +402,33 @@ impl Connection {
             ..
         } = decoded;
         let thing = self.thing()?;
-        let op = request.operation();
-        let respond = |capacity: usize| protocol::response(&thing.id, op, capacity);
-        let done = |frame: Frame| {
-            Ok(Answer::Now(
-                frame.opt_str("correlationID", correlation_id.as_deref()).finish(),
-            ))
+        let respond = Respond {
+            thing_id: &thing.id,
+            operation: request.operation(),
+            correlation_id: correlation_id.as_deref(),
         };
         match request {
-            Request::ReadProperty { name } => {
-                let value = expect_value(perform(&thing, Operation::ReadProperty(name.clone())).await?)?;
-                done(respond(value.len() + 64).str("name", &name).raw("value", &value))
-            }
+            Request::ReadProperty { name } => read_property(&thing, name, &respond).await,
             Request::WriteProperty { name, value } => {
-                perform(&thing, Operation::WriteProperty(name.clone(), value)).await?;
-                // The write is confirmed: answer with the value now stored, unless it is
-                // write-only (then the draft forbids a value).
-                let frame = respond(64).str("name", &name);
-                match self.thing().and_then(|now| now.read_property(&name)) {
-                    Ok(stored) => done(frame.raw("value", &stored)),
-                    Err(_) => done(frame),
-                }
+                self.write_property(&thing, name, value, &respond).await
             }
             Request::ReadAllProperties => {
                 let values = expect_value(perform(&thing, Operation::ReadAllProperties).await?)?;
-                done(respond(values.len()).raw("values", &values))
+                respond.done(respond.frame(values.len()).raw("values", &values))
             }
             Request::ReadMultipleProperties { names } => {
                 let values = perform(&thing, Operation::ReadMultipleProperties(names))
                     .await
                     .map_err(unknown_name_is_bad_request)?;
                 let values = expect_value(values)?;
-                done(respond(values.len()).raw("values", &values))
+                respond.done(respond.frame(values.len()).raw("values", &values))
             }
             Request::WriteAllProperties { values } => {
-                let missing: Vec<&str> = thing
-                    .properties
-                    .iter()
-                    .filter(|(name, p)| !p.read_only && !values.contains_key(*name))
-                    .map(|(name, _)| name.as_str())
-                    .collect();
-                if !missing.is_empty() {
-                    return Err(Error::MalformedPayload(format!(
-                        "writeallproperties needs a value for every writable property; missing: {}",
-                        missing.join(", ")
-                    )));
-                }
-                self.write_multiple(&thing, values, op, correlation_id.as_deref())
-                    .await
+                require_every_writable(&thing, &values)?;
+                self.write_multiple(&thing, values, &respond).await
             }
             Request::WriteMultipleProperties { values } => {
-                self.write_multiple(&thing, values, op, correlation_id.as_deref())
-                    .await
+                self.write_multiple(&thing, values, &respond).await
             }
             Request::ObserveProperty { name } => {
                 if thing.property(&name)?.write_only {
@@ -418,190 +436,268 @@ impl Connection {
                 }
                 self.ensure_subscribed()?;
                 self.interests_mut()
-                    .observe_property(&name, correlation_id.clone());
-                done(respond(32).str("name", &name))
+                    .observe_property(&name, respond.owned_correlation());
+                respond.done(respond.frame(32).str("name", &name))
             }
             Request::UnobserveProperty { name } => {
                 thing.property(&name)?;
                 self.interests_mut().unobserve_property(&name);
                 self.release_if_idle();
-                done(respond(32).str("name", &name))
+                respond.done(respond.frame(32).str("name", &name))
             }
             Request::ObserveAllProperties => {
                 self.ensure_subscribed()?;
                 self.interests_mut()
-                    .observe_all_properties(correlation_id.clone());
-                done(respond(0))
+                    .observe_all_properties(respond.owned_correlation());
+                respond.done(respond.frame(0))
             }
             Request::UnobserveAllProperties => {
                 self.interests_mut().unobserve_all_properties();
                 self.release_if_idle();
-                done(respond(0))
+                respond.done(respond.frame(0))
             }
             Request::SubscribeEvent { name } => {
                 thing.event(&name)?;
                 self.ensure_subscribed()?;
                 self.interests_mut()
-                    .subscribe_event(&name, correlation_id.clone());
-                done(respond(32).str("name", &name))
+                    .subscribe_event(&name, respond.owned_correlation());
+                respond.done(respond.frame(32).str("name", &name))
             }
             Request::UnsubscribeEvent { name } => {
                 thing.event(&name)?;
                 self.interests_mut().unsubscribe_event(&name);
                 self.release_if_idle();
-                done(respond(32).str("name", &name))
+                respond.done(respond.frame(32).str("name", &name))
             }
             Request::SubscribeAllEvents => {
                 self.ensure_subscribed()?;
-                self.interests_mut().subscribe_all_events(correlation_id.clone());
-                done(respond(0))
+                self.interests_mut()
+                    .subscribe_all_events(respond.owned_correlation());
+                respond.done(respond.frame(0))
             }
             Request::UnsubscribeAllEvents => {
                 self.interests_mut().unsubscribe_all_events();
                 self.release_if_idle();
-                done(respond(0))
+                respond.done(respond.frame(0))
             }
-            Request::InvokeAction { name, input } => {
-                if thing.action(&name)?.synchronous {
-                    // May take a while: answered when it ends, while the socket keeps serving.
-                    let thing_id = thing.id.clone();
-                    let thing = thing.clone();
-                    return Ok(Answer::Later(Box::pin(async move {
-                        let reply = perform(
-                            &thing,
-                            Operation::InvokeAction {
-                                name: name.clone(),
-                                input,
-                            },
-                        )
-                        .await;
-                        match reply {
-                            Ok(Reply::Output(output)) => {
-                                let frame =
-                                    protocol::response(&thing_id, "invokeaction", 64).str("name", &name);
-                                let frame = match &output {
-                                    Some(output) => frame.json("output", output),
-                                    None => frame,
-                                };
-                                frame.opt_str("correlationID", correlation_id.as_deref()).finish()
-                            }
-                            Ok(other) => error_frame(
-                                &thing_id,
-                                "invokeaction",
-                                Some(&name),
-                                correlation_id.as_deref(),
-                                &Error::Internal(format!("unexpected reply {other:?}")),
-                            ),
-                            Err(e) => error_frame(
-                                &thing_id,
-                                "invokeaction",
-                                Some(&name),
-                                correlation_id.as_deref(),
-                                &e,
-                            ),
-                        }
-                    })));
-                }
-                // Subscribe before starting, so no status change can slip past this socket.
-                self.ensure_subscribed()?;
-                let reply = perform(
-                    &thing,
-                    Operation::InvokeAction {
-                        name: name.clone(),
-                        input,
-                    },
-                )
-                .await;
-                let status = match reply {
-                    Ok(Reply::Started(status)) => status,
-                    Ok(other) => return Err(Error::Internal(format!("unexpected reply {other:?}"))),
-                    Err(e) => {
-                        self.release_if_idle();
-                        return Err(e);
-                    }
-                };
-                self.interests_mut()
-                    .track_action(&status.id, correlation_id.clone());
-                done(
-                    respond(128)
-                        .str("name", &name)
-                        .json("status", &protocol::action_status(&status)),
-                )
-            }
-            Request::QueryAction { name, action_id } => {
-                let name = action_of(&thing, name, &action_id)?;
-                let status = match perform(
-                    &thing,
-                    Operation::QueryAction {
-                        name: name.clone(),
-                        id: action_id,
-                    },
-                )
-                .await?
-                {
-                    Reply::Status(s) => s,
-                    other => return Err(Error::Internal(format!("unexpected reply {other:?}"))),
-                };
-                done(
-                    respond(128)
-                        .str("name", &name)
-                        .json("status", &protocol::action_status(&status)),
-                )
-            }
+            Request::InvokeAction { name, input } => self.invoke_action(&thing, name, input, &respond).await,
+            Request::QueryAction { name, action_id } => query_action(&thing, name, action_id, &respond).await,
             Request::CancelAction { name, action_id } => {
-                let name = action_of(&thing, name, &action_id)?;
-                let op = Operation::CancelAction {
-                    name: name.clone(),
-                    id: action_id.clone(),
-                };
-                let status = match perform(&thing, op).await? {
-                    Reply::Cancelled(s) => s,
-                    other => return Err(Error::Internal(format!("unexpected reply {other:?}"))),
-                };
-                done(
-                    respond(128)
-                        .str("name", &name)
-                        .str("actionID", &action_id)
-                        .json("status", &protocol::action_status(&status)),
-                )
+                cancel_action(&thing, name, action_id, &respond).await
             }
-            Request::QueryAllActions => {
-                let all = match perform(&thing, Operation::QueryAllActions).await? {
-                    Reply::AllStatuses(all) => all,
-                    other => return Err(Error::Internal(format!("unexpected reply {other:?}"))),
-                };
-                let statuses: Map<String, Value> = all
-                    .into_iter()
-                    .map(|(name, list)| {
-                        (
-                            name,
-                            Value::Array(list.iter().map(protocol::action_status).collect()),
-                        )
-                    })
-                    .collect();
-                done(respond(256).json("statuses", &Value::Object(statuses)))
-            }
+            Request::QueryAllActions => query_all_actions(&thing, &respond).await,
         }
     }
 
+    /// writeproperty, answered with the value now stored (none for a write-only property: the
+    /// draft forbids it).
+    async fn write_property(
+        &mut self,
+        thing: &Arc<ExposedThing>,
+        name: String,
+        value: Value,
+        respond: &Respond<'_>,
+    ) -> Result<Answer, Error> {
+        perform(thing, Operation::WriteProperty(name.clone(), value)).await?;
+        let frame = respond.frame(64).str("name", &name);
+        match self.thing().and_then(|now| now.read_property(&name)) {
+            Ok(stored) => respond.done(frame.raw("value", &stored)),
+            Err(_) => respond.done(frame),
+        }
+    }
+
+    /// writeallproperties / writemultipleproperties, answered with the confirmed values of what
+    /// was written (write-only ones are left out), as served now.
     async fn write_multiple(
         &mut self,
         thing: &Arc<ExposedThing>,
         values: Map<String, Value>,
-        op: &'static str,
-        correlation_id: Option<&str>,
+        respond: &Respond<'_>,
     ) -> Result<Answer, Error> {
         let names: Vec<String> = values.keys().cloned().collect();
         perform(thing, Operation::WriteMultipleProperties(values)).await?;
-        // Confirmed values of what was written (write-only ones are left out), as served now.
         let confirmed = self.thing()?.read_properties(names.iter().map(String::as_str))?;
+        respond.done(respond.frame(confirmed.len()).raw("values", &confirmed))
+    }
+
+    /// invokeaction: a synchronous action is answered when it ends, while the socket keeps
+    /// serving; an asynchronous one is answered with its status at once and then tracked.
+    async fn invoke_action(
+        &mut self,
+        thing: &Arc<ExposedThing>,
+        name: String,
+        input: Option<Value>,
+        respond: &Respond<'_>,
+    ) -> Result<Answer, Error> {
+        if thing.action(&name)?.synchronous {
+            let answer = invoke_sync(thing.clone(), name, input, respond.owned_correlation());
+            return Ok(Answer::Later(Box::pin(answer)));
+        }
+        // Subscribed before starting, so that no status change can slip past this socket.
+        self.ensure_subscribed()?;
+        let reply = perform(
+            thing,
+            Operation::InvokeAction {
+                name: name.clone(),
+                input,
+            },
+        )
+        .await;
+        let status = match reply {
+            Ok(Reply::Started(status)) => status,
+            Ok(other) => return Err(Error::Internal(format!("unexpected reply {other:?}"))),
+            Err(e) => {
+                self.release_if_idle();
+                return Err(e);
+            }
+        };
+        self.interests_mut()
+            .track_action(&status.id, respond.owned_correlation());
+        let status = protocol::action_status(&status);
+        respond.done(respond.frame(128).str("name", &name).json("status", &status))
+    }
+}
+
+/// How the answer to one request is framed: its thing, operation and correlationID.
+struct Respond<'a> {
+    thing_id: &'a str,
+    operation: &'static str,
+    correlation_id: Option<&'a str>,
+}
+
+impl Respond<'_> {
+    /// A response envelope with room for `capacity` more bytes.
+    fn frame(&self, capacity: usize) -> Frame {
+        protocol::response(self.thing_id, self.operation, capacity)
+    }
+
+    /// The finished response, with the request's correlationID.
+    fn done(&self, frame: Frame) -> Result<Answer, Error> {
         Ok(Answer::Now(
-            protocol::response(&thing.id, op, confirmed.len())
-                .raw("values", &confirmed)
-                .opt_str("correlationID", correlation_id)
-                .finish(),
+            frame.opt_str("correlationID", self.correlation_id).finish(),
         ))
     }
+
+    fn owned_correlation(&self) -> Option<String> {
+        self.correlation_id.map(str::to_owned)
+    }
+}
+
+async fn read_property(
+    thing: &Arc<ExposedThing>,
+    name: String,
+    respond: &Respond<'_>,
+) -> Result<Answer, Error> {
+    let value = expect_value(perform(thing, Operation::ReadProperty(name.clone())).await?)?;
+    respond.done(
+        respond
+            .frame(value.len() + 64)
+            .str("name", &name)
+            .raw("value", &value),
+    )
+}
+
+/// writeallproperties needs a value for every writable property.
+fn require_every_writable(thing: &ExposedThing, values: &Map<String, Value>) -> Result<(), Error> {
+    let missing: Vec<&str> = thing
+        .properties
+        .iter()
+        .filter(|(name, p)| !p.read_only && !values.contains_key(*name))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::MalformedPayload(format!(
+        "writeallproperties needs a value for every writable property; missing: {}",
+        missing.join(", ")
+    )))
+}
+
+/// A synchronous action's answer, once it ends: its output or its error.
+async fn invoke_sync(
+    thing: Arc<ExposedThing>,
+    name: String,
+    input: Option<Value>,
+    correlation_id: Option<String>,
+) -> Bytes {
+    let operation = Operation::InvokeAction {
+        name: name.clone(),
+        input,
+    };
+    let error = match perform(&thing, operation).await {
+        Ok(Reply::Output(output)) => {
+            let frame = protocol::response(&thing.id, "invokeaction", 64).str("name", &name);
+            let frame = match &output {
+                Some(output) => frame.json("output", output),
+                None => frame,
+            };
+            return frame.opt_str("correlationID", correlation_id.as_deref()).finish();
+        }
+        Ok(other) => Error::Internal(format!("unexpected reply {other:?}")),
+        Err(e) => e,
+    };
+    error_frame(
+        &thing.id,
+        "invokeaction",
+        Some(&name),
+        correlation_id.as_deref(),
+        &error,
+    )
+}
+
+async fn query_action(
+    thing: &Arc<ExposedThing>,
+    name: Option<String>,
+    action_id: String,
+    respond: &Respond<'_>,
+) -> Result<Answer, Error> {
+    let name = action_of(thing, name, &action_id)?;
+    let operation = Operation::QueryAction {
+        name: name.clone(),
+        id: action_id,
+    };
+    let status = match perform(thing, operation).await? {
+        Reply::Status(s) => s,
+        other => return Err(Error::Internal(format!("unexpected reply {other:?}"))),
+    };
+    let status = protocol::action_status(&status);
+    respond.done(respond.frame(128).str("name", &name).json("status", &status))
+}
+
+async fn cancel_action(
+    thing: &Arc<ExposedThing>,
+    name: Option<String>,
+    action_id: String,
+    respond: &Respond<'_>,
+) -> Result<Answer, Error> {
+    let name = action_of(thing, name, &action_id)?;
+    let operation = Operation::CancelAction {
+        name: name.clone(),
+        id: action_id.clone(),
+    };
+    let status = match perform(thing, operation).await? {
+        Reply::Cancelled(s) => s,
+        other => return Err(Error::Internal(format!("unexpected reply {other:?}"))),
+    };
+    let status = protocol::action_status(&status);
+    let frame = respond.frame(128).str("name", &name).str("actionID", &action_id);
+    respond.done(frame.json("status", &status))
+}
+
+async fn query_all_actions(thing: &Arc<ExposedThing>, respond: &Respond<'_>) -> Result<Answer, Error> {
+    let all = match perform(thing, Operation::QueryAllActions).await? {
+        Reply::AllStatuses(all) => all,
+        other => return Err(Error::Internal(format!("unexpected reply {other:?}"))),
+    };
+    let statuses: Map<String, Value> = all
+        .into_iter()
+        .map(|(name, list)| {
+            let list = list.iter().map(protocol::action_status).collect();
+            (name, Value::Array(list))
+        })
+        .collect();
+    respond.done(respond.frame(256).json("statuses", &Value::Object(statuses)))
 }
 
 /// The action an instance belongs to: the given name, or found among the thing's asynchronous
