@@ -11,12 +11,26 @@ pub mod problem;
 pub mod ws;
 pub mod ws_inbound;
 
-/// The descriptor of a plain TCP connection, recorded by the HTTP server when it accepts one
-/// (TLS connections have none), for an endpoint that takes over the connection after an
-/// upgrade: the WebSocket binding writes frames to it directly. Valid while a request of that
-/// connection is being handled.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionSocket(pub std::os::fd::RawFd);
+/// The socket of a plain TCP connection, recorded by the HTTP server when it accepts one (TLS
+/// connections have none), for an endpoint that takes over the connection after an upgrade: the
+/// WebSocket binding writes frames to it directly. It can only be made from an accepted stream,
+/// and is only handed out by reference from the request's connection data, so whoever holds one
+/// holds a request of that connection, which keeps the socket open.
+#[derive(Debug)]
+pub struct ConnectionSocket(std::os::fd::RawFd);
+
+impl ConnectionSocket {
+    /// Records the socket of a connection the HTTP server just accepted.
+    pub(crate) fn of(stream: &impl std::os::fd::AsFd) -> Self {
+        use std::os::fd::AsRawFd;
+        ConnectionSocket(stream.as_fd().as_raw_fd())
+    }
+
+    /// The descriptor, for `ws::outbound`, which duplicates it while the request is handled.
+    pub(crate) fn raw(&self) -> std::os::fd::RawFd {
+        self.0
+    }
+}
 
 /// What each binding answers for one error of every `core::Error` variant, side by side. The
 /// core classifies (`Error::kind`) and each binding maps the kind on its own (none imports

@@ -227,8 +227,7 @@ pub fn start(
     // the middleware can answer it 503 instead of leaving it in the backlog.
     .on_connect(move |connection, extensions| {
         if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            use std::os::fd::AsRawFd;
-            extensions.insert(super::ConnectionSocket(tcp.as_raw_fd()));
+            extensions.insert(super::ConnectionSocket::of(tcp));
         }
         let slot = connections.admit();
         if !slot.admitted() {

@@ -164,8 +164,7 @@ async fn upgrade(
     }
     let config = state.config.clone();
     let messages = Messages::new(body, Inbound::new(config.max_frame, config.max_message));
-    let socket = req.conn_data::<ConnectionSocket>().map(|s| s.0);
-    let (outbound, body) = Outbound::new(config.max_queued, socket);
+    let (outbound, body) = Outbound::new(config.max_queued, req.conn_data::<ConnectionSocket>());
     let run = connection::run(
         state.servient.clone(),
         (thing.slug.clone(), thing.id.clone()),

@@ -31,6 +31,8 @@ use std::task::{Context, Poll, Waker};
 
 use actix_web::body::{BodySize, MessageBody};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::binding::ConnectionSocket;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
@@ -122,11 +124,11 @@ thread_local! {
 
 impl Outbound {
     /// A queue for a connection that refuses notifications beyond `limit` waiting bytes, and the
-    /// body that goes into the 101 response. With `socket` (the connection's plain TCP
-    /// descriptor, valid for the duration of this call) frames are written directly; the
-    /// descriptor is duplicated, so this must run on the worker thread inside its runtime.
-    pub fn new(limit: usize, socket: Option<RawFd>) -> (Outbound, OutboundBody) {
-        let socket = socket.and_then(|fd| match direct_socket(fd) {
+    /// body that goes into the 101 response. With `socket` (the connection's plain TCP socket,
+    /// from the request being upgraded) frames are written directly; the descriptor is
+    /// duplicated, so this must run on the worker thread inside its runtime.
+    pub fn new(limit: usize, socket: Option<&ConnectionSocket>) -> (Outbound, OutboundBody) {
+        let socket = socket.and_then(|socket| match direct_socket(socket) {
             Ok(socket) => Some(Direct::new(socket)),
             Err(e) => {
                 tracing::debug!("websocket frames go through the dispatcher: {e}");
@@ -308,10 +310,11 @@ impl Outbound {
 
 /// Our own descriptor of the connection's socket, registered for writability only (edge
 /// triggered), so that incoming data does not wake anything of ours.
-fn direct_socket(fd: RawFd) -> io::Result<AsyncFd<TcpStream>> {
-    // SAFETY: the caller guarantees `fd` is the open socket of the connection being upgraded,
-    // kept open by its dispatcher for the duration of this call; it is only duplicated here.
-    let owned = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
+fn direct_socket(socket: &ConnectionSocket) -> io::Result<AsyncFd<TcpStream>> {
+    // SAFETY: a `ConnectionSocket` is made only from an accepted stream and lent only from the
+    // connection data of one of its requests (see its doc): while we hold the reference, the
+    // dispatcher keeps that socket open. It is only duplicated here.
+    let owned = unsafe { BorrowedFd::borrow_raw(socket.raw()) }.try_clone_to_owned()?;
     if !crate::fd_limit::may_keep_optional(owned.as_raw_fd()) {
         // Dropping `owned` gives the descriptor back for accepting connections.
         return Err(io::Error::other(
@@ -485,7 +488,6 @@ impl Drop for OutboundBody {
 mod tests {
     use super::*;
     use std::io::Read;
-    use std::os::fd::AsRawFd;
 
     fn next(body: &mut OutboundBody) -> Poll<Option<Result<Bytes, Aborted>>> {
         Pin::new(body).poll_next(&mut Context::from_waker(Waker::noop()))
@@ -580,7 +582,7 @@ mod tests {
     #[tokio::test]
     async fn direct_frames_wait_for_the_head_then_go_straight_to_the_socket() {
         let (server, mut client) = pair();
-        let (out, mut body) = Outbound::new(1 << 20, Some(server.as_raw_fd()));
+        let (out, mut body) = Outbound::new(1 << 20, Some(&ConnectionSocket::of(&server)));
         // Before the dispatcher has flushed the head, frames wait.
         out.text(b"early");
         assert!(
@@ -615,7 +617,7 @@ mod tests {
     #[tokio::test]
     async fn a_socket_that_stops_taking_frames_makes_them_wait_in_order() {
         let (server, mut client) = pair();
-        let (out, mut body) = Outbound::new(64 * 1024, Some(server.as_raw_fd()));
+        let (out, mut body) = Outbound::new(64 * 1024, Some(&ConnectionSocket::of(&server)));
         let _ = next(&mut body);
         let _ = next(&mut body);
         // The client reads nothing: fill the socket until frames have to wait here.
