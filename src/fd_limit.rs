@@ -1,5 +1,5 @@
 //! The process's open-file limit. Every connection holds a descriptor, and a WebSocket on plain
-//! TCP holds a second one (`binding::ws::outbound` writes through a duplicate); once the table is
+//! TCP holds a second one (`binding::ws_outbound` writes through a duplicate); once the table is
 //! full, accepting fails and new connections wait in the backlog until a descriptor is freed.
 //!
 //! What lives here: raising the soft limit to the hard one at start, and the rule that keeps the

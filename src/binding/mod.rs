@@ -1,7 +1,7 @@
 //! Bindings: thin adapters between a wire protocol and the core. Each decodes requests into
 //! `core::Operation`s, encodes replies and errors back, and contributes its forms to TDs through
 //! `td::FormProvider`. No binding imports another; what several share without a wire of their
-//! own lives next to them (`keepalive`, `problem`, `ws_inbound`).
+//! own lives next to them (`keepalive`, `problem`, `ws_inbound`, `ws_outbound`).
 
 pub mod coap;
 pub mod http;
@@ -10,6 +10,7 @@ pub mod legacy;
 pub mod problem;
 pub mod ws;
 pub mod ws_inbound;
+pub mod ws_outbound;
 
 /// The socket of a plain TCP connection, recorded by the HTTP server when it accepts one (TLS
 /// connections have none), for an endpoint that takes over the connection after an upgrade: the
@@ -26,7 +27,7 @@ impl ConnectionSocket {
         ConnectionSocket(stream.as_fd().as_raw_fd())
     }
 
-    /// The descriptor, for `ws::outbound`, which duplicates it while the request is handled.
+    /// The descriptor, for `ws_outbound`, which duplicates it while the request is handled.
     pub(crate) fn raw(&self) -> std::os::fd::RawFd {
         self.0
     }

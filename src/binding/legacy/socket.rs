@@ -7,36 +7,46 @@
 //!
 //! One task per socket. Its state is bounded: the event subscriptions are a subset of the
 //! thing's event names, incoming messages are capped at `MAX_MESSAGE`, and a socket that reads
-//! too slowly lags on the core's broadcast channel instead of holding anything back. A socket
-//! that takes no frame for the keepalive timeout is ended (see `in_time`).
+//! too slowly lags on the core's broadcast channel instead of holding anything back. Frames go
+//! out through `binding::ws_outbound`, as on the Web Thing Protocol's socket, with a byte budget:
+//! a hub that leaves `MAX_QUEUED` bytes unread misses the next update, and its socket is closed
+//! (1013, Try Again Later); one whose queue stays full for the keepalive timeout is dropped.
 //!
 //! A socket serves the thing it opened on. When that thing is replaced (hot reload) the socket
 //! is closed with 1012 (Service Restart), and with 1001 (Going Away) when it is removed: the
 //! adapter's per-thing state (description, action queue, event log) is rebuilt for the new
 //! thing, and a hub reconnects to it. A message that raced the reload is forwarded to the new
 //! thing by the core or refused, never acknowledged and lost.
-//!
-//! Outgoing frames go through actix-ws's session and the HTTP dispatcher; unlike the Web Thing
-//! Protocol's socket there is no byte budget per socket, so what a stuck hub is owed waits in
-//! their buffers until the timeout ends it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::{HttpRequest, HttpResponse, web};
-use actix_ws::Session;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use bytes::Bytes;
 use tokio::sync::{broadcast, watch};
 
 use super::error::{LegacyError, core_status};
 use super::wire::{self, Incoming};
 use super::{LegacyThing, MAX_MESSAGE};
+use crate::binding::ConnectionSocket;
 use crate::binding::keepalive::{Keepalive, Tick};
+use crate::binding::ws_inbound::{self, Inbound, Messages};
+use crate::binding::ws_outbound::Outbound;
 use crate::core::{Ended, Operation, Received, Target, Topic};
 
 /// Subprotocols echoed when a client offers them; none is required.
 pub const SUBPROTOCOLS: &[&str] = &["webthing", "webthingprotocol"];
+
+/// Bytes that may wait for a hub that does not read before updates are refused.
+pub const MAX_QUEUED: usize = 256 * 1024;
+
+/// RFC 6455 close codes this socket sends.
+const GOING_AWAY: u16 = 1001;
+const POLICY: u16 = 1008;
+const RESTART: u16 = 1012;
+const TRY_AGAIN_LATER: u16 = 1013;
 
 pub fn open(
     req: &HttpRequest,
@@ -47,18 +57,20 @@ pub fn open(
     ping_interval: Duration,
 ) -> Result<HttpResponse, LegacyError> {
     let subscription = legacy.thing.subscribe(Target::Everything)?;
-    let (response, session, stream) = actix_ws::handle_with_protocols(req, body, SUBPROTOCOLS)
-        .map_err(|e| LegacyError::bad_request(format!("WebSocket handshake failed: {e}")))?;
-    let stream = stream
-        .max_frame_size(MAX_MESSAGE)
-        .aggregate_continuations()
-        .max_continuation_size(MAX_MESSAGE);
+    let mut response = match actix_http::ws::handshake(req.head()) {
+        Ok(response) => response,
+        Err(e) => return Ok(e.error_response()),
+    };
+    if let Some(protocol) = offered_subprotocol(req) {
+        response.insert_header((header::SEC_WEBSOCKET_PROTOCOL, protocol));
+    }
+    let messages = Messages::new(body, Inbound::new(MAX_MESSAGE, MAX_MESSAGE));
+    let (outbound, body) = Outbound::new(MAX_QUEUED, req.conn_data::<ConnectionSocket>());
     let statuses = legacy.subscribe_statuses();
     let keepalive = Keepalive::new(ping_interval, Instant::now());
     let socket = run(
         legacy,
-        session,
-        stream,
+        (outbound, messages),
         (subscription, statuses),
         (shutdown, changes),
         keepalive,
@@ -67,34 +79,29 @@ pub fn open(
         socket.await;
         drop(permit);
     });
-    Ok(response)
+    Ok(HttpResponse::from(response.finish())
+        .set_body(body)
+        .map_into_boxed_body())
 }
 
-/// Sends one text frame; false when the socket is closed or the peer does not take it in time.
-async fn send(session: &mut Session, frame: &Bytes, keepalive: &Keepalive) -> bool {
-    if frame.is_empty() {
-        return true;
-    }
-    match std::str::from_utf8(frame) {
-        Ok(text) => in_time(session.text(text.to_owned()), keepalive).await,
-        Err(_) => true,
-    }
+/// The first subprotocol the client offers that this socket speaks (RFC 6455 §4.2.2).
+fn offered_subprotocol(req: &HttpRequest) -> Option<&'static str> {
+    req.headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|offered| SUBPROTOCOLS.iter().copied().find(|p| *p == offered.trim()))
 }
 
-/// Whether a frame handed to actix-ws went in before the keepalive timeout. A peer that stops
-/// reading fills actix-ws's channel; without the bound this task would wait on it, and not see
-/// its keepalive clock, for as long as TCP takes to give up.
-async fn in_time(sent: impl Future<Output = Result<(), actix_ws::Closed>>, keepalive: &Keepalive) -> bool {
-    if keepalive.interval().is_zero() {
-        return sent.await.is_ok();
-    }
-    matches!(tokio::time::timeout(keepalive.timeout(), sent).await, Ok(Ok(())))
+/// Why the socket ends: a close frame to send, or nothing to say (the peer is gone or stuck).
+enum End {
+    Close(u16, String),
+    Drop,
 }
 
 async fn run(
     legacy: Arc<LegacyThing>,
-    mut session: Session,
-    mut stream: actix_ws::AggregatedMessageStream,
+    (outbound, mut messages): (Outbound, Messages<web::Payload>),
     (mut subscription, mut statuses): (crate::core::Subscription, broadcast::Receiver<Bytes>),
     (mut shutdown, changes): (watch::Receiver<bool>, watch::Receiver<u64>),
     mut keepalive: Keepalive,
@@ -104,99 +111,115 @@ async fn run(
     // Made once, not per turn of the loop: it registers with the watch only when it fires.
     let retired = retired(legacy.clone(), changes);
     tokio::pin!(retired);
-    let ended = loop {
+    // How long the queue may stay full, and a close take to go out: the keepalive timeout, or
+    // a minute when keepalive is off.
+    let patience = match keepalive.timeout() {
+        t if t.is_zero() => Duration::from_secs(60),
+        t => t,
+    };
+    let mut full_since: Option<tokio::time::Instant> = None;
+    let end = loop {
+        let has_room = outbound.has_room();
+        if has_room {
+            full_since = None;
+        }
+        let stuck_at = *full_since.get_or_insert_with(tokio::time::Instant::now) + patience;
         // Biased: an action's `created` (adapter channel) goes out before the core's later
         // statuses of the same instance, and shutdown is noticed first.
-        tokio::select! {
+        let frame = tokio::select! {
             biased;
-            _ = shutdown.changed() => break None,
-            ended = &mut retired => break Some(ended),
-            status = statuses.recv() => {
-                match status {
-                    Ok(frame) => {
-                        if !send(&mut session, &frame, &keepalive).await {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => break None,
+            _ = shutdown.changed() => break End::Close(GOING_AWAY, "server shutting down".into()),
+            ended = &mut retired => break closing(ended, legacy.slug()),
+            // Frames the socket could not take at once (direct writes only).
+            _ = outbound.write_backlog() => continue,
+            room = tokio::time::timeout_at(stuck_at, outbound.room()), if !has_room => {
+                if room.is_err() {
+                    tracing::debug!(thing = legacy.slug(), "legacy socket peer stopped reading; dropping it");
+                    break End::Drop;
                 }
+                continue;
             }
-            received = subscription.recv() => {
-                let frame = match received {
-                    Received::Notification(n) => match &n.topic {
-                        Topic::Event(name) if !events.contains(&**name) => continue,
-                        // The core announces asynchronous actions (whoever requested them);
-                        // actions this adapter runs itself announce through `statuses`.
-                        Topic::Action { .. } | Topic::Property(_) | Topic::Event(_) => legacy.frame(&n),
-                    },
-                    Received::Lagged(missed) => {
-                        tracing::warn!(thing = legacy.slug(), missed, "legacy socket fell behind");
+            status = statuses.recv() => match status {
+                Ok(frame) => frame,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => break End::Drop,
+            },
+            received = subscription.recv() => match received {
+                Received::Notification(n) => match &n.topic {
+                    Topic::Event(name) if !events.contains(&**name) => continue,
+                    // The core announces asynchronous actions (whoever requested them);
+                    // actions this adapter runs itself announce through `statuses`.
+                    Topic::Action { .. } | Topic::Property(_) | Topic::Event(_) => legacy.frame(&n),
+                },
+                Received::Lagged(missed) => {
+                    tracing::warn!(thing = legacy.slug(), missed, "legacy socket fell behind");
+                    continue;
+                }
+                Received::Closed(ended) => break closing(ended, legacy.slug()),
+            },
+            incoming = messages.recv(), if has_room => {
+                keepalive.heard(Instant::now());
+                match incoming {
+                    None => break End::Drop,
+                    Some(Ok(ws_inbound::Incoming::Text(text))) => {
+                        if let Some(reply) = handle(&legacy, &text, &mut events).await {
+                            outbound.text(&reply);
+                        }
                         continue;
                     }
-                    Received::Closed(ended) => break Some(ended),
-                };
-                if !send(&mut session, &frame, &keepalive).await {
-                    return;
-                }
-            }
-            incoming = stream.recv() => {
-                let Some(incoming) = incoming else { break None };
-                keepalive.heard(Instant::now());
-                let ok = match incoming {
-                    Ok(actix_ws::AggregatedMessage::Text(text)) => {
-                        let reply = handle(&legacy, &text, &mut events).await;
-                        match reply {
-                            Some(frame) => send(&mut session, &frame, &keepalive).await,
-                            None => true,
-                        }
+                    Some(Ok(ws_inbound::Incoming::Binary(_))) => {
+                        outbound.text(&wire::error_message(400, "send text messages, not binary"));
+                        continue;
                     }
-                    Ok(actix_ws::AggregatedMessage::Binary(_)) => {
-                        let refusal = wire::error_message(400, "send text messages, not binary");
-                        send(&mut session, &refusal, &keepalive).await
+                    Some(Ok(ws_inbound::Incoming::Ping(p))) => {
+                        outbound.pong(&p);
+                        continue;
                     }
-                    Ok(actix_ws::AggregatedMessage::Ping(p)) => in_time(session.pong(&p), &keepalive).await,
-                    Ok(actix_ws::AggregatedMessage::Pong(_)) => true,
-                    Ok(actix_ws::AggregatedMessage::Close(_)) => break None,
-                    Err(e) => {
+                    Some(Ok(ws_inbound::Incoming::Pong(_))) => continue,
+                    Some(Ok(ws_inbound::Incoming::Close(_))) => break End::Close(1000, String::new()),
+                    Some(Err(e)) => {
                         tracing::debug!(thing = legacy.slug(), "legacy socket protocol error: {e}");
-                        break None;
+                        break End::Drop;
                     }
-                };
-                if !ok {
-                    return;
                 }
             }
             _ = ticker.tick() => match keepalive.tick(Instant::now()) {
-                Tick::Nothing => {}
+                Tick::Nothing => continue,
                 Tick::Ping => {
-                    if !in_time(session.ping(b"wot"), &keepalive).await {
-                        return;
-                    }
+                    outbound.ping(b"wot");
+                    continue;
                 }
                 Tick::Dead => {
-                    let reason = actix_ws::CloseReason {
-                        code: actix_ws::CloseCode::Policy,
-                        description: Some(keepalive.dead_reason()),
-                    };
                     tracing::debug!(thing = legacy.slug(), "legacy socket peer silent; closing");
-                    let _ = tokio::time::timeout(keepalive.timeout(), session.close(Some(reason))).await;
-                    return;
+                    break End::Close(POLICY, keepalive.dead_reason());
                 }
             },
+        };
+        // An update the hub has no room for: it missed it, which it must not do silently.
+        if !frame.is_empty() && outbound.notification(&frame).is_err() {
+            break End::Close(
+                TRY_AGAIN_LATER,
+                "updates were dropped because this socket was not read; reconnect".into(),
+            );
         }
     };
-    let reason = ended.map(|ended| match ended {
-        Ended::Removed => actix_ws::CloseReason {
-            code: actix_ws::CloseCode::Away,
-            description: Some(format!("thing '{}' was removed", legacy.slug())),
-        },
-        Ended::Changed => actix_ws::CloseReason {
-            code: actix_ws::CloseCode::Restart,
-            description: Some(format!("thing '{}' was reloaded; reconnect", legacy.slug())),
-        },
-    });
-    let _ = session.close(reason).await;
+    match end {
+        End::Close(code, reason) => {
+            outbound.close(Some(code), &reason);
+            if tokio::time::timeout(patience, outbound.drained()).await.is_err() {
+                outbound.abort();
+            }
+        }
+        End::Drop => outbound.abort(),
+    }
+}
+
+/// The close for a socket whose thing no longer serves.
+fn closing(ended: Ended, slug: &str) -> End {
+    match ended {
+        Ended::Removed => End::Close(GOING_AWAY, format!("thing '{slug}' was removed")),
+        Ended::Changed => End::Close(RESTART, format!("thing '{slug}' was reloaded; reconnect")),
+    }
 }
 
 /// Resolves once the socket's thing no longer serves: replaced (`Changed`) or removed.

@@ -25,8 +25,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use actix_http::ws::CloseCode;
 use actix_web::web::Payload;
-use actix_ws::CloseCode;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -35,11 +35,11 @@ use tokio::sync::watch;
 
 use super::WsConfig;
 use super::fanout::{self, Inbox};
-use super::outbound::Outbound;
 use super::protocol::{self, Decoded, Frame, Rejection, Request};
 use super::session::{Interests, names_thing};
 use crate::binding::keepalive::{Keepalive, Tick};
 use crate::binding::ws_inbound::{InboundError, Incoming, Messages};
+use crate::binding::ws_outbound::Outbound;
 use crate::core::servient::perform;
 use crate::core::{Ended, Error, ExposedThing, Notification, Operation, Received, Reply, Servient, Topic};
 

@@ -20,7 +20,7 @@
 //!
 //! Everything here is confined to one thread (`Rc`, `RefCell`); connections must be spawned on
 //! the thread that serves their socket (actix-web's `rt::spawn` does this). Routing is
-//! `session::Interests::route`; frames are encoded by `protocol` and framed by `outbound`.
+//! `session::Interests::route`; frames are encoded by `protocol` and framed by `binding::ws_outbound`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -31,9 +31,9 @@ use std::task::{Poll, Waker};
 
 use tokio::sync::Notify;
 
-use super::outbound::Outbound;
 use super::protocol;
 use super::session::Interests;
+use crate::binding::ws_outbound::Outbound;
 use crate::core::{Ended, Error, ExposedThing, Notification, Received, Subscription, Target, Topic};
 
 thread_local! {
@@ -115,7 +115,7 @@ pub struct Inbox {
 }
 
 /// Subscribes a connection, whose current interests are `interests` and whose socket is written
-/// through `outbound`, to everything `thing` emits from now on that those interests route. Must
+/// through `outbound` (`binding::ws_outbound`), to everything `thing` emits from now on that those interests route. Must
 /// be called on the connection's thread.
 pub fn subscribe(
     thing: &Arc<ExposedThing>,
@@ -463,7 +463,7 @@ async fn pump(key: usize, relay: Rc<Relay>, mut subscription: Subscription) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::binding::ws::outbound::OutboundBody;
+    use crate::binding::ws_outbound::OutboundBody;
     use crate::core::ThingBuilder;
     use actix_web::body::MessageBody;
     use serde_json::json;

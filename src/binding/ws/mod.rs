@@ -5,17 +5,16 @@
 //!
 //! `protocol` decodes and encodes messages (sans-IO), `session` keeps per-connection state
 //! (sans-IO), `connection` drives one socket, `fanout` fans a thing's notifications out to the
-//! sockets of one worker thread, `outbound` writes a socket's frames (itself on plain TCP,
-//! through the HTTP dispatcher under TLS), `forms` describes the endpoint in TDs. The handshake
+//! sockets of one worker thread, `forms` describes the endpoint in TDs. The handshake
 //! is actix-http's (`ws::handshake`), incoming messages are decoded by `binding::ws_inbound`
-//! from the request's payload, and outgoing frames go through `outbound` (see there for why). The binding turns messages into core operations and subscriptions; it
+//! from the request's payload, and outgoing frames go through `binding::ws_outbound` (see there
+//! for why, and how on plain TCP and under TLS). The binding turns messages into core operations and subscriptions; it
 //! must not keep thing state, reach into another binding, or let one client's socket hold up the
 //! thing or other clients.
 
 pub mod connection;
 pub mod fanout;
 pub mod forms;
-pub mod outbound;
 pub mod protocol;
 pub mod session;
 
@@ -30,10 +29,10 @@ use tokio::sync::watch;
 use super::ConnectionSocket;
 use super::problem::Problem;
 use super::ws_inbound::{Inbound, Messages};
+use super::ws_outbound::Outbound;
 use crate::core::Servient;
 use crate::limits::Subscribers;
 pub use forms::WsForms;
-use outbound::Outbound;
 pub use protocol::SUBPROTOCOL;
 
 /// Limits and clocks of the binding.

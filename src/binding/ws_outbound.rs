@@ -1,7 +1,8 @@
-//! A socket's outgoing side: WebSocket frames from the socket's connection task and from this
-//! thread's fan-out relay, on their way to the client.
+//! A WebSocket's outgoing side, for both sockets of the HTTP port (the Web Thing Protocol's and
+//! the legacy `/webthing/` one): frames from the socket's task and from this thread's fan-out
+//! relay, on their way to the client.
 //!
-//! Why not actix-ws's `Session`: it hands every message through a channel to the response body,
+//! Why not a session that hands frames to the response body (as actix-ws's `Session` does): it hands every message through a channel to the response body,
 //! so a notification had to wake the connection's task, cross the channel, wake the HTTP
 //! dispatcher and be copied into its buffer before the `send`. Here a frame costs one `send`
 //! made by whoever queues it:
