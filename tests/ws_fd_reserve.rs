@@ -1,8 +1,11 @@
 //! A WebSocket on plain TCP is written through a second descriptor of its socket only while the
 //! top of the descriptor table stays free for accepting connections (`fd_limit::RESERVE`). The
 //! sockets upgraded past that point are written through the HTTP dispatcher and work the same.
-//! A test binary of its own, because it lowers the process's open-file limit.
+//! A test binary of its own, outside `tests/it`: it lowers the process's open-file limit and
+//! counts the process's descriptors, which the tests there, running in parallel in one process,
+//! would break and disturb.
 
+#[path = "it/common.rs"]
 mod common;
 
 use std::os::fd::AsRawFd;

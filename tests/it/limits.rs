@@ -2,7 +2,7 @@
 //! bodies, slowloris heads and thousands of idle connections, while a normal client keeps
 //! being served.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

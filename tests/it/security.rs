@@ -1,7 +1,7 @@
 //! Security of the HTTP port: HTTPS with a generated certificate that the client trusts,
 //! bearer and basic credentials on HTTP, SSE and WebSocket, and the Host allow-list.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! consumer. The operation scenarios run twice: over ws:// and over wss:// (a generated
 //! certificate the client trusts). No timing is asserted; timeouts only bound a hang.
 
-mod common;
+use crate::common;
 
 use std::collections::VecDeque;
 use std::time::Duration;

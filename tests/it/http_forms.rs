@@ -1,7 +1,7 @@
 //! Every bundled TD validates, and every form of every TD works: a walk over href + op (resolved
 //! against `base`), not a hand-written URL list.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -50,6 +50,32 @@ where
     .unwrap_or_else(|_| panic!("{what} did not happen"));
 }
 
+/// Multicast tests (mDNS, CoAP multicast) run only when asked, and `.ci` asks only inside
+/// netns-run. They run one at a time, across modules too: two runtimes announcing the same
+/// bundled things at once would (rightly) rename each other's instances. Hold the guard for the
+/// whole test; `None` means skip. For a test outside any runtime; see [`mdns_allowed_async`].
+pub fn mdns_allowed() -> Option<tokio::sync::MutexGuard<'static, ()>> {
+    mdns_tests_enabled().then(|| ONE_MULTICAST_TEST_AT_A_TIME.blocking_lock())
+}
+
+/// [`mdns_allowed`] for an async test.
+pub async fn mdns_allowed_async() -> Option<tokio::sync::MutexGuard<'static, ()>> {
+    match mdns_tests_enabled() {
+        true => Some(ONE_MULTICAST_TEST_AT_A_TIME.lock().await),
+        false => None,
+    }
+}
+
+static ONE_MULTICAST_TEST_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn mdns_tests_enabled() -> bool {
+    let enabled = std::env::var("WOT_MDNS_TESTS").as_deref() == Ok("1");
+    if !enabled {
+        eprintln!("skipped: multicast test; run under ../shared/tools/netns-run with WOT_MDNS_TESTS=1");
+    }
+    enabled
+}
+
 /// Starts a runtime with the bundled things on a free loopback port.
 pub async fn start() -> Running {
     start_with(Config::loopback()).await

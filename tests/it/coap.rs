@@ -3,7 +3,7 @@
 //! TDs fetched block-wise and compared with the HTTP TD, Block1 writes, deduplication, separate
 //! responses for slow actions, and bad input.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 //! socket, an SSE stream, a CoAP observation), and SSE `Last-Event-ID` resumption under
 //! concurrent writers. The behaviour checked here is the one spec-notes/reload.md documents.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

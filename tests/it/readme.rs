@@ -1,7 +1,7 @@
 //! The README's curl examples work as printed (only the port differs: the test server listens
 //! on a free one instead of 8080).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //! (timeout, cancel, garbage), line events from a long-running command, file sources that
 //! notify observers, and simulated signals.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

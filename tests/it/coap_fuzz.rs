@@ -3,7 +3,7 @@
 //! socket loop would), with no panic; then a flood of distinct message IDs keeps the dedup
 //! cache within its bound. Deterministic (seeded xorshift), so a failure reproduces.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

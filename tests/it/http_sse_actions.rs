@@ -1,6 +1,6 @@
 //! SSE observation and event subscription, and the asynchronous action lifecycle, over HTTP.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! absolute `alternate` ws link, PUT `{name: value}` → 200 `{name: value}`, a WebSocket
 //! setProperty seen over the W3C API, and unique event timestamps.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;
