@@ -87,10 +87,25 @@ pub async fn start_with(config: Config) -> Running {
         .expect("runtime starts")
 }
 
+/// An HTTP client for the runtime's plain-HTTP port. It trusts no certificate at all (HTTPS tests
+/// use [`trusting_client`]), so building one is cheap: with the platform's roots, each build
+/// would read and parse them again (some 30 ms in a debug build), and tests build many.
 pub fn client() -> reqwest::Client {
-    // reqwest is built without a TLS provider of its own: rustls uses ring, as the server does.
+    static NO_ROOTS: std::sync::OnceLock<rustls::ClientConfig> = std::sync::OnceLock::new();
+    let tls = NO_ROOTS.get_or_init(|| {
+        // rustls uses ring, as the server does.
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
+    });
+    // The process's default provider too, for the TLS configurations that take it.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
+        .tls_backend_preconfigured(tls.clone())
         .timeout(Duration::from_secs(20))
         .pool_idle_timeout(CLIENT_IDLE)
         .build()
