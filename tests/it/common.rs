@@ -17,6 +17,51 @@ pub fn bundled_things() -> Vec<Hosted> {
         .collect()
 }
 
+/// The bundled things with every behaviour period (`periodMs` of drift and simulated sources,
+/// `pollMs` of file and command sources) cut to at most `period`: the same TDs and the same
+/// behaviours, at test speed. The thermostat's temperature drifts every 1 s as bundled, so a
+/// test waiting for it to pass 25 °C would wait seconds.
+pub fn bundled_things_every(period: Duration) -> Vec<Hosted> {
+    fn cap(value: &mut Value, ms: u64) {
+        match value {
+            Value::Object(members) => {
+                for (key, member) in members.iter_mut() {
+                    match member.as_u64() {
+                        Some(current) if key == "periodMs" || key == "pollMs" => {
+                            *member = current.min(ms).into()
+                        }
+                        _ => cap(member, ms),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|item| cap(item, ms)),
+            _ => {}
+        }
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("things");
+    let mut ids = IdStore::new(None);
+    ["lamp.json", "thermostat.json", "host.json"]
+        .into_iter()
+        .map(|name| {
+            let path = dir.join(name);
+            let mut model: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).expect("bundled thing file"))
+                    .expect("JSON");
+            cap(&mut model, period.as_millis() as u64);
+            let definition = wot_runtime::td::definition::parse(&path, &model.to_string())
+                .unwrap_or_else(|p| panic!("{name}: {p:?}"));
+            things::expose(definition, &mut ids).expect("bundled thing builds")
+        })
+        .collect()
+}
+
+/// Starts a runtime with [`bundled_things_every`] 50 ms.
+pub async fn start_at_test_speed(config: Config) -> Running {
+    Running::start(config, bundled_things_every(Duration::from_millis(50)))
+        .await
+        .expect("runtime starts")
+}
+
 /// Starts a runtime on the thing files of `dir`, watching it for changes (hot reload) with
 /// `config`'s period; `config.watch_dir` is set to `dir`.
 pub async fn serve_dir(dir: &std::path::Path, config: Config) -> Running {

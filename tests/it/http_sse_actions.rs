@@ -123,7 +123,8 @@ async fn events_and_fade_steps_arrive_as_notifications() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thermostat_event_fires_when_the_temperature_crosses_its_limit() {
-    let running = common::start().await;
+    // The bundled thermostat, drifting every 50 ms instead of every second.
+    let running = common::start_at_test_speed(wot_runtime::runtime::Config::loopback()).await;
     let client = common::client();
     let base = running.http_url();
     let mut event = sse(&client, format!("{base}/things/thermostat/events/overheating")).await;
@@ -144,7 +145,7 @@ async fn thermostat_event_fires_when_the_temperature_crosses_its_limit() {
     // The simulated temperature drifts toward the target and is observable on the way.
     let first: f64 = temperature.next(WAIT).await.data.parse().unwrap();
     assert!(first > 19.0, "{first}");
-    let frame = event.next(Duration::from_secs(30)).await;
+    let frame = event.next(WAIT).await;
     let at: f64 = frame.data.parse().unwrap();
     assert!(
         at > 25.0,
@@ -155,7 +156,8 @@ async fn thermostat_event_fires_when_the_temperature_crosses_its_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_readings_are_real() {
-    let running = common::start().await;
+    // The bundled host thing, reading /proc every 50 ms.
+    let running = common::start_at_test_speed(wot_runtime::runtime::Config::loopback()).await;
     let client = common::client();
     let base = running.http_url();
     let all: Value = common::get_json(&client, format!("{base}/things/host/properties")).await;
