@@ -135,6 +135,37 @@ pub async fn start_with(config: Config) -> Running {
 /// An HTTP client for the runtime's plain-HTTP port. It trusts no certificate at all (HTTPS tests
 /// use [`trusting_client`]), so building one is cheap: with the platform's roots, each build
 /// would read and parse them again (some 30 ms in a debug build), and tests build many.
+/// Hangs up `sockets`, as clients that are done leave, then stops the runtime. A WebSocket
+/// still open when the stop begins is closed by the server (1001) and holds the stop for the
+/// grace it gives open connections (1 s), whether or not its client reads on;
+/// `ws::shutdown_closes_sockets_with_1001` and the legacy and reload tests look at that close.
+pub async fn hang_up_then_stop<S>(
+    running: Running,
+    sockets: impl IntoIterator<Item = tokio_tungstenite::WebSocketStream<S>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    futures_util::future::join_all(sockets.into_iter().map(hang_up)).await;
+    running.stop().await;
+}
+
+/// Ends the client's side of a WebSocket connection (TCP FIN; close_notify first under TLS) and
+/// waits until the server has ended its side too, so that the server holds nothing of it.
+pub async fn hang_up<S>(mut socket: tokio_tungstenite::WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let _ = socket.get_mut().shutdown().await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = socket.next().await {}
+    });
+    ended
+        .await
+        .expect("the server ends a connection its client hung up");
+}
+
 pub fn client() -> reqwest::Client {
     static NO_ROOTS: std::sync::OnceLock<rustls::ClientConfig> = std::sync::OnceLock::new();
     let tls = NO_ROOTS.get_or_init(|| {
