@@ -290,7 +290,20 @@ async fn sse_sends_keepalive_comments_and_ends_on_shutdown() {
     let client = common::client();
     let mut stream = sse(&client, format!("{}/things/lamp/events", running.http_url())).await;
     stream.wait_for_text(": keep-alive", WAIT).await;
-    running.stop().await;
+    // The stop ends the stream: the body comes to its proper end (a broken-off connection
+    // would be an error), with nothing but comments before it, and the stop itself finishes.
+    let stop = tokio::spawn(running.stop());
+    let mut response = stream.into_response();
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Some(chunk) = response.chunk().await.expect("the stream ends cleanly") {
+            assert!(chunk.starts_with(b":"), "only comments before the end: {chunk:?}");
+        }
+    });
+    ended.await.expect("the stream ends on shutdown");
+    tokio::time::timeout(WAIT, stop)
+        .await
+        .expect("the stop finishes")
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
