@@ -237,15 +237,21 @@ async fn async_action_lifecycle_and_cancel() {
         common::get_json(&client, format!("{base}/things/lamp/properties/brightness")).await;
     assert_eq!(brightness, 0);
 
-    // Cancel a long fade: 204, the status shows it stopped, and the ramp stops moving.
+    // Cancel a long fade: 204, the status shows it stopped, and the ramp stops moving. From 0 to
+    // 100 in 10 s, it moves by one every step (100 ms): cancelled once it moved.
     let res = client
         .post(format!("{base}/things/lamp/actions/fade"))
-        .json(&json!({"level": 100, "duration": 60000}))
+        .json(&json!({"level": 100, "duration": 10000}))
         .send()
         .await
         .unwrap();
     let location = res.headers()["location"].to_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    common::eventually("the fade moves", WAIT, || async {
+        let brightness: Value =
+            common::get_json(&client, format!("{base}/things/lamp/properties/brightness")).await;
+        brightness.as_i64().unwrap() > 0
+    })
+    .await;
     let cancel = client.delete(&location).send().await.unwrap();
     assert_eq!(cancel.status(), StatusCode::NO_CONTENT);
     let stopped: Value = common::get_json(&client, &location).await;

@@ -596,6 +596,8 @@ async fn subprotocols_are_echoed_only_when_offered_and_cors_is_open() {
         .insert("Sec-WebSocket-Protocol", "webthing".parse().unwrap());
     let (socket, response) = tokio_tungstenite::connect_async(request).await.expect("opens");
     assert_eq!(response.headers()["sec-websocket-protocol"], "webthing");
+    // Not offered, none is chosen (`connect` offers none and checks that).
+    let unoffered = connect(&base, "lamp").await;
     // Item 14.
     let client = common::client();
     let r = client
@@ -619,7 +621,7 @@ async fn subprotocols_are_echoed_only_when_offered_and_cors_is_open() {
     for m in ["GET", "PUT", "POST", "DELETE"] {
         assert!(methods.contains(m), "{methods}");
     }
-    common::hang_up_then_stop(running, [socket]).await;
+    common::hang_up_then_stop(running, [socket, unoffered]).await;
 }
 
 #[tokio::test]
