@@ -30,3 +30,4 @@ mod reload_integrity;
 mod security;
 mod thing_models;
 mod ws;
+mod ws_fd_reserve;
