@@ -132,13 +132,10 @@ pub async fn start_with(config: Config) -> Running {
         .expect("runtime starts")
 }
 
-/// An HTTP client for the runtime's plain-HTTP port. It trusts no certificate at all (HTTPS tests
-/// use [`trusting_client`]), so building one is cheap: with the platform's roots, each build
-/// would read and parse them again (some 30 ms in a debug build), and tests build many.
 /// Hangs up `sockets`, as clients that are done leave, then stops the runtime. A WebSocket
 /// still open when the stop begins is closed by the server (1001) and holds the stop for the
-/// grace it gives open connections (1 s), whether or not its client reads on;
-/// `ws::shutdown_closes_sockets_with_1001` and the legacy and reload tests look at that close.
+/// grace it gives open connections (1 s), whether or not its client reads on and answers;
+/// `ws::shutdown_closes_sockets_with_1001` looks at that close.
 pub async fn hang_up_then_stop<S>(
     running: Running,
     sockets: impl IntoIterator<Item = tokio_tungstenite::WebSocketStream<S>>,
@@ -150,7 +147,8 @@ pub async fn hang_up_then_stop<S>(
 }
 
 /// Ends the client's side of a WebSocket connection (TCP FIN; close_notify first under TLS) and
-/// waits until the server has ended its side too, so that the server holds nothing of it.
+/// reads until the stream ends, normally at the server's end of the connection: then the server
+/// holds nothing of it.
 pub async fn hang_up<S>(mut socket: tokio_tungstenite::WebSocketStream<S>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -166,6 +164,9 @@ where
         .expect("the server ends a connection its client hung up");
 }
 
+/// An HTTP client for the runtime's plain-HTTP port. It trusts no certificate at all (HTTPS tests
+/// use [`trusting_client`]), so building one is cheap: with the platform's roots, each build
+/// would read and parse them again (some 30 ms in a debug build), and tests build many.
 pub fn client() -> reqwest::Client {
     static NO_ROOTS: std::sync::OnceLock<rustls::ClientConfig> = std::sync::OnceLock::new();
     let tls = NO_ROOTS.get_or_init(|| {
