@@ -100,9 +100,15 @@ pub fn bump_patch(version: Option<&str>, by: u64) -> String {
     format!("{}.{}.{patch}", parts[0], parts[1])
 }
 
-/// Watches `dir` until the task is aborted.
-pub async fn watch(dir: PathBuf, host: Arc<Host>, period: Duration) {
-    let mut seen = scan(&dir);
+/// Watches `dir` until the task is aborted. The first scan, which later ones are compared with,
+/// is taken here, before the task is spawned: a file changed once this returns is reloaded,
+/// however late the task first runs.
+pub fn watch(dir: PathBuf, host: Arc<Host>, period: Duration) -> impl Future<Output = ()> + Send {
+    let seen = scan(&dir);
+    watch_from(dir, seen, host, period)
+}
+
+async fn watch_from(dir: PathBuf, mut seen: BTreeMap<PathBuf, Signature>, host: Arc<Host>, period: Duration) {
     let mut reloads: HashMap<String, u64> = HashMap::new();
     loop {
         tokio::time::sleep(period).await;

@@ -3,7 +3,7 @@
 //! socket, an SSE stream, a CoAP observation), and SSE `Last-Event-ID` resumption under
 //! concurrent writers. The behaviour checked here is the one spec-notes/reload.md documents.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -311,7 +311,7 @@ async fn a_reload_keeps_every_connection_current_or_ends_it_as_documented() {
     )
     .await;
     assert!(r.get("error").is_none(), "{r}");
-    let mut hub = websocket(&running, "/webthing/lamp", None).await;
+    let mut first_hub = websocket(&running, "/webthing/lamp", None).await;
     let mut sse = open_sse(&running, brightness, None).await;
     let (coap, first) = Observer::register(&running, brightness).await;
     assert_eq!(first, json!(50));
@@ -337,7 +337,7 @@ async fn a_reload_keeps_every_connection_current_or_ends_it_as_documented() {
     );
     // The legacy socket's adapter state belongs to the old thing: it is closed for the hub to
     // reconnect (1012, Service Restart).
-    let (code, reason) = close_of(&mut hub).await;
+    let (code, reason) = close_of(&mut first_hub).await;
     assert_eq!(u16::from(code), 1012, "{reason}");
 
     // A write on the socket opened before the reload is acknowledged and served everywhere.
@@ -404,7 +404,7 @@ async fn a_reload_keeps_every_connection_current_or_ends_it_as_documented() {
     assert_eq!(u16::from(code), 1012);
     // The value still fits the new schema, so it was kept.
     assert_eq!(get(&running, brightness).await, json!(44));
-    running.stop().await;
+    common::hang_up_then_stop(running, [w3c, first_hub, hub]).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -453,7 +453,7 @@ async fn removing_a_thing_ends_each_of_its_connections() {
         204
     );
     assert_eq!(other.next(WAIT).await.data, "23");
-    running.stop().await;
+    common::hang_up_then_stop(running, [observing, idle, hub]).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 

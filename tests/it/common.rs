@@ -17,6 +17,51 @@ pub fn bundled_things() -> Vec<Hosted> {
         .collect()
 }
 
+/// The bundled things with every behaviour period (`periodMs` of drift and simulated sources,
+/// `pollMs` of file and command sources) cut to at most `period`: the same TDs and the same
+/// behaviours, at test speed. The thermostat's temperature drifts every 1 s as bundled, so a
+/// test waiting for it to pass 25 °C would wait seconds.
+pub fn bundled_things_every(period: Duration) -> Vec<Hosted> {
+    fn cap(value: &mut Value, ms: u64) {
+        match value {
+            Value::Object(members) => {
+                for (key, member) in members.iter_mut() {
+                    match member.as_u64() {
+                        Some(current) if key == "periodMs" || key == "pollMs" => {
+                            *member = current.min(ms).into()
+                        }
+                        _ => cap(member, ms),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|item| cap(item, ms)),
+            _ => {}
+        }
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("things");
+    let mut ids = IdStore::new(None);
+    ["lamp.json", "thermostat.json", "host.json"]
+        .into_iter()
+        .map(|name| {
+            let path = dir.join(name);
+            let mut model: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).expect("bundled thing file"))
+                    .expect("JSON");
+            cap(&mut model, period.as_millis() as u64);
+            let definition = wot_runtime::td::definition::parse(&path, &model.to_string())
+                .unwrap_or_else(|p| panic!("{name}: {p:?}"));
+            things::expose(definition, &mut ids).expect("bundled thing builds")
+        })
+        .collect()
+}
+
+/// Starts a runtime with [`bundled_things_every`] 50 ms.
+pub async fn start_at_test_speed(config: Config) -> Running {
+    Running::start(config, bundled_things_every(Duration::from_millis(50)))
+        .await
+        .expect("runtime starts")
+}
+
 /// Starts a runtime on the thing files of `dir`, watching it for changes (hot reload) with
 /// `config`'s period; `config.watch_dir` is set to `dir`.
 pub async fn serve_dir(dir: &std::path::Path, config: Config) -> Running {
@@ -50,6 +95,32 @@ where
     .unwrap_or_else(|_| panic!("{what} did not happen"));
 }
 
+/// Multicast tests (mDNS, CoAP multicast) run only when asked, and `.ci` asks only inside
+/// netns-run. They run one at a time, across modules too: two runtimes announcing the same
+/// bundled things at once would (rightly) rename each other's instances. Hold the guard for the
+/// whole test; `None` means skip. For a test outside any runtime; see [`mdns_allowed_async`].
+pub fn mdns_allowed() -> Option<tokio::sync::MutexGuard<'static, ()>> {
+    mdns_tests_enabled().then(|| ONE_MULTICAST_TEST_AT_A_TIME.blocking_lock())
+}
+
+/// [`mdns_allowed`] for an async test.
+pub async fn mdns_allowed_async() -> Option<tokio::sync::MutexGuard<'static, ()>> {
+    match mdns_tests_enabled() {
+        true => Some(ONE_MULTICAST_TEST_AT_A_TIME.lock().await),
+        false => None,
+    }
+}
+
+static ONE_MULTICAST_TEST_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn mdns_tests_enabled() -> bool {
+    let enabled = std::env::var("WOT_MDNS_TESTS").as_deref() == Ok("1");
+    if !enabled {
+        eprintln!("skipped: multicast test; run under ../shared/tools/netns-run with WOT_MDNS_TESTS=1");
+    }
+    enabled
+}
+
 /// Starts a runtime with the bundled things on a free loopback port.
 pub async fn start() -> Running {
     start_with(Config::loopback()).await
@@ -61,10 +132,57 @@ pub async fn start_with(config: Config) -> Running {
         .expect("runtime starts")
 }
 
+/// Hangs up `sockets`, as clients that are done leave, then stops the runtime. A WebSocket
+/// still open when the stop begins is closed by the server (1001) and holds the stop for the
+/// grace it gives open connections (1 s), whether or not its client reads on and answers;
+/// `ws::shutdown_closes_sockets_with_1001` looks at that close.
+pub async fn hang_up_then_stop<S>(
+    running: Running,
+    sockets: impl IntoIterator<Item = tokio_tungstenite::WebSocketStream<S>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    futures_util::future::join_all(sockets.into_iter().map(hang_up)).await;
+    running.stop().await;
+}
+
+/// Ends the client's side of a WebSocket connection (TCP FIN; close_notify first under TLS) and
+/// reads until the stream ends, normally at the server's end of the connection: then the server
+/// holds nothing of it.
+pub async fn hang_up<S>(mut socket: tokio_tungstenite::WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let _ = socket.get_mut().shutdown().await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = socket.next().await {}
+    });
+    ended
+        .await
+        .expect("the server ends a connection its client hung up");
+}
+
+/// An HTTP client for the runtime's plain-HTTP port. It trusts no certificate at all (HTTPS tests
+/// use [`trusting_client`]), so building one is cheap: with the platform's roots, each build
+/// would read and parse them again (some 30 ms in a debug build), and tests build many.
 pub fn client() -> reqwest::Client {
-    // reqwest is built without a TLS provider of its own: rustls uses ring, as the server does.
+    static NO_ROOTS: std::sync::OnceLock<rustls::ClientConfig> = std::sync::OnceLock::new();
+    let tls = NO_ROOTS.get_or_init(|| {
+        // rustls uses ring, as the server does.
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
+    });
+    // The process's default provider too, for the TLS configurations that take it.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
+        .tls_backend_preconfigured(tls.clone())
         .timeout(Duration::from_secs(20))
         .pool_idle_timeout(CLIENT_IDLE)
         .build()

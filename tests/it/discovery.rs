@@ -3,7 +3,7 @@
 //! `../shared/tools/netns-run` — the mDNS announcements of `wot serve` browsed and resolved with
 //! mdns-sd, goodbyes, conflict renaming, the `_wot._udp` record, and `wot discover --json`.
 
-mod common;
+use crate::common::{self, mdns_allowed};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -153,19 +153,6 @@ async fn things_lists_every_td_sorted_by_id_with_pagination_links() {
 }
 
 // ------------------------------------------------------------------ multicast (netns-run only)
-
-/// Multicast tests run only when asked, and `.ci` asks only inside netns-run. They run one at a
-/// time: two runtimes announcing the same bundled things at once would (rightly) rename each
-/// other's instances.
-fn mdns_allowed() -> Option<std::sync::MutexGuard<'static, ()>> {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    if std::env::var("WOT_MDNS_TESTS").as_deref() == Ok("1") {
-        Some(ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner()))
-    } else {
-        eprintln!("skipped: multicast test; run under ../shared/tools/netns-run with WOT_MDNS_TESTS=1");
-        None
-    }
-}
 
 /// A `wot serve` process, killed when dropped.
 struct Serve {

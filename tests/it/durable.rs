@@ -1,7 +1,7 @@
 //! Durable state: acknowledged writes survive `kill -9`, values are restored on start, and a
 //! stored value that no longer fits its schema falls back to the default.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Hot reload: adding, changing and removing files in the things directory adds, updates (with
 //! a bumped TD version) and removes things while serving, and other things' connections stay up.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

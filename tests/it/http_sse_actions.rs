@@ -1,6 +1,6 @@
 //! SSE observation and event subscription, and the asynchronous action lifecycle, over HTTP.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -123,7 +123,8 @@ async fn events_and_fade_steps_arrive_as_notifications() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thermostat_event_fires_when_the_temperature_crosses_its_limit() {
-    let running = common::start().await;
+    // The bundled thermostat, drifting every 50 ms instead of every second.
+    let running = common::start_at_test_speed(wot_runtime::runtime::Config::loopback()).await;
     let client = common::client();
     let base = running.http_url();
     let mut event = sse(&client, format!("{base}/things/thermostat/events/overheating")).await;
@@ -144,7 +145,7 @@ async fn thermostat_event_fires_when_the_temperature_crosses_its_limit() {
     // The simulated temperature drifts toward the target and is observable on the way.
     let first: f64 = temperature.next(WAIT).await.data.parse().unwrap();
     assert!(first > 19.0, "{first}");
-    let frame = event.next(Duration::from_secs(30)).await;
+    let frame = event.next(WAIT).await;
     let at: f64 = frame.data.parse().unwrap();
     assert!(
         at > 25.0,
@@ -155,7 +156,8 @@ async fn thermostat_event_fires_when_the_temperature_crosses_its_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_readings_are_real() {
-    let running = common::start().await;
+    // The bundled host thing, reading /proc every 50 ms.
+    let running = common::start_at_test_speed(wot_runtime::runtime::Config::loopback()).await;
     let client = common::client();
     let base = running.http_url();
     let all: Value = common::get_json(&client, format!("{base}/things/host/properties")).await;
@@ -235,15 +237,21 @@ async fn async_action_lifecycle_and_cancel() {
         common::get_json(&client, format!("{base}/things/lamp/properties/brightness")).await;
     assert_eq!(brightness, 0);
 
-    // Cancel a long fade: 204, the status shows it stopped, and the ramp stops moving.
+    // Cancel a long fade: 204, the status shows it stopped, and the ramp stops moving. From 0 to
+    // 100 in 10 s, it moves by one every step (100 ms): cancelled once it moved.
     let res = client
         .post(format!("{base}/things/lamp/actions/fade"))
-        .json(&json!({"level": 100, "duration": 60000}))
+        .json(&json!({"level": 100, "duration": 10000}))
         .send()
         .await
         .unwrap();
     let location = res.headers()["location"].to_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    common::eventually("the fade moves", WAIT, || async {
+        let brightness: Value =
+            common::get_json(&client, format!("{base}/things/lamp/properties/brightness")).await;
+        brightness.as_i64().unwrap() > 0
+    })
+    .await;
     let cancel = client.delete(&location).send().await.unwrap();
     assert_eq!(cancel.status(), StatusCode::NO_CONTENT);
     let stopped: Value = common::get_json(&client, &location).await;
@@ -288,7 +296,20 @@ async fn sse_sends_keepalive_comments_and_ends_on_shutdown() {
     let client = common::client();
     let mut stream = sse(&client, format!("{}/things/lamp/events", running.http_url())).await;
     stream.wait_for_text(": keep-alive", WAIT).await;
-    running.stop().await;
+    // The stop ends the stream: the body comes to its proper end (a broken-off connection
+    // would be an error), with nothing but comments before it, and the stop itself finishes.
+    let stop = tokio::spawn(running.stop());
+    let mut response = stream.into_response();
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Some(chunk) = response.chunk().await.expect("the stream ends cleanly") {
+            assert!(chunk.starts_with(b":"), "only comments before the end: {chunk:?}");
+        }
+    });
+    ended.await.expect("the stream ends on shutdown");
+    tokio::time::timeout(WAIT, stop)
+        .await
+        .expect("the stop finishes")
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 //! TDs fetched block-wise and compared with the HTTP TD, Block1 writes, deduplication, separate
 //! responses for slow actions, and bad input.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -761,13 +761,20 @@ async fn the_same_message_id_twice_executes_once() {
 #[tokio::test]
 async fn a_slow_action_gets_a_separate_response() {
     use wot_runtime::core::ThingBuilder;
+    // The action brews until the test lets it finish, which it does only once the empty ACK
+    // came: slower than `separate_after` whatever the machine's speed, with no time spent.
+    let brewed = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let held = brewed.clone();
     let thing = ThingBuilder::new(
         "slow",
         json!({"title": "Slow", "actions": {"brew": {"synchronous": true, "output": {"type": "string"}}}}),
     )
-    .on_action("brew", |_| async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        Ok(Some(json!("coffee")))
+    .on_action("brew", move |_| {
+        let held = held.clone();
+        async move {
+            let _done = held.acquire().await;
+            Ok(Some(json!("coffee")))
+        }
     })
     .build()
     .unwrap();
@@ -776,13 +783,20 @@ async fn a_slow_action_gets_a_separate_response() {
         behaviors: Default::default(),
     }];
     let mut config = coap_config();
-    config.coap.separate_after = Duration::from_millis(300);
+    config.coap.separate_after = Duration::from_millis(100);
     let running = Running::start(config, hosted).await.unwrap();
     let client = Client::new(&running).await;
     let p = client.req(RequestType::Post, "/things/slow/actions/brew");
-    let (response, empty_ack) = client.exchange(&p).await;
-    let ack = empty_ack.expect("an empty ACK first");
+    client.send(&p).await;
+    let ack = client.recv().await;
+    assert_eq!(
+        (ack.header.get_type(), ack.header.code),
+        (MessageType::Acknowledgement, MessageClass::Empty),
+        "an empty ACK first"
+    );
     assert_eq!(ack.header.message_id, p.header.message_id);
+    brewed.add_permits(1);
+    let response = client.separate(&p).await;
     assert_eq!(
         response.header.get_type(),
         MessageType::Confirmable,

@@ -4,7 +4,7 @@
 //! consumer. The operation scenarios run twice: over ws:// and over wss:// (a generated
 //! certificate the client trusts). No timing is asserted; timeouts only bound a hang.
 
-mod common;
+use crate::common;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -261,7 +261,7 @@ async fn http_put(running: &Running, path: &str, body: &Value) {
 async fn handshake_td_forms_and_plain_get() {
     let running = common::start().await;
     // The subprotocol is echoed; a client that offers none is served too.
-    let (_ws, chosen) = open(&ws_url(&running, "lamp"), Some("webthingprotocol")).await;
+    let (offered, chosen) = open(&ws_url(&running, "lamp"), Some("webthingprotocol")).await;
     assert_eq!(chosen.as_deref(), Some("webthingprotocol"));
     let (ws, chosen) = open(&ws_url(&running, "lamp"), None).await;
     assert_eq!(chosen, None);
@@ -349,7 +349,7 @@ async fn handshake_td_forms_and_plain_get() {
             common::get_json(&common::client(), format!("{}/things/{slug}", running.http_url())).await;
         common::assert_valid_td(&td);
     }
-    running.stop().await;
+    common::hang_up_then_stop(running, [offered, bare.ws]).await;
 }
 
 over_ws_and_wss!(
@@ -424,7 +424,7 @@ async fn property_operations(tls: bool) {
         .error("writeproperty", json!({"name": "temperature", "value": 3}), 400)
         .await;
     assert_eq!(r["error"]["rule"], "readOnly");
-    running.stop().await;
+    common::hang_up_then_stop(running, [c.ws, t.ws]).await;
 }
 
 over_ws_and_wss!(
@@ -504,7 +504,7 @@ async fn observation_with_correlation_last_wins_and_unobserve(tls: bool) {
         .await;
     let n = c.notification().await;
     assert_eq!(n["operation"], "subscribeevent", "property changes stopped: {n}");
-    running.stop().await;
+    common::hang_up_then_stop(running, [c.ws, writer.ws]).await;
 }
 
 over_ws_and_wss!(
@@ -538,7 +538,7 @@ async fn cross_protocol_http_write_reaches_socket_observers(tls: bool) {
         (n["name"].as_str(), n["value"].as_bool()),
         (Some("on"), Some(true))
     );
-    running.stop().await;
+    common::hang_up_then_stop(running, [a.ws, b.ws]).await;
 }
 
 over_ws_and_wss!(
@@ -671,7 +671,7 @@ async fn events_and_async_action_lifecycle(tls: bool) {
     );
     c.ok("unsubscribeevent", json!({"name": "faded"})).await;
     c.ok("unsubscribeallevents", json!({})).await;
-    running.stop().await;
+    common::hang_up_then_stop(running, [c.ws, all.ws]).await;
 }
 
 #[tokio::test]
@@ -803,7 +803,7 @@ async fn bad_input_gets_precise_errors_and_the_socket_stays_open() {
     // The server keeps serving others.
     let mut d = Wtp::connect(&running, "lamp").await;
     assert_eq!(d.ok("readallproperties", json!({})).await["values"], before);
-    running.stop().await;
+    common::hang_up_then_stop(running, [c.ws, d.ws]).await;
 }
 
 #[tokio::test]
@@ -840,7 +840,7 @@ async fn keepalive_answers_pings_and_closes_silent_peers() {
     let (head, frames) = common::until_server_closes(raw).await;
     assert!(head.starts_with(b"HTTP/1.1 101"));
     common::assert_pinged_then_closed_as_dead(&frames);
-    running.stop().await;
+    common::hang_up_then_stop(running, [c.ws]).await;
 }
 
 #[tokio::test]
@@ -904,7 +904,7 @@ async fn fan_out_to_1000_sockets() {
     }))
     .await;
     assert_eq!(received.iter().sum::<usize>(), SOCKETS);
-    running.stop().await;
+    common::hang_up_then_stop(running, clients.into_iter().map(|c| c.ws)).await;
 }
 
 /// A socket whose client stops reading must neither stall the thing nor the other sockets,
@@ -979,5 +979,5 @@ async fn slow_consumer_lags_without_stalling_others() {
             .unwrap()
             .starts_with(&format!("{}:", WRITES - 1))
     );
-    running.stop().await;
+    common::hang_up_then_stop(running, [fast.ws, slow.ws]).await;
 }

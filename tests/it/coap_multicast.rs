@@ -3,10 +3,10 @@
 //! happen on a real network, so this runs only when WOT_MDNS_TESTS=1, which `.ci/run` sets
 //! inside `../shared/tools/netns-run` (a namespace with only loopback):
 //!
-//!     cargo test --test coap_multicast --no-run
-//!     WOT_MDNS_TESTS=1 ../shared/tools/netns-run cargo test --offline --test coap_multicast
+//!     cargo test --test it --no-run
+//!     WOT_MDNS_TESTS=1 ../shared/tools/netns-run cargo test --offline --test it coap_multicast::
 
-mod common;
+use crate::common;
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -14,10 +14,6 @@ use std::time::Duration;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use tokio::net::UdpSocket;
 use wot_runtime::runtime::Config;
-
-fn enabled() -> bool {
-    std::env::var("WOT_MDNS_TESTS").is_ok_and(|v| v == "1")
-}
 
 fn get(mid: u16, path: &[&str], query: Option<&str>) -> Vec<u8> {
     let mut p = Packet::new();
@@ -46,10 +42,10 @@ async fn replies(socket: &UdpSocket, wait: Duration) -> Vec<(SocketAddr, Packet)
 
 #[tokio::test]
 async fn multicast_discovery_answers_only_well_known_core() {
-    if !enabled() {
-        eprintln!("skipped: set WOT_MDNS_TESTS=1 and run under ../shared/tools/netns-run");
+    // One multicast test at a time: this runtime announces the bundled things over mDNS too.
+    let Some(_one) = common::mdns_allowed_async().await else {
         return;
-    }
+    };
     let config = Config {
         no_coap: false,
         coap_port: 0,

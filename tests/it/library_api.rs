@@ -2,9 +2,9 @@
 //! handlers, served by the runtime and driven over HTTP; and a start that fails, which leaves
 //! nothing running.
 
-mod common;
+use crate::common;
 
-#[path = "../examples/custom_thing.rs"]
+#[path = "../../examples/custom_thing.rs"]
 mod example;
 
 use std::time::Duration;

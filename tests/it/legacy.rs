@@ -3,7 +3,7 @@
 //! absolute `alternate` ws link, PUT `{name: value}` → 200 `{name: value}`, a WebSocket
 //! setProperty seen over the W3C API, and unique event timestamps.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -445,7 +445,7 @@ async fn event_timestamps_are_unique_even_in_one_millisecond() {
     assert_eq!(filtered.as_array().unwrap().len(), 40);
     let (status, _) = get_json(&client, &format!("{base}/webthing/lamp/events/nope")).await;
     assert_eq!(status, 404);
-    running.stop().await;
+    common::hang_up_then_stop(running, [socket]).await;
 }
 
 #[tokio::test]
@@ -506,7 +506,7 @@ async fn websocket_set_property_is_seen_over_the_w3c_api_and_back() {
     .await
     .expect("a pong");
     assert_eq!(&pong[..], b"hi");
-    running.stop().await;
+    common::hang_up_then_stop(running, [socket]).await;
 }
 
 #[tokio::test]
@@ -581,7 +581,7 @@ async fn websocket_request_action_reports_action_status_with_the_same_href() {
         next_of(&mut socket, "error").await["data"]["status"],
         "404 Not Found"
     );
-    running.stop().await;
+    common::hang_up_then_stop(running, [socket, quiet]).await;
 }
 
 #[tokio::test]
@@ -594,8 +594,10 @@ async fn subprotocols_are_echoed_only_when_offered_and_cors_is_open() {
     request
         .headers_mut()
         .insert("Sec-WebSocket-Protocol", "webthing".parse().unwrap());
-    let (_socket, response) = tokio_tungstenite::connect_async(request).await.expect("opens");
+    let (socket, response) = tokio_tungstenite::connect_async(request).await.expect("opens");
     assert_eq!(response.headers()["sec-websocket-protocol"], "webthing");
+    // Not offered, none is chosen (`connect` offers none and checks that).
+    let unoffered = connect(&base, "lamp").await;
     // Item 14.
     let client = common::client();
     let r = client
@@ -619,7 +621,7 @@ async fn subprotocols_are_echoed_only_when_offered_and_cors_is_open() {
     for m in ["GET", "PUT", "POST", "DELETE"] {
         assert!(methods.contains(m), "{methods}");
     }
-    running.stop().await;
+    common::hang_up_then_stop(running, [socket, unoffered]).await;
 }
 
 #[tokio::test]
@@ -657,7 +659,7 @@ async fn websocket_keepalive_pings_and_closes_silent_hubs() {
     common::assert_pinged_then_closed_as_dead(&frames);
     // The live hub is still served.
     set_and_see(&mut hub, json!({"brightness": 34})).await;
-    running.stop().await;
+    common::hang_up_then_stop(running, [hub]).await;
 }
 
 #[tokio::test]
@@ -732,5 +734,5 @@ async fn a_hub_that_stops_reading_under_a_flood_of_updates_is_dropped_and_holds_
     );
     // The live hub is still served.
     set_and_see(&mut hub, json!({"text": "still here"})).await;
-    running.stop().await;
+    common::hang_up_then_stop(running, [hub]).await;
 }

@@ -1,7 +1,7 @@
 //! Every case of bad input gets a precise 4xx problem+json answer that names the field and the
 //! rule, nothing changes, and the server keeps serving.
 
-mod common;
+use crate::common;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -2,7 +2,7 @@
 //! bodies, slowloris heads and thousands of idle connections, while a normal client keeps
 //! being served.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -43,8 +43,15 @@ async fn stream_limits_answer_429_and_503_and_free_their_slots() {
     assert_eq!(third.headers()["retry-after"], "1");
     assert_eq!(third.headers()["content-type"], "application/problem+json");
     drop(first);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let again = open_stream(&client, &url).await;
+    // Refused attempts take no slot: try until the server has noticed.
+    let mut again = open_stream(&client, &url).await;
+    for _ in 0..100 {
+        if again.status() != StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        again = open_stream(&client, &url).await;
+    }
     assert_eq!(
         again.status(),
         StatusCode::OK,
@@ -92,6 +99,8 @@ async fn a_trickled_body_is_cut_off_with_408() {
         .unwrap();
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // Hung up, as the client would: a connection left open holds the stop for its grace (1 s).
+    drop(socket);
     let v: serde_json::Value = common::get_json(
         &common::client(),
         format!("{}/things/lamp/properties/brightness", running.http_url()),
@@ -105,8 +114,14 @@ async fn a_trickled_body_is_cut_off_with_408() {
 /// client keeps getting 200s. Bounded: it ends after its requests, whatever happens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abuse_does_not_starve_a_normal_client() {
+    // A request head must arrive within 2 s (5 s by default): the slowloris is cut off sooner,
+    // and the idle connections still stand long after the normal client's requests are done.
     let running = common::start_with(Config {
         workers: 2,
+        http_timeouts: wot_runtime::binding::http::Timeouts {
+            head: Duration::from_secs(2),
+            ..Default::default()
+        },
         ..Config::loopback()
     })
     .await;
@@ -223,7 +238,7 @@ async fn websockets_share_the_stream_limits() {
         "SSE counts the sockets too"
     );
     // Another address takes the last slot of the total, then the server is full.
-    let _other = websocket_from([127, 0, 0, 2], &legacy)
+    let other = websocket_from([127, 0, 0, 2], &legacy)
         .await
         .expect("legacy socket");
     assert_eq!(
@@ -233,16 +248,16 @@ async fn websockets_share_the_stream_limits() {
     // A closed socket gives its slot back.
     drop(first);
     let mut reopened = None;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..100 {
         if let Ok(ws) = websocket_from([127, 0, 0, 1], &wtp).await {
             reopened = Some(ws);
             break;
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(reopened.is_some(), "the slot of a closed socket is freed");
     drop(stream);
-    running.stop().await;
+    common::hang_up_then_stop(running, [other].into_iter().chain(reopened)).await;
 }
 
 /// What the server sends back on a raw connection until it closes or `wait` passes.
@@ -274,20 +289,28 @@ async fn the_connection_limit_answers_503_and_frees_slots() {
     for _ in 0..4 {
         idle.push(TcpStream::connect(running.http_addr).await.unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let res = common::client().get(&url).send().await.unwrap();
+    // Until the server has accepted all four, a fifth may still be served; each try is a
+    // connection of its own, closed after its answer.
+    let mut res = common::client().get(&url).send().await.unwrap();
+    for _ in 0..100 {
+        if res.status() != StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        res = common::client().get(&url).send().await.unwrap();
+    }
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.headers()["retry-after"], "1");
     assert_eq!(res.headers()["content-type"], "application/problem+json");
     assert!(res.text().await.unwrap().contains("open connections"));
     drop(idle);
     let mut served = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..100 {
         if common::client().get(&url).send().await.unwrap().status() == StatusCode::OK {
             served = true;
             break;
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(served, "closed connections give their slots back");
     running.stop().await;

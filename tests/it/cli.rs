@@ -2,7 +2,7 @@
 //! things when ./things is absent, graceful SIGTERM, the open-file limit `wot serve` raises, the
 //! WebSocket flags, and `wot validate`.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

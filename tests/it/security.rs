@@ -1,7 +1,7 @@
 //! Security of the HTTP port: HTTPS with a generated certificate that the client trusts,
 //! bearer and basic credentials on HTTP, SSE and WebSocket, and the Host allow-list.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -130,7 +130,7 @@ async fn https_with_a_generated_certificate() {
     let all = wtp(&mut socket, &thing_id, "readallproperties", json!({})).await;
     assert_eq!(all["values"]["brightness"], json!(44), "{all}");
     assert_eq!(all["values"]["on"], json!(true), "{all}");
-    running.stop().await;
+    common::hang_up_then_stop(running, [socket]).await;
 }
 
 type Wss = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
@@ -297,7 +297,7 @@ async fn bearer_tokens_guard_http_sse_and_websocket() {
         .unwrap()
         .unwrap();
     assert!(reply.to_text().unwrap().contains("\"value\""), "{reply}");
-    running.stop().await;
+    common::hang_up_then_stop(running, [socket]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

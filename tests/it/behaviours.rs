@@ -2,7 +2,7 @@
 //! (timeout, cancel, garbage), line events from a long-running command, file sources that
 //! notify observers, and simulated signals.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -93,18 +93,12 @@ async fn commands_bridge_properties_and_actions() {
             .unwrap(),
     );
     sse.wait_for_text(": subscribed", WAIT).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        client
-            .get(format!("{base}/properties/reading"))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap(),
-        json!(12.5)
-    );
+    // The first poll (every 50 ms) gives the command's output.
+    common::eventually("the reading is the command's output", WAIT, || async {
+        let value: Value = common::get_json(&client, format!("{base}/properties/reading")).await;
+        value == json!(12.5)
+    })
+    .await;
     std::fs::write(&reading, "13.25").unwrap();
     loop {
         if sse.next(WAIT).await.data == "13.25" {
@@ -226,7 +220,12 @@ async fn lines_files_and_simulations_drive_events_and_properties() {
     );
     // A file source updated by the test triggers an observe notification.
     let mut levels = sse("properties/level").await;
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The file's first value is in, so that 7 comes as a change.
+    common::eventually("the level is the file's", WAIT, || async {
+        let value: Value = common::get_json(&client, format!("{base}/properties/level")).await;
+        value == json!(3)
+    })
+    .await;
     std::fs::write(&level, "level: 7\n").unwrap();
     loop {
         if levels.next(WAIT).await.data == "7" {
@@ -241,19 +240,26 @@ async fn lines_files_and_simulations_drive_events_and_properties() {
         assert!((10.0..=20.0).contains(&v), "{v}");
         seen.insert((v * 100.0) as i64);
     }
-    for _ in 0..5 {
-        let v: f64 = client
-            .get(format!("{base}/properties/walk"))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-            .as_f64()
-            .unwrap();
-        assert!((0.0..=5.0).contains(&v), "{v}");
-    }
+    // The random walk stays within its bounds, and moves.
+    let walked = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    common::eventually("the walk takes 5 values", WAIT, || {
+        let (walk, walked) = (client.get(format!("{base}/properties/walk")), &walked);
+        async move {
+            let v: f64 = walk
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+                .as_f64()
+                .unwrap();
+            assert!((0.0..=5.0).contains(&v), "{v}");
+            walked.borrow_mut().insert(v.to_bits());
+            walked.borrow().len() >= 5
+        }
+    })
+    .await;
     let mut modes = sse("properties/mode").await;
     let a = modes.next(WAIT).await.data;
     let b = modes.next(WAIT).await.data;

@@ -3,7 +3,7 @@
 //! socket loop would), with no panic; then a flood of distinct message IDs keeps the dedup
 //! cache within its bound. Deterministic (seeded xorshift), so a failure reproduces.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -237,7 +237,7 @@ async fn dedup_cache_stays_bounded_under_a_flood_of_message_ids() {
     let now = Instant::now();
     let mut peak = 0;
     for i in 0..200_000u32 {
-        // A ping-free flood of distinct (endpoint, MID) GETs of /.well-known/core.
+        // A ping-free flood of distinct (endpoint, MID) GETs of a missing resource.
         let mut p = Packet::new();
         p.header.set_type(MessageType::Confirmable);
         p.header.code = MessageClass::Request(RequestType::Get);

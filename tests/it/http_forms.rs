@@ -1,10 +1,11 @@
 //! Every bundled TD validates, and every form of every TD works: a walk over href + op (resolved
 //! against `base`), not a hand-written URL list.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -136,6 +137,35 @@ fn http_forms(forms: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// How long a test waits for what should come at once.
+const WAIT: Duration = Duration::from_secs(10);
+/// How often a longpoll's change is caused again until the poll answers.
+const RETRY: Duration = Duration::from_millis(100);
+/// How long a longpoll on a read-only property may be held without answering.
+const HOLD: Duration = Duration::from_secs(3);
+
+type Poll = tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>;
+
+/// The answer of a longpoll, causing the change it waits for again every `retry` until it comes.
+/// A poll answers the first change after its subscription, which a client cannot see being
+/// made: a change caused only once could come before it, and the poll would wait on.
+async fn answer_of<F, Fut>(mut poll: Poll, retry: Duration, mut cause: F) -> reqwest::Response
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            cause().await;
+            if let Ok(answer) = tokio::time::timeout(retry, &mut poll).await {
+                return answer.expect("the poll task").expect("the poll answered");
+            }
+        }
+    })
+    .await
+    .expect("the longpoll answers")
+}
+
 fn find_form<'a>(forms: &'a [Value], op: &str, subprotocol: Option<&str>) -> Option<&'a Value> {
     forms.iter().find(|f| {
         is_http(f)
@@ -146,7 +176,8 @@ fn find_form<'a>(forms: &'a [Value], op: &str, subprotocol: Option<&str>) -> Opt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_form_of_every_bundled_td_works() {
-    let running = common::start().await;
+    // The bundled things, their behaviours at test speed: the same TDs.
+    let running = common::start_at_test_speed(wot_runtime::runtime::Config::loopback()).await;
     walk_every_form(&running, common::client()).await;
     running.stop().await;
 }
@@ -159,7 +190,7 @@ async fn every_form_works_over_https() {
     let tls = wot_runtime::security::self_signed(&state, wot_runtime::security::local_names()).unwrap();
     let mut config = wot_runtime::runtime::Config::loopback();
     config.security.tls = Some(tls.config);
-    let running = common::start_with(config).await;
+    let running = common::start_at_test_speed(config).await;
     assert!(running.http_url().starts_with("https://"));
     walk_every_form(&running, common::trusting_client(&state.join("tls/cert.pem"))).await;
     running.stop().await;
@@ -171,6 +202,8 @@ async fn walk_every_form(running: &wot_runtime::runtime::Running, client: reqwes
     let list: Vec<Value> = common::get_json(&client, format!("{}/things", running.http_url())).await;
     assert_eq!(list.len(), 3);
     let mut performed = std::collections::BTreeMap::<String, usize>::new();
+    // Longpolls on read-only properties, which nothing here can change: given HOLD each.
+    let mut held = Vec::new();
     for td in &list {
         common::assert_valid_td(td);
         let walk = Walk {
@@ -241,23 +274,36 @@ async fn walk_every_form(running: &wot_runtime::runtime::Running, client: reqwes
                     // writes below produce one. Start it, then cause a change if we can.
                     let url = walk.url(form["href"].as_str().unwrap(), None);
                     let poll = tokio::spawn(client.get(url).send());
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    if op == "subscribeallevents" && td["title"] == "Lamp" {
+                    let res = if op == "subscribeallevents" && td["title"] == "Lamp" {
                         let fade = find_form(
                             td["actions"]["fade"]["forms"].as_array().unwrap(),
                             "invokeaction",
                             None,
-                        );
-                        walk.json(fade.unwrap(), Some(&json!({"level": 3, "duration": 0})), None)
-                            .await;
+                        )
+                        .unwrap();
+                        answer_of(poll, RETRY, || async {
+                            walk.json(fade, Some(&json!({"level": 3, "duration": 0})), None)
+                                .await;
+                        })
+                        .await
                     } else if op == "subscribeallevents" && td["title"] == "Thermostat" {
-                        // Overheating fires once the drifting temperature passes 25 °C.
-                        let write = find_form(
-                            td["properties"]["target"]["forms"].as_array().unwrap(),
-                            "writeproperty",
-                            None,
-                        );
-                        walk.json(write.unwrap(), Some(&json!(35)), None).await;
+                        // Overheating fires once the drifting temperature passes 25 °C, and
+                        // again only after it fell below 24.5 °C: each attempt cools the room
+                        // below that first, so that it crosses 25 °C once more.
+                        let target = td["properties"]["target"]["forms"].as_array().unwrap();
+                        let write = find_form(target, "writeproperty", None).unwrap();
+                        let temperature = td["properties"]["temperature"]["forms"].as_array().unwrap();
+                        let read = find_form(temperature, "readproperty", None).unwrap();
+                        answer_of(poll, Duration::from_secs(2), || async {
+                            walk.json(write, Some(&json!(5)), None).await;
+                            common::eventually("the room cools below 24.5 °C", WAIT, || async {
+                                let t: Value = walk.json(read, None, None).await.json().await.unwrap();
+                                t.as_f64().unwrap() < 24.5
+                            })
+                            .await;
+                            walk.json(write, Some(&json!(35)), None).await;
+                        })
+                        .await
                     } else if let Some(p) = td["properties"]
                         .as_object()
                         .unwrap()
@@ -267,13 +313,11 @@ async fn walk_every_form(running: &wot_runtime::runtime::Running, client: reqwes
                         let write = find_form(p["forms"].as_array().unwrap(), "writeproperty", None).unwrap();
                         let read = find_form(p["forms"].as_array().unwrap(), "readproperty", None).unwrap();
                         let current: Value = walk.json(read, None, None).await.json().await.unwrap();
-                        walk.json(write, Some(&sample(p, Some(&current))), None).await;
-                    }
-                    let res = tokio::time::timeout(Duration::from_secs(30), poll)
-                        .await
-                        .unwrap()
-                        .unwrap()
-                        .unwrap();
+                        let v = sample(p, Some(&current));
+                        answer_of(poll, RETRY, || walk.json(write, Some(&v), None).map(drop)).await
+                    } else {
+                        answer_of(poll, RETRY, || async {}).await
+                    };
                     assert_eq!(res.status(), StatusCode::OK, "{form}");
                     let body: Value = res.json().await.unwrap();
                     assert!(body.is_object() && body.as_object().unwrap().len() == 1, "{body}");
@@ -332,32 +376,22 @@ async fn walk_every_form(running: &wot_runtime::runtime::Running, client: reqwes
                         }
                     }
                     ("observeproperty", Some("longpoll")) => {
+                        let url = walk.url(form["href"].as_str().unwrap(), None);
+                        let poll = tokio::spawn(client.get(url).send());
                         if let Some(write) = find_form(forms, "writeproperty", None) {
-                            let url = walk.url(form["href"].as_str().unwrap(), None);
-                            let poll = tokio::spawn(client.get(url).send());
-                            tokio::time::sleep(Duration::from_millis(200)).await;
                             let read = find_form(forms, "readproperty", None).unwrap();
                             let before: Value = walk.json(read, None, None).await.json().await.unwrap();
                             let v = sample(p, Some(&before));
-                            walk.json(write, Some(&v), None).await;
-                            let res = tokio::time::timeout(Duration::from_secs(10), poll)
-                                .await
-                                .unwrap()
-                                .unwrap()
-                                .unwrap();
+                            let res =
+                                answer_of(poll, RETRY, || walk.json(write, Some(&v), None).map(drop)).await;
                             assert_eq!(res.status(), StatusCode::OK);
                             assert_eq!(res.json::<Value>().await.unwrap(), v);
                         } else {
                             // Read-only sources change on their own: uptime every second, free
                             // memory (in MiB) only when it moves. A poll either answers a change
-                            // or is still held by the server, as a long poll should be.
-                            let url = walk.url(form["href"].as_str().unwrap(), None);
-                            if let Ok(res) =
-                                tokio::time::timeout(Duration::from_secs(3), client.get(url).send()).await
-                            {
-                                let res = res.unwrap();
-                                assert!(matches!(res.status(), StatusCode::OK | StatusCode::NO_CONTENT));
-                            }
+                            // or is still held by the server, as a long poll should be: each is
+                            // given 3 s, all at once, at the end of the walk.
+                            held.push((name.clone(), tokio::time::Instant::now() + HOLD, poll));
                         }
                     }
                     other => panic!("unexpected property form {other:?}: {form}"),
@@ -428,20 +462,17 @@ async fn walk_every_form(running: &wot_runtime::runtime::Running, client: reqwes
                     Some("longpoll") => {
                         let url = walk.url(form["href"].as_str().unwrap(), None);
                         let poll = tokio::spawn(client.get(url).send());
-                        tokio::time::sleep(Duration::from_millis(200)).await;
                         if name == "faded" {
                             let fade = find_form(
                                 td["actions"]["fade"]["forms"].as_array().unwrap(),
                                 "invokeaction",
                                 None,
-                            );
-                            walk.json(fade.unwrap(), Some(&json!({"level": 9, "duration": 0})), None)
-                                .await;
-                            let res = tokio::time::timeout(Duration::from_secs(10), poll)
-                                .await
-                                .unwrap()
-                                .unwrap()
-                                .unwrap();
+                            )
+                            .unwrap();
+                            let input = json!({"level": 9, "duration": 0});
+                            let res =
+                                answer_of(poll, RETRY, || walk.json(fade, Some(&input), None).map(drop))
+                                    .await;
                             assert_eq!(res.status(), StatusCode::OK);
                             assert_eq!(res.json::<Value>().await.unwrap(), json!(9));
                         } else {
@@ -451,6 +482,16 @@ async fn walk_every_form(running: &wot_runtime::runtime::Running, client: reqwes
                     other => panic!("unexpected event form {other:?}"),
                 }
             }
+        }
+    }
+    for (name, deadline, poll) in held {
+        if let Ok(res) = tokio::time::timeout_at(deadline, poll).await {
+            let res = res.unwrap().unwrap();
+            assert!(
+                matches!(res.status(), StatusCode::OK | StatusCode::NO_CONTENT),
+                "{name}: {}",
+                res.status()
+            );
         }
     }
     for op in [

@@ -1,7 +1,7 @@
 //! Thing Models: one model (extending another, with tm:ref and placeholders) instantiated into
 //! three things, each served with a TD that validates; broken instances are named precisely.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
