@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use wot_runtime::binding::ws::WsConfig;
 use wot_runtime::runtime::{self, Config, Running};
-use wot_runtime::td::definition::{self, Problem};
-use wot_runtime::td::{Origins, TdPublisher, validate};
+use wot_runtime::td::definition;
+use wot_runtime::td::{Origins, Problem, TdPublisher, validate};
 use wot_runtime::things::{self, Hosted, IdStore};
 
 #[derive(Parser)]

@@ -13,7 +13,8 @@ use serde_json::Value;
 use crate::behavior::Behaviors;
 use crate::core::{ExposedThing, ThingBuilder};
 use crate::state::{Store, StoreError};
-use crate::td::definition::{self, Problem, ThingDefinition};
+use crate::td::Problem;
+use crate::td::definition::{self, ThingDefinition};
 
 /// The bundled thing files, embedded in the binary.
 pub const BUNDLED: &[(&str, &str)] = &[

@@ -5,14 +5,14 @@
 //!
 //! It reads and checks; it does not build TDs (that is `publish`) nor run anything.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use super::model;
+use super::problem::Problem;
 use crate::behavior::Behaviors;
-use crate::core::SchemaViolation;
 
 /// One thing loaded from a file.
 #[derive(Debug, Clone)]
@@ -22,51 +22,6 @@ pub struct ThingDefinition {
     /// The TD without forms, base, security or `@context`; runtime keys removed.
     pub model: Value,
     pub behaviors: Behaviors,
-}
-
-/// A precise complaint about a file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
-    pub file: PathBuf,
-    pub pointer: String,
-    pub rule: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let at = if self.pointer.is_empty() {
-            "/"
-        } else {
-            &self.pointer
-        };
-        write!(
-            f,
-            "{}: at {at}: [{}] {}",
-            self.file.display(),
-            self.rule,
-            self.message
-        )
-    }
-}
-
-impl Problem {
-    pub fn new(file: &Path, pointer: impl Into<String>, rule: &str, message: impl Into<String>) -> Self {
-        Problem {
-            file: file.to_owned(),
-            pointer: pointer.into(),
-            rule: rule.into(),
-            message: message.into(),
-        }
-    }
-    pub fn from_violation(file: &Path, v: SchemaViolation) -> Self {
-        Problem {
-            file: file.to_owned(),
-            pointer: v.pointer,
-            rule: v.rule,
-            message: v.message,
-        }
-    }
 }
 
 /// Keys the runtime writes into every TD; a thing file must not set them.
@@ -104,7 +59,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ThingDefinition, Vec<Problem>> {
             format!("not valid JSON: {e} (line {}, column {})", e.line(), e.column()),
         )]
     })?;
-    if super::model::is_thing_model(&doc) {
+    if model::is_thing_model(&doc) {
         return Err(vec![Problem::new(
             path,
             "/@type",
@@ -112,8 +67,8 @@ pub fn parse(path: &Path, text: &str) -> Result<ThingDefinition, Vec<Problem>> {
             "a Thing Model is not served itself: an instance file names it in 'instance'",
         )]);
     }
-    if super::model::instance_of(&doc).is_some() {
-        doc = super::model::instantiate(path, &doc)?;
+    if model::instance_of(&doc).is_some() {
+        doc = model::instantiate(path, &doc)?;
     }
     let Some(root) = doc.as_object_mut() else {
         return Err(vec![Problem::new(

@@ -9,9 +9,11 @@ pub mod definition;
 pub mod directory;
 pub mod forms;
 pub mod model;
+pub mod problem;
 pub mod publish;
 pub mod validate;
 
-pub use definition::{Problem, ThingDefinition};
+pub use definition::ThingDefinition;
 pub use forms::{FormProvider, Origins};
+pub use problem::Problem;
 pub use publish::{TD_MEDIA_TYPE, TdPublisher};

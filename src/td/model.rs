@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
-use super::definition::Problem;
+use super::problem::Problem;
 use crate::core::schema::escape_pointer;
 
 /// Is this document a Thing Model?
