@@ -84,8 +84,8 @@ struct ServeArgs {
     auth: Option<String>,
     /// With --auth: what CoAP (which has no secure transport here) serves to anyone: read,
     /// observe, read,observe or none. Writes and invocations can never be opened.
-    #[arg(long, value_name = "KINDS", default_value = "none", value_parser = wot_runtime::binding::coap::access::Opened::parse)]
-    coap_open: wot_runtime::binding::coap::access::Opened,
+    #[arg(long, value_name = "KINDS", default_value = "none", value_parser = wot_runtime::binding::coap::Opened::parse)]
+    coap_open: wot_runtime::binding::coap::Opened,
     /// Also accept requests whose Host is this name (DNS rebinding protection); repeat for several.
     #[arg(long = "allow-host", value_name = "NAME")]
     allow_hosts: Vec<String>,
@@ -202,7 +202,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         body_limit: args.body_limit,
         watch_dir: None,
         mdns_interfaces: args.mdns_interfaces,
-        subscribers: wot_runtime::limits::SubscriberLimits {
+        subscribers: wot_runtime::runtime::SubscriberLimits {
             per_client: args.max_subscribers_per_client,
             total: args.max_subscribers,
         },
@@ -311,7 +311,7 @@ fn discover(timeout: f64, json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let found = rt.block_on(wot_runtime::discovery::browse::discover(
+    let found = rt.block_on(wot_runtime::discovery::discover(
         std::time::Duration::from_secs_f64(timeout),
     ));
     let found = match found {

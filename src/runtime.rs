@@ -4,6 +4,10 @@
 //!
 //! Start-up binds every listener before it starts any task, so a start that fails (a port
 //! taken) leaves no behaviour, reloader or server running.
+//!
+//! As library API: fill a [`Config`] (each binding's part is its own type: [`CoapConfig`],
+//! [`WsConfig`], [`http::Security`], [`http::Timeouts`], [`SubscriberLimits`]), hand
+//! [`Running::start`] the [`Hosted`] things, and [`Running::stop`] it when done.
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -23,6 +27,8 @@ use crate::core::Servient;
 use crate::discovery::{self, Announcer, MdnsConfig};
 use crate::td::{FormProvider, Origins, TdPublisher};
 use crate::things::{Host, Hosted, IdStore};
+
+pub use crate::limits::SubscriberLimits;
 
 /// What `wot serve` is told.
 #[derive(Debug, Clone)]
@@ -54,7 +60,7 @@ pub struct Config {
     /// TLS, authentication and the Host allow-list of the HTTP port.
     pub security: http::Security,
     /// Open SSE streams and WebSockets (one pool) allowed per client address and in total.
-    pub subscribers: crate::limits::SubscriberLimits,
+    pub subscribers: SubscriberLimits,
     /// The longest a request body may take to arrive.
     pub body_timeout: Duration,
     /// Open connections of the HTTP port, and how long a request head and an idle
@@ -82,7 +88,7 @@ impl Default for Config {
             ws: WsConfig::default(),
             mdns_interfaces: Vec::new(),
             security: http::Security::default(),
-            subscribers: crate::limits::SubscriberLimits::default(),
+            subscribers: SubscriberLimits::default(),
             body_timeout: Duration::from_secs(10),
             http_timeouts: http::Timeouts::default(),
         }
@@ -116,13 +122,14 @@ pub struct Running {
     http: actix_web::dev::ServerHandle,
     http_task: JoinHandle<std::io::Result<()>>,
     shutdown: watch::Sender<bool>,
-    pub host: Arc<Host>,
+    pub(crate) host: Arc<Host>,
     reloader: Option<JoinHandle<()>>,
     legacy: Legacy,
     /// The announcer and the task that keeps it in step with the things (hot reload).
     mdns: Option<(Arc<Announcer>, JoinHandle<()>)>,
 }
 
+/// Why [`Running::start`] failed; nothing it started is left running.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot bind {what} on {addr}: {source}")]
@@ -133,8 +140,6 @@ pub enum StartError {
     },
     #[error("state store: {0}")]
     State(#[source] crate::state::StoreError),
-    #[error("{0}")]
-    Other(String),
 }
 
 /// Makes a bound address something a client can connect to (0.0.0.0 → 127.0.0.1).
@@ -283,7 +288,7 @@ impl Running {
             .auth
             .as_ref()
             .map(|a| a.td_security())
-            .unwrap_or_else(crate::td::publish::nosec);
+            .unwrap_or_else(crate::td::nosec);
         let legacy = Legacy::start(
             servient.clone(),
             base_url.clone(),

@@ -45,7 +45,7 @@ impl std::fmt::Debug for Auth {
 
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denied {
+pub(crate) enum Denied {
     Missing,
     Wrong,
 }
@@ -112,7 +112,7 @@ impl Auth {
 
     /// Judges a request by its `Authorization` header, or for bearer tokens by a token in the
     /// query string (GET only; the caller decides).
-    pub fn check(&self, authorization: Option<&str>, query: Option<&str>) -> Result<(), Denied> {
+    pub(crate) fn check(&self, authorization: Option<&str>, query: Option<&str>) -> Result<(), Denied> {
         let presented = authorization.map(str::trim);
         match self {
             Auth::Bearer { token } => {
@@ -144,7 +144,7 @@ impl Auth {
     }
 
     /// The `WWW-Authenticate` challenge of a 401.
-    pub fn challenge(&self, denied: Denied) -> &'static str {
+    pub(crate) fn challenge(&self, denied: Denied) -> &'static str {
         match (self, denied) {
             (Auth::Bearer { .. }, Denied::Missing) => "Bearer realm=\"wot\"",
             (Auth::Bearer { .. }, Denied::Wrong) => "Bearer realm=\"wot\", error=\"invalid_token\"",
@@ -153,7 +153,7 @@ impl Auth {
     }
 
     /// `securityDefinitions` and `security` for TDs: exactly what is enforced.
-    pub fn td_security(&self) -> (Value, Value) {
+    pub(crate) fn td_security(&self) -> (Value, Value) {
         match self {
             Auth::Bearer { .. } => (
                 json!({"bearer_sc": {"scheme": "bearer", "in": "header", "name": "Authorization",
@@ -267,7 +267,7 @@ impl HostPolicy {
     }
 
     /// A request without a Host header (HTTP/1.0 tools) is allowed: browsers always send one.
-    pub fn allows(&self, host: Option<&str>) -> bool {
+    pub(crate) fn allows(&self, host: Option<&str>) -> bool {
         let (Some(allowed), Some(host)) = (&self.allowed, host) else {
             return true;
         };

@@ -104,19 +104,20 @@ impl Store {
         Ok(Arc::new(Store { db, queue }))
     }
 
-    pub fn get_meta(&self, name: &str) -> Option<String> {
+    pub(crate) fn get_meta(&self, name: &str) -> Option<String> {
         let txn = self.db.begin_read().ok()?;
         let table = txn.open_table(META).ok()?;
         table.get(name).ok().flatten().map(|v| v.value().to_owned())
     }
 
     /// Writes one metadata entry durably, at once (ids are rare and must never be lost).
-    pub fn set_meta(&self, name: &str, value: &str) -> Result<(), StoreError> {
+    pub(crate) fn set_meta(&self, name: &str, value: &str) -> Result<(), StoreError> {
         Ok(write_meta(&self.db, name, value)?)
     }
 
     /// Waits until everything queued so far is on disk (used at shutdown).
-    pub fn flush(&self) {
+    #[cfg(test)]
+    pub(crate) fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.queue.send(Message::Flush(tx)).is_ok() {
             let _ = rx.blocking_recv();
@@ -124,7 +125,7 @@ impl Store {
     }
 
     /// Async form of [`Store::flush`].
-    pub async fn flush_async(&self) {
+    pub(crate) async fn flush_async(&self) {
         let (tx, rx) = oneshot::channel();
         if self.queue.send(Message::Flush(tx)).is_ok() {
             let _ = rx.await;

@@ -6,8 +6,8 @@
 //! Behaviours act on the core only through `ExposedThing`'s public methods, like any client of
 //! the core would; they know nothing of TDs or bindings.
 
-pub mod command;
-pub mod spec;
+pub(crate) mod command;
+pub(crate) mod spec;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,21 +23,23 @@ use spec::{
     RampEffect, Simulated, SimulatedKind,
 };
 
-/// The runtime part of one thing file.
+/// The runtime part of one thing file: what drives its properties, actions and events. Opaque
+/// outside this crate: it comes from a thing file ([`crate::td::ThingDefinition`]), and
+/// `Behaviors::default()` is a thing driven only by its clients and its own action handlers.
 #[derive(Debug, Clone, Default)]
 pub struct Behaviors {
-    pub properties: IndexMap<String, PropertyRuntime>,
-    pub actions: IndexMap<String, ActionRuntime>,
-    pub events: IndexMap<String, EventRuntime>,
+    pub(crate) properties: IndexMap<String, PropertyRuntime>,
+    pub(crate) actions: IndexMap<String, ActionRuntime>,
+    pub(crate) events: IndexMap<String, EventRuntime>,
 }
 
 /// A reference from a behaviour to something that does not fit: (JSON pointer, message).
-pub type BehaviorError = (String, String);
+pub(crate) type BehaviorError = (String, String);
 
 impl Behaviors {
     /// Checks every cross-reference against the thing's model: the properties and events named
     /// exist and have types the behaviour can drive.
-    pub fn check(&self, model: &Value) -> Result<(), BehaviorError> {
+    pub(crate) fn check(&self, model: &Value) -> Result<(), BehaviorError> {
         let kind_of = |kind: &str, name: &str| model.get(kind).and_then(|m| m.get(name));
         let numeric = |name: &str| {
             kind_of("properties", name)
@@ -148,7 +150,7 @@ impl Behaviors {
     }
 
     /// The core action handler for each action with a declared effect.
-    pub fn action_handlers(&self) -> impl Iterator<Item = (&str, ActionHandler)> {
+    pub(crate) fn action_handlers(&self) -> impl Iterator<Item = (&str, ActionHandler)> {
         self.actions
             .iter()
             .map(|(name, runtime)| (name.as_str(), action_handler(name.clone(), runtime.clone())))
@@ -156,7 +158,7 @@ impl Behaviors {
 
     /// Starts the background tasks (sources and conditions) of a thing. The caller aborts the
     /// returned handles when the thing goes away.
-    pub fn start(&self, thing: &Arc<ExposedThing>) -> Vec<JoinHandle<()>> {
+    pub(crate) fn start(&self, thing: &Arc<ExposedThing>) -> Vec<JoinHandle<()>> {
         let mut tasks = Vec::new();
         for (name, runtime) in &self.properties {
             match &runtime.source {
@@ -280,7 +282,7 @@ async fn simulate(thing: Arc<ExposedThing>, name: String, spec: Simulated) {
 
 /// Why a file source gave no number this time.
 #[derive(Debug, thiserror::Error)]
-pub enum FileSourceError {
+pub(crate) enum FileSourceError {
     #[error("{path}: {source}")]
     Read { path: String, source: std::io::Error },
     #[error("{path}: pattern did not match")]
@@ -290,7 +292,10 @@ pub enum FileSourceError {
 }
 
 /// Reads one number out of a file per its source spec.
-pub fn read_file_number(spec: &FileSource, pattern: Option<&regex::Regex>) -> Result<f64, FileSourceError> {
+pub(crate) fn read_file_number(
+    spec: &FileSource,
+    pattern: Option<&regex::Regex>,
+) -> Result<f64, FileSourceError> {
     let path = || spec.path.clone();
     let text = std::fs::read_to_string(&spec.path)
         .map_err(|source| FileSourceError::Read { path: path(), source })?;

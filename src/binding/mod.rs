@@ -2,12 +2,17 @@
 //! `core::Operation`s, encodes replies and errors back, and contributes its forms to TDs through
 //! `td::FormProvider`. No binding imports another; what several share without a wire of their
 //! own lives next to them (`keepalive`, `problem`).
+//!
+//! As library API each binding shows only its configuration (part of
+//! [`crate::runtime::Config`]) and its [`crate::td::FormProvider`], for building the TDs the
+//! runtime serves outside of it: [`http`], [`coap`] and [`ws`]. How they serve is internal; the
+//! legacy WebThings adapter is configured through the runtime only.
 
 pub mod coap;
 pub mod http;
-pub mod keepalive;
-pub mod legacy;
-pub mod problem;
+pub(crate) mod keepalive;
+pub(crate) mod legacy;
+pub(crate) mod problem;
 pub mod ws;
 
 /// The descriptor of a plain TCP connection, recorded by the HTTP server when it accepts one
@@ -15,7 +20,7 @@ pub mod ws;
 /// upgrade: the WebSocket binding writes frames to it directly. Valid while a request of that
 /// connection is being handled.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnectionSocket(pub std::os::fd::RawFd);
+pub(crate) struct ConnectionSocket(pub(crate) std::os::fd::RawFd);
 
 /// What each binding answers for one error of every `core::Error` variant, side by side. The
 /// core classifies (`Error::kind`) and each binding maps the kind on its own (none imports

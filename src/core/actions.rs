@@ -47,7 +47,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub fn cancelled() -> Self {
+    pub(crate) fn cancelled() -> Self {
         Failure {
             type_uri: "/problems/cancelled",
             title: "Action cancelled".into(),
@@ -55,7 +55,7 @@ impl Failure {
             status: 409,
         }
     }
-    pub fn from_error(error: &Error) -> Self {
+    pub(crate) fn from_error(error: &Error) -> Self {
         Failure {
             type_uri: error.type_uri(),
             title: error.title().into(),
@@ -134,13 +134,13 @@ struct Inner {
 }
 
 #[derive(Debug)]
-pub struct ActionRegistry {
+pub(crate) struct ActionRegistry {
     inner: Mutex<Inner>,
     limits: ActionLimits,
 }
 
 impl ActionRegistry {
-    pub fn new(limits: ActionLimits) -> Self {
+    pub(crate) fn new(limits: ActionLimits) -> Self {
         ActionRegistry {
             inner: Mutex::new(Inner::default()),
             limits,
@@ -153,7 +153,7 @@ impl ActionRegistry {
     }
 
     /// Registers a new pending instance, or refuses when too many are running.
-    pub fn create(&self, action: &Arc<str>) -> Result<ActionStatus, Error> {
+    pub(crate) fn create(&self, action: &Arc<str>) -> Result<ActionStatus, Error> {
         let mut inner = self.lock();
         if inner.running >= self.limits.max_running {
             return Err(Error::Busy(self.limits.max_running));
@@ -179,14 +179,14 @@ impl ActionRegistry {
         Ok(status)
     }
 
-    pub fn attach_abort(&self, id: &str, abort: AbortHandle) {
+    pub(crate) fn attach_abort(&self, id: &str, abort: AbortHandle) {
         if let Some(instance) = self.lock().instances.get_mut(id) {
             instance.abort = Some(abort);
         }
     }
 
     /// Moves an instance to `running`; returns None if it already ended (cancelled early).
-    pub fn start(&self, id: &str) -> Option<ActionStatus> {
+    pub(crate) fn start(&self, id: &str) -> Option<ActionStatus> {
         let mut inner = self.lock();
         let instance = inner.instances.get_mut(id)?;
         if instance.status.status != Status::Pending {
@@ -197,7 +197,7 @@ impl ActionRegistry {
     }
 
     /// Ends an instance. Returns the final status, or None if it had already ended.
-    pub fn finish(&self, id: &str, result: Result<Option<Value>, Failure>) -> Option<ActionStatus> {
+    pub(crate) fn finish(&self, id: &str, result: Result<Option<Value>, Failure>) -> Option<ActionStatus> {
         let mut inner = self.lock();
         let instance = inner.instances.get_mut(id)?;
         if instance.status.status.is_final() {
@@ -228,7 +228,7 @@ impl ActionRegistry {
     }
 
     /// Cancels a pending or running instance: aborts its task and marks it failed.
-    pub fn cancel(&self, action: &str, id: &str) -> Result<ActionStatus, Error> {
+    pub(crate) fn cancel(&self, action: &str, id: &str) -> Result<ActionStatus, Error> {
         let abort = {
             let mut inner = self.lock();
             let instance = inner
@@ -251,7 +251,7 @@ impl ActionRegistry {
             .ok_or_else(|| Error::AlreadyEnded(id.into()))
     }
 
-    pub fn get(&self, action: &str, id: &str) -> Result<ActionStatus, Error> {
+    pub(crate) fn get(&self, action: &str, id: &str) -> Result<ActionStatus, Error> {
         self.lock()
             .instances
             .get(id)
@@ -264,7 +264,7 @@ impl ActionRegistry {
     }
 
     /// Every known instance, newest first.
-    pub fn all(&self) -> Vec<ActionStatus> {
+    pub(crate) fn all(&self) -> Vec<ActionStatus> {
         self.lock()
             .instances
             .values()

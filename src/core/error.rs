@@ -103,19 +103,19 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn property_not_found(name: &str) -> Self {
+    pub(crate) fn property_not_found(name: &str) -> Self {
         Error::AffordanceNotFound {
             kind: AffordanceKind::Property,
             name: name.to_owned(),
         }
     }
-    pub fn action_not_found(name: &str) -> Self {
+    pub(crate) fn action_not_found(name: &str) -> Self {
         Error::AffordanceNotFound {
             kind: AffordanceKind::Action,
             name: name.to_owned(),
         }
     }
-    pub fn event_not_found(name: &str) -> Self {
+    pub(crate) fn event_not_found(name: &str) -> Self {
         Error::AffordanceNotFound {
             kind: AffordanceKind::Event,
             name: name.to_owned(),

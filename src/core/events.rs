@@ -46,7 +46,7 @@ impl Topic {
 
 /// Slots in which bindings cache their encoding of a notification. Each binding owns one.
 #[derive(Debug, Clone, Copy)]
-pub enum EncodingSlot {
+pub(crate) enum EncodingSlot {
     Sse = 0,
     WebSocket = 1,
     Coap = 2,
@@ -70,7 +70,7 @@ pub struct Notification {
 impl Notification {
     /// The binding's wire encoding of this notification, computed by the first subscriber that
     /// asks and shared by all others.
-    pub fn encoded(&self, slot: EncodingSlot, encode: impl FnOnce(&Notification) -> Bytes) -> Bytes {
+    pub(crate) fn encoded(&self, slot: EncodingSlot, encode: impl FnOnce(&Notification) -> Bytes) -> Bytes {
         self.encodings[slot as usize].get_or_init(|| encode(self)).clone()
     }
 }
@@ -122,7 +122,7 @@ pub struct SeenUpTo {
 /// Decides, when a thing is replaced, whether a subscription's target still means the same thing
 /// on the new thing (the affordance exists with the same description), so that the subscription
 /// may follow the hand-over.
-pub type Continues = Arc<dyn Fn(&Target) -> bool + Send + Sync>;
+pub(crate) type Continues = Arc<dyn Fn(&Target) -> bool + Send + Sync>;
 
 /// Where the subscriptions of a closed hub go on.
 #[derive(Clone)]
@@ -150,13 +150,13 @@ struct HubState {
 
 /// The sending side, owned by an exposed thing.
 #[derive(Debug)]
-pub struct EventHub {
+pub(crate) struct EventHub {
     capacity: usize,
     state: Mutex<HubState>,
 }
 
 impl EventHub {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         let (sender, _) = broadcast::channel(capacity);
         EventHub {
@@ -175,7 +175,7 @@ impl EventHub {
     }
 
     /// Publishes a notification; `None` when the hub is closed (nobody can hear it any more).
-    pub fn publish(&self, topic: Topic, data: Bytes) -> Option<Arc<Notification>> {
+    pub(crate) fn publish(&self, topic: Topic, data: Bytes) -> Option<Arc<Notification>> {
         // Formatted before taking the lock: the critical section stays a few pointer moves.
         let timestamp: Arc<str> = crate::core::clock::now_rfc3339().into();
         let mut state = self.state();
@@ -199,7 +199,7 @@ impl EventHub {
     }
 
     /// Subscribes to everything published from now on.
-    pub fn subscribe(self: &Arc<Self>, target: Target) -> Subscription {
+    pub(crate) fn subscribe(self: &Arc<Self>, target: Target) -> Subscription {
         let state = self.state();
         let seen = state.seq;
         Subscription {
@@ -215,7 +215,7 @@ impl EventHub {
     /// Subscribes, first replaying the kept notifications that came after `after` when the ring
     /// still holds that notification. A position older than the ring starts with
     /// [`Received::Lagged`] (how many cannot be replayed); an unknown one replays nothing.
-    pub fn subscribe_after(self: &Arc<Self>, target: Target, after: &SeenUpTo) -> Subscription {
+    pub(crate) fn subscribe_after(self: &Arc<Self>, target: Target, after: &SeenUpTo) -> Subscription {
         let state = self.state();
         let position = state.recent.iter().position(|n| {
             n.seq == after.seq && after.timestamp.as_deref().is_none_or(|t| t == &*n.timestamp)
@@ -256,7 +256,7 @@ impl EventHub {
     /// Makes this (new, not yet published-to) hub continue `old`: the sequence goes on from the
     /// old one's and the replay ring starts as the old one's, so that a subscriber resuming
     /// after a notification of the old hub finds it here.
-    pub fn continue_from(&self, old: &EventHub) {
+    pub(crate) fn continue_from(&self, old: &EventHub) {
         let old_state = old.state();
         let mut state = self.state();
         if state.seq <= old_state.seq {
@@ -268,24 +268,20 @@ impl EventHub {
     /// Closes the hub. With a successor, subscriptions whose target `continues` go on there;
     /// every other subscription ends with [`Received::Closed`] once it has received what was
     /// published before.
-    pub fn close(&self, successor: Option<(Arc<EventHub>, Continues)>) {
+    pub(crate) fn close(&self, successor: Option<(Arc<EventHub>, Continues)>) {
         let mut state = self.state();
         state.handover = successor.map(|(hub, continues)| Handover { hub, continues });
         state.sender = None;
     }
 
-    pub fn subscriber_count(&self) -> usize {
-        self.state().sender.as_ref().map_or(0, |s| s.receiver_count())
-    }
-
     /// How many notifications a subscriber may fall behind before it lags.
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
 
     /// The sequence number of the latest notification published (0: none yet). Everything
     /// published from now on has a larger one.
-    pub fn last_seq(&self) -> u64 {
+    pub(crate) fn last_seq(&self) -> u64 {
         self.state().seq
     }
 }

@@ -113,7 +113,7 @@ impl Servient {
 }
 
 /// Performs one operation on one thing.
-pub async fn perform(thing: &Arc<ExposedThing>, op: Operation) -> Result<Reply, Error> {
+pub(crate) async fn perform(thing: &Arc<ExposedThing>, op: Operation) -> Result<Reply, Error> {
     match op {
         Operation::ReadProperty(name) => thing.read_property(&name).map(Reply::Value),
         Operation::WriteProperty(name, value) => {

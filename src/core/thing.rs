@@ -178,7 +178,7 @@ impl ExposedThing {
     }
 
     /// `None` while this thing serves; else whether it was replaced (`Changed`) or removed.
-    pub fn standing(&self) -> Option<Ended> {
+    pub(crate) fn standing(&self) -> Option<Ended> {
         match &*self.lifecycle() {
             Lifecycle::Serving => None,
             Lifecycle::Replaced(_) => Some(Ended::Changed),
@@ -224,7 +224,10 @@ impl ExposedThing {
 
     /// readallproperties / readmultipleproperties: an object of the readable properties,
     /// assembled from the stored bytes without re-serialising any value.
-    pub fn read_properties<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<Bytes, Error> {
+    pub(crate) fn read_properties<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Bytes, Error> {
         let mut out = Vec::with_capacity(256);
         out.push(b'{');
         let mut first = true;
@@ -264,7 +267,7 @@ impl ExposedThing {
 
     /// writemultipleproperties: every value is checked before any is stored, so a rejected
     /// request changes nothing; the accepted ones are stored in one batch.
-    pub async fn write_properties(self: &Arc<Self>, values: Map<String, Value>) -> Result<(), Error> {
+    pub(crate) async fn write_properties(self: &Arc<Self>, values: Map<String, Value>) -> Result<(), Error> {
         let mut checked = Vec::with_capacity(values.len());
         for (name, value) in values {
             let property = self.property(&name)?;
@@ -460,16 +463,13 @@ impl ExposedThing {
         })
     }
 
-    pub fn subscriber_count(&self) -> usize {
-        self.hub.subscriber_count()
-    }
-
     /// How many notifications a subscriber may fall behind before it lags.
-    pub fn notification_capacity(&self) -> usize {
+    pub(crate) fn notification_capacity(&self) -> usize {
         self.hub.capacity()
     }
 
-    /// The sequence number of the latest notification (see [`EventHub::last_seq`]).
+    /// The sequence number of the latest notification published on this thing (0 before the
+    /// first): a subscriber that has seen it has seen everything (see [`Self::subscribe_after`]).
     pub fn last_notification_seq(&self) -> u64 {
         self.hub.last_seq()
     }
@@ -486,14 +486,18 @@ impl ExposedThing {
 
     /// Validates an action's input without running it, for bindings that accept an action
     /// into a queue and must refuse bad input before answering.
-    pub fn check_action_input(&self, name: &str, input: Option<Value>) -> Result<Option<Value>, Error> {
+    pub(crate) fn check_action_input(
+        &self,
+        name: &str,
+        input: Option<Value>,
+    ) -> Result<Option<Value>, Error> {
         let action = self.action(name)?;
         self.check_input(action, input)
     }
 
     /// Runs a synchronous action to its end and returns its output. On a thing that was
     /// replaced, the successor's action runs.
-    pub async fn invoke_sync(
+    pub(crate) async fn invoke_sync(
         self: &Arc<Self>,
         name: &str,
         input: Option<Value>,
@@ -513,7 +517,11 @@ impl ExposedThing {
 
     /// Starts an asynchronous action; returns its pending status at once. On a thing that was
     /// replaced, the successor's action starts.
-    pub fn invoke_async(self: &Arc<Self>, name: &str, input: Option<Value>) -> Result<ActionStatus, Error> {
+    pub(crate) fn invoke_async(
+        self: &Arc<Self>,
+        name: &str,
+        input: Option<Value>,
+    ) -> Result<ActionStatus, Error> {
         let lifecycle = self.lifecycle();
         let next = match &*lifecycle {
             Lifecycle::Serving => None,
@@ -574,7 +582,7 @@ impl ExposedThing {
 
     /// Every known action instance of this thing's asynchronous actions, grouped by action
     /// name, newest first.
-    pub fn all_action_statuses(&self) -> IndexMap<String, Vec<ActionStatus>> {
+    pub(crate) fn all_action_statuses(&self) -> IndexMap<String, Vec<ActionStatus>> {
         let mut grouped: IndexMap<String, Vec<ActionStatus>> = self
             .actions
             .values()
@@ -751,7 +759,7 @@ impl ThingBuilder {
     /// Makes the client-writable properties durable: their stored values are restored now
     /// (a value that no longer fits the schema falls back to the default, with a warning) and
     /// every write is acknowledged only once stored.
-    pub fn persistence(mut self, persistence: Arc<dyn Persistence>) -> Self {
+    pub(crate) fn persistence(mut self, persistence: Arc<dyn Persistence>) -> Self {
         self.persistence = Some(persistence);
         self
     }

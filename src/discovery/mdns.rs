@@ -49,7 +49,7 @@ pub enum MdnsError {
 }
 
 /// The system's host name as a DNS label.
-pub fn system_host() -> String {
+pub(crate) fn system_host() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .unwrap_or_default();
@@ -128,7 +128,7 @@ impl Announcer {
     }
 
     /// The host name in SRV targets, `<host>.local.`.
-    pub fn host_name(&self) -> String {
+    pub(crate) fn host_name(&self) -> String {
         format!("{}.local.", self.host)
     }
 

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::model;
 use super::problem::Problem;
@@ -29,7 +29,7 @@ const RUNTIME_OWNED: &[&str] = &["forms", "base", "security", "securityDefinitio
 const KINDS: &[&str] = &["properties", "actions", "events"];
 
 /// A slug is the file stem: it becomes a URL path segment and an mDNS name, so keep it plain.
-pub fn slug_of(path: &Path) -> Result<String, Problem> {
+pub(crate) fn slug_of(path: &Path) -> Result<String, Problem> {
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
     let ok = !stem.is_empty()
         && stem.len() <= 63
@@ -188,7 +188,7 @@ fn typed<T: DeserializeOwned>(path: &Path, at: &str, value: Value) -> Result<T, 
 /// Reads and parses every `*.json` file of a directory, sorted by name.
 /// Thing files of a directory: every `*.json` except Thing Models (`*.tm.json`), which are
 /// only used through instance files. Sorted by name.
-pub fn thing_files(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
+pub(crate) fn thing_files(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "json"))
@@ -207,13 +207,6 @@ pub fn load_file(path: &Path) -> Result<ThingDefinition, Vec<Problem>> {
     let text =
         std::fs::read_to_string(path).map_err(|e| vec![Problem::new(path, "", "io", e.to_string())])?;
     parse(path, &text)
-}
-
-/// An empty object, for callers that need a model with no affordances.
-pub fn empty_model(title: &str) -> Value {
-    let mut m = Map::new();
-    m.insert("title".into(), Value::from(title));
-    Value::Object(m)
 }
 
 #[cfg(test)]

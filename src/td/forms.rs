@@ -15,7 +15,7 @@ pub type TdExt = Cons<CoapProtocol, Cons<HttpProtocol, Nil>>;
 /// One form of a TD, as wot-td models it.
 pub type Form = wot_td::thing::Form<TdExt>;
 /// The typed TD, as wot-td models it.
-pub type Thing = wot_td::thing::Thing<TdExt>;
+pub(crate) type Thing = wot_td::thing::Thing<TdExt>;
 
 /// The public origins the TD's hrefs are built from, one per binding that has one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]

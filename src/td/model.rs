@@ -8,7 +8,6 @@
 //!
 //! It reads files relative to the instance; it never fetches anything remote.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
@@ -17,7 +16,7 @@ use super::problem::Problem;
 use crate::core::schema::escape_pointer;
 
 /// Is this document a Thing Model?
-pub fn is_thing_model(doc: &Value) -> bool {
+pub(crate) fn is_thing_model(doc: &Value) -> bool {
     match doc.get("@type") {
         Some(Value::String(t)) => t == "tm:ThingModel",
         Some(Value::Array(a)) => a.iter().any(|t| t == "tm:ThingModel"),
@@ -26,7 +25,7 @@ pub fn is_thing_model(doc: &Value) -> bool {
 }
 
 /// The `instance` key of a thing file: which model, and the placeholder values.
-pub fn instance_of(doc: &Value) -> Option<&Value> {
+pub(crate) fn instance_of(doc: &Value) -> Option<&Value> {
     doc.get("instance")
 }
 
@@ -144,7 +143,7 @@ impl Resolver<'_> {
 }
 
 /// RFC 7396 JSON Merge Patch.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
+pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(patch) = patch else {
         *target = patch.clone();
         return;
@@ -236,7 +235,7 @@ fn strip_tm_terms(value: &mut Value) {
 /// Turns an instance file (`{"instance": {"model": "x.tm.json", "placeholders": {...}}, ...}`)
 /// into a thing definition document. Members of the instance file other than `instance` are
 /// merged over the instantiated model.
-pub fn instantiate(instance_path: &Path, instance: &Value) -> Result<Value, Vec<Problem>> {
+pub(crate) fn instantiate(instance_path: &Path, instance: &Value) -> Result<Value, Vec<Problem>> {
     let problem = |pointer: &str, rule: &str, message: String| {
         vec![Problem::new(instance_path, pointer, rule, message)]
     };
@@ -328,14 +327,6 @@ pub fn instantiate(instance_path: &Path, instance: &Value) -> Result<Value, Vec<
     local.as_object_mut().map(|o| o.remove("instance"));
     merge_patch(&mut doc, &local);
     Ok(doc)
-}
-
-/// The placeholders a model uses, with where (for documentation and `wot validate`).
-pub fn placeholders(doc: &Value) -> BTreeMap<String, String> {
-    let mut missing = Vec::new();
-    let mut copy = doc.clone();
-    substitute(&mut copy, &Map::new(), String::new(), &mut missing);
-    missing.into_iter().map(|(at, name)| (name, at)).collect()
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use super::forms::{Form, FormProvider, Origins, Thing};
 use crate::core::ExposedThing;
 
-pub const TD_CONTEXT: &str = "https://www.w3.org/2022/wot/td/v1.1";
+pub(crate) const TD_CONTEXT: &str = "https://www.w3.org/2022/wot/td/v1.1";
 pub const TD_MEDIA_TYPE: &str = "application/td+json";
 /// The URI variable naming an action instance in query and cancel forms (`.../{actionID}`).
 pub const ACTION_ID_VARIABLE: &str = "actionID";
@@ -66,7 +66,7 @@ enum Lookup {
 }
 
 /// `securityDefinitions` and `security` when nothing is enforced.
-pub fn nosec() -> (Value, Value) {
+pub(crate) fn nosec() -> (Value, Value) {
     (json!({"nosec_sc": {"scheme": "nosec"}}), json!("nosec_sc"))
 }
 
@@ -86,7 +86,7 @@ impl TdPublisher {
     }
 
     /// The `securityDefinitions` and `security` every TD of this runtime carries.
-    pub fn security(&self) -> (&Value, &Value) {
+    pub(crate) fn security(&self) -> (&Value, &Value) {
         (&self.security.0, &self.security.1)
     }
 

@@ -41,7 +41,7 @@ pub struct EngineConfig {
     /// Longest random delay before answering a multicast request (RFC 7252 §8.2 Leisure).
     pub leisure: Duration,
     /// What unauthenticated clients may do (everything unless `--auth` is on).
-    pub access: Access,
+    pub(crate) access: Access,
 }
 
 impl Default for EngineConfig {
@@ -83,8 +83,8 @@ enum Answer {
 
 /// What is needed to answer a request after the core replied.
 #[derive(Debug)]
-pub struct Exchange {
-    pub peer: SocketAddr,
+pub(crate) struct Exchange {
+    pub(crate) peer: SocketAddr,
     request: Request,
     answer: Answer,
     format: Format,
@@ -96,13 +96,13 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    pub fn confirmable(&self) -> bool {
+    pub(crate) fn confirmable(&self) -> bool {
         self.request.confirmable
     }
-    pub fn mid(&self) -> u16 {
+    pub(crate) fn mid(&self) -> u16 {
         self.request.mid
     }
-    pub fn mark_acked(&mut self) {
+    pub(crate) fn mark_acked(&mut self) {
         if self.request.confirmable {
             self.acked = true;
         }
@@ -111,32 +111,33 @@ impl Exchange {
 
 /// A core operation the engine needs performed.
 #[derive(Debug)]
-pub struct Pending {
-    pub slug: String,
-    pub op: Operation,
-    pub exchange: Exchange,
+pub(crate) struct Pending {
+    pub(crate) slug: String,
+    pub(crate) op: Operation,
+    pub(crate) exchange: Exchange,
 }
 
 /// Everything the engine wants done. Reused across calls; the loop drains it.
 #[derive(Debug, Default)]
-pub struct Effects {
-    pub send: Vec<(SocketAddr, Bytes)>,
+pub(crate) struct Effects {
+    pub(crate) send: Vec<(SocketAddr, Bytes)>,
     /// Multicast answers, each after its random delay.
-    pub send_later: Vec<(Duration, SocketAddr, Bytes)>,
-    pub perform: Vec<Pending>,
-    pub watch: Vec<(ObserverId, Subscription)>,
-    pub unwatch: Vec<ObserverId>,
+    pub(crate) send_later: Vec<(Duration, SocketAddr, Bytes)>,
+    pub(crate) perform: Vec<Pending>,
+    pub(crate) watch: Vec<(ObserverId, Subscription)>,
+    pub(crate) unwatch: Vec<ObserverId>,
 }
 
 impl Effects {
-    pub fn clear(&mut self) {
+    #[cfg(test)]
+    pub(crate) fn clear(&mut self) {
         self.send.clear();
         self.send_later.clear();
         self.perform.clear();
         self.watch.clear();
         self.unwatch.clear();
     }
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.send.is_empty()
             && self.send_later.is_empty()
             && self.perform.is_empty()
@@ -146,7 +147,7 @@ impl Effects {
 }
 
 /// The CoAP protocol engine of one socket.
-pub struct Engine {
+pub(crate) struct Engine {
     cfg: EngineConfig,
     servient: Arc<Servient>,
     publisher: Arc<TdPublisher>,
@@ -175,7 +176,7 @@ fn code_of(kind: ErrorKind) -> ResponseType {
 
 /// The one mapping of core errors to CoAP: a response code and a diagnostic payload that says
 /// what was wrong and where (the JSON pointer and rule for schema violations).
-pub fn error_response(e: &Error) -> Response {
+pub(crate) fn error_response(e: &Error) -> Response {
     Response::diagnostic(code_of(e.kind()), format!("{}: {e}", e.title()))
 }
 
@@ -198,7 +199,7 @@ enum Step {
 }
 
 impl Engine {
-    pub fn new(
+    pub(crate) fn new(
         cfg: EngineConfig,
         servient: Arc<Servient>,
         publisher: Arc<TdPublisher>,
@@ -219,20 +220,19 @@ impl Engine {
         }
     }
 
-    pub fn dedup_len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn dedup_len(&self) -> usize {
         self.dedup.len()
     }
-    pub fn dedup_capacity(&self) -> usize {
+
+    #[cfg(test)]
+    pub(crate) fn dedup_capacity(&self) -> usize {
         self.dedup.capacity()
     }
-    pub fn observer_count(&self) -> usize {
+
+    #[cfg(test)]
+    pub(crate) fn observer_count(&self) -> usize {
         self.observers.len()
-    }
-    pub fn outstanding(&self) -> usize {
-        self.outbox.len()
-    }
-    pub fn transfers(&self) -> usize {
-        self.block1.len()
     }
 
     fn next_mid(&mut self) -> u16 {
@@ -242,7 +242,7 @@ impl Engine {
 
     /// One datagram from `peer`. `multicast`: it arrived on a group address, where only
     /// `/.well-known/core` is answered and never with an error or RST (RFC 7252 §8.1).
-    pub fn on_datagram(
+    pub(crate) fn on_datagram(
         &mut self,
         peer: SocketAddr,
         bytes: &[u8],
@@ -723,7 +723,13 @@ impl Engine {
     }
 
     /// The core's answer to a performed operation.
-    pub fn on_done(&mut self, x: Exchange, result: Result<Reply, Error>, now: Instant, fx: &mut Effects) {
+    pub(crate) fn on_done(
+        &mut self,
+        x: Exchange,
+        result: Result<Reply, Error>,
+        now: Instant,
+        fx: &mut Effects,
+    ) {
         let response = match result {
             Err(e) => error_response(&e),
             Ok(reply) => self.encode_reply(&x, reply),
@@ -801,7 +807,7 @@ impl Engine {
     }
 
     /// The request is taking long: acknowledge it now, answer later (RFC 7252 §5.2.2).
-    pub fn on_slow(&mut self, peer: SocketAddr, mid: u16, confirmable: bool, fx: &mut Effects) {
+    pub(crate) fn on_slow(&mut self, peer: SocketAddr, mid: u16, confirmable: bool, fx: &mut Effects) {
         if !confirmable {
             return;
         }
@@ -887,7 +893,13 @@ impl Engine {
 
     /// A notification for an observer: the resource's new state, block 0 only when it is
     /// large (RFC 7959 §2.6), CON now and then so a gone client is noticed.
-    pub fn on_notification(&mut self, id: ObserverId, received: Received, now: Instant, fx: &mut Effects) {
+    pub(crate) fn on_notification(
+        &mut self,
+        id: ObserverId,
+        received: Received,
+        now: Instant,
+        fx: &mut Effects,
+    ) {
         let Some(observer) = self.observers.get(id) else {
             fx.unwatch.push(id);
             return;
@@ -1009,7 +1021,7 @@ impl Engine {
 
     /// Retransmissions, give-ups (a client that never acknowledges a CON notification is
     /// dropped) and expiry of idle block-wise transfers.
-    pub fn on_tick(&mut self, now: Instant, fx: &mut Effects) {
+    pub(crate) fn on_tick(&mut self, now: Instant, fx: &mut Effects) {
         for due in self.outbox.tick(now) {
             match due {
                 Due::Resend(peer, bytes) => fx.send.push((peer, bytes)),

@@ -5,10 +5,10 @@
 //! maps errors once (`problem`) and describes itself in TDs (`forms`). It must not reach into
 //! another binding or keep thing state of its own.
 
-pub mod forms;
-pub mod problem;
-pub mod routes;
-pub mod sse;
+pub(crate) mod forms;
+pub(crate) mod problem;
+pub(crate) mod routes;
+pub(crate) mod sse;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,23 +27,23 @@ pub use forms::HttpForms;
 use problem::HttpError;
 
 /// Everything the handlers share.
-pub struct HttpState {
-    pub servient: Arc<Servient>,
-    pub publisher: Arc<TdPublisher>,
+pub(crate) struct HttpState {
+    pub(crate) servient: Arc<Servient>,
+    pub(crate) publisher: Arc<TdPublisher>,
     /// Public origin (`--base-url`); when None, the request's scheme and Host are used.
-    pub base_url: Option<String>,
+    pub(crate) base_url: Option<String>,
     /// The CoAP origin for TD forms, when CoAP runs.
-    pub coap_origin: Option<String>,
+    pub(crate) coap_origin: Option<String>,
     /// The id of the directory TD served at `/.well-known/wot` when several things run.
-    pub directory_id: String,
-    pub body_limit: usize,
-    pub keepalive: Duration,
+    pub(crate) directory_id: String,
+    pub(crate) body_limit: usize,
+    pub(crate) keepalive: Duration,
     /// Turns true when the server shuts down; open streams end.
-    pub shutdown: watch::Receiver<bool>,
+    pub(crate) shutdown: watch::Receiver<bool>,
     /// Open SSE streams, per client address and in total.
-    pub subscribers: crate::limits::Subscribers,
+    pub(crate) subscribers: crate::limits::Subscribers,
     /// The longest a request body may take to arrive (slow clients get 408).
-    pub body_timeout: Duration,
+    pub(crate) body_timeout: Duration,
 }
 
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -76,7 +76,7 @@ fn preflight() -> HttpResponse {
 }
 
 /// Registers every route of the binding.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     use routes::*;
     cfg.service(
         web::resource("/.well-known/wot")
@@ -144,7 +144,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// API). Mounts are registered before the HTTP binding's own routes, so a guarded resource (for
 /// example `GET /things/{id}` with `Upgrade: websocket`) is tried first. The runtime composes
 /// them; the HTTP binding never names another binding.
-pub type Mount = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+pub(crate) type Mount = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 
 /// Connection limits and timeouts of the HTTP port.
 #[derive(Debug, Clone)]
@@ -169,7 +169,7 @@ impl Default for Timeouts {
 
 /// Starts the HTTP server on an already bound listener. The caller stops it through the
 /// returned handle (graceful: in-flight requests finish, streams end via `shutdown`).
-pub fn start(
+pub(crate) fn start(
     state: HttpState,
     listener: std::net::TcpListener,
     workers: usize,

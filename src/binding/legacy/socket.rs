@@ -36,9 +36,9 @@ use crate::binding::keepalive::{Keepalive, Tick};
 use crate::core::{Ended, Operation, Received, Target, Topic};
 
 /// Subprotocols echoed when a client offers them; none is required.
-pub const SUBPROTOCOLS: &[&str] = &["webthing", "webthingprotocol"];
+pub(crate) const SUBPROTOCOLS: &[&str] = &["webthing", "webthingprotocol"];
 
-pub fn open(
+pub(crate) fn open(
     req: &HttpRequest,
     body: web::Payload,
     legacy: Arc<LegacyThing>,

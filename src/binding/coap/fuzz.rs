@@ -3,17 +3,17 @@
 //! socket loop would), with no panic; then a flood of distinct message IDs keeps the dedup
 //! cache within its bound. Deterministic (seeded xorshift), so a failure reproduces.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
-use wot_runtime::binding::coap::engine::Effects;
-use wot_runtime::binding::coap::{CoapForms, Engine, EngineConfig};
-use wot_runtime::core::Servient;
-use wot_runtime::td::{Origins, TdPublisher};
+
+use super::engine::{Effects, Engine, EngineConfig};
+use super::forms::CoapForms;
+use crate::core::{Error, Operation, Servient};
+use crate::td::{Origins, TdPublisher};
+use crate::things::{self, IdStore};
 
 struct Rng(u64);
 
@@ -36,7 +36,10 @@ impl Rng {
 
 fn engine(config: EngineConfig) -> (Engine, Arc<Servient>) {
     let servient = Arc::new(Servient::new());
-    for hosted in common::bundled_things() {
+    let mut ids = IdStore::new(None);
+    for definition in things::bundled() {
+        let hosted = things::expose(definition.expect("bundled thing parses"), &mut ids)
+            .expect("bundled thing builds");
         servient.expose(hosted.thing);
     }
     let publisher = Arc::new(TdPublisher::new(vec![Arc::new(CoapForms::default())]));
@@ -180,7 +183,7 @@ async fn a_hundred_thousand_hostile_datagrams_cause_no_panic() {
         while !fx.perform.is_empty() {
             for pending in std::mem::take(&mut fx.perform) {
                 let result = match pending.op {
-                    op @ wot_runtime::core::Operation::InvokeAction { .. } => {
+                    op @ Operation::InvokeAction { .. } => {
                         let servient = servient.clone();
                         let slug = pending.slug.clone();
                         match tokio::time::timeout(Duration::from_millis(50), async move {
@@ -189,7 +192,7 @@ async fn a_hundred_thousand_hostile_datagrams_cause_no_panic() {
                         .await
                         {
                             Ok(r) => r,
-                            Err(_) => Err(wot_runtime::core::Error::Internal("slow".into())),
+                            Err(_) => Err(Error::Internal("slow".into())),
                         }
                     }
                     op => servient.handle(&pending.slug, op).await,
