@@ -196,196 +196,58 @@ impl Running {
             .base_url
             .as_ref()
             .map(|b| b.trim_end_matches('/').to_owned());
-        let coap_bound = if config.no_coap {
-            None
-        } else {
-            let addr = SocketAddr::new(config.host, config.coap_port);
-            Some(
-                coap::bind(config.host, config.coap_port, config.coap.loops).map_err(|source| {
-                    StartError::Bind {
-                        what: "CoAP",
-                        addr,
-                        source,
-                    }
-                })?,
-            )
-        };
-        let addr = SocketAddr::new(config.host, config.http_port);
-        let listener = listen(addr).map_err(|source| StartError::Bind {
-            what: "HTTP",
-            addr,
-            source,
-        })?;
-        let http_addr = listener.local_addr().map_err(|source| StartError::Bind {
-            what: "HTTP",
-            addr,
-            source,
-        })?;
-        let coap_origin = coap_bound
-            .as_ref()
-            .and_then(|b| b.addrs.first())
-            .map(|addr| coap_origin(base_url.as_deref(), *addr));
-        let mut providers: Vec<Arc<dyn FormProvider>> = vec![Arc::new(HttpForms), Arc::new(WsForms)];
+        let listeners = Listeners::bind(&config)?;
         let coap_access = match config.security.auth {
             Some(_) => Access::Restricted(config.coap.open),
             None => Access::Open,
         };
-        if coap_bound.is_some() {
-            providers.push(Arc::new(CoapForms::new(coap_access)));
-            if let Access::Restricted(open) = coap_access {
-                tracing::info!(
-                    read = open.read,
-                    observe = open.observe,
-                    "--auth is on and CoAP cannot check credentials: CoAP serves only what --coap-open opens; never writes or invocations"
-                );
-            }
-        }
-        let mut publisher = TdPublisher::new(providers);
-        if let Some(auth) = &config.security.auth {
-            let (mut definitions, security) = auth.td_security();
-            // Opened CoAP forms name the scheme they really have: none.
-            if let (Some(name), Some(defs), true) = (
-                coap_access.form_security(),
-                definitions.as_object_mut(),
-                coap_bound.is_some(),
-            ) {
-                defs.insert(name.into(), json!({"scheme": "nosec"}));
-            }
-            publisher = publisher.with_security(definitions, security);
-        }
-        let publisher = Arc::new(publisher);
-        let host = Arc::new(Host::new(servient.clone(), publisher.clone(), ids));
+        let publisher = publisher(&config, listeners.coap.is_some().then_some(coap_access));
+        let parts = Parts {
+            coap_origin: listeners.coap_origin(base_url.as_deref()),
+            host: Arc::new(Host::new(servient.clone(), Arc::new(publisher), ids)),
+            servient,
+            base_url,
+            directory_id,
+            shutdown: watch::channel(false).0,
+        };
         // Every listener is bound by now. Things are added before the legacy adapter starts so
         // that its first sync serves them as soon as the port does; the one step that can still
         // fail, `http::start`, stops both on its error path.
         for h in hosted {
-            host.add(h);
+            parts.host.add(h);
         }
-
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        // SSE streams and sockets of every binding on the HTTP port count against one pool.
-        let subscribers = crate::limits::Subscribers::new(config.subscribers);
-        let state = HttpState {
-            servient: servient.clone(),
-            publisher: publisher.clone(),
-            base_url: base_url.clone(),
-            coap_origin: coap_origin.clone(),
-            directory_id: directory_id.clone(),
-            body_limit: config.body_limit,
-            keepalive: config.sse_keepalive,
-            shutdown: shutdown_rx,
-            subscribers: subscribers.clone(),
-            body_timeout: config.body_timeout,
-        };
-        let mut mounts: Vec<http::Mount> = vec![Arc::new(ws::service(WsState {
-            servient: servient.clone(),
-            shutdown: shutdown.subscribe(),
-            config: config.ws.clone(),
-            subscribers: subscribers.clone(),
-        }))];
-        let http_security = config
-            .security
-            .auth
-            .as_ref()
-            .map(|a| a.td_security())
-            .unwrap_or_else(crate::td::nosec);
-        let legacy = Legacy::start(
-            servient.clone(),
-            base_url.clone(),
-            &http_security,
-            subscribers,
-            shutdown.subscribe(),
-            config.ws.ping_interval,
-        );
-        mounts.push(Arc::new(legacy.configure()));
-        let server = match http::start(
-            state,
-            listener,
-            config.workers,
-            mounts,
-            config.security.clone(),
-            config.http_timeouts.clone(),
-        ) {
-            Ok(server) => server,
-            Err(source) => {
-                legacy.stop();
-                host.stop();
-                return Err(StartError::Bind {
-                    what: "HTTP",
-                    addr,
-                    source,
-                });
-            }
-        };
+        let (server, legacy) = start_http(&config, &parts, listeners.http, listeners.http_at)?;
         // Nothing below can fail, so the rest starts only now.
         let reloader = config
             .watch_dir
             .clone()
-            .map(|dir| tokio::spawn(crate::reload::watch(dir, host.clone(), config.watch_period)));
-        let handle = server.handle();
+            .map(|dir| tokio::spawn(crate::reload::watch(dir, parts.host.clone(), config.watch_period)));
+        let http = server.handle();
         let http_task = tokio::spawn(server);
-        let coap_addr = coap_bound.as_ref().and_then(|b| b.addrs.first().copied());
-        let coap = coap_bound.map(|bound| {
-            // CoAP clients get the TD with the same origins an HTTP client of the bound address
-            // gets, so both serve the same bytes.
-            let origins = Origins {
-                http: Some(base_url.clone().unwrap_or_else(|| origin("http", http_addr))),
-                coap: coap_origin.clone(),
-            };
-            let mut coap_config = CoapConfig {
-                multicast: !config.no_mdns && !config.no_coap_multicast,
-                ..config.coap.clone()
-            };
-            coap_config.engine.access = coap_access;
-            bound.start(
-                coap_config,
-                servient.clone(),
-                publisher.clone(),
-                origins,
-                directory_id,
-                shutdown.subscribe(),
-            )
-        });
-        let mdns = if config.no_mdns {
-            None
-        } else {
-            let ports = discovery::Ports {
-                http: http_addr.port(),
-                coap: coap_addr.map(|a| a.port()),
-                tls: config.security.tls.is_some(),
-            };
-            match announce(&config, &servient, ports) {
-                Ok(announcer) => {
-                    let announcer = Arc::new(announcer);
-                    let mut changes = servient.watch_changes();
-                    let follower = {
-                        let (announcer, servient) = (announcer.clone(), servient.clone());
-                        tokio::spawn(async move {
-                            while changes.changed().await.is_ok() {
-                                announcer.sync(plan(&servient, ports)).await;
-                            }
-                        })
-                    };
-                    Some((announcer, follower))
-                }
-                Err(e) => {
-                    // Serving without announcements beats not serving: say so and go on.
-                    tracing::error!("mDNS disabled: {e}");
-                    None
-                }
-            }
+        let http_addr = listeners.http_addr;
+        let coap_addr = listeners.coap.as_ref().and_then(|b| b.addrs.first().copied());
+        let coap = listeners
+            .coap
+            .map(|bound| start_coap(bound, &config, coap_access, &parts, http_addr));
+        let ports = discovery::Ports {
+            http: http_addr.port(),
+            coap: coap_addr.map(|a| a.port()),
+            tls: config.security.tls.is_some(),
         };
+        let mdns = (!config.no_mdns)
+            .then(|| start_mdns(&config, &parts.servient, ports))
+            .flatten();
         Ok(Running {
-            servient,
-            publisher,
+            publisher: parts.host.publisher.clone(),
+            servient: parts.servient,
             http_addr,
             tls: config.security.tls.is_some(),
             coap_addr,
             coap,
-            http: handle,
+            http,
             http_task,
-            shutdown,
-            host,
+            shutdown: parts.shutdown,
+            host: parts.host,
             reloader,
             legacy,
             mdns,
@@ -439,6 +301,224 @@ impl Running {
             store.flush_async().await;
         }
     }
+}
+
+/// The runtime's listeners, bound before anything starts.
+struct Listeners {
+    /// The CoAP sockets, unless CoAP is off.
+    coap: Option<coap::Bound>,
+    http: TcpListener,
+    /// The address the HTTP listener was asked for (for errors).
+    http_at: SocketAddr,
+    /// The address it is bound to (the port is known even when 0 was asked for).
+    http_addr: SocketAddr,
+}
+
+impl Listeners {
+    /// Binds CoAP (unless it is off), then HTTP; a port that is taken is a [`StartError::Bind`].
+    fn bind(config: &Config) -> Result<Listeners, StartError> {
+        let coap = if config.no_coap {
+            None
+        } else {
+            let addr = SocketAddr::new(config.host, config.coap_port);
+            Some(
+                coap::bind(config.host, config.coap_port, config.coap.loops).map_err(|source| {
+                    StartError::Bind {
+                        what: "CoAP",
+                        addr,
+                        source,
+                    }
+                })?,
+            )
+        };
+        let http_at = SocketAddr::new(config.host, config.http_port);
+        let bind_error = |source| StartError::Bind {
+            what: "HTTP",
+            addr: http_at,
+            source,
+        };
+        let http = listen(http_at).map_err(bind_error)?;
+        let http_addr = http.local_addr().map_err(bind_error)?;
+        Ok(Listeners {
+            coap,
+            http,
+            http_at,
+            http_addr,
+        })
+    }
+
+    /// The CoAP origin TD forms use, when CoAP runs (see [`coap_origin`]).
+    fn coap_origin(&self, base_url: Option<&str>) -> Option<String> {
+        let addr = self.coap.as_ref()?.addrs.first()?;
+        Some(coap_origin(base_url, *addr))
+    }
+}
+
+/// What the parts of a starting runtime share once its listeners are bound.
+struct Parts {
+    servient: Arc<Servient>,
+    /// The things with their behaviours, and the TD publisher.
+    host: Arc<Host>,
+    /// `--base-url` without its trailing slash.
+    base_url: Option<String>,
+    coap_origin: Option<String>,
+    /// The id of the directory TD (`/.well-known/wot`, CoAP's too).
+    directory_id: String,
+    /// Turns true when the runtime stops: streams and sockets end.
+    shutdown: watch::Sender<bool>,
+}
+
+/// Starts the HTTP server with the adapters it carries (WebSocket, legacy WebThings). On an
+/// error, the legacy adapter and the things' behaviours are stopped again.
+fn start_http(
+    config: &Config,
+    parts: &Parts,
+    listener: TcpListener,
+    addr: SocketAddr,
+) -> Result<(actix_web::dev::Server, Legacy), StartError> {
+    // SSE streams and sockets of every binding on the HTTP port count against one pool.
+    let subscribers = crate::limits::Subscribers::new(config.subscribers);
+    let state = HttpState {
+        servient: parts.servient.clone(),
+        publisher: parts.host.publisher.clone(),
+        base_url: parts.base_url.clone(),
+        coap_origin: parts.coap_origin.clone(),
+        directory_id: parts.directory_id.clone(),
+        body_limit: config.body_limit,
+        keepalive: config.sse_keepalive,
+        shutdown: parts.shutdown.subscribe(),
+        subscribers: subscribers.clone(),
+        body_timeout: config.body_timeout,
+    };
+    let ws: http::Mount = Arc::new(ws::service(WsState {
+        servient: parts.servient.clone(),
+        shutdown: parts.shutdown.subscribe(),
+        config: config.ws.clone(),
+        subscribers: subscribers.clone(),
+    }));
+    let legacy = start_legacy(config, parts, subscribers);
+    let mounts = vec![ws, Arc::new(legacy.configure())];
+    let (security, timeouts) = (config.security.clone(), config.http_timeouts.clone());
+    match http::start(state, listener, config.workers, mounts, security, timeouts) {
+        Ok(server) => Ok((server, legacy)),
+        Err(source) => {
+            legacy.stop();
+            parts.host.stop();
+            Err(StartError::Bind {
+                what: "HTTP",
+                addr,
+                source,
+            })
+        }
+    }
+}
+
+/// Starts the legacy WebThings adapter, describing the HTTP port's security.
+fn start_legacy(config: &Config, parts: &Parts, subscribers: crate::limits::Subscribers) -> Legacy {
+    let http_security = config
+        .security
+        .auth
+        .as_ref()
+        .map(|a| a.td_security())
+        .unwrap_or_else(crate::td::nosec);
+    Legacy::start(
+        parts.servient.clone(),
+        parts.base_url.clone(),
+        &http_security,
+        subscribers,
+        parts.shutdown.subscribe(),
+        config.ws.ping_interval,
+    )
+}
+
+/// Starts the CoAP loops on the bound sockets; they join the multicast groups when mDNS runs
+/// (unless told not to), and serve what `access` allows.
+fn start_coap(
+    bound: coap::Bound,
+    config: &Config,
+    access: Access,
+    parts: &Parts,
+    http_addr: SocketAddr,
+) -> CoapServer {
+    // CoAP clients get the TD with the same origins an HTTP client of the bound address gets,
+    // so both serve the same bytes.
+    let origins = Origins {
+        http: Some(
+            parts
+                .base_url
+                .clone()
+                .unwrap_or_else(|| origin("http", http_addr)),
+        ),
+        coap: parts.coap_origin.clone(),
+    };
+    let mut coap_config = CoapConfig {
+        multicast: !config.no_mdns && !config.no_coap_multicast,
+        ..config.coap.clone()
+    };
+    coap_config.engine.access = access;
+    bound.start(
+        coap_config,
+        parts.servient.clone(),
+        parts.host.publisher.clone(),
+        origins,
+        parts.directory_id.clone(),
+        parts.shutdown.subscribe(),
+    )
+}
+
+/// The TD publisher: forms of HTTP, WebSocket and (when it runs, with `coap_access`) CoAP, and
+/// the security of `--auth` (opened CoAP forms naming theirs: none).
+fn publisher(config: &Config, coap_access: Option<Access>) -> TdPublisher {
+    let mut providers: Vec<Arc<dyn FormProvider>> = vec![Arc::new(HttpForms), Arc::new(WsForms)];
+    if let Some(access) = coap_access {
+        providers.push(Arc::new(CoapForms::new(access)));
+        if let Access::Restricted(open) = access {
+            tracing::info!(
+                read = open.read,
+                observe = open.observe,
+                "--auth is on and CoAP cannot check credentials: CoAP serves only what --coap-open opens; never writes or invocations"
+            );
+        }
+    }
+    let publisher = TdPublisher::new(providers);
+    let Some(auth) = &config.security.auth else {
+        return publisher;
+    };
+    let (mut definitions, security) = auth.td_security();
+    // Opened CoAP forms name the scheme they really have: none.
+    if let (Some(name), Some(defs)) = (
+        coap_access.and_then(Access::form_security),
+        definitions.as_object_mut(),
+    ) {
+        defs.insert(name.into(), json!({"scheme": "nosec"}));
+    }
+    publisher.with_security(definitions, security)
+}
+
+/// Announces the things and keeps the announcements in step with them (hot reload). An
+/// announcer that cannot start is logged: serving without announcements beats not serving.
+fn start_mdns(
+    config: &Config,
+    servient: &Arc<Servient>,
+    ports: discovery::Ports,
+) -> Option<(Arc<Announcer>, JoinHandle<()>)> {
+    let announcer = match announce(config, servient, ports) {
+        Ok(announcer) => Arc::new(announcer),
+        Err(e) => {
+            tracing::error!("mDNS disabled: {e}");
+            return None;
+        }
+    };
+    let mut changes = servient.watch_changes();
+    let follower = {
+        let (announcer, servient) = (announcer.clone(), servient.clone());
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                announcer.sync(plan(&servient, ports)).await;
+            }
+        })
+    };
+    Some((announcer, follower))
 }
 
 /// Starts announcing every thing of the servient (and the directory when there are several).
