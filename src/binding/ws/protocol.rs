@@ -217,32 +217,13 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-/// Decodes one text message.
+/// Decodes one text message: a JSON object, its envelope, then the operation's members. Every
+/// rejection after the first two steps echoes the correlationID and operation, when they are
+/// readable.
 pub(crate) fn decode(text: &str) -> Result<Decoded, Rejection> {
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        Rejection::bad_request(format!(
-            "the message is not valid JSON: {e} (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
-    })?;
-    let Value::Object(mut object) = value else {
-        return Err(Rejection::bad_request(format!(
-            "a message must be a JSON object, not {}",
-            kind(&value)
-        )));
-    };
+    let mut object = parse_object(text)?;
     // The correlationID is read first, so every later rejection can echo it.
-    let correlation_id = match string_member(&object, "correlationID") {
-        Ok(Some(id)) if id.len() > MAX_CORRELATION_ID => {
-            return Err(Rejection::bad_request(format!(
-                "'correlationID' is longer than {MAX_CORRELATION_ID} bytes"
-            ))
-            .at("correlationID"));
-        }
-        Ok(id) => id,
-        Err(e) => return Err(e),
-    };
+    let correlation_id = correlation_id(&object)?;
     let operation = string_member(&object, "operation").map_err(|e| with_correlation(e, &correlation_id))?;
     let fail = |e: Rejection| {
         let mut e = with_correlation(e, &correlation_id);
@@ -253,121 +234,99 @@ pub(crate) fn decode(text: &str) -> Result<Decoded, Rejection> {
     };
     let thing_id = string_member(&object, "thingID").map_err(fail)?;
     string_member(&object, "messageID").map_err(fail)?;
-    match string_member(&object, "messageType").map_err(fail)?.as_deref() {
-        Some("request") => {}
-        None => {
-            return Err(fail(
-                Rejection::bad_request("'messageType' is missing").at("messageType"),
-            ));
-        }
-        Some(t @ ("response" | "notification")) => {
-            return Err(fail(
-                Rejection::bad_request(format!(
-                    "a Thing only accepts messages of type 'request', not '{t}'"
-                ))
-                .at("messageType"),
-            ));
-        }
-        Some(t) => {
-            return Err(fail(
-                Rejection::bad_request(format!("unknown messageType '{t}'; expected 'request'"))
-                    .at("messageType"),
-            ));
-        }
-    }
+    check_message_type(&object).map_err(fail)?;
     let Some(op) = operation.as_deref() else {
         return Err(fail(
             Rejection::bad_request("'operation' is missing").at("operation"),
         ));
     };
+    let request = request(op, &mut object).map_err(fail)?;
+    Ok(Decoded {
+        thing_id,
+        correlation_id,
+        request,
+    })
+}
+
+/// The message as a JSON object.
+fn parse_object(text: &str) -> Result<Map<String, Value>, Rejection> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        Rejection::bad_request(format!(
+            "the message is not valid JSON: {e} (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    match value {
+        Value::Object(object) => Ok(object),
+        other => Err(Rejection::bad_request(format!(
+            "a message must be a JSON object, not {}",
+            kind(&other)
+        ))),
+    }
+}
+
+/// The `correlationID`, when there is one: a string of at most [`MAX_CORRELATION_ID`] bytes.
+fn correlation_id(object: &Map<String, Value>) -> Result<Option<String>, Rejection> {
+    match string_member(object, "correlationID")? {
+        Some(id) if id.len() > MAX_CORRELATION_ID => Err(Rejection::bad_request(format!(
+            "'correlationID' is longer than {MAX_CORRELATION_ID} bytes"
+        ))
+        .at("correlationID")),
+        id => Ok(id),
+    }
+}
+
+/// A Thing accepts only messages of type `request`.
+fn check_message_type(object: &Map<String, Value>) -> Result<(), Rejection> {
+    match string_member(object, "messageType")?.as_deref() {
+        Some("request") => Ok(()),
+        None => Err(Rejection::bad_request("'messageType' is missing").at("messageType")),
+        Some(t @ ("response" | "notification")) => Err(Rejection::bad_request(format!(
+            "a Thing only accepts messages of type 'request', not '{t}'"
+        ))
+        .at("messageType")),
+        Some(t) => Err(
+            Rejection::bad_request(format!("unknown messageType '{t}'; expected 'request'"))
+                .at("messageType"),
+        ),
+    }
+}
+
+/// The request of operation `op`, from its members (taking `value`, `values` and `input` out of
+/// the object); a refusal names the member at fault.
+fn request(op: &str, object: &mut Map<String, Value>) -> Result<Request, Rejection> {
     let name = |o: &Map<String, Value>| required_string(o, "name", op);
-    let request = match op {
-        "readproperty" => Request::ReadProperty {
-            name: name(&object).map_err(fail)?,
-        },
+    Ok(match op {
+        "readproperty" => Request::ReadProperty { name: name(object)? },
         "writeproperty" => {
-            let name = name(&object).map_err(fail)?;
+            let name = name(object)?;
             let value = object.remove("value").ok_or_else(|| {
-                fail(Rejection::bad_request("'writeproperty' needs a 'value' member").at("value"))
+                Rejection::bad_request("'writeproperty' needs a 'value' member").at("value")
             })?;
             Request::WriteProperty { name, value }
         }
-        "observeproperty" => Request::ObserveProperty {
-            name: name(&object).map_err(fail)?,
-        },
-        "unobserveproperty" => Request::UnobserveProperty {
-            name: name(&object).map_err(fail)?,
-        },
+        "observeproperty" => Request::ObserveProperty { name: name(object)? },
+        "unobserveproperty" => Request::UnobserveProperty { name: name(object)? },
         "readallproperties" => Request::ReadAllProperties,
-        "readmultipleproperties" => {
-            let names = match object.get("names") {
-                Some(Value::Array(items)) if !items.is_empty() => items
-                    .iter()
-                    .map(|n| match n {
-                        Value::String(s) => Ok(s.clone()),
-                        other => Err(fail(
-                            Rejection::bad_request(format!(
-                                "'names' must hold property names (strings), not {}",
-                                kind(other)
-                            ))
-                            .at("names"),
-                        )),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-                Some(Value::Array(_)) => {
-                    return Err(fail(
-                        Rejection::bad_request("'names' must not be empty").at("names"),
-                    ));
-                }
-                Some(other) => {
-                    return Err(fail(
-                        Rejection::bad_request(format!("'names' must be an array, not {}", kind(other)))
-                            .at("names"),
-                    ));
-                }
-                None => {
-                    return Err(fail(
-                        Rejection::bad_request("'readmultipleproperties' needs a 'names' member").at("names"),
-                    ));
-                }
-            };
-            Request::ReadMultipleProperties { names }
-        }
-        "writeallproperties" | "writemultipleproperties" => {
-            let values = match object.remove("values") {
-                Some(Value::Object(values)) if !values.is_empty() => values,
-                Some(Value::Object(_)) => {
-                    return Err(fail(
-                        Rejection::bad_request("'values' must not be empty").at("values"),
-                    ));
-                }
-                Some(other) => {
-                    return Err(fail(
-                        Rejection::bad_request(format!("'values' must be an object, not {}", kind(&other)))
-                            .at("values"),
-                    ));
-                }
-                None => {
-                    return Err(fail(
-                        Rejection::bad_request(format!("'{op}' needs a 'values' member")).at("values"),
-                    ));
-                }
-            };
-            if op == "writeallproperties" {
-                Request::WriteAllProperties { values }
-            } else {
-                Request::WriteMultipleProperties { values }
-            }
-        }
+        "readmultipleproperties" => Request::ReadMultipleProperties {
+            names: property_names(object)?,
+        },
+        "writeallproperties" => Request::WriteAllProperties {
+            values: property_values(object, op)?,
+        },
+        "writemultipleproperties" => Request::WriteMultipleProperties {
+            values: property_values(object, op)?,
+        },
         "observeallproperties" => Request::ObserveAllProperties,
         "unobserveallproperties" => Request::UnobserveAllProperties,
         "invokeaction" => Request::InvokeAction {
-            name: name(&object).map_err(fail)?,
+            name: name(object)?,
             input: object.remove("input"),
         },
         "queryaction" | "cancelaction" => {
-            let action_id = required_string(&object, "actionID", op).map_err(fail)?;
-            let name = string_member(&object, "name").map_err(fail)?;
+            let action_id = required_string(object, "actionID", op)?;
+            let name = string_member(object, "name")?;
             if op == "queryaction" {
                 Request::QueryAction { name, action_id }
             } else {
@@ -375,29 +334,55 @@ pub(crate) fn decode(text: &str) -> Result<Decoded, Rejection> {
             }
         }
         "queryallactions" => Request::QueryAllActions,
-        "subscribeevent" => Request::SubscribeEvent {
-            name: name(&object).map_err(fail)?,
-        },
-        "unsubscribeevent" => Request::UnsubscribeEvent {
-            name: name(&object).map_err(fail)?,
-        },
+        "subscribeevent" => Request::SubscribeEvent { name: name(object)? },
+        "unsubscribeevent" => Request::UnsubscribeEvent { name: name(object)? },
         "subscribeallevents" => Request::SubscribeAllEvents,
         "unsubscribeallevents" => Request::UnsubscribeAllEvents,
         other => {
-            return Err(fail(
-                Rejection::bad_request(format!(
-                    "unknown operation '{other}'; expected one of {}",
-                    OPERATIONS.join(", ")
-                ))
-                .at("operation"),
-            ));
+            return Err(Rejection::bad_request(format!(
+                "unknown operation '{other}'; expected one of {}",
+                OPERATIONS.join(", ")
+            ))
+            .at("operation"));
         }
-    };
-    Ok(Decoded {
-        thing_id,
-        correlation_id,
-        request,
     })
+}
+
+/// The `names` of readmultipleproperties: a non-empty array of strings.
+fn property_names(object: &Map<String, Value>) -> Result<Vec<String>, Rejection> {
+    match object.get("names") {
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|n| match n {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(Rejection::bad_request(format!(
+                    "'names' must hold property names (strings), not {}",
+                    kind(other)
+                ))
+                .at("names")),
+            })
+            .collect(),
+        Some(Value::Array(_)) => Err(Rejection::bad_request("'names' must not be empty").at("names")),
+        Some(other) => {
+            Err(Rejection::bad_request(format!("'names' must be an array, not {}", kind(other))).at("names"))
+        }
+        None => Err(Rejection::bad_request("'readmultipleproperties' needs a 'names' member").at("names")),
+    }
+}
+
+/// The `values` of writeallproperties and writemultipleproperties (`op`): a non-empty object,
+/// taken out of the message.
+fn property_values(object: &mut Map<String, Value>, op: &str) -> Result<Map<String, Value>, Rejection> {
+    match object.remove("values") {
+        Some(Value::Object(values)) if !values.is_empty() => Ok(values),
+        Some(Value::Object(_)) => Err(Rejection::bad_request("'values' must not be empty").at("values")),
+        Some(other) => Err(Rejection::bad_request(format!(
+            "'values' must be an object, not {}",
+            kind(&other)
+        ))
+        .at("values")),
+        None => Err(Rejection::bad_request(format!("'{op}' needs a 'values' member")).at("values")),
+    }
 }
 
 fn with_correlation(mut rejection: Rejection, correlation_id: &Option<String>) -> Rejection {
