@@ -129,52 +129,15 @@ fn is_critical(number: u16) -> bool {
 
 /// Classifies one datagram. Never panics, whatever the bytes.
 pub(crate) fn classify(bytes: &[u8]) -> Inbound {
-    // Fewer than 4 bytes, or not version 1: silently ignored (§3, §4.2).
-    if bytes.len() < 4 || bytes[0] >> 6 != 1 {
-        return Inbound::Ignore;
-    }
-    let kind = (bytes[0] >> 4) & 0x3;
-    let code = bytes[1];
-    let mid = u16::from_be_bytes([bytes[2], bytes[3]]);
-    let confirmable = kind == 0;
-    let reject = || {
-        if confirmable {
-            Inbound::Reset(mid)
-        } else {
-            Inbound::Ignore
-        }
+    let (packet, header) = match message_layer(bytes) {
+        Layer::Request(packet, header) => (packet, header),
+        Layer::Settled(inbound) => return inbound,
     };
-    let packet = match Packet::from_bytes(bytes) {
-        Ok(p) => p,
-        // A message format error: a confirmable one is rejected with RST (§4.2).
-        Err(_) => return reject(),
-    };
-    if code == 0 {
-        // An Empty message has no token, options or payload; anything else is a format error.
-        if bytes.len() != 4 {
-            return reject();
-        }
-        return match kind {
-            0 => Inbound::Reset(mid),
-            2 => Inbound::Ack(mid),
-            3 => Inbound::Rst(mid),
-            _ => Inbound::Ignore,
-        };
-    }
-    match kind {
-        // ACK or RST carrying a code: we send no requests, so nothing to match.
-        2 | 3 => return Inbound::Ignore,
-        _ => {}
-    }
-    if !matches!(packet.header.code, MessageClass::Request(_)) && code >> 5 != 0 {
-        // A response or a reserved class in a CON/NON: we cannot process it.
-        return reject();
-    }
     let mut request = Request {
-        confirmable,
-        mid,
+        confirmable: header.confirmable,
+        mid: header.mid,
         token: packet.get_token().to_vec(),
-        method: code,
+        method: header.code,
         path: Vec::new(),
         query: Vec::new(),
         observe: None,
@@ -186,12 +149,104 @@ pub(crate) fn classify(bytes: &[u8]) -> Inbound {
         size2: false,
         payload: Vec::new(),
     };
-    let mut bad: Option<u16> = None;
-    let mut proxy = false;
+    let options = read_options(&packet, &mut request);
+    // A trailing empty path segment from "coap://host/" is the root.
+    if request.path.len() == 1 && request.path[0].is_empty() {
+        request.path.clear();
+    }
+    request.payload = packet.payload;
+    if let Some(option) = options.bad {
+        return Inbound::BadOption { request, option };
+    }
+    if options.proxy {
+        return Inbound::NoProxy(request);
+    }
+    Inbound::Request(request)
+}
+
+/// The fixed header's fields a request keeps.
+struct Header {
+    confirmable: bool,
+    mid: u16,
+    code: u8,
+}
+
+/// What the message layer (§3, §4.2, §4.3) makes of a datagram.
+enum Layer {
+    /// It carries a request: parsed, with the header fields the request keeps.
+    Request(Packet, Header),
+    /// Anything else, settled here: ignore it, reset it, or take it as the ACK or RST of one of
+    /// ours.
+    Settled(Inbound),
+}
+
+/// The message layer's decision on a datagram.
+fn message_layer(bytes: &[u8]) -> Layer {
+    // Fewer than 4 bytes, or not version 1: silently ignored (§3, §4.2).
+    if bytes.len() < 4 || bytes[0] >> 6 != 1 {
+        return Layer::Settled(Inbound::Ignore);
+    }
+    let kind = (bytes[0] >> 4) & 0x3;
+    let code = bytes[1];
+    let mid = u16::from_be_bytes([bytes[2], bytes[3]]);
+    let confirmable = kind == 0;
+    let reject = || {
+        Layer::Settled(if confirmable {
+            Inbound::Reset(mid)
+        } else {
+            Inbound::Ignore
+        })
+    };
+    let packet = match Packet::from_bytes(bytes) {
+        Ok(p) => p,
+        // A message format error: a confirmable one is rejected with RST (§4.2).
+        Err(_) => return reject(),
+    };
+    if code == 0 {
+        // An Empty message has no token, options or payload; anything else is a format error.
+        if bytes.len() != 4 {
+            return reject();
+        }
+        return Layer::Settled(match kind {
+            0 => Inbound::Reset(mid),
+            2 => Inbound::Ack(mid),
+            3 => Inbound::Rst(mid),
+            _ => Inbound::Ignore,
+        });
+    }
+    if matches!(kind, 2 | 3) {
+        // ACK or RST carrying a code: we send no requests, so nothing to match.
+        return Layer::Settled(Inbound::Ignore);
+    }
+    if !matches!(packet.header.code, MessageClass::Request(_)) && code >> 5 != 0 {
+        // A response or a reserved class in a CON/NON: we cannot process it.
+        return reject();
+    }
+    let header = Header {
+        confirmable,
+        mid,
+        code,
+    };
+    Layer::Request(packet, header)
+}
+
+/// What a request's options say beyond its fields.
+#[derive(Default)]
+struct OptionFindings {
+    /// The first critical option that is unknown, repeated, of a wrong length or undecodable.
+    bad: Option<u16>,
+    /// Proxy-Uri or Proxy-Scheme was present.
+    proxy: bool,
+}
+
+/// Reads the options into the request's fields. Unknown or malformed elective options are
+/// skipped (§5.4.1); critical ones are reported.
+fn read_options(packet: &Packet, request: &mut Request) -> OptionFindings {
+    let mut findings = OptionFindings::default();
     for (&number, values) in packet.options() {
         let Some(r) = rule(number) else {
             if is_critical(number) {
-                bad.get_or_insert(number);
+                findings.bad.get_or_insert(number);
             }
             continue;
         };
@@ -199,54 +254,53 @@ pub(crate) fn classify(bytes: &[u8]) -> Inbound {
             (!r.repeatable && values.len() > 1) || values.iter().any(|v| v.len() < r.min || v.len() > r.max);
         if malformed {
             if is_critical(number) {
-                bad.get_or_insert(number);
+                findings.bad.get_or_insert(number);
             }
             continue;
         }
-        let Some(first) = values.front() else {
-            continue;
-        };
-        use option::*;
-        match number {
-            URI_PATH | URI_QUERY => {
-                for v in values {
-                    match std::str::from_utf8(v) {
-                        Ok(s) if number == URI_PATH => request.path.push(s.to_owned()),
-                        Ok(s) => request.query.push(s.to_owned()),
-                        Err(_) => {
-                            bad.get_or_insert(number);
-                        }
+        read_option(number, values, request, &mut findings);
+    }
+    findings
+}
+
+/// One known, well-formed option into the request's fields.
+fn read_option(
+    number: u16,
+    values: &std::collections::LinkedList<Vec<u8>>,
+    request: &mut Request,
+    findings: &mut OptionFindings,
+) {
+    use option::*;
+    let Some(first) = values.front() else {
+        return;
+    };
+    match number {
+        URI_PATH | URI_QUERY => {
+            for v in values {
+                match std::str::from_utf8(v) {
+                    Ok(s) if number == URI_PATH => request.path.push(s.to_owned()),
+                    Ok(s) => request.query.push(s.to_owned()),
+                    Err(_) => {
+                        findings.bad.get_or_insert(number);
                     }
                 }
             }
-            OBSERVE => request.observe = decode_uint(first, 3),
-            CONTENT_FORMAT => request.content_format = decode_uint(first, 2).map(|v| v as u16),
-            ACCEPT => request.accept = decode_uint(first, 2).map(|v| v as u16),
-            BLOCK1 | BLOCK2 => match Block::decode(first) {
-                Some(b) if number == BLOCK1 => request.block1 = Some(b),
-                Some(b) => request.block2 = Some(b),
-                None => {
-                    bad.get_or_insert(number);
-                }
-            },
-            SIZE1 => request.size1 = decode_uint(first, 4),
-            SIZE2 => request.size2 = true,
-            PROXY_URI | PROXY_SCHEME => proxy = true,
-            _ => {}
         }
+        OBSERVE => request.observe = decode_uint(first, 3),
+        CONTENT_FORMAT => request.content_format = decode_uint(first, 2).map(|v| v as u16),
+        ACCEPT => request.accept = decode_uint(first, 2).map(|v| v as u16),
+        BLOCK1 | BLOCK2 => match Block::decode(first) {
+            Some(b) if number == BLOCK1 => request.block1 = Some(b),
+            Some(b) => request.block2 = Some(b),
+            None => {
+                findings.bad.get_or_insert(number);
+            }
+        },
+        SIZE1 => request.size1 = decode_uint(first, 4),
+        SIZE2 => request.size2 = true,
+        PROXY_URI | PROXY_SCHEME => findings.proxy = true,
+        _ => {}
     }
-    // A trailing empty path segment from "coap://host/" is the root.
-    if request.path.len() == 1 && request.path[0].is_empty() {
-        request.path.clear();
-    }
-    request.payload = packet.payload;
-    if let Some(option) = bad {
-        return Inbound::BadOption { request, option };
-    }
-    if proxy {
-        return Inbound::NoProxy(request);
-    }
-    Inbound::Request(request)
 }
 
 /// An RST (or an empty ACK) with this message ID.
