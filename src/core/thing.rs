@@ -799,12 +799,33 @@ impl ThingBuilder {
     /// Fails with the JSON pointer (into the model) of a DataSchema that does not compile, or of
     /// a handler given for an action the model lacks.
     pub fn build(mut self) -> Result<Arc<ExposedThing>, SchemaViolation> {
-        let at = |prefix: String| {
-            move |mut v: SchemaViolation| {
-                v.pointer = format!("{prefix}{}", v.pointer);
-                v
-            }
-        };
+        let properties = self.properties()?;
+        let actions = self.actions()?;
+        if let Some(orphan) = self.handlers.keys().next() {
+            return Err(SchemaViolation {
+                pointer: format!("/actions/{orphan}"),
+                rule: "handler".into(),
+                message: format!("a handler was given for '{orphan}', which is not an action of the thing"),
+            });
+        }
+        let events = events(&self.model)?;
+        Ok(Arc::new(ExposedThing {
+            slug: self.slug,
+            id: self.id,
+            model: self.model,
+            properties,
+            actions,
+            events,
+            hub: Arc::new(EventHub::new(self.hub_capacity)),
+            registry: RwLock::new(Arc::new(ActionRegistry::new(self.limits))),
+            persistence: self.persistence,
+            lifecycle: RwLock::new(Lifecycle::Serving),
+        }))
+    }
+
+    /// The model's properties with their compiled schemas and first values: a durable one's
+    /// stored value, else the `default`, else a zero value of the schema.
+    fn properties(&self) -> Result<IndexMap<String, Property>, SchemaViolation> {
         let mut properties = IndexMap::new();
         for (name, affordance) in affordances(&self.model, "properties") {
             let schema = DataSchema::compile(affordance).map_err(at(format!("/properties/{name}")))?;
@@ -815,22 +836,10 @@ impl ThingBuilder {
                 .or_else(|| zero_value(affordance))
                 .unwrap_or(Value::Null);
             let read_only = flag("readOnly");
-            let restored = match (&self.persistence, read_only) {
-                (Some(p), false) => p.load(&self.id, name).and_then(|bytes| {
-                    match serde_json::from_slice::<Value>(&bytes) {
-                        Ok(v) if schema.is_valid(&v) => Some(v),
-                        Ok(v) => {
-                            tracing::warn!(thing = %self.slug, property = %name,
-                                "stored value {v} no longer fits the schema; using the default");
-                            None
-                        }
-                        Err(e) => {
-                            tracing::warn!(thing = %self.slug, property = %name, "stored value unreadable: {e}");
-                            None
-                        }
-                    }
-                }),
-                _ => None,
+            let restored = if read_only {
+                None
+            } else {
+                self.restored(name, &schema)
             };
             let initial = restored.unwrap_or(initial);
             let property = Property {
@@ -849,6 +858,30 @@ impl ThingBuilder {
             property.store(initial);
             properties.insert(name.clone(), property);
         }
+        Ok(properties)
+    }
+
+    /// The stored value of a durable property, when there is one that still fits its schema
+    /// (otherwise a warning says why the default is used).
+    fn restored(&self, name: &str, schema: &DataSchema) -> Option<Value> {
+        let bytes = self.persistence.as_ref()?.load(&self.id, name)?;
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) if schema.is_valid(&v) => Some(v),
+            Ok(v) => {
+                tracing::warn!(thing = %self.slug, property = %name,
+                    "stored value {v} no longer fits the schema; using the default");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(thing = %self.slug, property = %name, "stored value unreadable: {e}");
+                None
+            }
+        }
+    }
+
+    /// The model's actions with their compiled schemas, each taking its handler out of the
+    /// builder (an action without one fails every invocation).
+    fn actions(&mut self) -> Result<IndexMap<String, Action>, SchemaViolation> {
         let mut actions = IndexMap::new();
         for (name, affordance) in affordances(&self.model, "actions") {
             let compile = |key: &str| -> Result<Option<DataSchema>, SchemaViolation> {
@@ -857,15 +890,10 @@ impl ThingBuilder {
                     .map(|s| DataSchema::compile(s).map_err(at(format!("/actions/{name}/{key}"))))
                     .transpose()
             };
-            let handler = self.handlers.shift_remove(name).unwrap_or_else(|| {
-                let name = name.clone();
-                Arc::new(move |_| {
-                    let name = name.clone();
-                    Box::pin(
-                        async move { Err(Error::ActionFailed(format!("action '{name}' has no behaviour"))) },
-                    )
-                })
-            });
+            let handler = self
+                .handlers
+                .shift_remove(name)
+                .unwrap_or_else(|| no_behaviour(name.clone()));
             actions.insert(
                 name.clone(),
                 Action {
@@ -880,40 +908,43 @@ impl ThingBuilder {
                 },
             );
         }
-        if let Some(orphan) = self.handlers.keys().next() {
-            return Err(SchemaViolation {
-                pointer: format!("/actions/{orphan}"),
-                rule: "handler".into(),
-                message: format!("a handler was given for '{orphan}', which is not an action of the thing"),
-            });
-        }
-        let mut events = IndexMap::new();
-        for (name, affordance) in affordances(&self.model, "events") {
-            let data = affordance
-                .get("data")
-                .map(|s| DataSchema::compile(s).map_err(at(format!("/events/{name}/data"))))
-                .transpose()?;
-            events.insert(
-                name.clone(),
-                Event {
-                    name: name.as_str().into(),
-                    data,
-                },
-            );
-        }
-        Ok(Arc::new(ExposedThing {
-            slug: self.slug,
-            id: self.id,
-            model: self.model,
-            properties,
-            actions,
-            events,
-            hub: Arc::new(EventHub::new(self.hub_capacity)),
-            registry: RwLock::new(Arc::new(ActionRegistry::new(self.limits))),
-            persistence: self.persistence,
-            lifecycle: RwLock::new(Lifecycle::Serving),
-        }))
+        Ok(actions)
     }
+}
+
+/// The model's events with their compiled data schemas.
+fn events(model: &Value) -> Result<IndexMap<String, Event>, SchemaViolation> {
+    let mut events = IndexMap::new();
+    for (name, affordance) in affordances(model, "events") {
+        let data = affordance
+            .get("data")
+            .map(|s| DataSchema::compile(s).map_err(at(format!("/events/{name}/data"))))
+            .transpose()?;
+        events.insert(
+            name.clone(),
+            Event {
+                name: name.as_str().into(),
+                data,
+            },
+        );
+    }
+    Ok(events)
+}
+
+/// Puts `prefix` (where in the model the schema is) in front of a violation's pointer.
+fn at(prefix: String) -> impl Fn(SchemaViolation) -> SchemaViolation {
+    move |mut v: SchemaViolation| {
+        v.pointer = format!("{prefix}{}", v.pointer);
+        v
+    }
+}
+
+/// The handler of an action given none: every invocation fails.
+fn no_behaviour(name: String) -> ActionHandler {
+    Arc::new(move |_| {
+        let name = name.clone();
+        Box::pin(async move { Err(Error::ActionFailed(format!("action '{name}' has no behaviour"))) })
+    })
 }
 
 fn affordances<'a>(model: &'a Value, kind: &str) -> impl Iterator<Item = (&'a String, &'a Value)> {
