@@ -91,112 +91,179 @@ async fn in_time(sent: impl Future<Output = Result<(), actix_ws::Closed>>, keepa
     matches!(tokio::time::timeout(keepalive.timeout(), sent).await, Ok(Ok(())))
 }
 
+/// Serves one socket until it closes: biased, so an action's `created` (adapter channel) goes
+/// out before the core's later statuses of the same instance, and shutdown is noticed first.
 async fn run(
     legacy: Arc<LegacyThing>,
-    mut session: Session,
+    session: Session,
     mut stream: actix_ws::AggregatedMessageStream,
     (mut subscription, mut statuses): (crate::core::Subscription, broadcast::Receiver<Bytes>),
     (mut shutdown, changes): (watch::Receiver<bool>, watch::Receiver<u64>),
-    mut keepalive: Keepalive,
+    keepalive: Keepalive,
 ) {
-    let mut events: HashSet<String> = HashSet::new();
     let mut ticker = keepalive.ticker();
     // Made once, not per turn of the loop: it registers with the watch only when it fires.
     let retired = retired(legacy.clone(), changes);
     tokio::pin!(retired);
+    let mut socket = Socket {
+        legacy,
+        session,
+        keepalive,
+        events: HashSet::new(),
+    };
     let ended = loop {
-        // Biased: an action's `created` (adapter channel) goes out before the core's later
-        // statuses of the same instance, and shutdown is noticed first.
-        tokio::select! {
+        let flow = tokio::select! {
             biased;
-            _ = shutdown.changed() => break None,
-            ended = &mut retired => break Some(ended),
-            status = statuses.recv() => {
-                match status {
-                    Ok(frame) => {
-                        if !send(&mut session, &frame, &keepalive).await {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => break None,
-                }
-            }
-            received = subscription.recv() => {
-                let frame = match received {
-                    Received::Notification(n) => match &n.topic {
-                        Topic::Event(name) if !events.contains(&**name) => continue,
-                        // The core announces asynchronous actions (whoever requested them);
-                        // actions this adapter runs itself announce through `statuses`.
-                        Topic::Action { .. } | Topic::Property(_) | Topic::Event(_) => legacy.frame(&n),
-                    },
-                    Received::Lagged(missed) => {
-                        tracing::warn!(thing = legacy.slug(), missed, "legacy socket fell behind");
-                        continue;
-                    }
-                    Received::Closed(ended) => break Some(ended),
-                };
-                if !send(&mut session, &frame, &keepalive).await {
-                    return;
-                }
-            }
-            incoming = stream.recv() => {
-                let Some(incoming) = incoming else { break None };
-                keepalive.heard(Instant::now());
-                let ok = match incoming {
-                    Ok(actix_ws::AggregatedMessage::Text(text)) => {
-                        let reply = handle(&legacy, &text, &mut events).await;
-                        match reply {
-                            Some(frame) => send(&mut session, &frame, &keepalive).await,
-                            None => true,
-                        }
-                    }
-                    Ok(actix_ws::AggregatedMessage::Binary(_)) => {
-                        let refusal = wire::error_message(400, "send text messages, not binary");
-                        send(&mut session, &refusal, &keepalive).await
-                    }
-                    Ok(actix_ws::AggregatedMessage::Ping(p)) => in_time(session.pong(&p), &keepalive).await,
-                    Ok(actix_ws::AggregatedMessage::Pong(_)) => true,
-                    Ok(actix_ws::AggregatedMessage::Close(_)) => break None,
-                    Err(e) => {
-                        tracing::debug!(thing = legacy.slug(), "legacy socket protocol error: {e}");
-                        break None;
-                    }
-                };
-                if !ok {
-                    return;
-                }
-            }
-            _ = ticker.tick() => match keepalive.tick(Instant::now()) {
-                Tick::Nothing => {}
-                Tick::Ping => {
-                    if !in_time(session.ping(b"wot"), &keepalive).await {
-                        return;
-                    }
-                }
-                Tick::Dead => {
-                    let reason = actix_ws::CloseReason {
-                        code: actix_ws::CloseCode::Policy,
-                        description: Some(keepalive.dead_reason()),
-                    };
-                    tracing::debug!(thing = legacy.slug(), "legacy socket peer silent; closing");
-                    let _ = tokio::time::timeout(keepalive.timeout(), session.close(Some(reason))).await;
-                    return;
-                }
-            },
+            _ = shutdown.changed() => Flow::Close(None),
+            ended = &mut retired => Flow::Close(Some(ended)),
+            status = statuses.recv() => socket.on_status(status).await,
+            received = subscription.recv() => socket.on_received(received).await,
+            incoming = stream.recv() => socket.on_incoming(incoming).await,
+            _ = ticker.tick() => socket.on_tick().await,
+        };
+        match flow {
+            Flow::Continue => {}
+            Flow::Close(ended) => break ended,
+            Flow::Dead => return socket.close_dead().await,
+            Flow::Drop => return,
         }
     };
-    let reason = ended.map(|ended| match ended {
-        Ended::Removed => actix_ws::CloseReason {
-            code: actix_ws::CloseCode::Away,
-            description: Some(format!("thing '{}' was removed", legacy.slug())),
-        },
-        Ended::Changed => actix_ws::CloseReason {
-            code: actix_ws::CloseCode::Restart,
-            description: Some(format!("thing '{}' was reloaded; reconnect", legacy.slug())),
-        },
-    });
-    let _ = session.close(reason).await;
+    socket.close(ended).await;
+}
+
+/// What the socket does after one event.
+enum Flow {
+    /// Goes on serving.
+    Continue,
+    /// Closes: 1001 or 1012 when the thing was removed or replaced, a plain close otherwise.
+    Close(Option<Ended>),
+    /// The peer fell silent: closes with 1008 (Policy), waiting for it only so long.
+    Dead,
+    /// Ends without a close frame: the peer does not take frames in time, or the socket is
+    /// closed already.
+    Drop,
+}
+
+/// One socket's state.
+struct Socket {
+    legacy: Arc<LegacyThing>,
+    session: Session,
+    keepalive: Keepalive,
+    /// The events this socket subscribed to (`addEventSubscription`).
+    events: HashSet<String>,
+}
+
+impl Socket {
+    /// Sends one frame; a peer that does not take it in time is dropped.
+    async fn send(&mut self, frame: &Bytes) -> Flow {
+        if send(&mut self.session, frame, &self.keepalive).await {
+            Flow::Continue
+        } else {
+            Flow::Drop
+        }
+    }
+
+    /// An action status from the adapter's own channel.
+    async fn on_status(&mut self, status: Result<Bytes, broadcast::error::RecvError>) -> Flow {
+        match status {
+            Ok(frame) => self.send(&frame).await,
+            Err(broadcast::error::RecvError::Lagged(_)) => Flow::Continue,
+            Err(broadcast::error::RecvError::Closed) => Flow::Close(None),
+        }
+    }
+
+    /// What the core published on the thing: property changes and actions for every socket,
+    /// events for their subscribers only.
+    async fn on_received(&mut self, received: Received) -> Flow {
+        let frame = match received {
+            Received::Notification(n) => match &n.topic {
+                Topic::Event(name) if !self.events.contains(&**name) => return Flow::Continue,
+                // The core announces asynchronous actions (whoever requested them); actions
+                // this adapter runs itself announce through `statuses`.
+                Topic::Action { .. } | Topic::Property(_) | Topic::Event(_) => self.legacy.frame(&n),
+            },
+            Received::Lagged(missed) => {
+                tracing::warn!(thing = self.legacy.slug(), missed, "legacy socket fell behind");
+                return Flow::Continue;
+            }
+            Received::Closed(ended) => return Flow::Close(Some(ended)),
+        };
+        self.send(&frame).await
+    }
+
+    /// A frame from the peer (which proves it alive): text messages are acted on, pings
+    /// answered, binary refused.
+    async fn on_incoming(
+        &mut self,
+        incoming: Option<Result<actix_ws::AggregatedMessage, actix_ws::ProtocolError>>,
+    ) -> Flow {
+        let Some(incoming) = incoming else {
+            return Flow::Close(None);
+        };
+        self.keepalive.heard(Instant::now());
+        match incoming {
+            Ok(actix_ws::AggregatedMessage::Text(text)) => {
+                match handle(&self.legacy, &text, &mut self.events).await {
+                    Some(frame) => self.send(&frame).await,
+                    None => Flow::Continue,
+                }
+            }
+            Ok(actix_ws::AggregatedMessage::Binary(_)) => {
+                let refusal = wire::error_message(400, "send text messages, not binary");
+                self.send(&refusal).await
+            }
+            Ok(actix_ws::AggregatedMessage::Ping(p)) => {
+                if in_time(self.session.pong(&p), &self.keepalive).await {
+                    Flow::Continue
+                } else {
+                    Flow::Drop
+                }
+            }
+            Ok(actix_ws::AggregatedMessage::Pong(_)) => Flow::Continue,
+            Ok(actix_ws::AggregatedMessage::Close(_)) => Flow::Close(None),
+            Err(e) => {
+                tracing::debug!(thing = self.legacy.slug(), "legacy socket protocol error: {e}");
+                Flow::Close(None)
+            }
+        }
+    }
+
+    /// The keepalive clock: ping a silent peer; a dead one is closed (see [`Socket::close_dead`]).
+    async fn on_tick(&mut self) -> Flow {
+        match self.keepalive.tick(Instant::now()) {
+            Tick::Nothing => Flow::Continue,
+            Tick::Ping if in_time(self.session.ping(b"wot"), &self.keepalive).await => Flow::Continue,
+            Tick::Ping => Flow::Drop,
+            Tick::Dead => Flow::Dead,
+        }
+    }
+
+    /// Closes a socket whose peer fell silent with 1008, waiting no longer than the keepalive
+    /// timeout for the close frame to go in.
+    async fn close_dead(self) {
+        let reason = actix_ws::CloseReason {
+            code: actix_ws::CloseCode::Policy,
+            description: Some(self.keepalive.dead_reason()),
+        };
+        tracing::debug!(thing = self.legacy.slug(), "legacy socket peer silent; closing");
+        let _ = tokio::time::timeout(self.keepalive.timeout(), self.session.close(Some(reason))).await;
+    }
+
+    /// Closes the socket, saying why when its thing was removed (1001) or replaced (1012).
+    async fn close(self, ended: Option<Ended>) {
+        let slug = self.legacy.slug();
+        let reason = ended.map(|ended| match ended {
+            Ended::Removed => actix_ws::CloseReason {
+                code: actix_ws::CloseCode::Away,
+                description: Some(format!("thing '{slug}' was removed")),
+            },
+            Ended::Changed => actix_ws::CloseReason {
+                code: actix_ws::CloseCode::Restart,
+                description: Some(format!("thing '{slug}' was reloaded; reconnect")),
+            },
+        });
+        let _ = self.session.close(reason).await;
+    }
 }
 
 /// Resolves once the socket's thing no longer serves: replaced (`Changed`) or removed.
