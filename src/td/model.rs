@@ -233,19 +233,53 @@ fn strip_tm_terms(value: &mut Value) {
 }
 
 /// Turns an instance file (`{"instance": {"model": "x.tm.json", "placeholders": {...}}, ...}`)
-/// into a thing definition document. Members of the instance file other than `instance` are
-/// merged over the instantiated model.
+/// into a thing definition document, following the TM instantiation steps: the model is
+/// resolved, stops being a Thing Model, gets every placeholder's value and loses its `tm:`
+/// terms; then the members of the instance file other than `instance` are merged over it.
 pub(crate) fn instantiate(instance_path: &Path, instance: &Value) -> Result<Value, Vec<Problem>> {
-    let problem = |pointer: &str, rule: &str, message: String| {
-        vec![Problem::new(instance_path, pointer, rule, message)]
+    let (model_ref, values) = instance_spec(instance_path, instance)?;
+    let dir = instance_path.parent().unwrap_or(Path::new("."));
+    let mut resolver = Resolver {
+        stack: Vec::new(),
+        instance: instance_path,
     };
-    let spec = instance_of(instance)
-        .ok_or_else(|| problem("/instance", "required", "no 'instance' member".into()))?;
+    let mut doc = resolver.load(&dir.join(model_ref)).map_err(|p| vec![p])?;
+    if !is_thing_model(&doc) {
+        return Err(vec![Problem::new(
+            instance_path,
+            "/instance/model",
+            "tm-identification",
+            format!("{model_ref} is not a Thing Model (no tm:ThingModel @type)"),
+        )]);
+    }
+    drop_thing_model_type(&mut doc);
+    fill_placeholders(instance_path, model_ref, &mut doc, &values)?;
+    // Step 7: no tm: terms remain; the runtime supplies @context.
+    strip_tm_terms(&mut doc);
+    if let Some(root) = doc.as_object_mut() {
+        describe_instance(root, model_ref);
+    }
+    // The instance's own members override the model's.
+    let mut local = instance.clone();
+    local.as_object_mut().map(|o| o.remove("instance"));
+    merge_patch(&mut doc, &local);
+    Ok(doc)
+}
+
+/// The instance file's `instance` member: the model file it names, and the placeholder values.
+fn instance_spec<'a>(
+    instance_path: &Path,
+    instance: &'a Value,
+) -> Result<(&'a str, Map<String, Value>), Vec<Problem>> {
+    let problem =
+        |pointer: &str, rule: &str, message: &str| vec![Problem::new(instance_path, pointer, rule, message)];
+    let spec =
+        instance_of(instance).ok_or_else(|| problem("/instance", "required", "no 'instance' member"))?;
     let model_ref = spec.get("model").and_then(Value::as_str).ok_or_else(|| {
         problem(
             "/instance/model",
             "required",
-            "the instance names its model file in 'model'".into(),
+            "the instance names its model file in 'model'",
         )
     })?;
     let values = match spec.get("placeholders") {
@@ -255,25 +289,15 @@ pub(crate) fn instantiate(instance_path: &Path, instance: &Value) -> Result<Valu
             return Err(problem(
                 "/instance/placeholders",
                 "type",
-                "placeholders are an object".into(),
+                "placeholders are an object",
             ));
         }
     };
-    let dir = instance_path.parent().unwrap_or(Path::new("."));
-    let model_path = dir.join(model_ref);
-    let mut resolver = Resolver {
-        stack: Vec::new(),
-        instance: instance_path,
-    };
-    let mut doc = resolver.load(&model_path).map_err(|p| vec![p])?;
-    if !is_thing_model(&doc) {
-        return Err(problem(
-            "/instance/model",
-            "tm-identification",
-            format!("{model_ref} is not a Thing Model (no tm:ThingModel @type)"),
-        ));
-    }
-    // Step 3: drop tm:ThingModel from @type.
+    Ok((model_ref, values))
+}
+
+/// Step 3: `tm:ThingModel` leaves `@type` (and an `@type` left empty goes).
+fn drop_thing_model_type(doc: &mut Value) {
     if let Some(types) = doc.get_mut("@type") {
         let kept: Vec<Value> = match types {
             Value::Array(a) => a.iter().filter(|t| *t != "tm:ThingModel").cloned().collect(),
@@ -288,45 +312,51 @@ pub(crate) fn instantiate(instance_path: &Path, instance: &Value) -> Result<Valu
     {
         doc.as_object_mut().map(|o| o.remove("@type"));
     }
-    // Step 5: every placeholder gets its value.
+}
+
+/// Step 5: every placeholder gets its value; each one without a value is a problem of the
+/// instance file.
+fn fill_placeholders(
+    instance_path: &Path,
+    model_ref: &str,
+    doc: &mut Value,
+    values: &Map<String, Value>,
+) -> Result<(), Vec<Problem>> {
     let mut missing = Vec::new();
-    substitute(&mut doc, &values, String::new(), &mut missing);
-    if !missing.is_empty() {
-        return Err(missing
-            .into_iter()
-            .map(|(pointer, name)| {
-                Problem::new(
-                    instance_path,
-                    format!("/instance/placeholders/{name}"),
-                    "tm-placeholder-replacement",
-                    format!(
-                        "placeholder {{{{{name}}}}} (used at {} of {model_ref}) has no value",
-                        if pointer.is_empty() { "/" } else { &pointer }
-                    ),
-                )
-            })
-            .collect());
+    substitute(doc, values, String::new(), &mut missing);
+    if missing.is_empty() {
+        return Ok(());
     }
-    // Step 7: no tm: terms remain; the runtime supplies @context.
-    strip_tm_terms(&mut doc);
-    if let Some(root) = doc.as_object_mut() {
-        root.remove("@context");
-        let model_version = root.get("version").and_then(|v| v.get("model")).cloned();
-        let mut version = json!({"instance": "1.0.0"});
-        if let Some(m) = model_version {
-            version["model"] = m;
-        }
-        root.insert("version".into(), version);
-        let links = root.entry("links").or_insert_with(|| json!([]));
-        if let Value::Array(links) = links {
-            links.push(json!({"rel": "type", "href": model_ref, "type": "application/tm+json"}));
-        }
+    Err(missing
+        .into_iter()
+        .map(|(pointer, name)| {
+            Problem::new(
+                instance_path,
+                format!("/instance/placeholders/{name}"),
+                "tm-placeholder-replacement",
+                format!(
+                    "placeholder {{{{{name}}}}} (used at {} of {model_ref}) has no value",
+                    if pointer.is_empty() { "/" } else { &pointer }
+                ),
+            )
+        })
+        .collect())
+}
+
+/// The instance's `version` (its own, with the model's) and a `type` link to its model; the
+/// runtime supplies `@context`.
+fn describe_instance(root: &mut Map<String, Value>, model_ref: &str) {
+    root.remove("@context");
+    let model_version = root.get("version").and_then(|v| v.get("model")).cloned();
+    let mut version = json!({"instance": "1.0.0"});
+    if let Some(m) = model_version {
+        version["model"] = m;
     }
-    // The instance's own members override the model's.
-    let mut local = instance.clone();
-    local.as_object_mut().map(|o| o.remove("instance"));
-    merge_patch(&mut doc, &local);
-    Ok(doc)
+    root.insert("version".into(), version);
+    let links = root.entry("links").or_insert_with(|| json!([]));
+    if let Value::Array(links) = links {
+        links.push(json!({"rel": "type", "href": model_ref, "type": "application/tm+json"}));
+    }
 }
 
 #[cfg(test)]
