@@ -191,15 +191,7 @@ pub(crate) fn start(
                 // Every request passes here first, whatever adapter serves it: the Host check
                 // against DNS rebinding, CORS preflights (answered without credentials, as
                 // browsers send none), then authentication.
-                let over = req
-                    .conn_data::<crate::limits::ConnectionSlot>()
-                    .is_some_and(|slot| !slot.admitted());
-                let refused = if over {
-                    Some(problem::HttpError::TooManyConnections(max_connections).error_response())
-                } else {
-                    security.judge(&req)
-                };
-                if let Some(refusal) = refused {
+                if let Some(refusal) = refusal(&req, &security, max_connections) {
                     let res = req.into_response(refusal).map_into_right_body();
                     Either::Left(std::future::ready(Ok(res)))
                 } else if req.method() == Method::OPTIONS {
@@ -225,17 +217,7 @@ pub(crate) fn start(
     .workers(workers.max(1))
     // Every connection takes a slot when accepted; one over the maximum is still accepted so
     // the middleware can answer it 503 instead of leaving it in the backlog.
-    .on_connect(move |connection, extensions| {
-        if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            use std::os::fd::AsRawFd;
-            extensions.insert(super::ConnectionSocket(tcp.as_raw_fd()));
-        }
-        let slot = connections.admit();
-        if !slot.admitted() {
-            tracing::warn!(max = connections.max(), "connection limit reached; answering 503");
-        }
-        extensions.insert(slot);
-    })
+    .on_connect(move |connection, extensions| on_connect(connection, extensions, &connections))
     // A request head must arrive in time (slowloris gets 408), an idle keep-alive connection
     // is closed, and a closing client gets 1 s to go.
     .client_request_timeout(timeouts.head)
@@ -248,6 +230,41 @@ pub(crate) fn start(
         None => server.listen(listener)?,
     };
     Ok(server.run())
+}
+
+/// Why a request is refused before any handler runs, if it is: its connection is over the
+/// limit (503), its Host is not allowed, or its credentials are missing or wrong.
+fn refusal(
+    req: &actix_web::dev::ServiceRequest,
+    security: &Security,
+    max_connections: usize,
+) -> Option<HttpResponse> {
+    let over = req
+        .conn_data::<crate::limits::ConnectionSlot>()
+        .is_some_and(|slot| !slot.admitted());
+    if over {
+        Some(problem::HttpError::TooManyConnections(max_connections).error_response())
+    } else {
+        security.judge(req)
+    }
+}
+
+/// Records an accepted connection's descriptor (for the WebSocket binding) and its slot in the
+/// connection limit.
+fn on_connect(
+    connection: &dyn std::any::Any,
+    extensions: &mut actix_web::dev::Extensions,
+    connections: &crate::limits::Connections,
+) {
+    if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        use std::os::fd::AsRawFd;
+        extensions.insert(super::ConnectionSocket(tcp.as_raw_fd()));
+    }
+    let slot = connections.admit();
+    if !slot.admitted() {
+        tracing::warn!(max = connections.max(), "connection limit reached; answering 503");
+    }
+    extensions.insert(slot);
 }
 
 /// What the HTTP port enforces before any handler runs.
