@@ -64,6 +64,8 @@ struct ServeArgs {
     #[arg(long)]
     no_coap_multicast: bool,
     /// Public origin for TD hrefs (behind a proxy or NAT), e.g. http://lamp.example:8080.
+    // This comment is `--help` text, where a URL stays as typed.
+    #[allow(rustdoc::bare_urls)]
     #[arg(long)]
     base_url: Option<String>,
     /// Durable state: property values, thing ids, the self-signed certificate.

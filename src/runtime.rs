@@ -66,6 +66,23 @@ pub struct Config {
     /// Open connections of the HTTP port, and how long a request head and an idle
     /// keep-alive connection may take.
     pub http_timeouts: http::Timeouts,
+    /// Bindings from other crates, served on the HTTP port (see [`Adapter`]).
+    pub adapters: Vec<Arc<dyn Adapter>>,
+}
+
+/// A binding from another crate. It serves on the HTTP port, behind the checks every request
+/// there passes first (connection limit, Host allow-list, CORS, credentials), and may add its
+/// forms to every TD. Its routes are tried after the WebSocket and legacy adapters' and before
+/// the HTTP binding's own; it reaches the things only through the [`Servient`] it is given.
+pub trait Adapter: std::fmt::Debug + Send + Sync {
+    /// Its routes, given the things the runtime serves and a receiver that turns true when the
+    /// runtime stops (open streams should end then). Called once, when the runtime starts.
+    fn mount(&self, servient: Arc<Servient>, shutdown: watch::Receiver<bool>) -> http::Mount;
+
+    /// The forms it adds to every TD, after the built-in bindings' (none by default).
+    fn forms(&self) -> Option<Arc<dyn FormProvider>> {
+        None
+    }
 }
 
 impl Default for Config {
@@ -91,6 +108,7 @@ impl Default for Config {
             subscribers: SubscriberLimits::default(),
             body_timeout: Duration::from_secs(10),
             http_timeouts: http::Timeouts::default(),
+            adapters: Vec::new(),
         }
     }
 }
@@ -397,7 +415,10 @@ fn start_http(
         subscribers: subscribers.clone(),
     }));
     let legacy = start_legacy(config, parts, subscribers);
-    let mounts = vec![ws, Arc::new(legacy.configure())];
+    let mut mounts = vec![ws, Arc::new(legacy.configure())];
+    for adapter in &config.adapters {
+        mounts.push(adapter.mount(parts.servient.clone(), parts.shutdown.subscribe()));
+    }
     let (security, timeouts) = (config.security.clone(), config.http_timeouts.clone());
     match http::start(state, listener, config.workers, mounts, security, timeouts) {
         Ok(server) => Ok((server, legacy)),
@@ -480,6 +501,7 @@ fn publisher(config: &Config, coap_access: Option<Access>) -> TdPublisher {
             );
         }
     }
+    providers.extend(config.adapters.iter().filter_map(|a| a.forms()));
     let publisher = TdPublisher::new(providers);
     let Some(auth) = &config.security.auth else {
         return publisher;

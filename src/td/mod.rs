@@ -24,3 +24,5 @@ pub use forms::{Form, FormProvider, Origins, TdExt, form};
 pub use problem::Problem;
 pub(crate) use publish::nosec;
 pub use publish::{ACTION_ID_VARIABLE, BuildError, TD_MEDIA_TYPE, TdPublisher};
+/// The TD operation types a [`form`] names (wot-td's).
+pub use wot_td::thing::FormOperation;

@@ -141,10 +141,11 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// Routes another adapter serves on the HTTP port (the WebSocket binding, the legacy WebThings
-/// API). Mounts are registered before the HTTP binding's own routes, so a guarded resource (for
-/// example `GET /things/{id}` with `Upgrade: websocket`) is tried first. The runtime composes
-/// them; the HTTP binding never names another binding.
-pub(crate) type Mount = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+/// API, a [`crate::runtime::Adapter`] from another crate). Mounts are registered before the
+/// HTTP binding's own routes, so a guarded resource (for example `GET /things/{id}` with
+/// `Upgrade: websocket`) is tried first. The runtime composes them; the HTTP binding never
+/// names another binding.
+pub type Mount = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 
 /// Connection limits and timeouts of the HTTP port.
 #[derive(Debug, Clone)]
