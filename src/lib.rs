@@ -56,6 +56,10 @@
 //! Layers, arrows pointing down only (see ARCHITECTURE.md): `runtime` → `binding` → `td` →
 //! `behavior` → `core`.
 
+// The API is what is `pub` from here down: everything else is `pub(crate)` or private, and
+// every public item says what it is.
+#![warn(missing_docs, unreachable_pub)]
+
 mod behavior;
 pub mod binding;
 pub mod core;

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 /// answered 429) and in total (503).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubscriberLimits {
+    /// Open at once per client address; one more is answered 429.
     pub per_client: usize,
+    /// Open at once in all; one more is answered 503.
     pub total: usize,
 }
 

@@ -230,7 +230,7 @@ fn prepare(args: &ServeArgs) -> Result<(Config, Vec<Hosted>, IdStore), ExitCode>
             things::bundled()
         }
     };
-    let store = match &config.state_dir {
+    let store = match &args.state_dir {
         Some(dir) => Some(
             wot_runtime::state::Store::open(dir, args.durability)
                 .map_err(|e| fail(format!("state store: {e}"), ExitCode::FAILURE))?,
@@ -270,7 +270,6 @@ fn serve_config(args: &ServeArgs) -> Result<Config, ExitCode> {
         no_mdns: args.no_mdns,
         no_coap_multicast: args.no_coap_multicast,
         base_url: args.base_url.clone(),
-        state_dir: args.state_dir.clone(),
         body_limit: args.body_limit,
         watch_dir: None,
         mdns_interfaces: args.mdns_interfaces.clone(),

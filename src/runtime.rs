@@ -30,13 +30,18 @@ use crate::things::{Host, Hosted, IdStore};
 
 pub use crate::limits::SubscriberLimits;
 
-/// What `wot serve` is told.
+/// What a runtime serves on, and how (what `wot serve`'s flags set).
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The address every listener binds (default: all of IPv4).
     pub host: IpAddr,
+    /// The HTTP port (0: any free one); WebSockets and the legacy API share it.
     pub http_port: u16,
+    /// The CoAP port (0: any free one).
     pub coap_port: u16,
+    /// Do not run CoAP.
     pub no_coap: bool,
+    /// Do not announce over mDNS (also keeps CoAP off the multicast groups).
     pub no_mdns: bool,
     /// Do not join the CoAP multicast groups even when mDNS is on.
     pub no_coap_multicast: bool,
@@ -44,14 +49,16 @@ pub struct Config {
     pub coap: CoapConfig,
     /// Public origin for TD hrefs, without a trailing slash.
     pub base_url: Option<String>,
-    pub state_dir: Option<PathBuf>,
+    /// The largest request body taken (413 beyond it).
     pub body_limit: usize,
+    /// How often an idle SSE stream gets a comment, so proxies keep it open.
     pub sse_keepalive: Duration,
     /// HTTP worker threads (default: one per core).
     pub workers: usize,
     /// The things directory to watch: files added, changed or removed there add, update or
     /// remove their thing while serving.
     pub watch_dir: Option<PathBuf>,
+    /// How often `watch_dir` is scanned.
     pub watch_period: Duration,
     /// WebSocket (Web Thing Protocol) limits and keepalive.
     pub ws: WsConfig,
@@ -96,7 +103,6 @@ impl Default for Config {
             no_coap_multicast: false,
             coap: CoapConfig::default(),
             base_url: None,
-            state_dir: None,
             body_limit: http::DEFAULT_BODY_LIMIT,
             sse_keepalive: Duration::from_secs(15),
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
@@ -130,8 +136,11 @@ impl Config {
 
 /// A started runtime.
 pub struct Running {
+    /// The things it serves.
     pub servient: Arc<Servient>,
+    /// The TDs it serves, built from the enabled bindings' forms.
     pub publisher: Arc<TdPublisher>,
+    /// The address the HTTP port is bound to.
     pub http_addr: SocketAddr,
     tls: bool,
     /// The CoAP unicast address, when CoAP runs.
@@ -150,12 +159,17 @@ pub struct Running {
 /// Why [`Running::start`] failed; nothing it started is left running.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A port could not be bound (taken, or not allowed).
     #[error("cannot bind {what} on {addr}: {source}")]
     Bind {
+        /// `"HTTP"` or `"CoAP"`.
         what: &'static str,
+        /// The address asked for.
         addr: SocketAddr,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// An id could not be kept in the state store.
     #[error("state store: {0}")]
     State(#[source] crate::state::StoreError),
 }

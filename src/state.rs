@@ -39,12 +39,19 @@ pub enum Durability {
 pub enum StoreError {
     /// The state directory could not be created.
     #[error("{}: {source}", path.display())]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why it could not be created.
+        source: std::io::Error,
+    },
     /// The database file could not be created or opened (another process may hold it, or it
     /// is not a redb file of this format).
     #[error("{}: {source}", path.display())]
     Open {
+        /// The database file.
         path: PathBuf,
+        /// What redb said.
         source: redb::DatabaseError,
     },
     /// A write transaction failed (begin, table, insert or commit); redb says which.
@@ -83,6 +90,7 @@ fn key(thing_id: &str, property: &str) -> String {
 }
 
 impl Store {
+    /// Opens (or creates) the store in `dir` and starts its writer thread.
     pub fn open(dir: &Path, durability: Durability) -> Result<Arc<Store>, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_owned(),

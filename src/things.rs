@@ -7,7 +7,7 @@
 //!
 //! As library API: [`expose`] turns a [`ThingDefinition`] into a [`Hosted`] thing (with ids from
 //! an [`IdStore`]), [`bundled`] parses the bundled files, and a [`Hosted`] made by hand from a
-//! [`crate::core::ThingBuilder`] needs no [`Behaviors`]. Inside the crate, [`Host`] adds,
+//! [`crate::core::ThingBuilder`] needs no [`Behaviors`]. Inside the crate, `Host` adds,
 //! replaces and removes things while the runtime serves.
 
 use std::path::Path;
@@ -30,7 +30,9 @@ pub(crate) const BUNDLED: &[(&str, &str)] = &[
 
 /// An exposed thing with the behaviours that drive it.
 pub struct Hosted {
+    /// The thing.
     pub thing: Arc<ExposedThing>,
+    /// Its behaviours, started with it (`Behaviors::default()`: none).
     pub behaviors: Behaviors,
 }
 
@@ -43,6 +45,7 @@ pub struct IdStore {
 }
 
 impl IdStore {
+    /// Ids kept in `store`, or derived from the machine's id without one.
     pub fn new(store: Option<Arc<Store>>) -> Self {
         let machine = std::fs::read_to_string("/etc/machine-id")
             .or_else(|_| std::fs::read_to_string("/var/lib/dbus/machine-id"))

@@ -17,13 +17,18 @@ use super::error::Error;
 /// ActionStatus `status` values of the WoT Profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
+    /// Accepted, not started yet.
     Pending,
+    /// Started, not ended.
     Running,
+    /// Ended with its output.
     Completed,
+    /// Ended with an error, or cancelled.
     Failed,
 }
 
 impl Status {
+    /// The WoT Profile's name of the status.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",
@@ -32,6 +37,7 @@ impl Status {
             Status::Failed => "failed",
         }
     }
+    /// Whether the instance has ended.
     pub fn is_final(self) -> bool {
         matches!(self, Status::Completed | Status::Failed)
     }
@@ -40,9 +46,13 @@ impl Status {
 /// Why an action failed, kept as the parts of a problem-details object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
+    /// The problem type: a path under the runtime's `/problems/`.
     pub type_uri: &'static str,
+    /// A short summary of the kind of failure.
     pub title: String,
+    /// What happened to this instance.
     pub detail: String,
+    /// The HTTP status the failure would have had as an answer of its own.
     pub status: u16,
 }
 
@@ -68,12 +78,19 @@ impl Failure {
 /// A snapshot of one action instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActionStatus {
+    /// The instance's id (a UUID).
     pub id: Arc<str>,
+    /// The action's name.
     pub action: Arc<str>,
+    /// Where the instance stands.
     pub status: Status,
+    /// The handler's output, once completed.
     pub output: Option<Value>,
+    /// Why it failed, once failed.
     pub error: Option<Failure>,
+    /// When it was invoked (RFC 3339).
     pub time_requested: Arc<str>,
+    /// When it ended (RFC 3339), once it has.
     pub time_ended: Option<String>,
 }
 

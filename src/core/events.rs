@@ -27,16 +27,21 @@ use tokio::sync::broadcast;
 /// What a notification is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Topic {
+    /// A property's value changed; the data is the new value.
     Property(Arc<str>),
+    /// An event was emitted; the data is its payload.
     Event(Arc<str>),
-    /// An action instance's status changed.
+    /// An action instance's status changed; the data is its status.
     Action {
+        /// The action.
         name: Arc<str>,
+        /// The instance.
         id: Arc<str>,
     },
 }
 
 impl Topic {
+    /// The property, event or action name.
     pub fn name(&self) -> &str {
         match self {
             Topic::Property(n) | Topic::Event(n) | Topic::Action { name: n, .. } => n,
@@ -59,6 +64,7 @@ const SLOTS: usize = 4;
 pub struct Notification {
     /// Per-thing sequence number, strictly increasing.
     pub seq: u64,
+    /// What changed.
     pub topic: Topic,
     /// JSON payload, serialised once. Empty for an event without data.
     pub data: Bytes,
@@ -78,12 +84,19 @@ impl Notification {
 /// What a subscriber wants to hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
+    /// One property's changes.
     Property(String),
+    /// Every property's changes.
     AllProperties,
+    /// One event.
     Event(String),
+    /// Every event.
     AllEvents,
+    /// One action instance's status changes.
     Action {
+        /// The action.
         name: String,
+        /// The instance.
         id: String,
     },
     /// Everything the thing emits (used by sockets that multiplex several subscriptions).
@@ -91,6 +104,7 @@ pub enum Target {
 }
 
 impl Target {
+    /// Whether a notification about `topic` is for this subscriber.
     pub fn matches(&self, topic: &Topic) -> bool {
         match (self, topic) {
             (Target::Everything, _) => true,
@@ -115,7 +129,9 @@ const REPLAY_DEPTH: usize = 64;
 /// earlier run with the same number).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeenUpTo {
+    /// The sequence number of the last notification seen.
     pub seq: u64,
+    /// Its timestamp, when known.
     pub timestamp: Option<String>,
 }
 
@@ -318,6 +334,7 @@ pub enum Ended {
 /// What a subscriber receives.
 #[derive(Debug)]
 pub enum Received {
+    /// A notification for the target (shared with every other subscriber).
     Notification(Arc<Notification>),
     /// The subscriber fell behind and this many notifications were dropped for it.
     Lagged(u64),
@@ -342,6 +359,7 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// What the subscription was made for.
     pub fn target(&self) -> &Target {
         &self.target
     }

@@ -54,6 +54,7 @@ impl DataSchema {
         })
     }
 
+    /// The schema as written in the model.
     pub fn raw(&self) -> &Value {
         &self.raw
     }

@@ -34,7 +34,9 @@ pub type ActionHandler = Arc<dyn Fn(ActionContext) -> ActionFuture + Send + Sync
 
 /// Handed to an action handler.
 pub struct ActionContext {
+    /// The invocation's input, validated against the action's input schema.
     pub input: Option<Value>,
+    /// The thing the action belongs to (after a reload: the one serving now, through forwarding).
     pub thing: Arc<ExposedThing>,
 }
 
@@ -47,10 +49,15 @@ struct Stored {
 /// One property: its schema and its current value.
 #[derive(Debug)]
 pub struct Property {
+    /// The property's name.
     pub name: Arc<str>,
+    /// Its DataSchema, compiled.
     pub schema: DataSchema,
+    /// `readOnly`: clients cannot write it (the thing's own behaviours can).
     pub read_only: bool,
+    /// `writeOnly`: clients cannot read or observe it.
     pub write_only: bool,
+    /// `observable` in the TD.
     pub observable: bool,
     /// Written values go through the thing's persistence (client-writable properties).
     pub durable: bool,
@@ -67,6 +74,7 @@ impl Property {
         self.stored().bytes.clone()
     }
 
+    /// The current value.
     pub fn value(&self) -> Value {
         self.stored().value.clone()
     }
@@ -85,10 +93,15 @@ impl Property {
     }
 }
 
+/// One action: its schemas, whether it is synchronous, and its handler.
 pub struct Action {
+    /// The action's name.
     pub name: Arc<str>,
+    /// The input schema, if it takes input.
     pub input: Option<DataSchema>,
+    /// The output schema, if it declares one.
     pub output: Option<DataSchema>,
+    /// Whether an invocation answers with the output (else with a status to query).
     pub synchronous: bool,
     handler: ActionHandler,
 }
@@ -102,9 +115,12 @@ impl std::fmt::Debug for Action {
     }
 }
 
+/// One event and the schema of its data.
 #[derive(Debug)]
 pub struct Event {
+    /// The event's name.
     pub name: Arc<str>,
+    /// The data schema, if the event carries data.
     pub data: Option<DataSchema>,
 }
 
@@ -117,8 +133,11 @@ pub struct ExposedThing {
     pub id: String,
     /// The TD without forms, security, base or id: what the `td` module publishes from.
     pub model: Value,
+    /// The properties, in the model's order.
     pub properties: IndexMap<String, Property>,
+    /// The actions, in the model's order.
     pub actions: IndexMap<String, Action>,
+    /// The events, in the model's order.
     pub events: IndexMap<String, Event>,
     hub: Arc<EventHub>,
     /// Shared with the things that replace this one, so that instances outlive a reload.
@@ -190,6 +209,7 @@ impl ExposedThing {
         self.registry.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The model's `title` (the slug when it has none).
     pub fn title(&self) -> &str {
         self.model
             .get("title")
@@ -197,18 +217,21 @@ impl ExposedThing {
             .unwrap_or(&self.slug)
     }
 
+    /// The property `name`.
     pub fn property(&self, name: &str) -> Result<&Property, Error> {
         self.properties
             .get(name)
             .ok_or_else(|| Error::property_not_found(name))
     }
 
+    /// The action `name`.
     pub fn action(&self, name: &str) -> Result<&Action, Error> {
         self.actions
             .get(name)
             .ok_or_else(|| Error::action_not_found(name))
     }
 
+    /// The event `name`.
     pub fn event(&self, name: &str) -> Result<&Event, Error> {
         self.events.get(name).ok_or_else(|| Error::event_not_found(name))
     }
@@ -249,6 +272,7 @@ impl ExposedThing {
         Ok(Bytes::from(out))
     }
 
+    /// readallproperties: an object of every readable property.
     pub fn read_all_properties(&self) -> Result<Bytes, Error> {
         self.read_properties(self.properties.keys().map(String::as_str))
     }
@@ -433,6 +457,7 @@ impl ExposedThing {
         next.emit_event(name, data)
     }
 
+    /// Subscribes to what `target` selects, from now on (see [`Self::subscribe_after`]).
     pub fn subscribe(&self, target: Target) -> Result<Subscription, Error> {
         self.subscribe_after(target, None)
     }
@@ -562,6 +587,7 @@ impl ExposedThing {
         Ok(status)
     }
 
+    /// queryaction: the status of an instance of an asynchronous action.
     pub fn action_status(&self, name: &str, id: &str) -> Result<ActionStatus, Error> {
         let action = self.action(name)?;
         if action.synchronous {
@@ -570,6 +596,7 @@ impl ExposedThing {
         self.registry().get(name, id)
     }
 
+    /// cancelaction: ends a running instance and publishes its final status.
     pub fn cancel_action(&self, name: &str, id: &str) -> Result<ActionStatus, Error> {
         let action = self.action(name)?;
         if action.synchronous {
@@ -764,11 +791,13 @@ impl ThingBuilder {
         self
     }
 
+    /// The thing's `id` (default: a random `urn:uuid:`).
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.id = id.into();
         self
     }
 
+    /// How many actions may run at once, and how many ended instances are kept.
     pub fn action_limits(mut self, limits: ActionLimits) -> Self {
         self.limits = limits;
         self
@@ -791,6 +820,7 @@ impl ThingBuilder {
         self
     }
 
+    /// Sets the behaviour of an action, as an [`ActionHandler`] already made.
     pub fn on_action_handler(mut self, name: &str, handler: ActionHandler) -> Self {
         self.handlers.insert(name.to_owned(), handler);
         self

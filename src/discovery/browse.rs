@@ -101,16 +101,21 @@ impl Found {
 /// reported with its instance).
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoverError {
+    /// The mDNS daemon did not start.
     #[error("cannot start mDNS: {0}")]
     Start(mdns_sd::Error),
+    /// A service type could not be browsed.
     #[error("cannot browse {service_type}: {source}")]
     Browse {
+        /// The type, e.g. `_wot._tcp.local.`.
         service_type: String,
+        /// What the daemon said.
         source: mdns_sd::Error,
     },
     /// The blocking browse task panicked or was cancelled.
     #[error("browsing failed: {0}")]
     Join(tokio::task::JoinError),
+    /// The HTTP client that fetches the documents could not be made.
     #[error("no HTTP client: {0}")]
     Client(reqwest::Error),
 }
@@ -166,6 +171,7 @@ pub(crate) fn browse(types: &[&str], timeout: Duration) -> Result<Vec<Found>, Di
 /// One thing as `wot discover` reports it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Discovered {
+    /// The title announced (or the document's).
     pub title: String,
     /// The TD `id`, when the document could be fetched.
     pub id: Option<String>,
@@ -173,6 +179,7 @@ pub struct Discovered {
     pub kind: String,
     /// The W3C TD URL if one was announced, else the legacy description's.
     pub url: String,
+    /// The protocols it was found on (`http`, `coap`, `webthing`), sorted.
     pub protocols: Vec<String>,
     /// Every instance's URL, by protocol.
     pub urls: BTreeMap<String, String>,

@@ -29,6 +29,7 @@ pub struct MdnsConfig {
 /// Why announcing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MdnsError {
+    /// The mDNS daemon did not start.
     #[error("cannot start mDNS: {0}")]
     Start(mdns_sd::Error),
     /// `--mdns-interface` named interfaces the daemon could not switch to.
@@ -37,13 +38,19 @@ pub enum MdnsError {
     /// An announcement is not a valid service (a bad instance name or TXT record).
     #[error("cannot describe {instance} {service_type}: {source}")]
     Describe {
+        /// The instance name.
         instance: String,
+        /// Its service type.
         service_type: &'static str,
+        /// What the daemon said.
         source: mdns_sd::Error,
     },
+    /// The daemon did not take an announcement.
     #[error("cannot announce {fullname}: {source}")]
     Announce {
+        /// The instance's full name.
         fullname: String,
+        /// What the daemon said.
         source: mdns_sd::Error,
     },
 }

@@ -46,7 +46,9 @@ pub(crate) const MAX_TXT: usize = 200;
 /// What the announcer needs to know of one thing.
 #[derive(Debug, Clone)]
 pub struct ThingInfo {
+    /// The thing's slug (its path is `/things/{slug}`).
     pub slug: String,
+    /// The TD title, which the instance name is made from.
     pub title: String,
     /// The TD `id` (a `urn:uuid:`); six of its hex digits make the name unique per thing.
     pub id: String,
@@ -55,6 +57,7 @@ pub struct ThingInfo {
 /// The ports (and transport security) of the bindings that run.
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
+    /// The HTTP port.
     pub http: u16,
     /// The CoAP port when CoAP runs: then `_wot._udp` is announced too.
     pub coap: Option<u16>,

@@ -17,10 +17,13 @@ use crate::behavior::Behaviors;
 /// One thing loaded from a file.
 #[derive(Debug, Clone)]
 pub struct ThingDefinition {
+    /// The file's stem: the thing's URL path segment and mDNS name.
     pub slug: String,
+    /// The file it was loaded from (what its problems name).
     pub path: PathBuf,
     /// The TD without forms, base, security or `@context`; runtime keys removed.
     pub model: Value,
+    /// What the file's `runtime` keys declare.
     pub behaviors: Behaviors,
 }
 
@@ -234,6 +237,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Result<ThingDefinition, Vec<Problem>>>
     Ok(thing_files(dir)?.iter().map(|p| load_file(p)).collect())
 }
 
+/// Reads and parses one thing file.
 pub fn load_file(path: &Path) -> Result<ThingDefinition, Vec<Problem>> {
     let text =
         std::fs::read_to_string(path).map_err(|e| vec![Problem::new(path, "", "io", e.to_string())])?;

@@ -10,9 +10,14 @@ use crate::core::SchemaViolation;
 /// A precise complaint about a file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
+    /// The file at fault.
     pub file: PathBuf,
+    /// Where in it, as a JSON pointer (empty: the whole document).
     pub pointer: String,
+    /// The rule broken: a JSON Schema keyword, a TD or TM assertion, or one of the runtime's
+    /// (`runtime`, `runtime-owned`, `json`, `file-name`, ...).
     pub rule: String,
+    /// What is wrong, for a person.
     pub message: String,
 }
 
@@ -34,6 +39,7 @@ impl fmt::Display for Problem {
 }
 
 impl Problem {
+    /// A problem of `file` at `pointer`.
     pub fn new(file: &Path, pointer: impl Into<String>, rule: &str, message: impl Into<String>) -> Self {
         Problem {
             file: file.to_owned(),
@@ -42,6 +48,7 @@ impl Problem {
             message: message.into(),
         }
     }
+    /// A schema violation of `file`'s document.
     pub fn from_violation(file: &Path, v: SchemaViolation) -> Self {
         Problem {
             file: file.to_owned(),

@@ -18,6 +18,7 @@ use super::forms::{Form, FormProvider, Origins, Thing};
 use crate::core::ExposedThing;
 
 pub(crate) const TD_CONTEXT: &str = "https://www.w3.org/2022/wot/td/v1.1";
+/// The media type of a TD.
 pub const TD_MEDIA_TYPE: &str = "application/td+json";
 /// The URI variable naming an action instance in query and cancel forms (`.../{actionID}`).
 pub const ACTION_ID_VARIABLE: &str = "actionID";
@@ -71,6 +72,8 @@ pub(crate) fn nosec() -> (Value, Value) {
 }
 
 impl TdPublisher {
+    /// A publisher whose TDs carry the forms of `providers`, in this order, and no security
+    /// (`nosec`) until [`TdPublisher::with_security`].
     pub fn new(providers: Vec<Arc<dyn FormProvider>>) -> Self {
         TdPublisher {
             providers,
@@ -310,13 +313,17 @@ fn order_like(value: &mut Value, template: &Value, depth: usize) {
 /// Why a TD could not be built from a thing's model.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// The model is not a JSON object.
     #[error("a thing model must be an object")]
     NotAnObject,
     /// wot-td refused the model with its forms: `path` is where, in the TD.
     #[error("the model of '{slug}' is not a TD at {path}: {source}")]
     NotATd {
+        /// The thing.
         slug: String,
+        /// Where in the TD.
         path: String,
+        /// What wot-td said.
         source: serde_json::Error,
     },
     /// The typed TD did not serialise.

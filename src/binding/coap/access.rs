@@ -24,7 +24,9 @@ pub(crate) enum Kind {
 /// The kinds of request opened to unauthenticated CoAP clients while `--auth` is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Opened {
+    /// GETs of properties, TDs and `/.well-known/core`.
     pub read: bool,
+    /// GETs with Observe, and event observations.
     pub observe: bool,
 }
 
@@ -37,6 +39,7 @@ pub enum OpenedError {
          invocations and cancellations never go unauthenticated"
     )]
     Change(String),
+    /// A word that names no kind of request.
     #[error("unknown CoAP access '{0}' (use read, observe or none)")]
     Unknown(String),
 }

@@ -34,7 +34,9 @@ pub struct EngineConfig {
     pub dedup_capacity: usize,
     /// Largest payload in one message; bigger bodies go block-wise (RFC 7252 §4.6: 1024).
     pub block_limit: usize,
+    /// Limits of block-wise request bodies.
     pub block1: Block1Limits,
+    /// Limits of observations.
     pub observers: ObserverLimits,
     /// Confirmable messages of ours awaiting an ACK at once.
     pub outbox_capacity: usize,

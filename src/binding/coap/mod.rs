@@ -39,6 +39,7 @@ pub use observe::ObserverLimits;
 /// How the CoAP server runs.
 #[derive(Debug, Clone)]
 pub struct CoapConfig {
+    /// The protocol engine's limits and timings.
     pub engine: EngineConfig,
     /// An operation still running after this long is acknowledged with an empty ACK and
     /// answered later by a separate CON response (RFC 7252 §5.2.2).

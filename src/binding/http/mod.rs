@@ -46,6 +46,7 @@ pub(crate) struct HttpState {
     pub(crate) body_timeout: Duration,
 }
 
+/// The largest request body taken by default (1 MiB); larger ones are answered 413.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
 const CORS_METHODS: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
@@ -271,8 +272,11 @@ fn on_connect(
 /// What the HTTP port enforces before any handler runs.
 #[derive(Debug, Clone)]
 pub struct Security {
+    /// TLS (HTTPS), when set; the port then speaks nothing else.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Credentials every request must carry, when set.
     pub auth: Option<Arc<Auth>>,
+    /// The Host headers a request may name (against DNS rebinding).
     pub hosts: HostPolicy,
 }
 
