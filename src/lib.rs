@@ -1,29 +1,36 @@
 //! wot-runtime: a W3C Web of Things device runtime. It serves things (properties, actions,
 //! events) with a W3C TD 1.1 Thing Description each, over HTTP (WoT Profile: HTTP Basic + SSE),
 //! the Web Thing Protocol on WebSocket, CoAP and the legacy WebThings API, and announces them
-//! over mDNS. The `wot` binary is one user of this library; the API below is what it, the
-//! examples and the tests use.
+//! over mDNS. The `wot` binary is one user of this library.
 //!
 //! # The API
 //!
+//! What is public is what three kinds of user need; everything else is private to the crate.
+//!
+//! To serve things:
 //! - [`core`]: the thing model. [`core::ThingBuilder`] makes an [`core::ExposedThing`] from a TD
-//!   without forms and async action handlers; the [`core::Servient`] performs
-//!   [`core::Operation`]s on things and hands out [`core::Subscription`]s; one
-//!   [`core::Error`] type.
+//!   without forms and async action handlers; one [`core::Error`] type, classified once
+//!   ([`core::ErrorKind`]).
 //! - [`things`]: thing files turned into [`things::Hosted`] things (with their behaviours and
 //!   stable ids), and the bundled things.
-//! - [`runtime`]: [`runtime::Config`] and [`runtime::Running`]: start every binding on a set of
-//!   hosted things, stop them in order.
-//! - [`td`]: thing files ([`td::definition`]), TD publication ([`td::TdPublisher`]) from the
-//!   forms of [`td::FormProvider`]s, and W3C schema checks ([`td::validate`]).
-//! - [`binding`]: each binding's configuration and form provider.
-//! - [`security`], [`state`], [`discovery`], [`fd_limit`]: TLS and credentials, the durable
-//!   state store, mDNS announcing and browsing, the open-file limit; what `wot serve` sets up
-//!   before it starts a runtime.
+//! - [`runtime`]: [`runtime::Config`] (each binding's part is its own type, in [`binding`]),
+//!   [`runtime::Running::start`] on a set of hosted things, [`runtime::Running::stop`].
+//! - [`security`], [`state`], [`fd_limit`], [`discovery`]: TLS and credentials, the durable
+//!   state store, the open-file limit, mDNS announcing and browsing; what `wot serve` sets up
+//!   around a runtime.
+//!
+//! To check documents: [`td::definition`] reads thing files (each mistake a [`td::Problem`]);
+//! [`td::validate`] checks TDs and Thing Models against the W3C JSON Schemas.
+//!
+//! To add a binding from another crate: it performs [`core::Operation`]s through
+//! [`core::Servient::handle`] and follows changes through [`core::Servient::subscribe`]; a
+//! [`td::FormProvider`] adds its forms to every TD (for the [`td::Origins`] a client sees); and a
+//! [`runtime::Adapter`] in [`runtime::Config::adapters`] mounts its routes on the HTTP port
+//! ([`binding::http::Mount`]), behind the same checks as every other request there.
 //!
 //! # Example
 //!
-//! A thing defined in Rust, served next to nothing else until Ctrl-C:
+//! A thing defined in Rust, served on loopback (any free port) until SIGINT or SIGTERM:
 //!
 //! ```no_run
 //! use serde_json::json;

@@ -6,8 +6,9 @@
 //! taken) leaves no behaviour, reloader or server running.
 //!
 //! As library API: fill a [`Config`] (each binding's part is its own type: [`CoapConfig`],
-//! [`WsConfig`], [`http::Security`], [`http::Timeouts`], [`SubscriberLimits`]), hand
-//! [`Running::start`] the [`Hosted`] things, and [`Running::stop`] it when done.
+//! [`WsConfig`], [`http::Security`], [`http::Timeouts`], [`SubscriberLimits`]; bindings from
+//! other crates are [`Adapter`]s), hand [`Running::start`] the [`Hosted`] things, and
+//! [`Running::stop`] it when done.
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;

@@ -5,8 +5,9 @@
 //!
 //! As library API each binding shows only its configuration (part of
 //! [`crate::runtime::Config`]) and its [`crate::td::FormProvider`], for building the TDs the
-//! runtime serves outside of it: [`http`], [`coap`] and [`ws`]. How they serve is internal; the
-//! legacy WebThings adapter is configured through the runtime only.
+//! runtime serves outside of it: [`http`], [`coap`] and [`ws`]; and the HTTP port takes other
+//! adapters' routes ([`http::Mount`]). How they serve is internal; the legacy WebThings adapter
+//! is configured through the runtime only.
 
 pub mod coap;
 pub mod http;

@@ -8,8 +8,9 @@
 //!
 //! As library API: read thing files with [`definition::load_dir`], [`definition::load_file`] or
 //! [`definition::parse`] (each mistake a [`Problem`]); publish TDs with a [`TdPublisher`] fed by
-//! [`FormProvider`]s (a binding implements one to add its [`Form`]s for the [`Origins`] a client
-//! sees); check documents against the W3C schemas with [`validate`].
+//! [`FormProvider`]s (a binding implements one to add its [`Form`]s, made with [`form`], for the
+//! [`Origins`] a client sees); check documents against the W3C schemas with [`validate`]. The
+//! directory TD and Thing Model instantiation are internal.
 
 pub mod definition;
 pub(crate) mod directory;

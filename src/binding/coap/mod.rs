@@ -6,6 +6,9 @@
 //! (format checks, dedup, responses), `block`, `observe`, `content`, `router`, `link_format`,
 //! tied together by `engine`. `server` is the thin tokio socket loop; `forms` describes the
 //! binding in TDs. It must not reach into another binding or keep thing state of its own.
+//!
+//! As library API: [`CoapConfig`] (with the engine's limits, and what [`Opened`] serves under
+//! `--auth`) and the binding's [`CoapForms`].
 
 pub(crate) mod access;
 pub(crate) mod block;

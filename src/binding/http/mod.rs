@@ -4,6 +4,9 @@
 //! It translates HTTP into core operations and back (`routes`), streams notifications (`sse`),
 //! maps errors once (`problem`) and describes itself in TDs (`forms`). It must not reach into
 //! another binding or keep thing state of its own.
+//!
+//! As library API: the port's [`Security`] and [`Timeouts`], the default body limit, the
+//! binding's [`HttpForms`], and [`Mount`], how another adapter adds routes to the port.
 
 pub(crate) mod forms;
 pub(crate) mod problem;
