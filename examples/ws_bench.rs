@@ -472,7 +472,7 @@ fn serve(workers: Option<usize>) {
             no_coap: true,
             no_mdns: true,
             // Every subscriber comes from 127.0.0.1: lift the subscriber pool's limits.
-            subscribers: wot_runtime::limits::SubscriberLimits {
+            subscribers: wot_runtime::runtime::SubscriberLimits {
                 per_client: usize::MAX,
                 total: usize::MAX,
             },

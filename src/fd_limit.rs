@@ -47,7 +47,7 @@ pub fn raise_to_hard() -> io::Result<u64> {
 /// Whether an optional descriptor that was just opened as number `fd` may be kept. Descriptors
 /// are numbered lowest free first, so every number below `fd` is in use: a number in the top
 /// [`RESERVE`] of the table means it is nearly full, and the caller gives the descriptor back.
-pub fn may_keep_optional(fd: RawFd) -> bool {
+pub(crate) fn may_keep_optional(fd: RawFd) -> bool {
     match limits() {
         Ok((soft, _)) => u64::try_from(fd).is_ok_and(|fd| fd.saturating_add(RESERVE) < soft),
         // Without the limit there is nothing to protect.

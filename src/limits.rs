@@ -9,9 +9,13 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// How many SSE streams and WebSockets (one pool) may be open: per client address (one more is
+/// answered 429) and in total (503).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubscriberLimits {
+    /// Open at once per client address; one more is answered 429.
     pub per_client: usize,
+    /// Open at once in all; one more is answered 503.
     pub total: usize,
 }
 
@@ -26,7 +30,7 @@ impl Default for SubscriberLimits {
 
 /// Which limit a refused subscription hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LimitHit {
+pub(crate) enum LimitHit {
     /// This client holds `per_client` subscriptions already (HTTP 429).
     PerClient(usize),
     /// The server holds `total` subscriptions already (HTTP 503).
@@ -36,7 +40,7 @@ pub enum LimitHit {
 impl LimitHit {
     /// The HTTP status a refused upgrade or stream answers with: 429 for this client's limit,
     /// 503 for the server's (both with `Retry-After`).
-    pub fn http_status(self) -> u16 {
+    pub(crate) fn http_status(self) -> u16 {
         match self {
             LimitHit::PerClient(_) => 429,
             LimitHit::Total(_) => 503,
@@ -71,14 +75,14 @@ struct Counts {
 
 /// Counts open subscriptions.
 #[derive(Debug, Clone)]
-pub struct Subscribers {
+pub(crate) struct Subscribers {
     limits: SubscriberLimits,
     counts: Arc<Mutex<Counts>>,
 }
 
 /// One open subscription; dropping it frees the slot.
 #[derive(Debug)]
-pub struct Permit {
+pub(crate) struct Permit {
     client: IpAddr,
     counts: Arc<Mutex<Counts>>,
 }
@@ -97,14 +101,14 @@ impl Drop for Permit {
 }
 
 impl Subscribers {
-    pub fn new(limits: SubscriberLimits) -> Self {
+    pub(crate) fn new(limits: SubscriberLimits) -> Self {
         Subscribers {
             limits,
             counts: Arc::default(),
         }
     }
 
-    pub fn try_open(&self, client: IpAddr) -> Result<Permit, LimitHit> {
+    pub(crate) fn try_open(&self, client: IpAddr) -> Result<Permit, LimitHit> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         if counts.total >= self.limits.total {
             return Err(LimitHit::Total(self.limits.total));
@@ -121,7 +125,8 @@ impl Subscribers {
         })
     }
 
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn open(&self) -> usize {
         self.counts.lock().unwrap_or_else(|p| p.into_inner()).total
     }
 }
@@ -130,20 +135,20 @@ impl Subscribers {
 /// accepted (so it can be told, with 503 and `Retry-After`, rather than left hanging in the
 /// accept backlog) but is not counted and gets nothing else.
 #[derive(Debug, Clone)]
-pub struct Connections {
+pub(crate) struct Connections {
     max: usize,
     open: Arc<AtomicUsize>,
 }
 
 /// One accepted connection; dropping it (the connection closed) frees its slot.
 #[derive(Debug)]
-pub struct ConnectionSlot {
+pub(crate) struct ConnectionSlot {
     admitted: bool,
     open: Arc<AtomicUsize>,
 }
 
 impl ConnectionSlot {
-    pub fn admitted(&self) -> bool {
+    pub(crate) fn admitted(&self) -> bool {
         self.admitted
     }
 }
@@ -157,19 +162,19 @@ impl Drop for ConnectionSlot {
 }
 
 impl Connections {
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Connections {
             max,
             open: Arc::default(),
         }
     }
 
-    pub fn max(&self) -> usize {
+    pub(crate) fn max(&self) -> usize {
         self.max
     }
 
     /// A slot for a new connection: admitted while fewer than `max` are open.
-    pub fn admit(&self) -> ConnectionSlot {
+    pub(crate) fn admit(&self) -> ConnectionSlot {
         let admitted = self
             .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -182,7 +187,8 @@ impl Connections {
         }
     }
 
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
 }

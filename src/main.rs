@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use wot_runtime::binding::ws::WsConfig;
 use wot_runtime::runtime::{self, Config, Running};
-use wot_runtime::td::definition::{self, Problem};
-use wot_runtime::td::{Origins, TdPublisher, validate};
+use wot_runtime::td::definition;
+use wot_runtime::td::{Origins, Problem, TdPublisher, ThingDefinition, validate};
 use wot_runtime::things::{self, Hosted, IdStore};
 
 #[derive(Parser)]
@@ -64,6 +64,8 @@ struct ServeArgs {
     #[arg(long)]
     no_coap_multicast: bool,
     /// Public origin for TD hrefs (behind a proxy or NAT), e.g. http://lamp.example:8080.
+    // This comment is `--help` text, where a URL stays as typed.
+    #[allow(rustdoc::bare_urls)]
     #[arg(long)]
     base_url: Option<String>,
     /// Durable state: property values, thing ids, the self-signed certificate.
@@ -84,8 +86,8 @@ struct ServeArgs {
     auth: Option<String>,
     /// With --auth: what CoAP (which has no secure transport here) serves to anyone: read,
     /// observe, read,observe or none. Writes and invocations can never be opened.
-    #[arg(long, value_name = "KINDS", default_value = "none", value_parser = wot_runtime::binding::coap::access::Opened::parse)]
-    coap_open: wot_runtime::binding::coap::access::Opened,
+    #[arg(long, value_name = "KINDS", default_value = "none", value_parser = wot_runtime::binding::coap::Opened::parse)]
+    coap_open: wot_runtime::binding::coap::Opened,
     /// Also accept requests whose Host is this name (DNS rebinding protection); repeat for several.
     #[arg(long = "allow-host", value_name = "NAME")]
     allow_hosts: Vec<String>,
@@ -174,22 +176,92 @@ fn main() -> ExitCode {
     }
 }
 
+/// `wot serve`: the configuration, the things and the state store first (a failure is printed
+/// and ends it), then the runtime until SIGINT or SIGTERM.
 fn serve(args: ServeArgs) -> ExitCode {
     open_file_limit(args.max_connections);
+    let (config, hosted, ids) = match prepare(&args) {
+        Ok(prepared) => prepared,
+        Err(code) => return code,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}"), ExitCode::FAILURE),
+    };
+    rt.block_on(async move {
+        let running = match Running::start_with_ids(config, hosted, ids).await {
+            Ok(r) => r,
+            Err(e) => return fail(e, ExitCode::FAILURE),
+        };
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", running.ready_line());
+            let _ = out.flush();
+        }
+        runtime::wait_for_signal().await;
+        tracing::info!("shutting down");
+        running.stop().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Prints why `wot` stops, and returns its exit code.
+fn fail(why: impl std::fmt::Display, code: ExitCode) -> ExitCode {
+    eprintln!("{why}");
+    code
+}
+
+/// What `wot serve` needs before the runtime starts, in this order: the configuration, the
+/// thing files, the state store, and the things built from the files (a file that does not
+/// build is logged and skipped; none at all is an error).
+fn prepare(args: &ServeArgs) -> Result<(Config, Vec<Hosted>, IdStore), ExitCode> {
+    let config = serve_config(args)?;
+    let things_dir = match &args.things_dir {
+        Some(dir) => Some(dir.clone()),
+        None if Path::new("things").is_dir() => Some(PathBuf::from("things")),
+        None => None,
+    };
+    let definitions = match &things_dir {
+        Some(dir) => definition::load_dir(dir)
+            .map_err(|e| fail(format!("{}: {e}", dir.display()), ExitCode::FAILURE))?,
+        None => {
+            tracing::info!("no ./things directory: serving the bundled things");
+            things::bundled()
+        }
+    };
+    let store = match &args.state_dir {
+        Some(dir) => Some(
+            wot_runtime::state::Store::open(dir, args.durability)
+                .map_err(|e| fail(format!("state store: {e}"), ExitCode::FAILURE))?,
+        ),
+        None => None,
+    };
+    let mut ids = IdStore::new(store);
+    let hosted = expose_all(definitions, &mut ids);
+    if hosted.is_empty() {
+        return Err(fail("no thing to serve", ExitCode::FAILURE));
+    }
+    let config = Config {
+        watch_dir: things_dir,
+        ..config
+    };
+    Ok((config, hosted, ids))
+}
+
+/// The runtime configuration the flags ask for; a `--base-url` that is no HTTP(S) URL, or TLS
+/// and credentials that cannot be set up, end `wot serve` with exit code 2.
+fn serve_config(args: &ServeArgs) -> Result<Config, ExitCode> {
     if let Some(base) = &args.base_url
         && !(base.starts_with("http://") || base.starts_with("https://"))
     {
-        eprintln!("--base-url must start with http:// or https://");
-        return ExitCode::from(2);
+        return Err(fail(
+            "--base-url must start with http:// or https://",
+            ExitCode::from(2),
+        ));
     }
-    let security = match security(&args) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let config = Config {
+    let security = security(args).map_err(|e| fail(e, ExitCode::from(2)))?;
+    Ok(Config {
         security,
         host: args.host,
         http_port: args.http_port,
@@ -197,12 +269,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         no_coap: args.no_coap,
         no_mdns: args.no_mdns,
         no_coap_multicast: args.no_coap_multicast,
-        base_url: args.base_url,
-        state_dir: args.state_dir,
+        base_url: args.base_url.clone(),
         body_limit: args.body_limit,
         watch_dir: None,
-        mdns_interfaces: args.mdns_interfaces,
-        subscribers: wot_runtime::limits::SubscriberLimits {
+        mdns_interfaces: args.mdns_interfaces.clone(),
+        subscribers: wot_runtime::runtime::SubscriberLimits {
             per_client: args.max_subscribers_per_client,
             total: args.max_subscribers,
         },
@@ -221,44 +292,15 @@ fn serve(args: ServeArgs) -> ExitCode {
             ..WsConfig::default()
         },
         ..Config::default()
-    };
-    let things_dir = match &args.things_dir {
-        Some(dir) => Some(dir.clone()),
-        None if Path::new("things").is_dir() => Some(PathBuf::from("things")),
-        None => None,
-    };
-    let definitions = match &things_dir {
-        Some(dir) => definition::load_dir(dir).map_err(|e| format!("{}: {e}", dir.display())),
-        None => {
-            tracing::info!("no ./things directory: serving the bundled things");
-            Ok(things::bundled())
-        }
-    };
-    let definitions = match definitions {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let store = match &config.state_dir {
-        Some(dir) => match wot_runtime::state::Store::open(dir, args.durability) {
-            Ok(store) => Some(store),
-            Err(e) => {
-                eprintln!("state store: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => None,
-    };
-    let config = Config {
-        watch_dir: things_dir.clone(),
-        ..config
-    };
-    let mut ids = IdStore::new(store);
-    let mut hosted: Vec<Hosted> = Vec::new();
+    })
+}
+
+/// Builds the thing of every definition that parsed; each problem is logged and its thing
+/// skipped.
+fn expose_all(definitions: Vec<Result<ThingDefinition, Vec<Problem>>>, ids: &mut IdStore) -> Vec<Hosted> {
+    let mut hosted = Vec::new();
     for definition in definitions {
-        match definition.and_then(|d| things::expose(d, &mut ids).map_err(|p| vec![p])) {
+        match definition.and_then(|d| things::expose(d, ids).map_err(|p| vec![p])) {
             Ok(h) => hosted.push(h),
             Err(problems) => {
                 for p in problems {
@@ -267,36 +309,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     }
-    if hosted.is_empty() {
-        eprintln!("no thing to serve");
-        return ExitCode::FAILURE;
-    }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    rt.block_on(async move {
-        let running = match Running::start_with_ids(config, hosted, ids).await {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}", running.ready_line());
-            let _ = out.flush();
-        }
-        runtime::wait_for_signal().await;
-        tracing::info!("shutting down");
-        running.stop().await;
-        ExitCode::SUCCESS
-    })
+    hosted
 }
 
 fn discover(timeout: f64, json: bool) -> ExitCode {
@@ -311,7 +324,7 @@ fn discover(timeout: f64, json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let found = rt.block_on(wot_runtime::discovery::browse::discover(
+    let found = rt.block_on(wot_runtime::discovery::discover(
         std::time::Duration::from_secs_f64(timeout),
     ));
     let found = match found {

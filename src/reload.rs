@@ -20,13 +20,13 @@ use crate::things::Host;
 
 /// What identifies a version of a file without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Signature {
+pub(crate) struct Signature {
     modified: Option<SystemTime>,
     len: u64,
 }
 
 /// Every `*.json` file of the directory (thing files and models) with its signature.
-pub fn scan(dir: &Path) -> BTreeMap<PathBuf, Signature> {
+pub(crate) fn scan(dir: &Path) -> BTreeMap<PathBuf, Signature> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return BTreeMap::new();
     };
@@ -48,14 +48,14 @@ pub fn scan(dir: &Path) -> BTreeMap<PathBuf, Signature> {
 }
 
 #[derive(Debug, Default, PartialEq)]
-pub struct Changes {
-    pub added: Vec<PathBuf>,
-    pub changed: Vec<PathBuf>,
-    pub removed: Vec<PathBuf>,
+pub(crate) struct Changes {
+    pub(crate) added: Vec<PathBuf>,
+    pub(crate) changed: Vec<PathBuf>,
+    pub(crate) removed: Vec<PathBuf>,
 }
 
 impl Changes {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
     }
 }
@@ -66,7 +66,7 @@ fn is_model(path: &Path) -> bool {
 
 /// The thing files to add, reload and remove between two scans. A changed model reloads every
 /// thing file still present.
-pub fn diff(old: &BTreeMap<PathBuf, Signature>, new: &BTreeMap<PathBuf, Signature>) -> Changes {
+pub(crate) fn diff(old: &BTreeMap<PathBuf, Signature>, new: &BTreeMap<PathBuf, Signature>) -> Changes {
     let mut changes = Changes::default();
     let model_changed = old
         .keys()
@@ -89,7 +89,7 @@ pub fn diff(old: &BTreeMap<PathBuf, Signature>, new: &BTreeMap<PathBuf, Signatur
 }
 
 /// `a.b.c` with its patch number raised by `by` ("1.0.0" when there is none).
-pub fn bump_patch(version: Option<&str>, by: u64) -> String {
+pub(crate) fn bump_patch(version: Option<&str>, by: u64) -> String {
     let base = version.unwrap_or("1.0.0");
     let mut parts: Vec<String> = base.splitn(3, '.').map(str::to_owned).collect();
     while parts.len() < 3 {
@@ -103,7 +103,7 @@ pub fn bump_patch(version: Option<&str>, by: u64) -> String {
 /// Watches `dir` until the task is aborted. The first scan, which later ones are compared with,
 /// is taken here, before the task is spawned: a file changed once this returns is reloaded,
 /// however late the task first runs.
-pub fn watch(dir: PathBuf, host: Arc<Host>, period: Duration) -> impl Future<Output = ()> + Send {
+pub(crate) fn watch(dir: PathBuf, host: Arc<Host>, period: Duration) -> impl Future<Output = ()> + Send {
     let seen = scan(&dir);
     watch_from(dir, seen, host, period)
 }

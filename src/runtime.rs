@@ -4,6 +4,11 @@
 //!
 //! Start-up binds every listener before it starts any task, so a start that fails (a port
 //! taken) leaves no behaviour, reloader or server running.
+//!
+//! As library API: fill a [`Config`] (each binding's part is its own type: [`CoapConfig`],
+//! [`WsConfig`], [`http::Security`], [`http::Timeouts`], [`SubscriberLimits`]; bindings from
+//! other crates are [`Adapter`]s), hand [`Running::start`] the [`Hosted`] things, and
+//! [`Running::stop`] it when done.
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -24,13 +29,20 @@ use crate::discovery::{self, Announcer, MdnsConfig};
 use crate::td::{FormProvider, Origins, TdPublisher};
 use crate::things::{Host, Hosted, IdStore};
 
-/// What `wot serve` is told.
+pub use crate::limits::SubscriberLimits;
+
+/// What a runtime serves on, and how (what `wot serve`'s flags set).
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The address every listener binds (default: all of IPv4).
     pub host: IpAddr,
+    /// The HTTP port (0: any free one); WebSockets and the legacy API share it.
     pub http_port: u16,
+    /// The CoAP port (0: any free one).
     pub coap_port: u16,
+    /// Do not run CoAP.
     pub no_coap: bool,
+    /// Do not announce over mDNS (also keeps CoAP off the multicast groups).
     pub no_mdns: bool,
     /// Do not join the CoAP multicast groups even when mDNS is on.
     pub no_coap_multicast: bool,
@@ -38,14 +50,16 @@ pub struct Config {
     pub coap: CoapConfig,
     /// Public origin for TD hrefs, without a trailing slash.
     pub base_url: Option<String>,
-    pub state_dir: Option<PathBuf>,
+    /// The largest request body taken (413 beyond it).
     pub body_limit: usize,
+    /// How often an idle SSE stream gets a comment, so proxies keep it open.
     pub sse_keepalive: Duration,
     /// HTTP worker threads (default: one per core).
     pub workers: usize,
     /// The things directory to watch: files added, changed or removed there add, update or
     /// remove their thing while serving.
     pub watch_dir: Option<PathBuf>,
+    /// How often `watch_dir` is scanned.
     pub watch_period: Duration,
     /// WebSocket (Web Thing Protocol) limits and keepalive.
     pub ws: WsConfig,
@@ -54,12 +68,29 @@ pub struct Config {
     /// TLS, authentication and the Host allow-list of the HTTP port.
     pub security: http::Security,
     /// Open SSE streams and WebSockets (one pool) allowed per client address and in total.
-    pub subscribers: crate::limits::SubscriberLimits,
+    pub subscribers: SubscriberLimits,
     /// The longest a request body may take to arrive.
     pub body_timeout: Duration,
     /// Open connections of the HTTP port, and how long a request head and an idle
     /// keep-alive connection may take.
     pub http_timeouts: http::Timeouts,
+    /// Bindings from other crates, served on the HTTP port (see [`Adapter`]).
+    pub adapters: Vec<Arc<dyn Adapter>>,
+}
+
+/// A binding from another crate. It serves on the HTTP port, behind the checks every request
+/// there passes first (connection limit, Host allow-list, CORS, credentials), and may add its
+/// forms to every TD. Its routes are tried after the WebSocket and legacy adapters' and before
+/// the HTTP binding's own; it reaches the things only through the [`Servient`] it is given.
+pub trait Adapter: std::fmt::Debug + Send + Sync {
+    /// Its routes, given the things the runtime serves and a receiver that turns true when the
+    /// runtime stops (open streams should end then). Called once, when the runtime starts.
+    fn mount(&self, servient: Arc<Servient>, shutdown: watch::Receiver<bool>) -> http::Mount;
+
+    /// The forms it adds to every TD, after the built-in bindings' (none by default).
+    fn forms(&self) -> Option<Arc<dyn FormProvider>> {
+        None
+    }
 }
 
 impl Default for Config {
@@ -73,7 +104,6 @@ impl Default for Config {
             no_coap_multicast: false,
             coap: CoapConfig::default(),
             base_url: None,
-            state_dir: None,
             body_limit: http::DEFAULT_BODY_LIMIT,
             sse_keepalive: Duration::from_secs(15),
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
@@ -82,9 +112,10 @@ impl Default for Config {
             ws: WsConfig::default(),
             mdns_interfaces: Vec::new(),
             security: http::Security::default(),
-            subscribers: crate::limits::SubscriberLimits::default(),
+            subscribers: SubscriberLimits::default(),
             body_timeout: Duration::from_secs(10),
             http_timeouts: http::Timeouts::default(),
+            adapters: Vec::new(),
         }
     }
 }
@@ -106,8 +137,11 @@ impl Config {
 
 /// A started runtime.
 pub struct Running {
+    /// The things it serves.
     pub servient: Arc<Servient>,
+    /// The TDs it serves, built from the enabled bindings' forms.
     pub publisher: Arc<TdPublisher>,
+    /// The address the HTTP port is bound to.
     pub http_addr: SocketAddr,
     tls: bool,
     /// The CoAP unicast address, when CoAP runs.
@@ -116,25 +150,29 @@ pub struct Running {
     http: actix_web::dev::ServerHandle,
     http_task: JoinHandle<std::io::Result<()>>,
     shutdown: watch::Sender<bool>,
-    pub host: Arc<Host>,
+    pub(crate) host: Arc<Host>,
     reloader: Option<JoinHandle<()>>,
     legacy: Legacy,
     /// The announcer and the task that keeps it in step with the things (hot reload).
     mdns: Option<(Arc<Announcer>, JoinHandle<()>)>,
 }
 
+/// Why [`Running::start`] failed; nothing it started is left running.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A port could not be bound (taken, or not allowed).
     #[error("cannot bind {what} on {addr}: {source}")]
     Bind {
+        /// `"HTTP"` or `"CoAP"`.
         what: &'static str,
+        /// The address asked for.
         addr: SocketAddr,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// An id could not be kept in the state store.
     #[error("state store: {0}")]
     State(#[source] crate::state::StoreError),
-    #[error("{0}")]
-    Other(String),
 }
 
 /// Makes a bound address something a client can connect to (0.0.0.0 → 127.0.0.1).
@@ -191,196 +229,58 @@ impl Running {
             .base_url
             .as_ref()
             .map(|b| b.trim_end_matches('/').to_owned());
-        let coap_bound = if config.no_coap {
-            None
-        } else {
-            let addr = SocketAddr::new(config.host, config.coap_port);
-            Some(
-                coap::bind(config.host, config.coap_port, config.coap.loops).map_err(|source| {
-                    StartError::Bind {
-                        what: "CoAP",
-                        addr,
-                        source,
-                    }
-                })?,
-            )
-        };
-        let addr = SocketAddr::new(config.host, config.http_port);
-        let listener = listen(addr).map_err(|source| StartError::Bind {
-            what: "HTTP",
-            addr,
-            source,
-        })?;
-        let http_addr = listener.local_addr().map_err(|source| StartError::Bind {
-            what: "HTTP",
-            addr,
-            source,
-        })?;
-        let coap_origin = coap_bound
-            .as_ref()
-            .and_then(|b| b.addrs.first())
-            .map(|addr| coap_origin(base_url.as_deref(), *addr));
-        let mut providers: Vec<Arc<dyn FormProvider>> = vec![Arc::new(HttpForms), Arc::new(WsForms)];
+        let listeners = Listeners::bind(&config)?;
         let coap_access = match config.security.auth {
             Some(_) => Access::Restricted(config.coap.open),
             None => Access::Open,
         };
-        if coap_bound.is_some() {
-            providers.push(Arc::new(CoapForms::new(coap_access)));
-            if let Access::Restricted(open) = coap_access {
-                tracing::info!(
-                    read = open.read,
-                    observe = open.observe,
-                    "--auth is on and CoAP cannot check credentials: CoAP serves only what --coap-open opens; never writes or invocations"
-                );
-            }
-        }
-        let mut publisher = TdPublisher::new(providers);
-        if let Some(auth) = &config.security.auth {
-            let (mut definitions, security) = auth.td_security();
-            // Opened CoAP forms name the scheme they really have: none.
-            if let (Some(name), Some(defs), true) = (
-                coap_access.form_security(),
-                definitions.as_object_mut(),
-                coap_bound.is_some(),
-            ) {
-                defs.insert(name.into(), json!({"scheme": "nosec"}));
-            }
-            publisher = publisher.with_security(definitions, security);
-        }
-        let publisher = Arc::new(publisher);
-        let host = Arc::new(Host::new(servient.clone(), publisher.clone(), ids));
+        let publisher = publisher(&config, listeners.coap.is_some().then_some(coap_access));
+        let parts = Parts {
+            coap_origin: listeners.coap_origin(base_url.as_deref()),
+            host: Arc::new(Host::new(servient.clone(), Arc::new(publisher), ids)),
+            servient,
+            base_url,
+            directory_id,
+            shutdown: watch::channel(false).0,
+        };
         // Every listener is bound by now. Things are added before the legacy adapter starts so
         // that its first sync serves them as soon as the port does; the one step that can still
         // fail, `http::start`, stops both on its error path.
         for h in hosted {
-            host.add(h);
+            parts.host.add(h);
         }
-
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        // SSE streams and sockets of every binding on the HTTP port count against one pool.
-        let subscribers = crate::limits::Subscribers::new(config.subscribers);
-        let state = HttpState {
-            servient: servient.clone(),
-            publisher: publisher.clone(),
-            base_url: base_url.clone(),
-            coap_origin: coap_origin.clone(),
-            directory_id: directory_id.clone(),
-            body_limit: config.body_limit,
-            keepalive: config.sse_keepalive,
-            shutdown: shutdown_rx,
-            subscribers: subscribers.clone(),
-            body_timeout: config.body_timeout,
-        };
-        let mut mounts: Vec<http::Mount> = vec![Arc::new(ws::service(WsState {
-            servient: servient.clone(),
-            shutdown: shutdown.subscribe(),
-            config: config.ws.clone(),
-            subscribers: subscribers.clone(),
-        }))];
-        let http_security = config
-            .security
-            .auth
-            .as_ref()
-            .map(|a| a.td_security())
-            .unwrap_or_else(crate::td::publish::nosec);
-        let legacy = Legacy::start(
-            servient.clone(),
-            base_url.clone(),
-            &http_security,
-            subscribers,
-            shutdown.subscribe(),
-            config.ws.ping_interval,
-        );
-        mounts.push(Arc::new(legacy.configure()));
-        let server = match http::start(
-            state,
-            listener,
-            config.workers,
-            mounts,
-            config.security.clone(),
-            config.http_timeouts.clone(),
-        ) {
-            Ok(server) => server,
-            Err(source) => {
-                legacy.stop();
-                host.stop();
-                return Err(StartError::Bind {
-                    what: "HTTP",
-                    addr,
-                    source,
-                });
-            }
-        };
+        let (server, legacy) = start_http(&config, &parts, listeners.http, listeners.http_at)?;
         // Nothing below can fail, so the rest starts only now.
         let reloader = config
             .watch_dir
             .clone()
-            .map(|dir| tokio::spawn(crate::reload::watch(dir, host.clone(), config.watch_period)));
-        let handle = server.handle();
+            .map(|dir| tokio::spawn(crate::reload::watch(dir, parts.host.clone(), config.watch_period)));
+        let http = server.handle();
         let http_task = tokio::spawn(server);
-        let coap_addr = coap_bound.as_ref().and_then(|b| b.addrs.first().copied());
-        let coap = coap_bound.map(|bound| {
-            // CoAP clients get the TD with the same origins an HTTP client of the bound address
-            // gets, so both serve the same bytes.
-            let origins = Origins {
-                http: Some(base_url.clone().unwrap_or_else(|| origin("http", http_addr))),
-                coap: coap_origin.clone(),
-            };
-            let mut coap_config = CoapConfig {
-                multicast: !config.no_mdns && !config.no_coap_multicast,
-                ..config.coap.clone()
-            };
-            coap_config.engine.access = coap_access;
-            bound.start(
-                coap_config,
-                servient.clone(),
-                publisher.clone(),
-                origins,
-                directory_id,
-                shutdown.subscribe(),
-            )
-        });
-        let mdns = if config.no_mdns {
-            None
-        } else {
-            let ports = discovery::Ports {
-                http: http_addr.port(),
-                coap: coap_addr.map(|a| a.port()),
-                tls: config.security.tls.is_some(),
-            };
-            match announce(&config, &servient, ports) {
-                Ok(announcer) => {
-                    let announcer = Arc::new(announcer);
-                    let mut changes = servient.watch_changes();
-                    let follower = {
-                        let (announcer, servient) = (announcer.clone(), servient.clone());
-                        tokio::spawn(async move {
-                            while changes.changed().await.is_ok() {
-                                announcer.sync(plan(&servient, ports)).await;
-                            }
-                        })
-                    };
-                    Some((announcer, follower))
-                }
-                Err(e) => {
-                    // Serving without announcements beats not serving: say so and go on.
-                    tracing::error!("mDNS disabled: {e}");
-                    None
-                }
-            }
+        let http_addr = listeners.http_addr;
+        let coap_addr = listeners.coap.as_ref().and_then(|b| b.addrs.first().copied());
+        let coap = listeners
+            .coap
+            .map(|bound| start_coap(bound, &config, coap_access, &parts, http_addr));
+        let ports = discovery::Ports {
+            http: http_addr.port(),
+            coap: coap_addr.map(|a| a.port()),
+            tls: config.security.tls.is_some(),
         };
+        let mdns = (!config.no_mdns)
+            .then(|| start_mdns(&config, &parts.servient, ports))
+            .flatten();
         Ok(Running {
-            servient,
-            publisher,
+            publisher: parts.host.publisher.clone(),
+            servient: parts.servient,
             http_addr,
             tls: config.security.tls.is_some(),
             coap_addr,
             coap,
-            http: handle,
+            http,
             http_task,
-            shutdown,
-            host,
+            shutdown: parts.shutdown,
+            host: parts.host,
             reloader,
             legacy,
             mdns,
@@ -434,6 +334,228 @@ impl Running {
             store.flush_async().await;
         }
     }
+}
+
+/// The runtime's listeners, bound before anything starts.
+struct Listeners {
+    /// The CoAP sockets, unless CoAP is off.
+    coap: Option<coap::Bound>,
+    http: TcpListener,
+    /// The address the HTTP listener was asked for (for errors).
+    http_at: SocketAddr,
+    /// The address it is bound to (the port is known even when 0 was asked for).
+    http_addr: SocketAddr,
+}
+
+impl Listeners {
+    /// Binds CoAP (unless it is off), then HTTP; a port that is taken is a [`StartError::Bind`].
+    fn bind(config: &Config) -> Result<Listeners, StartError> {
+        let coap = if config.no_coap {
+            None
+        } else {
+            let addr = SocketAddr::new(config.host, config.coap_port);
+            Some(
+                coap::bind(config.host, config.coap_port, config.coap.loops).map_err(|source| {
+                    StartError::Bind {
+                        what: "CoAP",
+                        addr,
+                        source,
+                    }
+                })?,
+            )
+        };
+        let http_at = SocketAddr::new(config.host, config.http_port);
+        let bind_error = |source| StartError::Bind {
+            what: "HTTP",
+            addr: http_at,
+            source,
+        };
+        let http = listen(http_at).map_err(bind_error)?;
+        let http_addr = http.local_addr().map_err(bind_error)?;
+        Ok(Listeners {
+            coap,
+            http,
+            http_at,
+            http_addr,
+        })
+    }
+
+    /// The CoAP origin TD forms use, when CoAP runs (see [`coap_origin`]).
+    fn coap_origin(&self, base_url: Option<&str>) -> Option<String> {
+        let addr = self.coap.as_ref()?.addrs.first()?;
+        Some(coap_origin(base_url, *addr))
+    }
+}
+
+/// What the parts of a starting runtime share once its listeners are bound.
+struct Parts {
+    servient: Arc<Servient>,
+    /// The things with their behaviours, and the TD publisher.
+    host: Arc<Host>,
+    /// `--base-url` without its trailing slash.
+    base_url: Option<String>,
+    coap_origin: Option<String>,
+    /// The id of the directory TD (`/.well-known/wot`, CoAP's too).
+    directory_id: String,
+    /// Turns true when the runtime stops: streams and sockets end.
+    shutdown: watch::Sender<bool>,
+}
+
+/// Starts the HTTP server with the adapters it carries (WebSocket, legacy WebThings). On an
+/// error, the legacy adapter and the things' behaviours are stopped again.
+fn start_http(
+    config: &Config,
+    parts: &Parts,
+    listener: TcpListener,
+    addr: SocketAddr,
+) -> Result<(actix_web::dev::Server, Legacy), StartError> {
+    // SSE streams and sockets of every binding on the HTTP port count against one pool.
+    let subscribers = crate::limits::Subscribers::new(config.subscribers);
+    let state = HttpState {
+        servient: parts.servient.clone(),
+        publisher: parts.host.publisher.clone(),
+        base_url: parts.base_url.clone(),
+        coap_origin: parts.coap_origin.clone(),
+        directory_id: parts.directory_id.clone(),
+        body_limit: config.body_limit,
+        keepalive: config.sse_keepalive,
+        shutdown: parts.shutdown.subscribe(),
+        subscribers: subscribers.clone(),
+        body_timeout: config.body_timeout,
+    };
+    let ws: http::Mount = Arc::new(ws::service(WsState {
+        servient: parts.servient.clone(),
+        shutdown: parts.shutdown.subscribe(),
+        config: config.ws.clone(),
+        subscribers: subscribers.clone(),
+    }));
+    let legacy = start_legacy(config, parts, subscribers);
+    let mut mounts = vec![ws, Arc::new(legacy.configure())];
+    for adapter in &config.adapters {
+        mounts.push(adapter.mount(parts.servient.clone(), parts.shutdown.subscribe()));
+    }
+    let (security, timeouts) = (config.security.clone(), config.http_timeouts.clone());
+    match http::start(state, listener, config.workers, mounts, security, timeouts) {
+        Ok(server) => Ok((server, legacy)),
+        Err(source) => {
+            legacy.stop();
+            parts.host.stop();
+            Err(StartError::Bind {
+                what: "HTTP",
+                addr,
+                source,
+            })
+        }
+    }
+}
+
+/// Starts the legacy WebThings adapter, describing the HTTP port's security.
+fn start_legacy(config: &Config, parts: &Parts, subscribers: crate::limits::Subscribers) -> Legacy {
+    let http_security = config
+        .security
+        .auth
+        .as_ref()
+        .map(|a| a.td_security())
+        .unwrap_or_else(crate::td::nosec);
+    Legacy::start(
+        parts.servient.clone(),
+        parts.base_url.clone(),
+        &http_security,
+        subscribers,
+        parts.shutdown.subscribe(),
+        config.ws.ping_interval,
+    )
+}
+
+/// Starts the CoAP loops on the bound sockets; they join the multicast groups when mDNS runs
+/// (unless told not to), and serve what `access` allows.
+fn start_coap(
+    bound: coap::Bound,
+    config: &Config,
+    access: Access,
+    parts: &Parts,
+    http_addr: SocketAddr,
+) -> CoapServer {
+    // CoAP clients get the TD with the same origins an HTTP client of the bound address gets,
+    // so both serve the same bytes.
+    let origins = Origins {
+        http: Some(
+            parts
+                .base_url
+                .clone()
+                .unwrap_or_else(|| origin("http", http_addr)),
+        ),
+        coap: parts.coap_origin.clone(),
+    };
+    let mut coap_config = CoapConfig {
+        multicast: !config.no_mdns && !config.no_coap_multicast,
+        ..config.coap.clone()
+    };
+    coap_config.engine.access = access;
+    bound.start(
+        coap_config,
+        parts.servient.clone(),
+        parts.host.publisher.clone(),
+        origins,
+        parts.directory_id.clone(),
+        parts.shutdown.subscribe(),
+    )
+}
+
+/// The TD publisher: forms of HTTP, WebSocket and (when it runs, with `coap_access`) CoAP, and
+/// the security of `--auth` (opened CoAP forms naming theirs: none).
+fn publisher(config: &Config, coap_access: Option<Access>) -> TdPublisher {
+    let mut providers: Vec<Arc<dyn FormProvider>> = vec![Arc::new(HttpForms), Arc::new(WsForms)];
+    if let Some(access) = coap_access {
+        providers.push(Arc::new(CoapForms::new(access)));
+        if let Access::Restricted(open) = access {
+            tracing::info!(
+                read = open.read,
+                observe = open.observe,
+                "--auth is on and CoAP cannot check credentials: CoAP serves only what --coap-open opens; never writes or invocations"
+            );
+        }
+    }
+    providers.extend(config.adapters.iter().filter_map(|a| a.forms()));
+    let publisher = TdPublisher::new(providers);
+    let Some(auth) = &config.security.auth else {
+        return publisher;
+    };
+    let (mut definitions, security) = auth.td_security();
+    // Opened CoAP forms name the scheme they really have: none.
+    if let (Some(name), Some(defs)) = (
+        coap_access.and_then(Access::form_security),
+        definitions.as_object_mut(),
+    ) {
+        defs.insert(name.into(), json!({"scheme": "nosec"}));
+    }
+    publisher.with_security(definitions, security)
+}
+
+/// Announces the things and keeps the announcements in step with them (hot reload). An
+/// announcer that cannot start is logged: serving without announcements beats not serving.
+fn start_mdns(
+    config: &Config,
+    servient: &Arc<Servient>,
+    ports: discovery::Ports,
+) -> Option<(Arc<Announcer>, JoinHandle<()>)> {
+    let announcer = match announce(config, servient, ports) {
+        Ok(announcer) => Arc::new(announcer),
+        Err(e) => {
+            tracing::error!("mDNS disabled: {e}");
+            return None;
+        }
+    };
+    let mut changes = servient.watch_changes();
+    let follower = {
+        let (announcer, servient) = (announcer.clone(), servient.clone());
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                announcer.sync(plan(&servient, ports)).await;
+            }
+        })
+    };
+    Some((announcer, follower))
 }
 
 /// Starts announcing every thing of the servient (and the directory when there are several).

@@ -29,8 +29,18 @@ fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 /// The credentials a client must present.
 pub enum Auth {
-    Bearer { token: [u8; 32] },
-    Basic { user: String, password: [u8; 32] },
+    /// `Authorization: Bearer TOKEN` (or `?access_token=` / `?jwt=` on a GET).
+    Bearer {
+        /// The token's SHA-256 digest (the token itself is not kept).
+        token: [u8; 32],
+    },
+    /// `Authorization: Basic` with this user and password.
+    Basic {
+        /// The user name.
+        user: String,
+        /// The password's SHA-256 digest.
+        password: [u8; 32],
+    },
 }
 
 impl std::fmt::Debug for Auth {
@@ -45,7 +55,7 @@ impl std::fmt::Debug for Auth {
 
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denied {
+pub(crate) enum Denied {
     Missing,
     Wrong,
 }
@@ -53,19 +63,30 @@ pub enum Denied {
 /// Why an `--auth` specification was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
+    /// No `KIND:` prefix.
     #[error("--auth takes bearer:TOKEN, bearer-file:PATH or basic:USER:PASSWORD")]
     Syntax,
+    /// A kind other than bearer, bearer-file or basic.
     #[error("unknown --auth kind '{0}': use bearer, bearer-file or basic")]
     UnknownKind(String),
     /// `bearer:` with nothing after it.
     #[error("bearer takes a non-empty TOKEN")]
     EmptyToken,
+    /// The token file could not be read.
     #[error("{}: {source}", path.display())]
-    TokenFile { path: PathBuf, source: std::io::Error },
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The token file holds only whitespace.
     #[error("{}: the token file is empty", .0.display())]
     EmptyTokenFile(PathBuf),
+    /// `basic:` without a `:` between user and password.
     #[error("basic takes USER:PASSWORD")]
     BasicSyntax,
+    /// `basic:` with an empty user or password.
     #[error("basic takes a non-empty USER and PASSWORD")]
     BasicEmpty,
 }
@@ -112,7 +133,7 @@ impl Auth {
 
     /// Judges a request by its `Authorization` header, or for bearer tokens by a token in the
     /// query string (GET only; the caller decides).
-    pub fn check(&self, authorization: Option<&str>, query: Option<&str>) -> Result<(), Denied> {
+    pub(crate) fn check(&self, authorization: Option<&str>, query: Option<&str>) -> Result<(), Denied> {
         let presented = authorization.map(str::trim);
         match self {
             Auth::Bearer { token } => {
@@ -144,7 +165,7 @@ impl Auth {
     }
 
     /// The `WWW-Authenticate` challenge of a 401.
-    pub fn challenge(&self, denied: Denied) -> &'static str {
+    pub(crate) fn challenge(&self, denied: Denied) -> &'static str {
         match (self, denied) {
             (Auth::Bearer { .. }, Denied::Missing) => "Bearer realm=\"wot\"",
             (Auth::Bearer { .. }, Denied::Wrong) => "Bearer realm=\"wot\", error=\"invalid_token\"",
@@ -153,7 +174,7 @@ impl Auth {
     }
 
     /// `securityDefinitions` and `security` for TDs: exactly what is enforced.
-    pub fn td_security(&self) -> (Value, Value) {
+    pub(crate) fn td_security(&self) -> (Value, Value) {
         match self {
             Auth::Bearer { .. } => (
                 json!({"bearer_sc": {"scheme": "bearer", "in": "header", "name": "Authorization",
@@ -234,6 +255,7 @@ pub struct HostPolicy {
 }
 
 impl HostPolicy {
+    /// Any Host is allowed (containers and reverse proxies).
     pub fn any() -> Self {
         HostPolicy { allowed: None }
     }
@@ -267,7 +289,7 @@ impl HostPolicy {
     }
 
     /// A request without a Host header (HTTP/1.0 tools) is allowed: browsers always send one.
-    pub fn allows(&self, host: Option<&str>) -> bool {
+    pub(crate) fn allows(&self, host: Option<&str>) -> bool {
         let (Some(allowed), Some(host)) = (&self.allowed, host) else {
             return true;
         };
@@ -295,26 +317,38 @@ pub enum TlsError {
     /// A PEM file could not be read or parsed.
     #[error("{}: {source}", path.display())]
     Pem {
+        /// The file.
         path: PathBuf,
+        /// What was wrong with it.
         source: rustls::pki_types::pem::Error,
     },
+    /// The certificate file has no certificate in it.
     #[error("the certificate file holds no certificate")]
     NoCertificate,
     /// rustls refused its own protocol versions (a build without any).
     #[error(transparent)]
     Protocols(rustls::Error),
+    /// The key is not the certificate's.
     #[error("certificate and key do not fit: {0}")]
     KeyMismatch(rustls::Error),
+    /// A self-signed certificate could not be made.
     #[error("cannot generate a self-signed certificate: {0}")]
     Generate(#[from] rcgen::Error),
     /// The self-signed certificate's directory or files could not be written.
     #[error("{}: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        /// The directory or file.
+        path: PathBuf,
+        /// Why it could not be written.
+        source: std::io::Error,
+    },
 }
 
 /// A server TLS configuration and the SHA-256 fingerprint of its certificate.
 pub struct Tls {
+    /// The configuration, for [`crate::binding::http::Security::tls`].
     pub config: Arc<rustls::ServerConfig>,
+    /// The certificate's SHA-256 fingerprint: upper-case hex pairs joined by colons.
     pub fingerprint: String,
 }
 

@@ -39,12 +39,19 @@ pub enum Durability {
 pub enum StoreError {
     /// The state directory could not be created.
     #[error("{}: {source}", path.display())]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why it could not be created.
+        source: std::io::Error,
+    },
     /// The database file could not be created or opened (another process may hold it, or it
     /// is not a redb file of this format).
     #[error("{}: {source}", path.display())]
     Open {
+        /// The database file.
         path: PathBuf,
+        /// What redb said.
         source: redb::DatabaseError,
     },
     /// A write transaction failed (begin, table, insert or commit); redb says which.
@@ -83,6 +90,7 @@ fn key(thing_id: &str, property: &str) -> String {
 }
 
 impl Store {
+    /// Opens (or creates) the store in `dir` and starts its writer thread.
     pub fn open(dir: &Path, durability: Durability) -> Result<Arc<Store>, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_owned(),
@@ -104,19 +112,20 @@ impl Store {
         Ok(Arc::new(Store { db, queue }))
     }
 
-    pub fn get_meta(&self, name: &str) -> Option<String> {
+    pub(crate) fn get_meta(&self, name: &str) -> Option<String> {
         let txn = self.db.begin_read().ok()?;
         let table = txn.open_table(META).ok()?;
         table.get(name).ok().flatten().map(|v| v.value().to_owned())
     }
 
     /// Writes one metadata entry durably, at once (ids are rare and must never be lost).
-    pub fn set_meta(&self, name: &str, value: &str) -> Result<(), StoreError> {
+    pub(crate) fn set_meta(&self, name: &str, value: &str) -> Result<(), StoreError> {
         Ok(write_meta(&self.db, name, value)?)
     }
 
     /// Waits until everything queued so far is on disk (used at shutdown).
-    pub fn flush(&self) {
+    #[cfg(test)]
+    pub(crate) fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.queue.send(Message::Flush(tx)).is_ok() {
             let _ = rx.blocking_recv();
@@ -124,7 +133,7 @@ impl Store {
     }
 
     /// Async form of [`Store::flush`].
-    pub async fn flush_async(&self) {
+    pub(crate) async fn flush_async(&self) {
         let (tx, rx) = oneshot::channel();
         if self.queue.send(Message::Flush(tx)).is_ok() {
             let _ = rx.await;

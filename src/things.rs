@@ -4,19 +4,25 @@
 //! machine's id and the slug, so they still survive restarts.
 //!
 //! It also carries the bundled `things/` files, so `wot serve` works with no setup.
+//!
+//! As library API: [`expose`] turns a [`ThingDefinition`] into a [`Hosted`] thing (with ids from
+//! an [`IdStore`]), [`bundled`] parses the bundled files, and a [`Hosted`] made by hand from a
+//! [`crate::core::ThingBuilder`] needs no [`Behaviors`]. Inside the crate, `Host` adds,
+//! replaces and removes things while the runtime serves.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::behavior::Behaviors;
+pub use crate::behavior::Behaviors;
 use crate::core::{ExposedThing, ThingBuilder};
 use crate::state::{Store, StoreError};
-use crate::td::definition::{self, Problem, ThingDefinition};
+use crate::td::Problem;
+use crate::td::definition::{self, ThingDefinition};
 
 /// The bundled thing files, embedded in the binary.
-pub const BUNDLED: &[(&str, &str)] = &[
+pub(crate) const BUNDLED: &[(&str, &str)] = &[
     ("lamp.json", include_str!("../things/lamp.json")),
     ("thermostat.json", include_str!("../things/thermostat.json")),
     ("host.json", include_str!("../things/host.json")),
@@ -24,7 +30,9 @@ pub const BUNDLED: &[(&str, &str)] = &[
 
 /// An exposed thing with the behaviours that drive it.
 pub struct Hosted {
+    /// The thing.
     pub thing: Arc<ExposedThing>,
+    /// Its behaviours, started with it (`Behaviors::default()`: none).
     pub behaviors: Behaviors,
 }
 
@@ -37,6 +45,7 @@ pub struct IdStore {
 }
 
 impl IdStore {
+    /// Ids kept in `store`, or derived from the machine's id without one.
     pub fn new(store: Option<Arc<Store>>) -> Self {
         let machine = std::fs::read_to_string("/etc/machine-id")
             .or_else(|_| std::fs::read_to_string("/var/lib/dbus/machine-id"))
@@ -46,7 +55,7 @@ impl IdStore {
     }
 
     /// The id for a key (a thing's slug, or "directory").
-    pub fn id_for(&mut self, key: &str) -> Result<String, StoreError> {
+    pub(crate) fn id_for(&mut self, key: &str) -> Result<String, StoreError> {
         let Some(store) = &self.store else {
             let name = format!("{}/{key}", self.machine);
             return Ok(format!(
@@ -63,7 +72,7 @@ impl IdStore {
         Ok(id)
     }
 
-    pub fn store(&self) -> Option<&Arc<Store>> {
+    pub(crate) fn store(&self) -> Option<&Arc<Store>> {
         self.store.as_ref()
     }
 }
@@ -102,15 +111,15 @@ pub fn bundled() -> Vec<Result<ThingDefinition, Vec<Problem>>> {
 /// The things a runtime hosts, with their behaviour tasks: adds, replaces and removes things
 /// while the runtime serves (hot reload), so that one thing's change never touches another's
 /// tasks or connections.
-pub struct Host {
-    pub servient: Arc<crate::core::Servient>,
-    pub publisher: Arc<crate::td::TdPublisher>,
+pub(crate) struct Host {
+    pub(crate) servient: Arc<crate::core::Servient>,
+    pub(crate) publisher: Arc<crate::td::TdPublisher>,
     tasks: std::sync::Mutex<std::collections::HashMap<String, Vec<tokio::task::JoinHandle<()>>>>,
-    pub ids: std::sync::Mutex<IdStore>,
+    pub(crate) ids: std::sync::Mutex<IdStore>,
 }
 
 impl Host {
-    pub fn new(
+    pub(crate) fn new(
         servient: Arc<crate::core::Servient>,
         publisher: Arc<crate::td::TdPublisher>,
         ids: IdStore,
@@ -132,7 +141,7 @@ impl Host {
     /// Exposes a thing and starts its behaviours; a thing with the same slug is replaced: its
     /// behaviours stop, it is handed over to the new one in the core (values, subscriptions,
     /// action instances; see `core::thing`), and its cached TDs are dropped.
-    pub fn add(&self, hosted: Hosted) {
+    pub(crate) fn add(&self, hosted: Hosted) {
         let slug = hosted.thing.slug.clone();
         // The old behaviours stop first, so they do not race the new ones; whatever they were
         // still doing is forwarded to the new thing by the core.
@@ -147,7 +156,7 @@ impl Host {
         self.tasks().insert(slug, started);
     }
 
-    pub fn remove(&self, slug: &str) {
+    pub(crate) fn remove(&self, slug: &str) {
         if let Some(old) = self.tasks().remove(slug) {
             old.iter().for_each(|t| t.abort());
         }
@@ -156,21 +165,21 @@ impl Host {
     }
 
     /// Stops every behaviour (at shutdown).
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         for (_, tasks) in self.tasks().drain() {
             tasks.iter().for_each(|t| t.abort());
         }
     }
 
     /// Builds a thing from its definition with this host's ids and state.
-    pub fn expose(&self, definition: ThingDefinition) -> Result<Hosted, Problem> {
+    pub(crate) fn expose(&self, definition: ThingDefinition) -> Result<Hosted, Problem> {
         expose(
             definition,
             &mut self.ids.lock().unwrap_or_else(|p| p.into_inner()),
         )
     }
 
-    pub fn store(&self) -> Option<Arc<Store>> {
+    pub(crate) fn store(&self) -> Option<Arc<Store>> {
         self.ids
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -18,7 +18,7 @@ use crate::core::ExposedThing;
 
 /// Why a command's output is not a value. `excerpt` is the start of the output.
 #[derive(Debug, thiserror::Error)]
-pub enum OutputError {
+pub(crate) enum OutputError {
     #[error("output is not JSON ({source}): '{excerpt}'")]
     NotJson {
         source: serde_json::Error,
@@ -30,7 +30,7 @@ pub enum OutputError {
 
 /// Why a command gave no value. Each message names the program.
 #[derive(Debug, thiserror::Error)]
-pub enum CommandError {
+pub(crate) enum CommandError {
     #[error("the command's argv is empty")]
     EmptyArgv,
     #[error("cannot run '{program}': {source}")]
@@ -58,7 +58,7 @@ pub enum CommandError {
 }
 
 /// Parses a command's output.
-pub fn parse_output(text: &str, format: OutputFormat) -> Result<Value, OutputError> {
+pub(crate) fn parse_output(text: &str, format: OutputFormat) -> Result<Value, OutputError> {
     let trimmed = text.trim();
     match format {
         OutputFormat::Json => serde_json::from_str(trimmed).map_err(|source| OutputError::NotJson {
@@ -89,7 +89,7 @@ fn excerpt(text: &str) -> String {
 /// Runs a command to its end: `stdin` is written to its standard input, its standard output is
 /// parsed. Fails on a spawn error, a non-zero exit (with the start of stderr), a timeout (the
 /// process is killed) or unparsable output.
-pub async fn run(spec: &CommandSpec, stdin: Option<&[u8]>) -> Result<Value, CommandError> {
+pub(crate) async fn run(spec: &CommandSpec, stdin: Option<&[u8]>) -> Result<Value, CommandError> {
     let (program, args) = spec.argv.split_first().ok_or(CommandError::EmptyArgv)?;
     let mut child = Command::new(program)
         .args(args)
@@ -136,7 +136,7 @@ pub async fn run(spec: &CommandSpec, stdin: Option<&[u8]>) -> Result<Value, Comm
 }
 
 /// Polls a command and sets the property to its output.
-pub async fn poll(thing: Arc<ExposedThing>, name: String, source: CommandSource) {
+pub(crate) async fn poll(thing: Arc<ExposedThing>, name: String, source: CommandSource) {
     let spec = source.command();
     let mut tick = tokio::time::interval(Duration::from_millis(source.poll_ms.max(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -155,7 +155,7 @@ pub async fn poll(thing: Arc<ExposedThing>, name: String, source: CommandSource)
 }
 
 /// Runs a long-lived command and emits one event per line it prints; restarts it when it ends.
-pub async fn lines(thing: Arc<ExposedThing>, event: String, source: LinesSource) {
+pub(crate) async fn lines(thing: Arc<ExposedThing>, event: String, source: LinesSource) {
     loop {
         if let Err(e) = follow(&thing, &event, &source).await {
             tracing::warn!(thing = %thing.slug, %event, "line source: {e}");

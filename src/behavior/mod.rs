@@ -6,8 +6,8 @@
 //! Behaviours act on the core only through `ExposedThing`'s public methods, like any client of
 //! the core would; they know nothing of TDs or bindings.
 
-pub mod command;
-pub mod spec;
+pub(crate) mod command;
+pub(crate) mod spec;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,132 +23,153 @@ use spec::{
     RampEffect, Simulated, SimulatedKind,
 };
 
-/// The runtime part of one thing file.
+/// The runtime part of one thing file: what drives its properties, actions and events. Opaque
+/// outside this crate: it comes from a thing file ([`crate::td::ThingDefinition`]), and
+/// `Behaviors::default()` is a thing driven only by its clients and its own action handlers.
 #[derive(Debug, Clone, Default)]
 pub struct Behaviors {
-    pub properties: IndexMap<String, PropertyRuntime>,
-    pub actions: IndexMap<String, ActionRuntime>,
-    pub events: IndexMap<String, EventRuntime>,
+    pub(crate) properties: IndexMap<String, PropertyRuntime>,
+    pub(crate) actions: IndexMap<String, ActionRuntime>,
+    pub(crate) events: IndexMap<String, EventRuntime>,
 }
 
 /// A reference from a behaviour to something that does not fit: (JSON pointer, message).
-pub type BehaviorError = (String, String);
+pub(crate) type BehaviorError = (String, String);
+
+/// A thing's model, as its behaviours refer to it.
+struct Refs<'a>(&'a Value);
+
+impl Refs<'_> {
+    /// The affordance `name` of `kind` (`properties`, `actions` or `events`), if there is one.
+    fn get(&self, kind: &str, name: &str) -> Option<&Value> {
+        self.0.get(kind).and_then(|m| m.get(name))
+    }
+
+    /// The `type` of property `name`, if it has one.
+    fn property_type(&self, name: &str) -> Option<&str> {
+        self.get("properties", name)
+            .and_then(|p| p.get("type"))
+            .and_then(Value::as_str)
+    }
+
+    /// That property `name` exists and, when `numeric`, is of type number or integer.
+    fn need_property(&self, at: String, name: &str, numeric: bool) -> Result<(), BehaviorError> {
+        if self.get("properties", name).is_none() {
+            return Err((at, format!("no property named '{name}'")));
+        }
+        if numeric && !matches!(self.property_type(name), Some("number" | "integer")) {
+            return Err((at, format!("property '{name}' must be of type number or integer")));
+        }
+        Ok(())
+    }
+}
+
+/// That a command names at least its program.
+fn need_program(at: String, argv: &[String]) -> Result<(), BehaviorError> {
+    if argv.is_empty() {
+        return Err((at, "argv needs at least the program".into()));
+    }
+    Ok(())
+}
+
+/// A property's source: what it drives or reads must exist and fit, and its parameters make
+/// sense.
+fn check_source(model: &Refs, name: &str, source: &PropertySource) -> Result<(), BehaviorError> {
+    let at = format!("/properties/{name}/runtime/source");
+    match source {
+        PropertySource::Stored => {}
+        PropertySource::Drift(d) => {
+            model.need_property(at.clone(), name, true)?;
+            model.need_property(format!("{at}/drift/toward"), &d.toward, true)?;
+            if !(0.0..=1.0).contains(&d.rate) {
+                return Err((format!("{at}/drift/rate"), "rate must be between 0 and 1".into()));
+            }
+        }
+        PropertySource::Simulated(sim) => {
+            model.need_property(at.clone(), name, sim.kind != SimulatedKind::Steps)?;
+            if sim.kind == SimulatedKind::Steps && sim.values.is_empty() {
+                return Err((
+                    format!("{at}/simulated/values"),
+                    "steps need at least one value".into(),
+                ));
+            }
+            if sim.max < sim.min {
+                return Err((format!("{at}/simulated/max"), "max is below min".into()));
+            }
+        }
+        PropertySource::Command(c) => need_program(format!("{at}/command/argv"), &c.argv)?,
+        PropertySource::File(f) => {
+            model.need_property(at.clone(), name, true)?;
+            if let Some(p) = &f.pattern {
+                regex::Regex::new(p).map_err(|e| (format!("{at}/file/pattern"), e.to_string()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An action's effect (the property it changes must exist and fit) and the event it emits.
+fn check_action(model: &Refs, name: &str, runtime: &ActionRuntime) -> Result<(), BehaviorError> {
+    let at = format!("/actions/{name}/runtime");
+    match &runtime.effect {
+        Effect::Toggle(p) => {
+            model.need_property(format!("{at}/effect/toggle"), p, false)?;
+            if model.property_type(p) != Some("boolean") {
+                return Err((
+                    format!("{at}/effect/toggle"),
+                    format!("property '{p}' must be boolean"),
+                ));
+            }
+        }
+        Effect::Set(s) => model.need_property(format!("{at}/effect/set/property"), &s.property, false)?,
+        Effect::Ramp(r) => model.need_property(format!("{at}/effect/ramp/property"), &r.property, true)?,
+        Effect::Command(c) => need_program(format!("{at}/effect/command/argv"), &c.argv)?,
+        Effect::Nothing => {}
+    }
+    if let Some(event) = &runtime.emit
+        && model.get("events", event).is_none()
+    {
+        return Err((format!("{at}/emit"), format!("no event named '{event}'")));
+    }
+    Ok(())
+}
+
+/// An event's trigger: a condition on a numeric property, or a command's output lines.
+fn check_event(model: &Refs, name: &str, runtime: &EventRuntime) -> Result<(), BehaviorError> {
+    match runtime {
+        EventRuntime::When(when) => {
+            let at = format!("/events/{name}/runtime/when");
+            model.need_property(format!("{at}/property"), &when.property, true)?;
+            if when.above.is_none() && when.below.is_none() {
+                return Err((at, "a condition needs 'above' or 'below'".into()));
+            }
+        }
+        EventRuntime::Lines(lines) => {
+            need_program(format!("/events/{name}/runtime/lines/argv"), &lines.argv)?;
+        }
+    }
+    Ok(())
+}
 
 impl Behaviors {
     /// Checks every cross-reference against the thing's model: the properties and events named
     /// exist and have types the behaviour can drive.
-    pub fn check(&self, model: &Value) -> Result<(), BehaviorError> {
-        let kind_of = |kind: &str, name: &str| model.get(kind).and_then(|m| m.get(name));
-        let numeric = |name: &str| {
-            kind_of("properties", name)
-                .and_then(|p| p.get("type"))
-                .and_then(Value::as_str)
-                .is_some_and(|t| t == "number" || t == "integer")
-        };
-        let need_property = |at: String, name: &str, want_numeric: bool| -> Result<(), BehaviorError> {
-            if kind_of("properties", name).is_none() {
-                return Err((at, format!("no property named '{name}'")));
-            }
-            if want_numeric && !numeric(name) {
-                return Err((at, format!("property '{name}' must be of type number or integer")));
-            }
-            Ok(())
-        };
+    pub(crate) fn check(&self, model: &Value) -> Result<(), BehaviorError> {
+        let model = Refs(model);
         for (name, runtime) in &self.properties {
-            let at = format!("/properties/{name}/runtime/source");
-            match &runtime.source {
-                PropertySource::Stored => {}
-                PropertySource::Drift(d) => {
-                    need_property(at.clone(), name, true)?;
-                    need_property(format!("{at}/drift/toward"), &d.toward, true)?;
-                    if !(0.0..=1.0).contains(&d.rate) {
-                        return Err((format!("{at}/drift/rate"), "rate must be between 0 and 1".into()));
-                    }
-                }
-                PropertySource::Simulated(sim) => {
-                    need_property(at.clone(), name, sim.kind != SimulatedKind::Steps)?;
-                    if sim.kind == SimulatedKind::Steps && sim.values.is_empty() {
-                        return Err((
-                            format!("{at}/simulated/values"),
-                            "steps need at least one value".into(),
-                        ));
-                    }
-                    if sim.max < sim.min {
-                        return Err((format!("{at}/simulated/max"), "max is below min".into()));
-                    }
-                }
-                PropertySource::Command(c) => {
-                    if c.argv.is_empty() {
-                        return Err((
-                            format!("{at}/command/argv"),
-                            "argv needs at least the program".into(),
-                        ));
-                    }
-                }
-                PropertySource::File(f) => {
-                    need_property(at.clone(), name, true)?;
-                    if let Some(p) = &f.pattern {
-                        regex::Regex::new(p).map_err(|e| (format!("{at}/file/pattern"), e.to_string()))?;
-                    }
-                }
-            }
+            check_source(&model, name, &runtime.source)?;
         }
         for (name, runtime) in &self.actions {
-            let at = format!("/actions/{name}/runtime");
-            match &runtime.effect {
-                Effect::Toggle(p) => {
-                    need_property(format!("{at}/effect/toggle"), p, false)?;
-                    let is_bool =
-                        kind_of("properties", p).and_then(|s| s.get("type")) == Some(&Value::from("boolean"));
-                    if !is_bool {
-                        return Err((
-                            format!("{at}/effect/toggle"),
-                            format!("property '{p}' must be boolean"),
-                        ));
-                    }
-                }
-                Effect::Set(s) => need_property(format!("{at}/effect/set/property"), &s.property, false)?,
-                Effect::Ramp(r) => need_property(format!("{at}/effect/ramp/property"), &r.property, true)?,
-                Effect::Command(c) => {
-                    if c.argv.is_empty() {
-                        return Err((
-                            format!("{at}/effect/command/argv"),
-                            "argv needs at least the program".into(),
-                        ));
-                    }
-                }
-                Effect::Nothing => {}
-            }
-            if let Some(event) = &runtime.emit
-                && kind_of("events", event).is_none()
-            {
-                return Err((format!("{at}/emit"), format!("no event named '{event}'")));
-            }
+            check_action(&model, name, runtime)?;
         }
         for (name, runtime) in &self.events {
-            match runtime {
-                EventRuntime::When(when) => {
-                    let at = format!("/events/{name}/runtime/when");
-                    need_property(format!("{at}/property"), &when.property, true)?;
-                    if when.above.is_none() && when.below.is_none() {
-                        return Err((at, "a condition needs 'above' or 'below'".into()));
-                    }
-                }
-                EventRuntime::Lines(lines) => {
-                    if lines.argv.is_empty() {
-                        return Err((
-                            format!("/events/{name}/runtime/lines/argv"),
-                            "argv needs at least the program".into(),
-                        ));
-                    }
-                }
-            }
+            check_event(&model, name, runtime)?;
         }
         Ok(())
     }
 
     /// The core action handler for each action with a declared effect.
-    pub fn action_handlers(&self) -> impl Iterator<Item = (&str, ActionHandler)> {
+    pub(crate) fn action_handlers(&self) -> impl Iterator<Item = (&str, ActionHandler)> {
         self.actions
             .iter()
             .map(|(name, runtime)| (name.as_str(), action_handler(name.clone(), runtime.clone())))
@@ -156,7 +177,7 @@ impl Behaviors {
 
     /// Starts the background tasks (sources and conditions) of a thing. The caller aborts the
     /// returned handles when the thing goes away.
-    pub fn start(&self, thing: &Arc<ExposedThing>) -> Vec<JoinHandle<()>> {
+    pub(crate) fn start(&self, thing: &Arc<ExposedThing>) -> Vec<JoinHandle<()>> {
         let mut tasks = Vec::new();
         for (name, runtime) in &self.properties {
             match &runtime.source {
@@ -280,7 +301,7 @@ async fn simulate(thing: Arc<ExposedThing>, name: String, spec: Simulated) {
 
 /// Why a file source gave no number this time.
 #[derive(Debug, thiserror::Error)]
-pub enum FileSourceError {
+pub(crate) enum FileSourceError {
     #[error("{path}: {source}")]
     Read { path: String, source: std::io::Error },
     #[error("{path}: pattern did not match")]
@@ -290,7 +311,10 @@ pub enum FileSourceError {
 }
 
 /// Reads one number out of a file per its source spec.
-pub fn read_file_number(spec: &FileSource, pattern: Option<&regex::Regex>) -> Result<f64, FileSourceError> {
+pub(crate) fn read_file_number(
+    spec: &FileSource,
+    pattern: Option<&regex::Regex>,
+) -> Result<f64, FileSourceError> {
     let path = || spec.path.clone();
     let text = std::fs::read_to_string(&spec.path)
         .map_err(|source| FileSourceError::Read { path: path(), source })?;

@@ -7,15 +7,15 @@ use serde::Deserialize;
 /// The `runtime` object of a property.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct PropertyRuntime {
+pub(crate) struct PropertyRuntime {
     #[serde(default)]
-    pub source: PropertySource,
+    pub(crate) source: PropertySource,
 }
 
 /// Where a property's value comes from.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub enum PropertySource {
+pub(crate) enum PropertySource {
     /// Written by clients (or actions); starts at the schema's `default`.
     #[default]
     Stored,
@@ -31,31 +31,31 @@ pub enum PropertySource {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Simulated {
-    pub kind: SimulatedKind,
+pub(crate) struct Simulated {
+    pub(crate) kind: SimulatedKind,
     #[serde(default)]
-    pub min: f64,
+    pub(crate) min: f64,
     #[serde(default = "hundred")]
-    pub max: f64,
+    pub(crate) max: f64,
     /// Time between values.
     #[serde(default = "default_period")]
-    pub period_ms: u64,
+    pub(crate) period_ms: u64,
     /// Largest change per period of a random walk.
     #[serde(default = "one")]
-    pub step: f64,
+    pub(crate) step: f64,
     /// Length of one sine cycle.
     #[serde(default = "default_cycle")]
-    pub cycle_ms: u64,
+    pub(crate) cycle_ms: u64,
     /// The values `steps` cycles through (any JSON that fits the schema).
     #[serde(default)]
-    pub values: Vec<serde_json::Value>,
+    pub(crate) values: Vec<serde_json::Value>,
     #[serde(default = "default_decimals")]
-    pub decimals: u32,
+    pub(crate) decimals: u32,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub enum SimulatedKind {
+pub(crate) enum SimulatedKind {
     RandomWalk,
     Sine,
     Steps,
@@ -64,19 +64,19 @@ pub enum SimulatedKind {
 /// A program and its arguments, run directly (never through a shell).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct CommandSpec {
-    pub argv: Vec<String>,
+pub(crate) struct CommandSpec {
+    pub(crate) argv: Vec<String>,
     /// Killed after this long.
     #[serde(default = "default_timeout")]
-    pub timeout_ms: u64,
+    pub(crate) timeout_ms: u64,
     /// How its standard output is read.
     #[serde(default)]
-    pub parse: OutputFormat,
+    pub(crate) parse: OutputFormat,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     /// A JSON document.
     #[default]
     Json,
@@ -88,18 +88,18 @@ pub enum OutputFormat {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct CommandSource {
-    pub argv: Vec<String>,
+pub(crate) struct CommandSource {
+    pub(crate) argv: Vec<String>,
     #[serde(default = "default_timeout")]
-    pub timeout_ms: u64,
+    pub(crate) timeout_ms: u64,
     #[serde(default)]
-    pub parse: OutputFormat,
+    pub(crate) parse: OutputFormat,
     #[serde(default = "default_period")]
-    pub poll_ms: u64,
+    pub(crate) poll_ms: u64,
 }
 
 impl CommandSource {
-    pub fn command(&self) -> CommandSpec {
+    pub(crate) fn command(&self) -> CommandSpec {
         CommandSpec {
             argv: self.argv.clone(),
             timeout_ms: self.timeout_ms,
@@ -110,53 +110,53 @@ impl CommandSource {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Drift {
+pub(crate) struct Drift {
     /// Name of the property whose value this one moves toward.
-    pub toward: String,
+    pub(crate) toward: String,
     /// Fraction of the remaining distance covered each period (0..=1).
     #[serde(default = "default_rate")]
-    pub rate: f64,
+    pub(crate) rate: f64,
     /// Amplitude of uniform noise added each period.
     #[serde(default)]
-    pub noise: f64,
+    pub(crate) noise: f64,
     #[serde(default = "default_period")]
-    pub period_ms: u64,
+    pub(crate) period_ms: u64,
     /// Decimal places kept.
     #[serde(default = "default_decimals")]
-    pub decimals: u32,
+    pub(crate) decimals: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct FileSource {
-    pub path: String,
+pub(crate) struct FileSource {
+    pub(crate) path: String,
     /// A regular expression whose first capture group is the number; without it, the whole
     /// trimmed file content is parsed.
     #[serde(default)]
-    pub pattern: Option<String>,
+    pub(crate) pattern: Option<String>,
     #[serde(default = "one")]
-    pub scale: f64,
+    pub(crate) scale: f64,
     #[serde(default)]
-    pub offset: f64,
+    pub(crate) offset: f64,
     #[serde(default = "default_period")]
-    pub poll_ms: u64,
+    pub(crate) poll_ms: u64,
     #[serde(default = "default_decimals")]
-    pub decimals: u32,
+    pub(crate) decimals: u32,
 }
 
 /// The `runtime` object of an action.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ActionRuntime {
-    pub effect: Effect,
+pub(crate) struct ActionRuntime {
+    pub(crate) effect: Effect,
     /// An event emitted when the effect completes, with the action's output as data.
     #[serde(default)]
-    pub emit: Option<String>,
+    pub(crate) emit: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub enum Effect {
+pub(crate) enum Effect {
     /// Flip a boolean property; the output is the new value.
     Toggle(String),
     /// Set a property to the input (or to the input member a JSON pointer names).
@@ -173,30 +173,30 @@ pub enum Effect {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct SetEffect {
-    pub property: String,
+pub(crate) struct SetEffect {
+    pub(crate) property: String,
     /// JSON pointer into the input; "" (the default) is the whole input.
     #[serde(default)]
-    pub from: String,
+    pub(crate) from: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RampEffect {
-    pub property: String,
+pub(crate) struct RampEffect {
+    pub(crate) property: String,
     /// JSON pointer to the target value in the input.
-    pub to: String,
+    pub(crate) to: String,
     /// JSON pointer to the duration in milliseconds in the input.
-    pub duration_ms: String,
+    pub(crate) duration_ms: String,
     /// Time between steps; each step is one property change (and one notification).
     #[serde(default = "default_step")]
-    pub step_ms: u64,
+    pub(crate) step_ms: u64,
 }
 
 /// The `runtime` object of an event: what makes it fire (besides actions that `emit` it).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub enum EventRuntime {
+pub(crate) enum EventRuntime {
     /// A property crossing a threshold.
     When(Condition),
     /// Each line a long-running command prints (parsed per `parse`) is one event; the
@@ -206,27 +206,27 @@ pub enum EventRuntime {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct LinesSource {
-    pub argv: Vec<String>,
+pub(crate) struct LinesSource {
+    pub(crate) argv: Vec<String>,
     #[serde(default)]
-    pub parse: OutputFormat,
+    pub(crate) parse: OutputFormat,
     /// Wait before restarting a command that exited.
     #[serde(default = "default_restart")]
-    pub restart_ms: u64,
+    pub(crate) restart_ms: u64,
 }
 
 /// Fires when a numeric property crosses a threshold; re-arms once it is back past the
 /// threshold by `hysteresis`. The event data is the property's value.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Condition {
-    pub property: String,
+pub(crate) struct Condition {
+    pub(crate) property: String,
     #[serde(default)]
-    pub above: Option<f64>,
+    pub(crate) above: Option<f64>,
     #[serde(default)]
-    pub below: Option<f64>,
+    pub(crate) below: Option<f64>,
     #[serde(default)]
-    pub hysteresis: f64,
+    pub(crate) hysteresis: f64,
 }
 
 fn default_rate() -> f64 {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 /// What the keepalive clock asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tick {
+pub(crate) enum Tick {
     Nothing,
     Ping,
     /// Nothing was heard for the whole timeout: the peer is gone.
@@ -17,14 +17,14 @@ pub enum Tick {
 /// Sends a ping after `interval` of silence; declares the peer dead after `timeout` (at least
 /// one ping went unanswered). Anything received counts as a sign of life.
 #[derive(Debug, Clone)]
-pub struct Keepalive {
+pub(crate) struct Keepalive {
     interval: Duration,
     timeout: Duration,
     last_heard: Instant,
 }
 
 impl Keepalive {
-    pub fn new(interval: Duration, now: Instant) -> Self {
+    pub(crate) fn new(interval: Duration, now: Instant) -> Self {
         Keepalive {
             interval,
             timeout: interval.saturating_mul(2),
@@ -32,21 +32,17 @@ impl Keepalive {
         }
     }
 
-    pub fn interval(&self) -> Duration {
-        self.interval
-    }
-
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
 
-    pub fn heard(&mut self, now: Instant) {
+    pub(crate) fn heard(&mut self, now: Instant) {
         self.last_heard = now;
     }
 
     /// How often the clock is consulted: twice per interval, so a ping goes out at most half an
     /// interval late.
-    pub fn check_period(&self) -> Duration {
+    pub(crate) fn check_period(&self) -> Duration {
         (self.interval / 2).max(Duration::from_millis(10))
     }
 
@@ -54,7 +50,7 @@ impl Keepalive {
     /// `phase` (0 to 1) of another. Connections that arrive together (a hub reconnecting all its
     /// sockets) are given different phases, so that they are not all checked and pinged in the
     /// same instant every period.
-    pub fn first_check(&self, phase: f64) -> Duration {
+    pub(crate) fn first_check(&self, phase: f64) -> Duration {
         let period = self.check_period();
         period + period.mul_f64(phase.clamp(0.0, 1.0))
     }
@@ -62,7 +58,7 @@ impl Keepalive {
     /// The timer on which a socket task consults this clock: first after a random phase (see
     /// [`Keepalive::first_check`]), then every [`Keepalive::check_period`]; late ticks are not
     /// bunched up. Must be called inside a tokio runtime.
-    pub fn ticker(&self) -> tokio::time::Interval {
+    pub(crate) fn ticker(&self) -> tokio::time::Interval {
         let mut ticker = tokio::time::interval_at(
             tokio::time::Instant::now() + self.first_check(rand::random::<f64>()),
             self.check_period(),
@@ -72,12 +68,12 @@ impl Keepalive {
     }
 
     /// The close reason given to a peer found dead.
-    pub fn dead_reason(&self) -> String {
+    pub(crate) fn dead_reason(&self) -> String {
         format!("keepalive: nothing heard for {} s", self.timeout.as_secs_f32())
     }
 
     /// A zero interval switches keepalive off.
-    pub fn tick(&self, now: Instant) -> Tick {
+    pub(crate) fn tick(&self, now: Instant) -> Tick {
         if self.interval.is_zero() {
             return Tick::Nothing;
         }
@@ -126,7 +122,7 @@ mod tests {
         // With the latest phase, a silent peer is still pinged within 1.5 intervals and closed
         // within 2.5: each check after the first is one period later.
         let latest_ping = k.first_check(1.0) + k.check_period();
-        assert!(latest_ping <= k.interval() * 3 / 2);
+        assert!(latest_ping <= k.interval * 3 / 2);
         // Tiny intervals are checked no more often than every 10 ms.
         let fast = Keepalive::new(Duration::from_millis(4), Instant::now());
         assert_eq!(fast.check_period(), Duration::from_millis(10));

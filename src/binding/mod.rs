@@ -2,15 +2,21 @@
 //! `core::Operation`s, encodes replies and errors back, and contributes its forms to TDs through
 //! `td::FormProvider`. No binding imports another; what several share without a wire of their
 //! own lives next to them (`keepalive`, `problem`, `ws_inbound`, `ws_outbound`).
+//!
+//! As library API each binding shows only its configuration (part of
+//! [`crate::runtime::Config`]) and its [`crate::td::FormProvider`], for building the TDs the
+//! runtime serves outside of it: [`http`], [`coap`] and [`ws`]; and the HTTP port takes other
+//! adapters' routes ([`http::Mount`]). How they serve is internal; the legacy WebThings adapter
+//! is configured through the runtime only.
 
 pub mod coap;
 pub mod http;
-pub mod keepalive;
-pub mod legacy;
-pub mod problem;
+pub(crate) mod keepalive;
+pub(crate) mod legacy;
+pub(crate) mod problem;
 pub mod ws;
-pub mod ws_inbound;
-pub mod ws_outbound;
+pub(crate) mod ws_inbound;
+pub(crate) mod ws_outbound;
 
 /// The socket of a plain TCP connection, recorded by the HTTP server when it accepts one (TLS
 /// connections have none), for an endpoint that takes over the connection after an upgrade: the
@@ -18,7 +24,7 @@ pub mod ws_outbound;
 /// and is only handed out by reference from the request's connection data, so whoever holds one
 /// holds a request of that connection, which keeps the socket open.
 #[derive(Debug)]
-pub struct ConnectionSocket(std::os::fd::RawFd);
+pub(crate) struct ConnectionSocket(std::os::fd::RawFd);
 
 impl ConnectionSocket {
     /// Records the socket of a connection the HTTP server just accepted.

@@ -15,11 +15,11 @@ use crate::core::Error;
 
 /// A problem-details object under construction.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Problem(Map<String, Value>);
+pub(crate) struct Problem(Map<String, Value>);
 
 impl Problem {
     /// The four members every problem has.
-    pub fn new(type_uri: &str, title: &str, status: u16, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(type_uri: &str, title: &str, status: u16, detail: impl Into<String>) -> Self {
         let mut members = Map::with_capacity(6);
         members.insert("type".into(), Value::from(type_uri));
         members.insert("title".into(), Value::from(title));
@@ -31,7 +31,7 @@ impl Problem {
     /// The problem of a core error: its title, its message as `detail`, and the extension
     /// members that say where the request went wrong. The binding chooses `type_uri` and
     /// `status` from the error's kind.
-    pub fn of_error(error: &Error, type_uri: &str, status: u16) -> Self {
+    pub(crate) fn of_error(error: &Error, type_uri: &str, status: u16) -> Self {
         let problem = Problem::new(type_uri, error.title(), status, error.to_string());
         match error {
             Error::Schema(v) => problem
@@ -47,17 +47,17 @@ impl Problem {
     }
 
     /// Adds an extension member (after the ones already there).
-    pub fn with(mut self, member: &str, value: impl Into<Value>) -> Self {
+    pub(crate) fn with(mut self, member: &str, value: impl Into<Value>) -> Self {
         self.0.insert(member.into(), value.into());
         self
     }
 
-    pub fn into_value(self) -> Value {
+    pub(crate) fn into_value(self) -> Value {
         Value::Object(self.0)
     }
 
     /// The object serialised, e.g. as an HTTP body.
-    pub fn into_json(self) -> String {
+    pub(crate) fn into_json(self) -> String {
         Value::Object(self.0).to_string()
     }
 }

@@ -15,11 +15,11 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use tokio_util::codec::Decoder;
 
-pub use actix_http::ws::CloseReason;
+pub(crate) use actix_http::ws::CloseReason;
 
 /// One message from the client.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     Text(ByteString),
     Binary(Bytes),
     Ping(Bytes),
@@ -29,7 +29,7 @@ pub enum Incoming {
 
 /// Why bytes did not make a message.
 #[derive(Debug, thiserror::Error)]
-pub enum InboundError {
+pub(crate) enum InboundError {
     /// A single frame over the frame limit: the connection cannot go on.
     #[error("a frame larger than {0} bytes")]
     FrameTooLarge(usize),
@@ -47,7 +47,7 @@ pub enum InboundError {
 
 impl InboundError {
     /// Whether the connection can go on after this error.
-    pub fn is_recoverable(&self) -> bool {
+    pub(crate) fn is_recoverable(&self) -> bool {
         matches!(self, InboundError::MessageTooLarge(_))
     }
 }
@@ -63,7 +63,7 @@ enum Partial {
 
 /// The decoder of one connection's incoming bytes.
 #[derive(Debug)]
-pub struct Inbound {
+pub(crate) struct Inbound {
     codec: Codec,
     buffer: BytesMut,
     partial: Option<Partial>,
@@ -76,7 +76,7 @@ pub struct Inbound {
 impl Inbound {
     /// A decoder for a server's side of a connection: frames over `max_frame` bytes and
     /// messages over `max_message` bytes (after joining fragments) are refused.
-    pub fn new(max_frame: usize, max_message: usize) -> Self {
+    pub(crate) fn new(max_frame: usize, max_message: usize) -> Self {
         Inbound {
             codec: Codec::new().max_size(max_frame),
             buffer: BytesMut::new(),
@@ -88,13 +88,13 @@ impl Inbound {
     }
 
     /// Bytes read from the connection.
-    pub fn feed(&mut self, bytes: &[u8]) {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
         self.buffer.extend_from_slice(bytes);
     }
 
     /// The next whole message, an error, or `None` when more bytes are needed. After an error
     /// that is not [recoverable](InboundError::is_recoverable), always `None`.
-    pub fn next_message(&mut self) -> Option<Result<Incoming, InboundError>> {
+    pub(crate) fn next_message(&mut self) -> Option<Result<Incoming, InboundError>> {
         while !self.failed {
             let frame = match self.codec.decode(&mut self.buffer) {
                 Ok(Some(frame)) => frame,
@@ -175,7 +175,7 @@ impl Inbound {
 
 /// The messages of a connection whose incoming bytes arrive as a stream of chunks (the HTTP
 /// layer's request payload after an upgrade).
-pub struct Messages<S> {
+pub(crate) struct Messages<S> {
     chunks: S,
     inbound: Inbound,
 }
@@ -184,14 +184,14 @@ impl<S, E> Messages<S>
 where
     S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
 {
-    pub fn new(chunks: S, inbound: Inbound) -> Self {
+    pub(crate) fn new(chunks: S, inbound: Inbound) -> Self {
         Messages { chunks, inbound }
     }
 
     /// The next message or error; `None` once the connection is over (the client went away,
     /// the stream failed, or a fatal error was reported). Cancel-safe: what was read stays in
     /// the decoder.
-    pub async fn recv(&mut self) -> Option<Result<Incoming, InboundError>> {
+    pub(crate) async fn recv(&mut self) -> Option<Result<Incoming, InboundError>> {
         use futures_util::StreamExt;
         loop {
             if let Some(message) = self.inbound.next_message() {

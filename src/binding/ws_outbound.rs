@@ -47,12 +47,12 @@ const OPCODE_PONG: u8 = 0xA;
 
 /// The queue, as its writers see it. Cloning gives another writer of the same queue.
 #[derive(Clone)]
-pub struct Outbound {
+pub(crate) struct Outbound {
     queue: Rc<RefCell<Queue>>,
 }
 
 /// The queue, as the dispatcher sees it: the response body.
-pub struct OutboundBody {
+pub(crate) struct OutboundBody {
     queue: Rc<RefCell<Queue>>,
 }
 
@@ -116,7 +116,7 @@ impl Direct {
 
 /// A notification that was not queued because `limit` bytes were already waiting.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Full;
+pub(crate) struct Full;
 
 thread_local! {
     /// Where a direct frame is assembled (header and payload) for its single `send`.
@@ -128,7 +128,7 @@ impl Outbound {
     /// body that goes into the 101 response. With `socket` (the connection's plain TCP socket,
     /// from the request being upgraded) frames are written directly; the descriptor is
     /// duplicated, so this must run on the worker thread inside its runtime.
-    pub fn new(limit: usize, socket: Option<&ConnectionSocket>) -> (Outbound, OutboundBody) {
+    pub(crate) fn new(limit: usize, socket: Option<&ConnectionSocket>) -> (Outbound, OutboundBody) {
         let socket = socket.and_then(|socket| match direct_socket(socket) {
             Ok(socket) => Some(Direct::new(socket)),
             Err(e) => {
@@ -149,7 +149,7 @@ impl Outbound {
     }
 
     /// Queues a notification (a text frame), unless the client is that far behind.
-    pub fn notification(&self, json: &[u8]) -> Result<(), Full> {
+    pub(crate) fn notification(&self, json: &[u8]) -> Result<(), Full> {
         let mut queue = self.queue.borrow_mut();
         if queue.state != State::Open {
             // The connection is closing; its task no longer reports lag.
@@ -163,21 +163,21 @@ impl Outbound {
     }
 
     /// Queues a text frame the connection owes its client (a response), whatever is waiting.
-    pub fn text(&self, json: &[u8]) {
+    pub(crate) fn text(&self, json: &[u8]) {
         self.push_owed(OPCODE_TEXT, json);
     }
 
-    pub fn ping(&self, payload: &[u8]) {
+    pub(crate) fn ping(&self, payload: &[u8]) {
         self.push_owed(OPCODE_PING, payload);
     }
 
-    pub fn pong(&self, payload: &[u8]) {
+    pub(crate) fn pong(&self, payload: &[u8]) {
         self.push_owed(OPCODE_PONG, payload);
     }
 
     /// Queues a close frame; nothing is queued after it and the body ends once it is out.
     /// `code` is `None` to echo a close without a status.
-    pub fn close(&self, code: Option<u16>, reason: &str) {
+    pub(crate) fn close(&self, code: Option<u16>, reason: &str) {
         let mut payload = Vec::with_capacity(2 + reason.len().min(123));
         if let Some(code) = code {
             payload.extend_from_slice(&code.to_be_bytes());
@@ -197,19 +197,19 @@ impl Outbound {
     }
 
     /// Drops the connection without writing what is still queued.
-    pub fn abort(&self) {
+    pub(crate) fn abort(&self) {
         self.queue.borrow_mut().abort();
     }
 
     /// Whether another request may be read: fewer than `limit` bytes are waiting.
-    pub fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         let queue = self.queue.borrow();
         queue.bytes.len() < queue.limit || queue.state != State::Open
     }
 
     /// Waits until no more than half the limit is waiting (the connection's task must also be
     /// running [`write_backlog`](Self::write_backlog) for this to happen in direct mode).
-    pub async fn room(&self) {
+    pub(crate) async fn room(&self) {
         poll_fn(|cx| {
             let mut queue = self.queue.borrow_mut();
             if queue.bytes.len() <= queue.limit / 2 || queue.state != State::Open {
@@ -223,7 +223,7 @@ impl Outbound {
 
     /// Direct mode: resolves after writing frames that the socket could not take at once;
     /// pending while there are none. Never resolves when the dispatcher writes the frames.
-    pub async fn write_backlog(&self) {
+    pub(crate) async fn write_backlog(&self) {
         poll_fn(|cx| {
             let mut queue = self.queue.borrow_mut();
             if queue.socket.is_none() {
@@ -241,7 +241,7 @@ impl Outbound {
 
     /// Waits until everything queued is out (written, or handed to the dispatcher), or the
     /// connection is over.
-    pub async fn drained(&self) {
+    pub(crate) async fn drained(&self) {
         poll_fn(|cx| {
             let mut queue = self.queue.borrow_mut();
             if queue.socket.is_some() {
@@ -421,7 +421,7 @@ fn encode_frame(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
 
 /// Why the body failed: the connection gave up on its client.
 #[derive(Debug)]
-pub struct Aborted;
+pub(crate) struct Aborted;
 
 impl std::fmt::Display for Aborted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -17,13 +17,18 @@ use super::error::Error;
 /// ActionStatus `status` values of the WoT Profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
+    /// Accepted, not started yet.
     Pending,
+    /// Started, not ended.
     Running,
+    /// Ended with its output.
     Completed,
+    /// Ended with an error, or cancelled.
     Failed,
 }
 
 impl Status {
+    /// The WoT Profile's name of the status.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",
@@ -32,6 +37,7 @@ impl Status {
             Status::Failed => "failed",
         }
     }
+    /// Whether the instance has ended.
     pub fn is_final(self) -> bool {
         matches!(self, Status::Completed | Status::Failed)
     }
@@ -40,14 +46,18 @@ impl Status {
 /// Why an action failed, kept as the parts of a problem-details object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
+    /// The problem type: a path under the runtime's `/problems/`.
     pub type_uri: &'static str,
+    /// A short summary of the kind of failure.
     pub title: String,
+    /// What happened to this instance.
     pub detail: String,
+    /// The HTTP status the failure would have had as an answer of its own.
     pub status: u16,
 }
 
 impl Failure {
-    pub fn cancelled() -> Self {
+    pub(crate) fn cancelled() -> Self {
         Failure {
             type_uri: "/problems/cancelled",
             title: "Action cancelled".into(),
@@ -55,7 +65,7 @@ impl Failure {
             status: 409,
         }
     }
-    pub fn from_error(error: &Error) -> Self {
+    pub(crate) fn from_error(error: &Error) -> Self {
         Failure {
             type_uri: error.type_uri(),
             title: error.title().into(),
@@ -68,12 +78,19 @@ impl Failure {
 /// A snapshot of one action instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActionStatus {
+    /// The instance's id (a UUID).
     pub id: Arc<str>,
+    /// The action's name.
     pub action: Arc<str>,
+    /// Where the instance stands.
     pub status: Status,
+    /// The handler's output, once completed.
     pub output: Option<Value>,
+    /// Why it failed, once failed.
     pub error: Option<Failure>,
+    /// When it was invoked (RFC 3339).
     pub time_requested: Arc<str>,
+    /// When it ended (RFC 3339), once it has.
     pub time_ended: Option<String>,
 }
 
@@ -134,13 +151,13 @@ struct Inner {
 }
 
 #[derive(Debug)]
-pub struct ActionRegistry {
+pub(crate) struct ActionRegistry {
     inner: Mutex<Inner>,
     limits: ActionLimits,
 }
 
 impl ActionRegistry {
-    pub fn new(limits: ActionLimits) -> Self {
+    pub(crate) fn new(limits: ActionLimits) -> Self {
         ActionRegistry {
             inner: Mutex::new(Inner::default()),
             limits,
@@ -153,7 +170,7 @@ impl ActionRegistry {
     }
 
     /// Registers a new pending instance, or refuses when too many are running.
-    pub fn create(&self, action: &Arc<str>) -> Result<ActionStatus, Error> {
+    pub(crate) fn create(&self, action: &Arc<str>) -> Result<ActionStatus, Error> {
         let mut inner = self.lock();
         if inner.running >= self.limits.max_running {
             return Err(Error::Busy(self.limits.max_running));
@@ -179,14 +196,14 @@ impl ActionRegistry {
         Ok(status)
     }
 
-    pub fn attach_abort(&self, id: &str, abort: AbortHandle) {
+    pub(crate) fn attach_abort(&self, id: &str, abort: AbortHandle) {
         if let Some(instance) = self.lock().instances.get_mut(id) {
             instance.abort = Some(abort);
         }
     }
 
     /// Moves an instance to `running`; returns None if it already ended (cancelled early).
-    pub fn start(&self, id: &str) -> Option<ActionStatus> {
+    pub(crate) fn start(&self, id: &str) -> Option<ActionStatus> {
         let mut inner = self.lock();
         let instance = inner.instances.get_mut(id)?;
         if instance.status.status != Status::Pending {
@@ -197,7 +214,7 @@ impl ActionRegistry {
     }
 
     /// Ends an instance. Returns the final status, or None if it had already ended.
-    pub fn finish(&self, id: &str, result: Result<Option<Value>, Failure>) -> Option<ActionStatus> {
+    pub(crate) fn finish(&self, id: &str, result: Result<Option<Value>, Failure>) -> Option<ActionStatus> {
         let mut inner = self.lock();
         let instance = inner.instances.get_mut(id)?;
         if instance.status.status.is_final() {
@@ -228,7 +245,7 @@ impl ActionRegistry {
     }
 
     /// Cancels a pending or running instance: aborts its task and marks it failed.
-    pub fn cancel(&self, action: &str, id: &str) -> Result<ActionStatus, Error> {
+    pub(crate) fn cancel(&self, action: &str, id: &str) -> Result<ActionStatus, Error> {
         let abort = {
             let mut inner = self.lock();
             let instance = inner
@@ -251,7 +268,7 @@ impl ActionRegistry {
             .ok_or_else(|| Error::AlreadyEnded(id.into()))
     }
 
-    pub fn get(&self, action: &str, id: &str) -> Result<ActionStatus, Error> {
+    pub(crate) fn get(&self, action: &str, id: &str) -> Result<ActionStatus, Error> {
         self.lock()
             .instances
             .get(id)
@@ -264,7 +281,7 @@ impl ActionRegistry {
     }
 
     /// Every known instance, newest first.
-    pub fn all(&self) -> Vec<ActionStatus> {
+    pub(crate) fn all(&self) -> Vec<ActionStatus> {
         self.lock()
             .instances
             .values()

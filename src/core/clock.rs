@@ -4,17 +4,17 @@
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     format_rfc3339(OffsetDateTime::now_utc())
 }
 
-pub fn format_rfc3339(t: OffsetDateTime) -> String {
+pub(crate) fn format_rfc3339(t: OffsetDateTime) -> String {
     // Formatting a UTC time as RFC 3339 only fails for years outside 0..=9999.
     t.format(&Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
 }
 
 /// The time an RFC 3339 timestamp names; `None` when it is not one.
-pub fn parse_rfc3339(text: &str) -> Option<OffsetDateTime> {
+pub(crate) fn parse_rfc3339(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &Rfc3339).ok()
 }

@@ -34,8 +34,11 @@ impl fmt::Display for SchemaViolation {
 /// Which kind of affordance a name was looked up in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AffordanceKind {
+    /// A property.
     Property,
+    /// An action.
     Action,
+    /// An event.
     Event,
 }
 
@@ -74,48 +77,71 @@ pub enum ErrorKind {
 /// with them.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
+    /// No thing has this slug.
     #[error("no thing named '{0}'")]
     ThingNotFound(String),
+    /// The thing has no such property, action or event.
     #[error("thing has no {kind} named '{name}'")]
-    AffordanceNotFound { kind: AffordanceKind, name: String },
+    AffordanceNotFound {
+        /// Where the name was looked up.
+        kind: AffordanceKind,
+        /// The name.
+        name: String,
+    },
+    /// The action has no such instance (or it left the bounded history).
     #[error("no instance '{id}' of action '{action}'")]
-    ActionInstanceNotFound { action: String, id: String },
+    ActionInstanceNotFound {
+        /// The action.
+        action: String,
+        /// The instance id asked for.
+        id: String,
+    },
+    /// A write to a read-only property.
     #[error("property '{0}' is read-only")]
     ReadOnly(String),
+    /// A read or observation of a write-only property.
     #[error("property '{0}' is write-only")]
     WriteOnly(String),
+    /// An action without an input schema got input.
     #[error("action '{0}' takes no input")]
     UnexpectedInput(String),
+    /// The payload could not be parsed (or was empty where a value is needed).
     #[error("payload is not valid JSON: {0}")]
     MalformedPayload(String),
+    /// The value breaks the affordance's DataSchema.
     #[error("{0}")]
     Schema(SchemaViolation),
+    /// A synchronous action cannot be queried or cancelled: it has no instances.
     #[error("action '{0}' is synchronous and cannot be queried or cancelled")]
     NotQueryable(String),
+    /// The action instance ended before it could be cancelled.
     #[error("action instance '{0}' has already ended")]
     AlreadyEnded(String),
+    /// The thing runs as many actions as it may (the limit is given).
     #[error("too many running actions ({0}); try again later")]
     Busy(usize),
+    /// The action's handler failed, saying why.
     #[error("action failed: {0}")]
     ActionFailed(String),
+    /// The runtime failed (a TD that cannot be built, storage that failed, ...).
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl Error {
-    pub fn property_not_found(name: &str) -> Self {
+    pub(crate) fn property_not_found(name: &str) -> Self {
         Error::AffordanceNotFound {
             kind: AffordanceKind::Property,
             name: name.to_owned(),
         }
     }
-    pub fn action_not_found(name: &str) -> Self {
+    pub(crate) fn action_not_found(name: &str) -> Self {
         Error::AffordanceNotFound {
             kind: AffordanceKind::Action,
             name: name.to_owned(),
         }
     }
-    pub fn event_not_found(name: &str) -> Self {
+    pub(crate) fn event_not_found(name: &str) -> Self {
         Error::AffordanceNotFound {
             kind: AffordanceKind::Event,
             name: name.to_owned(),
@@ -178,6 +204,7 @@ impl Error {
     }
 }
 
+/// The core's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]

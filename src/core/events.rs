@@ -27,16 +27,21 @@ use tokio::sync::broadcast;
 /// What a notification is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Topic {
+    /// A property's value changed; the data is the new value.
     Property(Arc<str>),
+    /// An event was emitted; the data is its payload.
     Event(Arc<str>),
-    /// An action instance's status changed.
+    /// An action instance's status changed; the data is its status.
     Action {
+        /// The action.
         name: Arc<str>,
+        /// The instance.
         id: Arc<str>,
     },
 }
 
 impl Topic {
+    /// The property, event or action name.
     pub fn name(&self) -> &str {
         match self {
             Topic::Property(n) | Topic::Event(n) | Topic::Action { name: n, .. } => n,
@@ -46,7 +51,7 @@ impl Topic {
 
 /// Slots in which bindings cache their encoding of a notification. Each binding owns one.
 #[derive(Debug, Clone, Copy)]
-pub enum EncodingSlot {
+pub(crate) enum EncodingSlot {
     Sse = 0,
     WebSocket = 1,
     Coap = 2,
@@ -59,6 +64,7 @@ const SLOTS: usize = 4;
 pub struct Notification {
     /// Per-thing sequence number, strictly increasing.
     pub seq: u64,
+    /// What changed.
     pub topic: Topic,
     /// JSON payload, serialised once. Empty for an event without data.
     pub data: Bytes,
@@ -70,7 +76,7 @@ pub struct Notification {
 impl Notification {
     /// The binding's wire encoding of this notification, computed by the first subscriber that
     /// asks and shared by all others.
-    pub fn encoded(&self, slot: EncodingSlot, encode: impl FnOnce(&Notification) -> Bytes) -> Bytes {
+    pub(crate) fn encoded(&self, slot: EncodingSlot, encode: impl FnOnce(&Notification) -> Bytes) -> Bytes {
         self.encodings[slot as usize].get_or_init(|| encode(self)).clone()
     }
 }
@@ -78,12 +84,19 @@ impl Notification {
 /// What a subscriber wants to hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
+    /// One property's changes.
     Property(String),
+    /// Every property's changes.
     AllProperties,
+    /// One event.
     Event(String),
+    /// Every event.
     AllEvents,
+    /// One action instance's status changes.
     Action {
+        /// The action.
         name: String,
+        /// The instance.
         id: String,
     },
     /// Everything the thing emits (used by sockets that multiplex several subscriptions).
@@ -91,6 +104,7 @@ pub enum Target {
 }
 
 impl Target {
+    /// Whether a notification about `topic` is for this subscriber.
     pub fn matches(&self, topic: &Topic) -> bool {
         match (self, topic) {
             (Target::Everything, _) => true,
@@ -115,14 +129,16 @@ const REPLAY_DEPTH: usize = 64;
 /// earlier run with the same number).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeenUpTo {
+    /// The sequence number of the last notification seen.
     pub seq: u64,
+    /// Its timestamp, when known.
     pub timestamp: Option<String>,
 }
 
 /// Decides, when a thing is replaced, whether a subscription's target still means the same thing
 /// on the new thing (the affordance exists with the same description), so that the subscription
 /// may follow the hand-over.
-pub type Continues = Arc<dyn Fn(&Target) -> bool + Send + Sync>;
+pub(crate) type Continues = Arc<dyn Fn(&Target) -> bool + Send + Sync>;
 
 /// Where the subscriptions of a closed hub go on.
 #[derive(Clone)]
@@ -150,13 +166,13 @@ struct HubState {
 
 /// The sending side, owned by an exposed thing.
 #[derive(Debug)]
-pub struct EventHub {
+pub(crate) struct EventHub {
     capacity: usize,
     state: Mutex<HubState>,
 }
 
 impl EventHub {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         let (sender, _) = broadcast::channel(capacity);
         EventHub {
@@ -175,7 +191,7 @@ impl EventHub {
     }
 
     /// Publishes a notification; `None` when the hub is closed (nobody can hear it any more).
-    pub fn publish(&self, topic: Topic, data: Bytes) -> Option<Arc<Notification>> {
+    pub(crate) fn publish(&self, topic: Topic, data: Bytes) -> Option<Arc<Notification>> {
         // Formatted before taking the lock: the critical section stays a few pointer moves.
         let timestamp: Arc<str> = crate::core::clock::now_rfc3339().into();
         let mut state = self.state();
@@ -199,7 +215,7 @@ impl EventHub {
     }
 
     /// Subscribes to everything published from now on.
-    pub fn subscribe(self: &Arc<Self>, target: Target) -> Subscription {
+    pub(crate) fn subscribe(self: &Arc<Self>, target: Target) -> Subscription {
         let state = self.state();
         let seen = state.seq;
         Subscription {
@@ -215,7 +231,7 @@ impl EventHub {
     /// Subscribes, first replaying the kept notifications that came after `after` when the ring
     /// still holds that notification. A position older than the ring starts with
     /// [`Received::Lagged`] (how many cannot be replayed); an unknown one replays nothing.
-    pub fn subscribe_after(self: &Arc<Self>, target: Target, after: &SeenUpTo) -> Subscription {
+    pub(crate) fn subscribe_after(self: &Arc<Self>, target: Target, after: &SeenUpTo) -> Subscription {
         let state = self.state();
         let position = state.recent.iter().position(|n| {
             n.seq == after.seq && after.timestamp.as_deref().is_none_or(|t| t == &*n.timestamp)
@@ -256,7 +272,7 @@ impl EventHub {
     /// Makes this (new, not yet published-to) hub continue `old`: the sequence goes on from the
     /// old one's and the replay ring starts as the old one's, so that a subscriber resuming
     /// after a notification of the old hub finds it here.
-    pub fn continue_from(&self, old: &EventHub) {
+    pub(crate) fn continue_from(&self, old: &EventHub) {
         let old_state = old.state();
         let mut state = self.state();
         if state.seq <= old_state.seq {
@@ -268,24 +284,20 @@ impl EventHub {
     /// Closes the hub. With a successor, subscriptions whose target `continues` go on there;
     /// every other subscription ends with [`Received::Closed`] once it has received what was
     /// published before.
-    pub fn close(&self, successor: Option<(Arc<EventHub>, Continues)>) {
+    pub(crate) fn close(&self, successor: Option<(Arc<EventHub>, Continues)>) {
         let mut state = self.state();
         state.handover = successor.map(|(hub, continues)| Handover { hub, continues });
         state.sender = None;
     }
 
-    pub fn subscriber_count(&self) -> usize {
-        self.state().sender.as_ref().map_or(0, |s| s.receiver_count())
-    }
-
     /// How many notifications a subscriber may fall behind before it lags.
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
 
     /// The sequence number of the latest notification published (0: none yet). Everything
     /// published from now on has a larger one.
-    pub fn last_seq(&self) -> u64 {
+    pub(crate) fn last_seq(&self) -> u64 {
         self.state().seq
     }
 }
@@ -322,6 +334,7 @@ pub enum Ended {
 /// What a subscriber receives.
 #[derive(Debug)]
 pub enum Received {
+    /// A notification for the target (shared with every other subscriber).
     Notification(Arc<Notification>),
     /// The subscriber fell behind and this many notifications were dropped for it.
     Lagged(u64),
@@ -346,6 +359,7 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// What the subscription was made for.
     pub fn target(&self) -> &Target {
         &self.target
     }

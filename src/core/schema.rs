@@ -54,14 +54,7 @@ impl DataSchema {
         })
     }
 
-    /// A schema that accepts anything (an affordance without a DataSchema).
-    pub fn any() -> Self {
-        // Compiling `{}` cannot fail; fall back to `true` only to avoid a panic path.
-        Self::compile(&Value::Object(Map::new()))
-            .or_else(|_| Self::compile(&Value::Bool(true)))
-            .unwrap_or_else(|_| unreachable!("the empty schema always compiles"))
-    }
-
+    /// The schema as written in the model.
     pub fn raw(&self) -> &Value {
         &self.raw
     }
@@ -92,17 +85,17 @@ impl DataSchema {
     }
 
     /// Normalises a value the thing produced (integers emitted without fraction).
-    pub fn normalise(&self, value: Value) -> Value {
+    pub(crate) fn normalise(&self, value: Value) -> Value {
         normalise_integers(&self.raw, value)
     }
 
     /// True when reads must hide nested writeOnly members.
-    pub fn has_write_only_members(&self) -> bool {
+    pub(crate) fn has_write_only_members(&self) -> bool {
         has_nested(&self.raw, "writeOnly")
     }
 
     /// Removes nested writeOnly members from a value about to be read.
-    pub fn strip_write_only(&self, value: &mut Value) {
+    pub(crate) fn strip_write_only(&self, value: &mut Value) {
         strip_write_only(&self.raw, value);
     }
 }
@@ -186,7 +179,7 @@ fn normalise_integers(schema: &Value, value: Value) -> Value {
 }
 
 /// Escapes a member name for use in a JSON pointer (RFC 6901).
-pub fn escape_pointer(name: &str) -> String {
+pub(crate) fn escape_pointer(name: &str) -> String {
     name.replace('~', "~0").replace('/', "~1")
 }
 
@@ -264,5 +257,100 @@ mod tests {
         let schema = DataSchema::compile(&json!({"type":"integer"})).unwrap();
         assert_eq!(schema.check_write(json!(5.0)).unwrap().to_string(), "5");
         assert!(schema.check_write(json!(5.5)).is_err());
+    }
+}
+
+/// Arbitrary JSON values and TD DataSchemas, for the property tests of every input path that
+/// takes them (here and in the bindings' decoders).
+#[cfg(test)]
+pub(crate) mod arbitrary {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    pub(crate) fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z]{1,4}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// DataSchemas with the TD terms, some of them nonsensical on purpose.
+    pub(crate) fn schema() -> impl Strategy<Value = Value> {
+        let types = prop_oneof![
+            Just("boolean"),
+            Just("integer"),
+            Just("number"),
+            Just("string"),
+            Just("object"),
+            Just("array"),
+            Just("null")
+        ];
+        (
+            types,
+            json_value(),
+            json_value(),
+            any::<bool>(),
+            "[a-z\\[\\]\\(\\)\\*\\+\\.]{0,6}",
+            0u32..4,
+        )
+            .prop_map(|(ty, a, b, flag, pattern, shape)| {
+                let mut s = json!({"type": ty});
+                match shape {
+                    0 => {
+                        s["minimum"] = a;
+                        s["maximum"] = b;
+                    }
+                    1 => {
+                        s["enum"] = json!([a, b]);
+                        s["readOnly"] = json!(flag);
+                    }
+                    2 => {
+                        s["pattern"] = json!(pattern);
+                        s["minLength"] = a;
+                    }
+                    _ => {
+                        s["properties"] =
+                            json!({"x": {"type": ty, "writeOnly": flag}, "y": {"readOnly": !flag}});
+                        s["required"] = json!(["x"]);
+                        s["items"] = a;
+                    }
+                }
+                s
+            })
+    }
+}
+
+/// Bounded property test: validation answers with a value or an error, never a panic. The case
+/// count follows PROPTEST_CASES (CI raises it; see .ci/run).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::DataSchema;
+    use super::arbitrary::{json_value, schema};
+
+    proptest! {
+        #[test]
+        fn data_schema_validation_never_panics(schema in schema(), value in json_value()) {
+            if let Ok(compiled) = DataSchema::compile(&schema) {
+                let _ = compiled.check_write(value.clone());
+                let _ = compiled.is_valid(&value);
+                let mut copy = value.clone();
+                compiled.strip_write_only(&mut copy);
+                let _ = compiled.normalise(value);
+            }
+        }
     }
 }

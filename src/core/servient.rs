@@ -16,6 +16,8 @@ use super::events::{Subscription, Target};
 use super::operation::{Operation, Reply};
 use super::thing::ExposedThing;
 
+/// The things a runtime serves, by slug: where every binding performs operations
+/// ([`Servient::handle`]) and subscribes ([`Servient::subscribe`]).
 #[derive(Debug)]
 pub struct Servient {
     things: RwLock<IndexMap<String, Arc<ExposedThing>>>,
@@ -34,6 +36,7 @@ impl Default for Servient {
 }
 
 impl Servient {
+    /// A servient with no things.
     pub fn new() -> Self {
         Self::default()
     }
@@ -74,6 +77,8 @@ impl Servient {
         self.changes.subscribe()
     }
 
+    /// The thing served under `slug`. Hold it for one operation, not across requests: a reload
+    /// replaces it.
     pub fn thing(&self, slug: &str) -> Result<Arc<ExposedThing>, Error> {
         self.things
             .read()
@@ -93,6 +98,7 @@ impl Servient {
             .collect()
     }
 
+    /// Every thing's slug, in the order they were exposed.
     pub fn slugs(&self) -> Vec<String> {
         self.things
             .read()
@@ -102,18 +108,21 @@ impl Servient {
             .collect()
     }
 
+    /// Performs one operation on the thing under `slug`.
     pub async fn handle(&self, slug: &str, op: Operation) -> Result<Reply, Error> {
         let thing = self.thing(slug)?;
         perform(&thing, op).await
     }
 
+    /// Subscribes to the notifications of the thing under `slug` that `target` selects; the
+    /// subscription follows the thing across reloads (see [`Subscription::recv`]).
     pub fn subscribe(&self, slug: &str, target: Target) -> Result<Subscription, Error> {
         self.thing(slug)?.subscribe(target)
     }
 }
 
 /// Performs one operation on one thing.
-pub async fn perform(thing: &Arc<ExposedThing>, op: Operation) -> Result<Reply, Error> {
+pub(crate) async fn perform(thing: &Arc<ExposedThing>, op: Operation) -> Result<Reply, Error> {
     match op {
         Operation::ReadProperty(name) => thing.read_property(&name).map(Reply::Value),
         Operation::WriteProperty(name, value) => {

@@ -10,12 +10,12 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 /// Runs after a batch is durable, in the order batches were queued.
-pub type Apply = Box<dyn FnOnce() + Send>;
+pub(crate) type Apply = Box<dyn FnOnce() + Send>;
 
 /// Why a batch was not stored, and so not applied. Clone, because one failed commit answers every
 /// write folded into it.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum PersistError {
+pub(crate) enum PersistError {
     /// The storage tried and failed. The source is the storage's own error, kept opaque here so
     /// that no storage engine type reaches the core.
     #[error(transparent)]
@@ -26,7 +26,7 @@ pub enum PersistError {
 }
 
 /// Where durable property values go.
-pub trait Persistence: Send + Sync + std::fmt::Debug {
+pub(crate) trait Persistence: Send + Sync + std::fmt::Debug {
     /// Queues the values of one thing's properties for storage. `apply` runs once they are
     /// stored; the receiver then resolves (an `Err` means nothing was stored or applied).
     fn persist(

@@ -34,7 +34,9 @@ pub type ActionHandler = Arc<dyn Fn(ActionContext) -> ActionFuture + Send + Sync
 
 /// Handed to an action handler.
 pub struct ActionContext {
+    /// The invocation's input, validated against the action's input schema.
     pub input: Option<Value>,
+    /// The thing the action belongs to (after a reload: the one serving now, through forwarding).
     pub thing: Arc<ExposedThing>,
 }
 
@@ -47,10 +49,15 @@ struct Stored {
 /// One property: its schema and its current value.
 #[derive(Debug)]
 pub struct Property {
+    /// The property's name.
     pub name: Arc<str>,
+    /// Its DataSchema, compiled.
     pub schema: DataSchema,
+    /// `readOnly`: clients cannot write it (the thing's own behaviours can).
     pub read_only: bool,
+    /// `writeOnly`: clients cannot read or observe it.
     pub write_only: bool,
+    /// `observable` in the TD.
     pub observable: bool,
     /// Written values go through the thing's persistence (client-writable properties).
     pub durable: bool,
@@ -67,6 +74,7 @@ impl Property {
         self.stored().bytes.clone()
     }
 
+    /// The current value.
     pub fn value(&self) -> Value {
         self.stored().value.clone()
     }
@@ -85,10 +93,15 @@ impl Property {
     }
 }
 
+/// One action: its schemas, whether it is synchronous, and its handler.
 pub struct Action {
+    /// The action's name.
     pub name: Arc<str>,
+    /// The input schema, if it takes input.
     pub input: Option<DataSchema>,
+    /// The output schema, if it declares one.
     pub output: Option<DataSchema>,
+    /// Whether an invocation answers with the output (else with a status to query).
     pub synchronous: bool,
     handler: ActionHandler,
 }
@@ -102,9 +115,12 @@ impl std::fmt::Debug for Action {
     }
 }
 
+/// One event and the schema of its data.
 #[derive(Debug)]
 pub struct Event {
+    /// The event's name.
     pub name: Arc<str>,
+    /// The data schema, if the event carries data.
     pub data: Option<DataSchema>,
 }
 
@@ -117,8 +133,11 @@ pub struct ExposedThing {
     pub id: String,
     /// The TD without forms, security, base or id: what the `td` module publishes from.
     pub model: Value,
+    /// The properties, in the model's order.
     pub properties: IndexMap<String, Property>,
+    /// The actions, in the model's order.
     pub actions: IndexMap<String, Action>,
+    /// The events, in the model's order.
     pub events: IndexMap<String, Event>,
     hub: Arc<EventHub>,
     /// Shared with the things that replace this one, so that instances outlive a reload.
@@ -178,7 +197,7 @@ impl ExposedThing {
     }
 
     /// `None` while this thing serves; else whether it was replaced (`Changed`) or removed.
-    pub fn standing(&self) -> Option<Ended> {
+    pub(crate) fn standing(&self) -> Option<Ended> {
         match &*self.lifecycle() {
             Lifecycle::Serving => None,
             Lifecycle::Replaced(_) => Some(Ended::Changed),
@@ -190,6 +209,7 @@ impl ExposedThing {
         self.registry.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The model's `title` (the slug when it has none).
     pub fn title(&self) -> &str {
         self.model
             .get("title")
@@ -197,18 +217,21 @@ impl ExposedThing {
             .unwrap_or(&self.slug)
     }
 
+    /// The property `name`.
     pub fn property(&self, name: &str) -> Result<&Property, Error> {
         self.properties
             .get(name)
             .ok_or_else(|| Error::property_not_found(name))
     }
 
+    /// The action `name`.
     pub fn action(&self, name: &str) -> Result<&Action, Error> {
         self.actions
             .get(name)
             .ok_or_else(|| Error::action_not_found(name))
     }
 
+    /// The event `name`.
     pub fn event(&self, name: &str) -> Result<&Event, Error> {
         self.events.get(name).ok_or_else(|| Error::event_not_found(name))
     }
@@ -224,7 +247,10 @@ impl ExposedThing {
 
     /// readallproperties / readmultipleproperties: an object of the readable properties,
     /// assembled from the stored bytes without re-serialising any value.
-    pub fn read_properties<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<Bytes, Error> {
+    pub(crate) fn read_properties<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Bytes, Error> {
         let mut out = Vec::with_capacity(256);
         out.push(b'{');
         let mut first = true;
@@ -246,6 +272,7 @@ impl ExposedThing {
         Ok(Bytes::from(out))
     }
 
+    /// readallproperties: an object of every readable property.
     pub fn read_all_properties(&self) -> Result<Bytes, Error> {
         self.read_properties(self.properties.keys().map(String::as_str))
     }
@@ -264,7 +291,7 @@ impl ExposedThing {
 
     /// writemultipleproperties: every value is checked before any is stored, so a rejected
     /// request changes nothing; the accepted ones are stored in one batch.
-    pub async fn write_properties(self: &Arc<Self>, values: Map<String, Value>) -> Result<(), Error> {
+    pub(crate) async fn write_properties(self: &Arc<Self>, values: Map<String, Value>) -> Result<(), Error> {
         let mut checked = Vec::with_capacity(values.len());
         for (name, value) in values {
             let property = self.property(&name)?;
@@ -430,6 +457,7 @@ impl ExposedThing {
         next.emit_event(name, data)
     }
 
+    /// Subscribes to what `target` selects, from now on (see [`Self::subscribe_after`]).
     pub fn subscribe(&self, target: Target) -> Result<Subscription, Error> {
         self.subscribe_after(target, None)
     }
@@ -460,16 +488,13 @@ impl ExposedThing {
         })
     }
 
-    pub fn subscriber_count(&self) -> usize {
-        self.hub.subscriber_count()
-    }
-
     /// How many notifications a subscriber may fall behind before it lags.
-    pub fn notification_capacity(&self) -> usize {
+    pub(crate) fn notification_capacity(&self) -> usize {
         self.hub.capacity()
     }
 
-    /// The sequence number of the latest notification (see [`EventHub::last_seq`]).
+    /// The sequence number of the latest notification published on this thing (0 before the
+    /// first): a subscriber that has seen it has seen everything (see [`Self::subscribe_after`]).
     pub fn last_notification_seq(&self) -> u64 {
         self.hub.last_seq()
     }
@@ -486,14 +511,18 @@ impl ExposedThing {
 
     /// Validates an action's input without running it, for bindings that accept an action
     /// into a queue and must refuse bad input before answering.
-    pub fn check_action_input(&self, name: &str, input: Option<Value>) -> Result<Option<Value>, Error> {
+    pub(crate) fn check_action_input(
+        &self,
+        name: &str,
+        input: Option<Value>,
+    ) -> Result<Option<Value>, Error> {
         let action = self.action(name)?;
         self.check_input(action, input)
     }
 
     /// Runs a synchronous action to its end and returns its output. On a thing that was
     /// replaced, the successor's action runs.
-    pub async fn invoke_sync(
+    pub(crate) async fn invoke_sync(
         self: &Arc<Self>,
         name: &str,
         input: Option<Value>,
@@ -513,7 +542,11 @@ impl ExposedThing {
 
     /// Starts an asynchronous action; returns its pending status at once. On a thing that was
     /// replaced, the successor's action starts.
-    pub fn invoke_async(self: &Arc<Self>, name: &str, input: Option<Value>) -> Result<ActionStatus, Error> {
+    pub(crate) fn invoke_async(
+        self: &Arc<Self>,
+        name: &str,
+        input: Option<Value>,
+    ) -> Result<ActionStatus, Error> {
         let lifecycle = self.lifecycle();
         let next = match &*lifecycle {
             Lifecycle::Serving => None,
@@ -554,6 +587,7 @@ impl ExposedThing {
         Ok(status)
     }
 
+    /// queryaction: the status of an instance of an asynchronous action.
     pub fn action_status(&self, name: &str, id: &str) -> Result<ActionStatus, Error> {
         let action = self.action(name)?;
         if action.synchronous {
@@ -562,6 +596,7 @@ impl ExposedThing {
         self.registry().get(name, id)
     }
 
+    /// cancelaction: ends a running instance and publishes its final status.
     pub fn cancel_action(&self, name: &str, id: &str) -> Result<ActionStatus, Error> {
         let action = self.action(name)?;
         if action.synchronous {
@@ -574,7 +609,7 @@ impl ExposedThing {
 
     /// Every known action instance of this thing's asynchronous actions, grouped by action
     /// name, newest first.
-    pub fn all_action_statuses(&self) -> IndexMap<String, Vec<ActionStatus>> {
+    pub(crate) fn all_action_statuses(&self) -> IndexMap<String, Vec<ActionStatus>> {
         let mut grouped: IndexMap<String, Vec<ActionStatus>> = self
             .actions
             .values()
@@ -751,16 +786,18 @@ impl ThingBuilder {
     /// Makes the client-writable properties durable: their stored values are restored now
     /// (a value that no longer fits the schema falls back to the default, with a warning) and
     /// every write is acknowledged only once stored.
-    pub fn persistence(mut self, persistence: Arc<dyn Persistence>) -> Self {
+    pub(crate) fn persistence(mut self, persistence: Arc<dyn Persistence>) -> Self {
         self.persistence = Some(persistence);
         self
     }
 
+    /// The thing's `id` (default: a random `urn:uuid:`).
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.id = id.into();
         self
     }
 
+    /// How many actions may run at once, and how many ended instances are kept.
     pub fn action_limits(mut self, limits: ActionLimits) -> Self {
         self.limits = limits;
         self
@@ -783,6 +820,7 @@ impl ThingBuilder {
         self
     }
 
+    /// Sets the behaviour of an action, as an [`ActionHandler`] already made.
     pub fn on_action_handler(mut self, name: &str, handler: ActionHandler) -> Self {
         self.handlers.insert(name.to_owned(), handler);
         self
@@ -791,12 +829,33 @@ impl ThingBuilder {
     /// Fails with the JSON pointer (into the model) of a DataSchema that does not compile, or of
     /// a handler given for an action the model lacks.
     pub fn build(mut self) -> Result<Arc<ExposedThing>, SchemaViolation> {
-        let at = |prefix: String| {
-            move |mut v: SchemaViolation| {
-                v.pointer = format!("{prefix}{}", v.pointer);
-                v
-            }
-        };
+        let properties = self.properties()?;
+        let actions = self.actions()?;
+        if let Some(orphan) = self.handlers.keys().next() {
+            return Err(SchemaViolation {
+                pointer: format!("/actions/{orphan}"),
+                rule: "handler".into(),
+                message: format!("a handler was given for '{orphan}', which is not an action of the thing"),
+            });
+        }
+        let events = events(&self.model)?;
+        Ok(Arc::new(ExposedThing {
+            slug: self.slug,
+            id: self.id,
+            model: self.model,
+            properties,
+            actions,
+            events,
+            hub: Arc::new(EventHub::new(self.hub_capacity)),
+            registry: RwLock::new(Arc::new(ActionRegistry::new(self.limits))),
+            persistence: self.persistence,
+            lifecycle: RwLock::new(Lifecycle::Serving),
+        }))
+    }
+
+    /// The model's properties with their compiled schemas and first values: a durable one's
+    /// stored value, else the `default`, else a zero value of the schema.
+    fn properties(&self) -> Result<IndexMap<String, Property>, SchemaViolation> {
         let mut properties = IndexMap::new();
         for (name, affordance) in affordances(&self.model, "properties") {
             let schema = DataSchema::compile(affordance).map_err(at(format!("/properties/{name}")))?;
@@ -807,22 +866,10 @@ impl ThingBuilder {
                 .or_else(|| zero_value(affordance))
                 .unwrap_or(Value::Null);
             let read_only = flag("readOnly");
-            let restored = match (&self.persistence, read_only) {
-                (Some(p), false) => p.load(&self.id, name).and_then(|bytes| {
-                    match serde_json::from_slice::<Value>(&bytes) {
-                        Ok(v) if schema.is_valid(&v) => Some(v),
-                        Ok(v) => {
-                            tracing::warn!(thing = %self.slug, property = %name,
-                                "stored value {v} no longer fits the schema; using the default");
-                            None
-                        }
-                        Err(e) => {
-                            tracing::warn!(thing = %self.slug, property = %name, "stored value unreadable: {e}");
-                            None
-                        }
-                    }
-                }),
-                _ => None,
+            let restored = if read_only {
+                None
+            } else {
+                self.restored(name, &schema)
             };
             let initial = restored.unwrap_or(initial);
             let property = Property {
@@ -841,6 +888,30 @@ impl ThingBuilder {
             property.store(initial);
             properties.insert(name.clone(), property);
         }
+        Ok(properties)
+    }
+
+    /// The stored value of a durable property, when there is one that still fits its schema
+    /// (otherwise a warning says why the default is used).
+    fn restored(&self, name: &str, schema: &DataSchema) -> Option<Value> {
+        let bytes = self.persistence.as_ref()?.load(&self.id, name)?;
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) if schema.is_valid(&v) => Some(v),
+            Ok(v) => {
+                tracing::warn!(thing = %self.slug, property = %name,
+                    "stored value {v} no longer fits the schema; using the default");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(thing = %self.slug, property = %name, "stored value unreadable: {e}");
+                None
+            }
+        }
+    }
+
+    /// The model's actions with their compiled schemas, each taking its handler out of the
+    /// builder (an action without one fails every invocation).
+    fn actions(&mut self) -> Result<IndexMap<String, Action>, SchemaViolation> {
         let mut actions = IndexMap::new();
         for (name, affordance) in affordances(&self.model, "actions") {
             let compile = |key: &str| -> Result<Option<DataSchema>, SchemaViolation> {
@@ -849,15 +920,10 @@ impl ThingBuilder {
                     .map(|s| DataSchema::compile(s).map_err(at(format!("/actions/{name}/{key}"))))
                     .transpose()
             };
-            let handler = self.handlers.shift_remove(name).unwrap_or_else(|| {
-                let name = name.clone();
-                Arc::new(move |_| {
-                    let name = name.clone();
-                    Box::pin(
-                        async move { Err(Error::ActionFailed(format!("action '{name}' has no behaviour"))) },
-                    )
-                })
-            });
+            let handler = self
+                .handlers
+                .shift_remove(name)
+                .unwrap_or_else(|| no_behaviour(name.clone()));
             actions.insert(
                 name.clone(),
                 Action {
@@ -872,40 +938,43 @@ impl ThingBuilder {
                 },
             );
         }
-        if let Some(orphan) = self.handlers.keys().next() {
-            return Err(SchemaViolation {
-                pointer: format!("/actions/{orphan}"),
-                rule: "handler".into(),
-                message: format!("a handler was given for '{orphan}', which is not an action of the thing"),
-            });
-        }
-        let mut events = IndexMap::new();
-        for (name, affordance) in affordances(&self.model, "events") {
-            let data = affordance
-                .get("data")
-                .map(|s| DataSchema::compile(s).map_err(at(format!("/events/{name}/data"))))
-                .transpose()?;
-            events.insert(
-                name.clone(),
-                Event {
-                    name: name.as_str().into(),
-                    data,
-                },
-            );
-        }
-        Ok(Arc::new(ExposedThing {
-            slug: self.slug,
-            id: self.id,
-            model: self.model,
-            properties,
-            actions,
-            events,
-            hub: Arc::new(EventHub::new(self.hub_capacity)),
-            registry: RwLock::new(Arc::new(ActionRegistry::new(self.limits))),
-            persistence: self.persistence,
-            lifecycle: RwLock::new(Lifecycle::Serving),
-        }))
+        Ok(actions)
     }
+}
+
+/// The model's events with their compiled data schemas.
+fn events(model: &Value) -> Result<IndexMap<String, Event>, SchemaViolation> {
+    let mut events = IndexMap::new();
+    for (name, affordance) in affordances(model, "events") {
+        let data = affordance
+            .get("data")
+            .map(|s| DataSchema::compile(s).map_err(at(format!("/events/{name}/data"))))
+            .transpose()?;
+        events.insert(
+            name.clone(),
+            Event {
+                name: name.as_str().into(),
+                data,
+            },
+        );
+    }
+    Ok(events)
+}
+
+/// Puts `prefix` (where in the model the schema is) in front of a violation's pointer.
+fn at(prefix: String) -> impl Fn(SchemaViolation) -> SchemaViolation {
+    move |mut v: SchemaViolation| {
+        v.pointer = format!("{prefix}{}", v.pointer);
+        v
+    }
+}
+
+/// The handler of an action given none: every invocation fails.
+fn no_behaviour(name: String) -> ActionHandler {
+    Arc::new(move |_| {
+        let name = name.clone();
+        Box::pin(async move { Err(Error::ActionFailed(format!("action '{name}' has no behaviour"))) })
+    })
 }
 
 fn affordances<'a>(model: &'a Value, kind: &str) -> impl Iterator<Item = (&'a String, &'a Value)> {

@@ -17,22 +17,22 @@ use serde_json::Value;
 use super::records::{WEBTHING_TCP, WOT_TCP, WOT_UDP};
 
 /// The service types `wot discover` browses.
-pub const BROWSED: &[&str] = &[WOT_TCP, WOT_UDP, WEBTHING_TCP];
+pub(crate) const BROWSED: &[&str] = &[WOT_TCP, WOT_UDP, WEBTHING_TCP];
 
 /// One resolved service instance.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Found {
-    pub service_type: String,
-    pub fullname: String,
-    pub host: String,
-    pub addresses: Vec<IpAddr>,
-    pub port: u16,
-    pub txt: BTreeMap<String, String>,
+pub(crate) struct Found {
+    pub(crate) service_type: String,
+    pub(crate) fullname: String,
+    pub(crate) host: String,
+    pub(crate) addresses: Vec<IpAddr>,
+    pub(crate) port: u16,
+    pub(crate) txt: BTreeMap<String, String>,
 }
 
 impl Found {
     /// The instance name (the full name without its type).
-    pub fn instance(&self) -> &str {
+    pub(crate) fn instance(&self) -> &str {
         self.fullname
             .strip_suffix(&self.service_type)
             .map(|s| s.trim_end_matches('.'))
@@ -41,7 +41,7 @@ impl Found {
 
     /// The TD's (or legacy description's) URL. IPv4 literals are preferred over IPv6 and over
     /// the `.local` name, so it works where `.local` does not resolve (Docker, HUBS.md §1 #9).
-    pub fn url(&self) -> Option<String> {
+    pub(crate) fn url(&self) -> Option<String> {
         let udp = self.service_type.contains("._udp");
         let legacy = self.service_type == WEBTHING_TCP;
         let scheme = match self.txt.get("scheme") {
@@ -78,7 +78,7 @@ impl Found {
     }
 
     /// `Thing` unless the TXT says otherwise (`Directory`).
-    pub fn kind(&self) -> &str {
+    pub(crate) fn kind(&self) -> &str {
         if self.service_type == WEBTHING_TCP {
             return "Thing";
         }
@@ -86,7 +86,7 @@ impl Found {
     }
 
     /// The protocol this instance offers, as `wot discover` names it.
-    pub fn protocol(&self) -> &'static str {
+    pub(crate) fn protocol(&self) -> &'static str {
         if self.service_type == WEBTHING_TCP {
             "webthing"
         } else if self.service_type == WOT_UDP {
@@ -101,23 +101,28 @@ impl Found {
 /// reported with its instance).
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoverError {
+    /// The mDNS daemon did not start.
     #[error("cannot start mDNS: {0}")]
     Start(mdns_sd::Error),
+    /// A service type could not be browsed.
     #[error("cannot browse {service_type}: {source}")]
     Browse {
+        /// The type, e.g. `_wot._tcp.local.`.
         service_type: String,
+        /// What the daemon said.
         source: mdns_sd::Error,
     },
     /// The blocking browse task panicked or was cancelled.
     #[error("browsing failed: {0}")]
     Join(tokio::task::JoinError),
+    /// The HTTP client that fetches the documents could not be made.
     #[error("no HTTP client: {0}")]
     Client(reqwest::Error),
 }
 
 /// Browses the given types for `timeout` and returns every instance resolved meanwhile.
 /// Blocking; run it off the async runtime.
-pub fn browse(types: &[&str], timeout: Duration) -> Result<Vec<Found>, DiscoverError> {
+pub(crate) fn browse(types: &[&str], timeout: Duration) -> Result<Vec<Found>, DiscoverError> {
     let daemon = ServiceDaemon::new().map_err(DiscoverError::Start)?;
     let receivers = types
         .iter()
@@ -166,6 +171,7 @@ pub fn browse(types: &[&str], timeout: Duration) -> Result<Vec<Found>, DiscoverE
 /// One thing as `wot discover` reports it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Discovered {
+    /// The title announced (or the document's).
     pub title: String,
     /// The TD `id`, when the document could be fetched.
     pub id: Option<String>,
@@ -173,6 +179,7 @@ pub struct Discovered {
     pub kind: String,
     /// The W3C TD URL if one was announced, else the legacy description's.
     pub url: String,
+    /// The protocols it was found on (`http`, `coap`, `webthing`), sorted.
     pub protocols: Vec<String>,
     /// Every instance's URL, by protocol.
     pub urls: BTreeMap<String, String>,
@@ -183,7 +190,7 @@ pub struct Discovered {
 
 /// What fetching one instance's URL gave.
 #[derive(Debug, Clone)]
-pub enum Fetched {
+pub(crate) enum Fetched {
     Document(Value),
     Failed(String),
 }
@@ -191,7 +198,7 @@ pub enum Fetched {
 /// Merges instances into things: those whose documents share an `id` are one thing (the
 /// `_wot._tcp`, `_wot._udp` and `_webthing._tcp` instances of one thing carry one id), and an
 /// instance that could not be fetched (CoAP) joins the fetched one of the same name and host.
-pub fn merge(results: Vec<(Found, Fetched)>) -> Vec<Discovered> {
+pub(crate) fn merge(results: Vec<(Found, Fetched)>) -> Vec<Discovered> {
     let id_of = |fetched: &Fetched| match fetched {
         Fetched::Document(doc) => doc.get("id").and_then(Value::as_str).map(str::to_owned),
         Fetched::Failed(_) => None,
@@ -254,7 +261,7 @@ pub fn merge(results: Vec<(Found, Fetched)>) -> Vec<Discovered> {
 }
 
 /// Fetches the JSON document at an http(s) URL.
-pub async fn fetch(client: &reqwest::Client, url: &str) -> Fetched {
+pub(crate) async fn fetch(client: &reqwest::Client, url: &str) -> Fetched {
     if !url.starts_with("http://") {
         return Fetched::Failed(format!(
             "not fetched: {} is not plain HTTP",

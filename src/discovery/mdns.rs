@@ -29,6 +29,7 @@ pub struct MdnsConfig {
 /// Why announcing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MdnsError {
+    /// The mDNS daemon did not start.
     #[error("cannot start mDNS: {0}")]
     Start(mdns_sd::Error),
     /// `--mdns-interface` named interfaces the daemon could not switch to.
@@ -37,19 +38,25 @@ pub enum MdnsError {
     /// An announcement is not a valid service (a bad instance name or TXT record).
     #[error("cannot describe {instance} {service_type}: {source}")]
     Describe {
+        /// The instance name.
         instance: String,
+        /// Its service type.
         service_type: &'static str,
+        /// What the daemon said.
         source: mdns_sd::Error,
     },
+    /// The daemon did not take an announcement.
     #[error("cannot announce {fullname}: {source}")]
     Announce {
+        /// The instance's full name.
         fullname: String,
+        /// What the daemon said.
         source: mdns_sd::Error,
     },
 }
 
 /// The system's host name as a DNS label.
-pub fn system_host() -> String {
+pub(crate) fn system_host() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .unwrap_or_default();
@@ -128,7 +135,7 @@ impl Announcer {
     }
 
     /// The host name in SRV targets, `<host>.local.`.
-    pub fn host_name(&self) -> String {
+    pub(crate) fn host_name(&self) -> String {
         format!("{}.local.", self.host)
     }
 

@@ -11,19 +11,19 @@
 pub struct Announcement {
     /// The DNS-SD type with domain, e.g. `_wot._tcp.local.`; a subtype reads
     /// `_directory._sub._wot._tcp.local.`.
-    pub service_type: &'static str,
+    pub(crate) service_type: &'static str,
     /// The instance name, without the type.
-    pub instance: String,
-    pub port: u16,
-    pub txt: Vec<(&'static str, String)>,
+    pub(crate) instance: String,
+    pub(crate) port: u16,
+    pub(crate) txt: Vec<(&'static str, String)>,
     /// The thing this instance stands for; None for the runtime's directory.
-    pub thing: Option<String>,
+    pub(crate) thing: Option<String>,
 }
 
 impl Announcement {
     /// The instance's DNS-SD full name as the daemon registers it: the instance, then the type
     /// without any subtype.
-    pub fn fullname(&self) -> String {
+    pub(crate) fn fullname(&self) -> String {
         let ty = self
             .service_type
             .split_once("._sub.")
@@ -32,20 +32,23 @@ impl Announcement {
     }
 }
 
-pub const WOT_TCP: &str = "_wot._tcp.local.";
-pub const WOT_UDP: &str = "_wot._udp.local.";
-pub const WEBTHING_TCP: &str = "_webthing._tcp.local.";
-pub const DIRECTORY: &str = "_directory._sub._wot._tcp.local.";
+pub(crate) const WOT_TCP: &str = "_wot._tcp.local.";
+pub(crate) const WOT_UDP: &str = "_wot._udp.local.";
+pub(crate) const WEBTHING_TCP: &str = "_webthing._tcp.local.";
+pub(crate) const DIRECTORY: &str = "_directory._sub._wot._tcp.local.";
 
 /// A DNS-SD instance name is at most 63 bytes (RFC 6763 §4.1.1).
-pub const MAX_INSTANCE: usize = 63;
+pub(crate) const MAX_INSTANCE: usize = 63;
 /// HUBS.md §2g: keep each TXT record under about 200 bytes.
-pub const MAX_TXT: usize = 200;
+#[cfg(test)]
+pub(crate) const MAX_TXT: usize = 200;
 
 /// What the announcer needs to know of one thing.
 #[derive(Debug, Clone)]
 pub struct ThingInfo {
+    /// The thing's slug (its path is `/things/{slug}`).
     pub slug: String,
+    /// The TD title, which the instance name is made from.
     pub title: String,
     /// The TD `id` (a `urn:uuid:`); six of its hex digits make the name unique per thing.
     pub id: String,
@@ -54,6 +57,7 @@ pub struct ThingInfo {
 /// The ports (and transport security) of the bindings that run.
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
+    /// The HTTP port.
     pub http: u16,
     /// The CoAP port when CoAP runs: then `_wot._udp` is announced too.
     pub coap: Option<u16>,
@@ -74,7 +78,7 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 /// `<Title>-<id6>`: readable in a hub's list, distinct for two things with one title.
-pub fn instance_name(title: &str, id: &str) -> String {
+pub(crate) fn instance_name(title: &str, id: &str) -> String {
     let hex: String = id
         .rsplit(':')
         .next()
@@ -95,7 +99,7 @@ pub fn instance_name(title: &str, id: &str) -> String {
 }
 
 /// A DNS label for `<host>.local`: lower-case letters, digits and '-', 1 to 63 bytes.
-pub fn host_label(raw: &str) -> String {
+pub(crate) fn host_label(raw: &str) -> String {
     let first = raw.trim().split('.').next().unwrap_or("");
     let mut label: String = first
         .chars()
@@ -118,7 +122,8 @@ pub fn host_label(raw: &str) -> String {
 }
 
 /// Bytes a TXT record takes on the wire: a length byte and `key=value` per entry.
-pub fn txt_size(txt: &[(&'static str, String)]) -> usize {
+#[cfg(test)]
+pub(crate) fn txt_size(txt: &[(&'static str, String)]) -> usize {
     txt.iter().map(|(k, v)| 1 + k.len() + 1 + v.len()).sum()
 }
 

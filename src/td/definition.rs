@@ -5,68 +5,26 @@
 //!
 //! It reads and checks; it does not build TDs (that is `publish`) nor run anything.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use super::model;
+use super::problem::Problem;
 use crate::behavior::Behaviors;
-use crate::core::SchemaViolation;
 
 /// One thing loaded from a file.
 #[derive(Debug, Clone)]
 pub struct ThingDefinition {
+    /// The file's stem: the thing's URL path segment and mDNS name.
     pub slug: String,
+    /// The file it was loaded from (what its problems name).
     pub path: PathBuf,
     /// The TD without forms, base, security or `@context`; runtime keys removed.
     pub model: Value,
+    /// What the file's `runtime` keys declare.
     pub behaviors: Behaviors,
-}
-
-/// A precise complaint about a file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
-    pub file: PathBuf,
-    pub pointer: String,
-    pub rule: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let at = if self.pointer.is_empty() {
-            "/"
-        } else {
-            &self.pointer
-        };
-        write!(
-            f,
-            "{}: at {at}: [{}] {}",
-            self.file.display(),
-            self.rule,
-            self.message
-        )
-    }
-}
-
-impl Problem {
-    pub fn new(file: &Path, pointer: impl Into<String>, rule: &str, message: impl Into<String>) -> Self {
-        Problem {
-            file: file.to_owned(),
-            pointer: pointer.into(),
-            rule: rule.into(),
-            message: message.into(),
-        }
-    }
-    pub fn from_violation(file: &Path, v: SchemaViolation) -> Self {
-        Problem {
-            file: file.to_owned(),
-            pointer: v.pointer,
-            rule: v.rule,
-            message: v.message,
-        }
-    }
 }
 
 /// Keys the runtime writes into every TD; a thing file must not set them.
@@ -74,7 +32,7 @@ const RUNTIME_OWNED: &[&str] = &["forms", "base", "security", "securityDefinitio
 const KINDS: &[&str] = &["properties", "actions", "events"];
 
 /// A slug is the file stem: it becomes a URL path segment and an mDNS name, so keep it plain.
-pub fn slug_of(path: &Path) -> Result<String, Problem> {
+pub(crate) fn slug_of(path: &Path) -> Result<String, Problem> {
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
     let ok = !stem.is_empty()
         && stem.len() <= 63
@@ -93,28 +51,10 @@ pub fn slug_of(path: &Path) -> Result<String, Problem> {
     }
 }
 
-/// Parses one thing file's text.
+/// Parses one thing file's text (the file's path names the thing and its problems).
 pub fn parse(path: &Path, text: &str) -> Result<ThingDefinition, Vec<Problem>> {
     let slug = slug_of(path).map_err(|p| vec![p])?;
-    let mut doc: Value = serde_json::from_str(text).map_err(|e| {
-        vec![Problem::new(
-            path,
-            "",
-            "json",
-            format!("not valid JSON: {e} (line {}, column {})", e.line(), e.column()),
-        )]
-    })?;
-    if super::model::is_thing_model(&doc) {
-        return Err(vec![Problem::new(
-            path,
-            "/@type",
-            "tm:ThingModel",
-            "a Thing Model is not served itself: an instance file names it in 'instance'",
-        )]);
-    }
-    if super::model::instance_of(&doc).is_some() {
-        doc = super::model::instantiate(path, &doc)?;
-    }
+    let mut doc = document(path, text)?;
     let Some(root) = doc.as_object_mut() else {
         return Err(vec![Problem::new(
             path,
@@ -123,6 +63,52 @@ pub fn parse(path: &Path, text: &str) -> Result<ThingDefinition, Vec<Problem>> {
             "a thing file is a JSON object",
         )]);
     };
+    let mut problems = top_level_problems(path, root);
+    let behaviors = take_behaviors(path, root, &mut problems);
+    root.remove("@context");
+    if problems.is_empty()
+        && let Err((pointer, message)) = behaviors.check(&doc)
+    {
+        problems.push(Problem::new(path, pointer, "runtime", message));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(ThingDefinition {
+        slug,
+        path: path.to_owned(),
+        model: doc,
+        behaviors,
+    })
+}
+
+/// The file's JSON document: an instance file is expanded from its Thing Model; a Thing Model
+/// itself is refused (it is not served).
+fn document(path: &Path, text: &str) -> Result<Value, Vec<Problem>> {
+    let doc: Value = serde_json::from_str(text).map_err(|e| {
+        vec![Problem::new(
+            path,
+            "",
+            "json",
+            format!("not valid JSON: {e} (line {}, column {})", e.line(), e.column()),
+        )]
+    })?;
+    if model::is_thing_model(&doc) {
+        return Err(vec![Problem::new(
+            path,
+            "/@type",
+            "tm:ThingModel",
+            "a Thing Model is not served itself: an instance file names it in 'instance'",
+        )]);
+    }
+    if model::instance_of(&doc).is_some() {
+        return model::instantiate(path, &doc);
+    }
+    Ok(doc)
+}
+
+/// Keys the runtime writes that the file sets, and a missing or empty title.
+fn top_level_problems(path: &Path, root: &Map<String, Value>) -> Vec<Problem> {
     let mut problems = Vec::new();
     for key in RUNTIME_OWNED {
         if root.contains_key(*key) {
@@ -146,6 +132,12 @@ pub fn parse(path: &Path, text: &str) -> Result<ThingDefinition, Vec<Problem>> {
             "a thing needs a non-empty string 'title'",
         ));
     }
+    problems
+}
+
+/// Takes every affordance's `runtime` object out of the model into the behaviours, reporting
+/// affordance maps and affordances that are not objects and forms written by hand.
+fn take_behaviors(path: &Path, root: &mut Map<String, Value>, problems: &mut Vec<Problem>) -> Behaviors {
     let mut behaviors = Behaviors::default();
     for kind in KINDS {
         let Some(affordances) = root.get_mut(*kind) else {
@@ -174,41 +166,39 @@ pub fn parse(path: &Path, text: &str) -> Result<ThingDefinition, Vec<Problem>> {
                     "forms are generated by the runtime; remove them",
                 ));
             }
-            let Some(runtime) = affordance.remove("runtime") else {
-                continue;
-            };
-            let at = format!("{at}/runtime");
-            let stored = match *kind {
-                "properties" => typed(path, &at, runtime)
-                    .map(|r| behaviors.properties.insert(name.clone(), r))
-                    .map(drop),
-                "actions" => typed(path, &at, runtime)
-                    .map(|r| behaviors.actions.insert(name.clone(), r))
-                    .map(drop),
-                _ => typed(path, &at, runtime)
-                    .map(|r| behaviors.events.insert(name.clone(), r))
-                    .map(drop),
-            };
-            if let Err(p) = stored {
+            if let Some(runtime) = affordance.remove("runtime")
+                && let Err(p) = take_runtime(path, (kind, name), &at, runtime, &mut behaviors)
+            {
                 problems.push(p);
             }
         }
     }
-    root.remove("@context");
-    if problems.is_empty()
-        && let Err((pointer, message)) = behaviors.check(&doc)
-    {
-        problems.push(Problem::new(path, pointer, "runtime", message));
+    behaviors
+}
+
+/// Stores one affordance's `runtime` object (at JSON pointer `at`) with the behaviours of its
+/// kind, if it parses.
+fn take_runtime(
+    path: &Path,
+    (kind, name): (&str, &str),
+    at: &str,
+    runtime: Value,
+    behaviors: &mut Behaviors,
+) -> Result<(), Problem> {
+    let at = format!("{at}/runtime");
+    let name = name.to_owned();
+    match kind {
+        "properties" => {
+            behaviors.properties.insert(name, typed(path, &at, runtime)?);
+        }
+        "actions" => {
+            behaviors.actions.insert(name, typed(path, &at, runtime)?);
+        }
+        _ => {
+            behaviors.events.insert(name, typed(path, &at, runtime)?);
+        }
     }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    Ok(ThingDefinition {
-        slug,
-        path: path.to_owned(),
-        model: doc,
-        behaviors,
-    })
+    Ok(())
 }
 
 /// Deserialises a runtime object, turning serde's path into a JSON pointer.
@@ -230,10 +220,9 @@ fn typed<T: DeserializeOwned>(path: &Path, at: &str, value: Value) -> Result<T, 
     })
 }
 
-/// Reads and parses every `*.json` file of a directory, sorted by name.
 /// Thing files of a directory: every `*.json` except Thing Models (`*.tm.json`), which are
 /// only used through instance files. Sorted by name.
-pub fn thing_files(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
+pub(crate) fn thing_files(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "json"))
@@ -248,17 +237,11 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Result<ThingDefinition, Vec<Problem>>>
     Ok(thing_files(dir)?.iter().map(|p| load_file(p)).collect())
 }
 
+/// Reads and parses one thing file.
 pub fn load_file(path: &Path) -> Result<ThingDefinition, Vec<Problem>> {
     let text =
         std::fs::read_to_string(path).map_err(|e| vec![Problem::new(path, "", "io", e.to_string())])?;
     parse(path, &text)
-}
-
-/// An empty object, for callers that need a model with no affordances.
-pub fn empty_model(title: &str) -> Value {
-    let mut m = Map::new();
-    m.insert("title".into(), Value::from(title));
-    Value::Object(m)
 }
 
 #[cfg(test)]

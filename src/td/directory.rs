@@ -15,7 +15,7 @@ use super::forms::Origins;
 use super::publish::TD_CONTEXT;
 use crate::core::ExposedThing;
 
-pub const DISCOVERY_CONTEXT: &str = "https://www.w3.org/2022/wot/discovery";
+pub(crate) const DISCOVERY_CONTEXT: &str = "https://www.w3.org/2022/wot/discovery";
 
 /// The `things` property of the directory Thing Model, with the form of this runtime.
 fn things_property() -> Value {
@@ -74,7 +74,7 @@ fn things_property() -> Value {
     })
 }
 
-pub fn directory_td(id: &str, things: &[Arc<ExposedThing>], origins: &Origins) -> Value {
+pub(crate) fn directory_td(id: &str, things: &[Arc<ExposedThing>], origins: &Origins) -> Value {
     let links: Vec<Value> = things
         .iter()
         .map(|t| {

@@ -15,7 +15,7 @@ pub type TdExt = Cons<CoapProtocol, Cons<HttpProtocol, Nil>>;
 /// One form of a TD, as wot-td models it.
 pub type Form = wot_td::thing::Form<TdExt>;
 /// The typed TD, as wot-td models it.
-pub type Thing = wot_td::thing::Thing<TdExt>;
+pub(crate) type Thing = wot_td::thing::Thing<TdExt>;
 
 /// The public origins the TD's hrefs are built from, one per binding that has one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -26,11 +26,16 @@ pub struct Origins {
     pub coap: Option<String>,
 }
 
-/// A binding's contribution to every TD.
+/// A binding's contribution to every TD: it appends the forms through which it serves each
+/// part of the thing, with hrefs on the origins a client sees.
 pub trait FormProvider: Send + Sync {
+    /// Forms of the thing itself (readallproperties, subscribeallevents, ...).
     fn thing_forms(&self, thing: &ExposedThing, origins: &Origins, forms: &mut Vec<Form>);
+    /// Forms of property `name`.
     fn property_forms(&self, thing: &ExposedThing, name: &str, origins: &Origins, forms: &mut Vec<Form>);
+    /// Forms of action `name`.
     fn action_forms(&self, thing: &ExposedThing, name: &str, origins: &Origins, forms: &mut Vec<Form>);
+    /// Forms of event `name`.
     fn event_forms(&self, thing: &ExposedThing, name: &str, origins: &Origins, forms: &mut Vec<Form>);
     /// WoT Profile identifiers the binding conforms to.
     fn profiles(&self) -> &'static [&'static str] {

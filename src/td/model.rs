@@ -8,16 +8,15 @@
 //!
 //! It reads files relative to the instance; it never fetches anything remote.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
-use super::definition::Problem;
+use super::problem::Problem;
 use crate::core::schema::escape_pointer;
 
 /// Is this document a Thing Model?
-pub fn is_thing_model(doc: &Value) -> bool {
+pub(crate) fn is_thing_model(doc: &Value) -> bool {
     match doc.get("@type") {
         Some(Value::String(t)) => t == "tm:ThingModel",
         Some(Value::Array(a)) => a.iter().any(|t| t == "tm:ThingModel"),
@@ -26,7 +25,7 @@ pub fn is_thing_model(doc: &Value) -> bool {
 }
 
 /// The `instance` key of a thing file: which model, and the placeholder values.
-pub fn instance_of(doc: &Value) -> Option<&Value> {
+pub(crate) fn instance_of(doc: &Value) -> Option<&Value> {
     doc.get("instance")
 }
 
@@ -144,7 +143,7 @@ impl Resolver<'_> {
 }
 
 /// RFC 7396 JSON Merge Patch.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
+pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(patch) = patch else {
         *target = patch.clone();
         return;
@@ -234,19 +233,53 @@ fn strip_tm_terms(value: &mut Value) {
 }
 
 /// Turns an instance file (`{"instance": {"model": "x.tm.json", "placeholders": {...}}, ...}`)
-/// into a thing definition document. Members of the instance file other than `instance` are
-/// merged over the instantiated model.
-pub fn instantiate(instance_path: &Path, instance: &Value) -> Result<Value, Vec<Problem>> {
-    let problem = |pointer: &str, rule: &str, message: String| {
-        vec![Problem::new(instance_path, pointer, rule, message)]
+/// into a thing definition document, following the TM instantiation steps: the model is
+/// resolved, stops being a Thing Model, gets every placeholder's value and loses its `tm:`
+/// terms; then the members of the instance file other than `instance` are merged over it.
+pub(crate) fn instantiate(instance_path: &Path, instance: &Value) -> Result<Value, Vec<Problem>> {
+    let (model_ref, values) = instance_spec(instance_path, instance)?;
+    let dir = instance_path.parent().unwrap_or(Path::new("."));
+    let mut resolver = Resolver {
+        stack: Vec::new(),
+        instance: instance_path,
     };
-    let spec = instance_of(instance)
-        .ok_or_else(|| problem("/instance", "required", "no 'instance' member".into()))?;
+    let mut doc = resolver.load(&dir.join(model_ref)).map_err(|p| vec![p])?;
+    if !is_thing_model(&doc) {
+        return Err(vec![Problem::new(
+            instance_path,
+            "/instance/model",
+            "tm-identification",
+            format!("{model_ref} is not a Thing Model (no tm:ThingModel @type)"),
+        )]);
+    }
+    drop_thing_model_type(&mut doc);
+    fill_placeholders(instance_path, model_ref, &mut doc, &values)?;
+    // Step 7: no tm: terms remain; the runtime supplies @context.
+    strip_tm_terms(&mut doc);
+    if let Some(root) = doc.as_object_mut() {
+        describe_instance(root, model_ref);
+    }
+    // The instance's own members override the model's.
+    let mut local = instance.clone();
+    local.as_object_mut().map(|o| o.remove("instance"));
+    merge_patch(&mut doc, &local);
+    Ok(doc)
+}
+
+/// The instance file's `instance` member: the model file it names, and the placeholder values.
+fn instance_spec<'a>(
+    instance_path: &Path,
+    instance: &'a Value,
+) -> Result<(&'a str, Map<String, Value>), Vec<Problem>> {
+    let problem =
+        |pointer: &str, rule: &str, message: &str| vec![Problem::new(instance_path, pointer, rule, message)];
+    let spec =
+        instance_of(instance).ok_or_else(|| problem("/instance", "required", "no 'instance' member"))?;
     let model_ref = spec.get("model").and_then(Value::as_str).ok_or_else(|| {
         problem(
             "/instance/model",
             "required",
-            "the instance names its model file in 'model'".into(),
+            "the instance names its model file in 'model'",
         )
     })?;
     let values = match spec.get("placeholders") {
@@ -256,25 +289,15 @@ pub fn instantiate(instance_path: &Path, instance: &Value) -> Result<Value, Vec<
             return Err(problem(
                 "/instance/placeholders",
                 "type",
-                "placeholders are an object".into(),
+                "placeholders are an object",
             ));
         }
     };
-    let dir = instance_path.parent().unwrap_or(Path::new("."));
-    let model_path = dir.join(model_ref);
-    let mut resolver = Resolver {
-        stack: Vec::new(),
-        instance: instance_path,
-    };
-    let mut doc = resolver.load(&model_path).map_err(|p| vec![p])?;
-    if !is_thing_model(&doc) {
-        return Err(problem(
-            "/instance/model",
-            "tm-identification",
-            format!("{model_ref} is not a Thing Model (no tm:ThingModel @type)"),
-        ));
-    }
-    // Step 3: drop tm:ThingModel from @type.
+    Ok((model_ref, values))
+}
+
+/// Step 3: `tm:ThingModel` leaves `@type` (and an `@type` left empty goes).
+fn drop_thing_model_type(doc: &mut Value) {
     if let Some(types) = doc.get_mut("@type") {
         let kept: Vec<Value> = match types {
             Value::Array(a) => a.iter().filter(|t| *t != "tm:ThingModel").cloned().collect(),
@@ -289,53 +312,51 @@ pub fn instantiate(instance_path: &Path, instance: &Value) -> Result<Value, Vec<
     {
         doc.as_object_mut().map(|o| o.remove("@type"));
     }
-    // Step 5: every placeholder gets its value.
-    let mut missing = Vec::new();
-    substitute(&mut doc, &values, String::new(), &mut missing);
-    if !missing.is_empty() {
-        return Err(missing
-            .into_iter()
-            .map(|(pointer, name)| {
-                Problem::new(
-                    instance_path,
-                    format!("/instance/placeholders/{name}"),
-                    "tm-placeholder-replacement",
-                    format!(
-                        "placeholder {{{{{name}}}}} (used at {} of {model_ref}) has no value",
-                        if pointer.is_empty() { "/" } else { &pointer }
-                    ),
-                )
-            })
-            .collect());
-    }
-    // Step 7: no tm: terms remain; the runtime supplies @context.
-    strip_tm_terms(&mut doc);
-    if let Some(root) = doc.as_object_mut() {
-        root.remove("@context");
-        let model_version = root.get("version").and_then(|v| v.get("model")).cloned();
-        let mut version = json!({"instance": "1.0.0"});
-        if let Some(m) = model_version {
-            version["model"] = m;
-        }
-        root.insert("version".into(), version);
-        let links = root.entry("links").or_insert_with(|| json!([]));
-        if let Value::Array(links) = links {
-            links.push(json!({"rel": "type", "href": model_ref, "type": "application/tm+json"}));
-        }
-    }
-    // The instance's own members override the model's.
-    let mut local = instance.clone();
-    local.as_object_mut().map(|o| o.remove("instance"));
-    merge_patch(&mut doc, &local);
-    Ok(doc)
 }
 
-/// The placeholders a model uses, with where (for documentation and `wot validate`).
-pub fn placeholders(doc: &Value) -> BTreeMap<String, String> {
+/// Step 5: every placeholder gets its value; each one without a value is a problem of the
+/// instance file.
+fn fill_placeholders(
+    instance_path: &Path,
+    model_ref: &str,
+    doc: &mut Value,
+    values: &Map<String, Value>,
+) -> Result<(), Vec<Problem>> {
     let mut missing = Vec::new();
-    let mut copy = doc.clone();
-    substitute(&mut copy, &Map::new(), String::new(), &mut missing);
-    missing.into_iter().map(|(at, name)| (name, at)).collect()
+    substitute(doc, values, String::new(), &mut missing);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(missing
+        .into_iter()
+        .map(|(pointer, name)| {
+            Problem::new(
+                instance_path,
+                format!("/instance/placeholders/{name}"),
+                "tm-placeholder-replacement",
+                format!(
+                    "placeholder {{{{{name}}}}} (used at {} of {model_ref}) has no value",
+                    if pointer.is_empty() { "/" } else { &pointer }
+                ),
+            )
+        })
+        .collect())
+}
+
+/// The instance's `version` (its own, with the model's) and a `type` link to its model; the
+/// runtime supplies `@context`.
+fn describe_instance(root: &mut Map<String, Value>, model_ref: &str) {
+    root.remove("@context");
+    let model_version = root.get("version").and_then(|v| v.get("model")).cloned();
+    let mut version = json!({"instance": "1.0.0"});
+    if let Some(m) = model_version {
+        version["model"] = m;
+    }
+    root.insert("version".into(), version);
+    let links = root.entry("links").or_insert_with(|| json!([]));
+    if let Value::Array(links) = links {
+        links.push(json!({"rel": "type", "href": model_ref, "type": "application/tm+json"}));
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@ use serde_json::{Map, Value, json};
 use super::forms::{Form, FormProvider, Origins, Thing};
 use crate::core::ExposedThing;
 
-pub const TD_CONTEXT: &str = "https://www.w3.org/2022/wot/td/v1.1";
+pub(crate) const TD_CONTEXT: &str = "https://www.w3.org/2022/wot/td/v1.1";
+/// The media type of a TD.
 pub const TD_MEDIA_TYPE: &str = "application/td+json";
 /// The URI variable naming an action instance in query and cancel forms (`.../{actionID}`).
 pub const ACTION_ID_VARIABLE: &str = "actionID";
@@ -66,11 +67,13 @@ enum Lookup {
 }
 
 /// `securityDefinitions` and `security` when nothing is enforced.
-pub fn nosec() -> (Value, Value) {
+pub(crate) fn nosec() -> (Value, Value) {
     (json!({"nosec_sc": {"scheme": "nosec"}}), json!("nosec_sc"))
 }
 
 impl TdPublisher {
+    /// A publisher whose TDs carry the forms of `providers`, in this order, and no security
+    /// (`nosec`) until [`TdPublisher::with_security`].
     pub fn new(providers: Vec<Arc<dyn FormProvider>>) -> Self {
         TdPublisher {
             providers,
@@ -86,7 +89,7 @@ impl TdPublisher {
     }
 
     /// The `securityDefinitions` and `security` every TD of this runtime carries.
-    pub fn security(&self) -> (&Value, &Value) {
+    pub(crate) fn security(&self) -> (&Value, &Value) {
         (&self.security.0, &self.security.1)
     }
 
@@ -165,10 +168,28 @@ impl TdPublisher {
         }
     }
 
-    /// The TD as JSON.
+    /// The TD as JSON: the model with the members the runtime writes, checked as a TD by
+    /// wot-td, with every binding's forms; members keep the model's order.
     pub fn build(&self, thing: &ExposedThing, origins: &Origins) -> Result<Value, BuildError> {
         let mut doc = thing.model.clone();
         let root = doc.as_object_mut().ok_or(BuildError::NotAnObject)?;
+        self.add_td_members(root, thing, origins);
+        prepare_affordances(root, thing);
+        let mut typed: Thing =
+            serde_path_to_error::deserialize(doc.clone()).map_err(|e| BuildError::NotATd {
+                slug: thing.slug.clone(),
+                path: e.path().to_string(),
+                source: e.into_inner(),
+            })?;
+        self.add_forms(&mut typed, thing, origins);
+        let mut out = serde_json::to_value(&typed)?;
+        order_like(&mut out, &doc, 0);
+        Ok(out)
+    }
+
+    /// The members the runtime writes into every TD: `@context` (with the prefixes the
+    /// bindings' forms need), `id`, the security, `base` and the bindings' profiles.
+    fn add_td_members(&self, root: &mut Map<String, Value>, thing: &ExposedThing, origins: &Origins) {
         let mut context = vec![json!(TD_CONTEXT)];
         let mut prefixes = Map::new();
         prefixes.insert("@language".into(), json!("en"));
@@ -193,37 +214,10 @@ impl TdPublisher {
         if !profiles.is_empty() {
             root.insert("profile".into(), json!(profiles));
         }
-        // Every affordance needs a forms array before wot-td accepts it; actions also state
-        // `synchronous` explicitly (WoT Profile invokeaction-24).
-        for kind in ["properties", "actions", "events"] {
-            if let Some(Value::Object(affordances)) = root.get_mut(kind) {
-                for (name, affordance) in affordances.iter_mut() {
-                    if let Value::Object(a) = affordance {
-                        a.insert("forms".into(), json!([]));
-                        if kind == "actions" {
-                            let sync = thing.actions.get(name).is_some_and(|x| x.synchronous);
-                            a.insert("synchronous".into(), json!(sync));
-                            if !sync {
-                                // Query and cancel forms address one instance by this variable.
-                                let vars = a.entry("uriVariables").or_insert_with(|| json!({}));
-                                if let Value::Object(vars) = vars {
-                                    vars.insert(
-                                        ACTION_ID_VARIABLE.into(),
-                                        json!({"type": "string", "format": "uuid"}),
-                                    );
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        let mut typed: Thing =
-            serde_path_to_error::deserialize(doc.clone()).map_err(|e| BuildError::NotATd {
-                slug: thing.slug.clone(),
-                path: e.path().to_string(),
-                source: e.into_inner(),
-            })?;
+    }
+
+    /// Every provider's forms, for the thing and for each of its affordances.
+    fn add_forms(&self, typed: &mut Thing, thing: &ExposedThing, origins: &Origins) {
         let mut thing_forms = Vec::new();
         for provider in &self.providers {
             provider.thing_forms(thing, origins, &mut thing_forms);
@@ -251,9 +245,37 @@ impl TdPublisher {
                 b.event_forms(thing, name, origins, out)
             });
         }
-        let mut out = serde_json::to_value(&typed)?;
-        order_like(&mut out, &doc, 0);
-        Ok(out)
+    }
+}
+
+/// Every affordance needs a forms array before wot-td accepts it; actions also state
+/// `synchronous` explicitly (WoT Profile invokeaction-24), and an asynchronous one declares the
+/// URI variable its query and cancel forms address an instance by.
+fn prepare_affordances(root: &mut Map<String, Value>, thing: &ExposedThing) {
+    for kind in ["properties", "actions", "events"] {
+        let Some(Value::Object(affordances)) = root.get_mut(kind) else {
+            continue;
+        };
+        for (name, affordance) in affordances.iter_mut() {
+            let Value::Object(a) = affordance else {
+                continue;
+            };
+            a.insert("forms".into(), json!([]));
+            if kind != "actions" {
+                continue;
+            }
+            let sync = thing.actions.get(name).is_some_and(|x| x.synchronous);
+            a.insert("synchronous".into(), json!(sync));
+            if !sync {
+                let vars = a.entry("uriVariables").or_insert_with(|| json!({}));
+                if let Value::Object(vars) = vars {
+                    vars.insert(
+                        ACTION_ID_VARIABLE.into(),
+                        json!({"type": "string", "format": "uuid"}),
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -291,13 +313,17 @@ fn order_like(value: &mut Value, template: &Value, depth: usize) {
 /// Why a TD could not be built from a thing's model.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// The model is not a JSON object.
     #[error("a thing model must be an object")]
     NotAnObject,
     /// wot-td refused the model with its forms: `path` is where, in the TD.
     #[error("the model of '{slug}' is not a TD at {path}: {source}")]
     NotATd {
+        /// The thing.
         slug: String,
+        /// Where in the TD.
         path: String,
+        /// What wot-td said.
         source: serde_json::Error,
     },
     /// The typed TD did not serialise.

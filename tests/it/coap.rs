@@ -950,7 +950,7 @@ async fn start_with_auth(open: &str) -> Running {
     let auth = wot_runtime::security::Auth::parse("bearer:coap-test-token").unwrap();
     let mut config = coap_config();
     config.security.auth = Some(std::sync::Arc::new(auth));
-    config.coap.open = wot_runtime::binding::coap::access::Opened::parse(open).unwrap();
+    config.coap.open = wot_runtime::binding::coap::Opened::parse(open).unwrap();
     common::start_with(config).await
 }
 

@@ -455,7 +455,7 @@ fn coap_port_adds_wot_udp_and_withdrawn_things_say_goodbye() {
         .build()
         .unwrap();
     rt.block_on(async {
-        use wot_runtime::discovery::{Announcer, MdnsConfig, Ports, ThingInfo, records};
+        use wot_runtime::discovery::{Announcer, MdnsConfig, Ports, ThingInfo, plan};
         let things = vec![
             ThingInfo {
                 slug: "lamp".into(),
@@ -478,7 +478,7 @@ fn coap_port_adds_wot_udp_and_withdrawn_things_say_goodbye() {
             host: Some("udp-test".into()),
             bound: None,
         };
-        let announcer = Announcer::start(&config, records::plan(&things, ports, "udp-test")).unwrap();
+        let announcer = Announcer::start(&config, plan(&things, ports, "udp-test")).unwrap();
         // Malformed packets from others are ignored: the announcer keeps answering after them.
         send_malformed_mdns();
         let (seen, daemon, _) = tokio::task::spawn_blocking(|| {
@@ -502,9 +502,7 @@ fn coap_port_adds_wot_udp_and_withdrawn_things_say_goodbye() {
         // A thing that goes away (a new plan without it) is withdrawn with goodbyes; the other
         // stays.
         let watch = daemon.browse("_wot._udp.local.").unwrap();
-        announcer
-            .sync(records::plan(&things[..1], ports, "udp-test"))
-            .await;
+        announcer.sync(plan(&things[..1], ports, "udp-test")).await;
         let removed = tokio::task::spawn_blocking(move || {
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
@@ -534,14 +532,14 @@ fn a_name_conflict_is_resolved_by_renaming() {
         .build()
         .unwrap();
     rt.block_on(async {
-        use wot_runtime::discovery::{Announcer, MdnsConfig, Ports, ThingInfo, records};
+        use wot_runtime::discovery::{Announcer, MdnsConfig, Ports, ThingInfo, plan};
         let things = vec![ThingInfo {
             slug: "twin".into(),
             title: "Twin".into(),
             id: "urn:uuid:77777777".into(),
         }];
         let plan = |port| {
-            records::plan(
+            plan(
                 &things,
                 Ports {
                     http: port,

@@ -350,7 +350,7 @@ async fn walk_every_form(running: &wot_runtime::runtime::Running, client: reqwes
                         assert_eq!(res.status(), StatusCode::OK, "{name}");
                         assert_eq!(res.headers()["content-type"], "application/json");
                         let v: Value = res.json().await.unwrap();
-                        let schema = wot_runtime::core::schema::DataSchema::compile(p).unwrap();
+                        let schema = wot_runtime::core::DataSchema::compile(p).unwrap();
                         assert!(schema.is_valid(&v), "{name} = {v} violates its own schema");
                     }
                     ("writeproperty", None) => {

@@ -1,6 +1,6 @@
 //! The library API over the wire: the example's Rust-defined door, with its custom async
-//! handlers, served by the runtime and driven over HTTP; and a start that fails, which leaves
-//! nothing running.
+//! handlers, served by the runtime and driven over HTTP; a start that fails, which leaves
+//! nothing running; and a binding from another crate mounted on the HTTP port.
 
 use crate::common;
 
@@ -119,4 +119,106 @@ async fn a_start_that_fails_leaves_nothing_running() {
     assert!(!ran.exists(), "the thing's command ran although the start failed");
     drop(taken);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A binding from another crate, as a user of the library writes one: its route is served on
+/// the HTTP port behind the same credentials check as every other request, it reaches the thing
+/// through the servient, and its form is in the thing's TD, which still validates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adapter_from_another_crate_serves_on_the_http_port_and_adds_its_forms() {
+    use std::sync::Arc;
+
+    use actix_web::{HttpResponse, web};
+    use tokio::sync::watch;
+    use wot_runtime::binding::http::{Mount, Security};
+    use wot_runtime::core::{ExposedThing, Operation, Reply, Servient};
+    use wot_runtime::runtime::Adapter;
+    use wot_runtime::td::{Form, FormOperation, FormProvider, Origins, form};
+
+    /// `GET /echo/{thing}`: the thing's properties.
+    #[derive(Debug)]
+    struct Echo;
+
+    impl Adapter for Echo {
+        fn mount(&self, servient: Arc<Servient>, _shutdown: watch::Receiver<bool>) -> Mount {
+            Arc::new(move |cfg: &mut web::ServiceConfig| {
+                let servient = servient.clone();
+                cfg.route(
+                    "/echo/{thing}",
+                    web::get().to(move |thing: web::Path<String>| {
+                        let servient = servient.clone();
+                        async move {
+                            match servient.handle(&thing, Operation::ReadAllProperties).await {
+                                Ok(Reply::Value(bytes)) => HttpResponse::Ok().body(bytes),
+                                _ => HttpResponse::NotFound().finish(),
+                            }
+                        }
+                    }),
+                );
+            })
+        }
+
+        fn forms(&self) -> Option<Arc<dyn FormProvider>> {
+            Some(Arc::new(EchoForms))
+        }
+    }
+
+    struct EchoForms;
+
+    impl FormProvider for EchoForms {
+        fn thing_forms(&self, thing: &ExposedThing, origins: &Origins, forms: &mut Vec<Form>) {
+            if let Some(http) = &origins.http {
+                let href = format!("{http}/echo/{}", thing.slug);
+                forms.push(form(&[FormOperation::ReadAllProperties], href));
+            }
+        }
+        fn property_forms(&self, _: &ExposedThing, _: &str, _: &Origins, _: &mut Vec<Form>) {}
+        fn action_forms(&self, _: &ExposedThing, _: &str, _: &Origins, _: &mut Vec<Form>) {}
+        fn event_forms(&self, _: &ExposedThing, _: &str, _: &Origins, _: &mut Vec<Form>) {}
+    }
+
+    let auth = wot_runtime::security::Auth::parse("bearer:adapter-test-token").unwrap();
+    let config = Config {
+        adapters: vec![Arc::new(Echo)],
+        security: Security {
+            auth: Some(Arc::new(auth)),
+            ..Security::default()
+        },
+        ..Config::loopback()
+    };
+    let hosted = vec![Hosted {
+        thing: example::door(),
+        behaviors: Default::default(),
+    }];
+    let running = Running::start(config, hosted).await.unwrap();
+    let client = common::client();
+    let base = running.http_url();
+    let echo = format!("{base}/echo/door");
+    let refused = client.get(&echo).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let token = "Bearer adapter-test-token";
+    let res = client
+        .get(&echo)
+        .header("Authorization", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let properties: Value = res.json().await.unwrap();
+    assert_eq!(properties, json!({"position": 0, "locked": false}));
+    let td: Value = common::json_of(
+        client
+            .get(format!("{base}/things/door"))
+            .header("Authorization", token),
+    )
+    .await;
+    common::assert_valid_td(&td);
+    let hrefs: Vec<&str> = td["forms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["href"].as_str())
+        .collect();
+    assert!(hrefs.contains(&echo.as_str()), "{hrefs:?}");
+    running.stop().await;
 }

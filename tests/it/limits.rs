@@ -10,8 +10,8 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wot_runtime::limits::SubscriberLimits;
 use wot_runtime::runtime::Config;
+use wot_runtime::runtime::SubscriberLimits;
 
 async fn open_stream(client: &reqwest::Client, url: &str) -> reqwest::Response {
     client

@@ -13,7 +13,6 @@ mod common;
 mod behaviours;
 mod cli;
 mod coap;
-mod coap_fuzz;
 mod coap_multicast;
 mod discovery;
 mod durable;

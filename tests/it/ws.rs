@@ -861,7 +861,7 @@ async fn fan_out_to_1000_sockets() {
     const SOCKETS: usize = 1000;
     // All from one address: lift the per-client share of the subscriber pool (64 by default).
     let running = common::start_with(wot_runtime::runtime::Config {
-        subscribers: wot_runtime::limits::SubscriberLimits {
+        subscribers: wot_runtime::runtime::SubscriberLimits {
             per_client: SOCKETS + 10,
             total: SOCKETS + 10,
         },
@@ -911,8 +911,8 @@ async fn fan_out_to_1000_sockets() {
 /// and must not buffer without bound: it is told it lagged (close 1013) once it reads again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_lags_without_stalling_others() {
-    use wot_runtime::behavior::Behaviors;
     use wot_runtime::core::ThingBuilder;
+    use wot_runtime::things::Behaviors;
     use wot_runtime::things::Hosted;
     const WRITES: usize = 300;
     const BLOB: usize = 60 * 1024;

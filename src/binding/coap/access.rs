@@ -11,7 +11,7 @@ use wot_td::thing::FormOperation as Op;
 
 /// What a request does, as far as access is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// GET without Observe: a TD, a property, a directory listing, `/.well-known/core`, an
     /// action's status.
     Read,
@@ -24,7 +24,9 @@ pub enum Kind {
 /// The kinds of request opened to unauthenticated CoAP clients while `--auth` is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Opened {
+    /// GETs of properties, TDs and `/.well-known/core`.
     pub read: bool,
+    /// GETs with Observe, and event observations.
     pub observe: bool,
 }
 
@@ -37,6 +39,7 @@ pub enum OpenedError {
          invocations and cancellations never go unauthenticated"
     )]
     Change(String),
+    /// A word that names no kind of request.
     #[error("unknown CoAP access '{0}' (use read, observe or none)")]
     Unknown(String),
 }
@@ -64,7 +67,7 @@ impl Opened {
 
 /// The CoAP access policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Access {
+pub(crate) enum Access {
     /// No credentials are required anywhere: CoAP serves everything.
     #[default]
     Open,
@@ -73,7 +76,7 @@ pub enum Access {
 }
 
 impl Access {
-    pub fn allows(self, kind: Kind) -> bool {
+    pub(crate) fn allows(self, kind: Kind) -> bool {
         match self {
             Access::Open => true,
             Access::Restricted(opened) => match kind {
@@ -86,30 +89,22 @@ impl Access {
 
     /// Whether a CoAP form with these operations belongs in a TD: only when every operation in
     /// it is served.
-    pub fn allows_form(self, ops: &[Op]) -> bool {
+    pub(crate) fn allows_form(self, ops: &[Op]) -> bool {
         ops.iter().all(|op| self.allows(kind_of(op)))
     }
 
     /// The security a served CoAP form states when it differs from the TD's top-level one:
     /// under `--auth` the top level names the HTTP scheme, while the opened CoAP forms take
     /// no credentials at all.
-    pub fn form_security(self) -> Option<&'static str> {
+    pub(crate) fn form_security(self) -> Option<&'static str> {
         match self {
             Access::Restricted(opened) if opened.any() => Some(NOSEC),
             _ => None,
         }
     }
 
-    /// Whether anything at all is served over CoAP.
-    pub fn serves_anything(self) -> bool {
-        match self {
-            Access::Open => true,
-            Access::Restricted(opened) => opened.any(),
-        }
-    }
-
     /// The 4.01 diagnostic for a refused request.
-    pub fn refusal(self, kind: Kind) -> String {
+    pub(crate) fn refusal(self, kind: Kind) -> String {
         let what = match kind {
             Kind::Read => "reads",
             Kind::Observe => "observations",
@@ -123,10 +118,10 @@ impl Access {
 }
 
 /// The security definition name opened CoAP forms refer to.
-pub const NOSEC: &str = "nosec_sc";
+pub(crate) const NOSEC: &str = "nosec_sc";
 
 /// The access kind of a TD operation over CoAP.
-pub fn kind_of(op: &Op) -> Kind {
+pub(crate) fn kind_of(op: &Op) -> Kind {
     match op {
         Op::ReadProperty | Op::ReadAllProperties | Op::ReadMultipleProperties => Kind::Read,
         Op::QueryAction | Op::QueryAllActions => Kind::Read,
@@ -186,7 +181,7 @@ mod tests {
         assert!(!read_only.allows_form(&[Op::InvokeAction]));
         assert_eq!(read_only.form_security(), Some(NOSEC));
         assert_eq!(Access::Restricted(Opened::default()).form_security(), None);
-        assert!(!Access::Restricted(Opened::default()).serves_anything());
+        assert!(!Opened::default().any());
         assert_eq!(Access::Open.form_security(), None);
     }
 }

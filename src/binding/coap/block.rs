@@ -10,23 +10,23 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// The largest block (SZX 6). SZX 7 is BERT, for CoAP over TCP only.
-pub const MAX_SZX: u8 = 6;
+pub(crate) const MAX_SZX: u8 = 6;
 
 /// A Block1 or Block2 option value: `NUM | M | SZX`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Block {
-    pub num: u32,
-    pub more: bool,
-    pub szx: u8,
+pub(crate) struct Block {
+    pub(crate) num: u32,
+    pub(crate) more: bool,
+    pub(crate) szx: u8,
 }
 
 impl Block {
-    pub fn size(self) -> usize {
+    pub(crate) fn size(self) -> usize {
         1 << (self.szx as usize + 4)
     }
 
     /// Decodes an option value (0 to 3 bytes). `None` when it is malformed or uses SZX 7.
-    pub fn decode(value: &[u8]) -> Option<Block> {
+    pub(crate) fn decode(value: &[u8]) -> Option<Block> {
         if value.len() > 3 {
             return None;
         }
@@ -42,21 +42,21 @@ impl Block {
         })
     }
 
-    pub fn encode(self) -> Vec<u8> {
+    pub(crate) fn encode(self) -> Vec<u8> {
         let raw = (self.num << 4) | (u32::from(self.more) << 3) | u32::from(self.szx);
         encode_uint(raw)
     }
 }
 
 /// A CoAP uint option value: big-endian with no leading zero bytes (0 is empty).
-pub fn encode_uint(value: u32) -> Vec<u8> {
+pub(crate) fn encode_uint(value: u32) -> Vec<u8> {
     let bytes = value.to_be_bytes();
     let skip = bytes.iter().take_while(|b| **b == 0).count();
     bytes[skip..].to_vec()
 }
 
 /// Decodes a uint option value of at most `max_len` bytes.
-pub fn decode_uint(value: &[u8], max_len: usize) -> Option<u32> {
+pub(crate) fn decode_uint(value: &[u8], max_len: usize) -> Option<u32> {
     if value.len() > max_len || value.len() > 4 {
         return None;
     }
@@ -64,7 +64,7 @@ pub fn decode_uint(value: &[u8], max_len: usize) -> Option<u32> {
 }
 
 /// The SZX for a block size limit (the largest block not above it).
-pub fn szx_for(limit: usize) -> u8 {
+pub(crate) fn szx_for(limit: usize) -> u8 {
     let mut szx = MAX_SZX;
     while szx > 0 && (1usize << (szx + 4)) > limit {
         szx -= 1;
@@ -75,7 +75,7 @@ pub fn szx_for(limit: usize) -> u8 {
 /// Cuts block `want.num` of `body` at `want.szx`. `None` when the block starts past the end
 /// (4.02 Bad Option, RFC 7959 §2.4). A client that asks for block 0 of a body that fits gets
 /// the whole body with M=0.
-pub fn slice(body: &[u8], want: Block) -> Option<(&[u8], Block)> {
+pub(crate) fn slice(body: &[u8], want: Block) -> Option<(&[u8], Block)> {
     let size = want.size();
     let start = (want.num as usize).checked_mul(size)?;
     if start > body.len() || (start == body.len() && start != 0) {
@@ -94,7 +94,7 @@ pub fn slice(body: &[u8], want: Block) -> Option<(&[u8], Block)> {
 
 /// A short entity tag of a representation (64-bit FNV-1a), so a client fetching blocks can tell
 /// that the representation changed between them.
-pub fn etag(body: &[u8]) -> [u8; 8] {
+pub(crate) fn etag(body: &[u8]) -> [u8; 8] {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in body {
         hash ^= u64::from(*b);
@@ -103,7 +103,7 @@ pub fn etag(body: &[u8]) -> [u8; 8] {
     hash.to_be_bytes()
 }
 
-/// Limits of the Block1 store.
+/// Limits of block-wise request bodies (Block1, RFC 7959 §2.5).
 #[derive(Debug, Clone, Copy)]
 pub struct Block1Limits {
     /// Largest reassembled body (4.13 with Size1 beyond it).
@@ -130,10 +130,10 @@ impl Default for Block1Limits {
 /// Which request a transfer belongs to: RFC 7959 §2.5 matches blocks by endpoint and request
 /// (method + URI), not by token.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TransferKey {
-    pub peer: SocketAddr,
-    pub method: u8,
-    pub uri: String,
+pub(crate) struct TransferKey {
+    pub(crate) peer: SocketAddr,
+    pub(crate) method: u8,
+    pub(crate) uri: String,
 }
 
 #[derive(Debug)]
@@ -146,7 +146,7 @@ struct Transfer {
 
 /// What to do with one Block1 request.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Block1Step {
+pub(crate) enum Block1Step {
     /// An intermediate block was stored: answer 2.31 Continue echoing this option.
     Continue(Block),
     /// The last block arrived: here is the whole body; echo this option on the final response.
@@ -161,33 +161,35 @@ pub enum Block1Step {
 
 /// Request bodies being reassembled.
 #[derive(Debug, Default)]
-pub struct Block1Store {
+pub(crate) struct Block1Store {
     limits: Block1Limits,
     transfers: HashMap<TransferKey, Transfer>,
 }
 
 impl Block1Store {
-    pub fn new(limits: Block1Limits) -> Self {
+    pub(crate) fn new(limits: Block1Limits) -> Self {
         Block1Store {
             limits,
             transfers: HashMap::new(),
         }
     }
 
-    pub fn limits(&self) -> Block1Limits {
+    pub(crate) fn limits(&self) -> Block1Limits {
         self.limits
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.transfers.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.transfers.is_empty()
     }
 
     /// Takes one block. `size1` is the total size the client announced, if any.
-    pub fn accept(
+    pub(crate) fn accept(
         &mut self,
         key: TransferKey,
         block: Block,
@@ -257,7 +259,7 @@ impl Block1Store {
     }
 
     /// Drops transfers idle for longer than the limit.
-    pub fn expire(&mut self, now: Instant) {
+    pub(crate) fn expire(&mut self, now: Instant) {
         let idle = self.limits.idle;
         self.transfers
             .retain(|_, t| now.saturating_duration_since(t.touched) < idle);

@@ -8,15 +8,15 @@ use serde_json::Value;
 
 /// `text/plain;charset=utf-8`: accepted on JSON resources for Californium's cf-browser, which
 /// asks for it by default (HUBS.md §4); the body is the JSON text.
-pub const TEXT_PLAIN: u16 = 0;
-pub const LINK_FORMAT: u16 = 40;
-pub const JSON: u16 = 50;
-pub const CBOR: u16 = 60;
-pub const TD_JSON: u16 = 432;
+pub(crate) const TEXT_PLAIN: u16 = 0;
+pub(crate) const LINK_FORMAT: u16 = 40;
+pub(crate) const JSON: u16 = 50;
+pub(crate) const CBOR: u16 = 60;
+pub(crate) const TD_JSON: u16 = 432;
 
 /// What kind of representation a resource has, which decides the formats it can be served in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A JSON value: property values, action statuses and outputs, events.
     Json,
     /// A Thing Description.
@@ -27,7 +27,7 @@ pub enum Kind {
 
 /// The format of a response body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Json,
     Cbor,
     Text,
@@ -36,7 +36,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn number(self) -> u16 {
+    pub(crate) fn number(self) -> u16 {
         match self {
             Format::Json => JSON,
             Format::Cbor => CBOR,
@@ -49,10 +49,10 @@ impl Format {
 
 /// No format the resource has matches the Accept option: 4.06 Not Acceptable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NotAcceptable;
+pub(crate) struct NotAcceptable;
 
 /// Picks the response format for a resource kind and the request's Accept (None = absent).
-pub fn negotiate(kind: Kind, accept: Option<u16>) -> Result<Format, NotAcceptable> {
+pub(crate) fn negotiate(kind: Kind, accept: Option<u16>) -> Result<Format, NotAcceptable> {
     match (kind, accept) {
         (Kind::Json, None | Some(JSON)) => Ok(Format::Json),
         (Kind::Json, Some(CBOR)) => Ok(Format::Cbor),
@@ -67,7 +67,7 @@ pub fn negotiate(kind: Kind, accept: Option<u16>) -> Result<Format, NotAcceptabl
 
 /// Why a response body could not be encoded; the runtime's failure (5.00), never the client's.
 #[derive(Debug, thiserror::Error)]
-pub enum EncodeError {
+pub(crate) enum EncodeError {
     /// The bytes to convert were not JSON.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
@@ -77,7 +77,7 @@ pub enum EncodeError {
 }
 
 /// Encodes a JSON body (already serialised) in the chosen format.
-pub fn encode_json(json: &[u8], format: Format) -> Result<Vec<u8>, EncodeError> {
+pub(crate) fn encode_json(json: &[u8], format: Format) -> Result<Vec<u8>, EncodeError> {
     match format {
         Format::Cbor => {
             let value: Value = serde_json::from_slice(json)?;
@@ -87,7 +87,7 @@ pub fn encode_json(json: &[u8], format: Format) -> Result<Vec<u8>, EncodeError> 
     }
 }
 
-pub fn to_cbor(value: &Value) -> Result<Vec<u8>, EncodeError> {
+pub(crate) fn to_cbor(value: &Value) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::with_capacity(64);
     ciborium::into_writer(value, &mut out)?;
     Ok(out)
@@ -95,7 +95,7 @@ pub fn to_cbor(value: &Value) -> Result<Vec<u8>, EncodeError> {
 
 /// Why a request body could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// 4.15: a Content-Format we do not take.
     Unsupported(u16),
     /// 4.00: the bytes are not what the Content-Format says.
@@ -104,7 +104,7 @@ pub enum BodyError {
 
 /// Decodes a request body. `Ok(None)` when there is no body. An absent Content-Format means
 /// JSON (the TD default content type).
-pub fn decode_body(content_format: Option<u16>, body: &[u8]) -> Result<Option<Value>, BodyError> {
+pub(crate) fn decode_body(content_format: Option<u16>, body: &[u8]) -> Result<Option<Value>, BodyError> {
     match content_format {
         None | Some(JSON) | Some(TEXT_PLAIN) => {
             if body.iter().all(u8::is_ascii_whitespace) {
@@ -130,7 +130,7 @@ pub fn decode_body(content_format: Option<u16>, body: &[u8]) -> Result<Option<Va
 
 /// Why a CBOR item has no JSON form (a request body answered 4.00).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NoJsonForm {
+pub(crate) enum NoJsonForm {
     #[error("integer {0} is out of range")]
     IntegerOutOfRange(i128),
     #[error("NaN and infinities have no JSON form")]

@@ -19,7 +19,7 @@ use super::block::{self, Block, Block1Limits, Block1Step, Block1Store, TransferK
 use super::content::{self, BodyError, Format, Kind};
 use super::link_format;
 use super::message::{self, DELETE, DedupCache, GET, Inbound, POST, PUT, Request, Response, Seen, option};
-use super::observe::{Due, ObserverId, ObserverLimits, Observers, Outbox, Owner};
+use super::observe::{Due, Observer, ObserverId, ObserverLimits, Observers, Outbox, Owner};
 use super::router::{self, Resource};
 use crate::core::{
     ActionStatus, EncodingSlot, Ended, Error, ErrorKind, Notification, Operation, Received, Reply, Servient,
@@ -34,14 +34,16 @@ pub struct EngineConfig {
     pub dedup_capacity: usize,
     /// Largest payload in one message; bigger bodies go block-wise (RFC 7252 §4.6: 1024).
     pub block_limit: usize,
+    /// Limits of block-wise request bodies.
     pub block1: Block1Limits,
+    /// Limits of observations.
     pub observers: ObserverLimits,
     /// Confirmable messages of ours awaiting an ACK at once.
     pub outbox_capacity: usize,
     /// Longest random delay before answering a multicast request (RFC 7252 §8.2 Leisure).
     pub leisure: Duration,
     /// What unauthenticated clients may do (everything unless `--auth` is on).
-    pub access: Access,
+    pub(crate) access: Access,
 }
 
 impl Default for EngineConfig {
@@ -83,8 +85,8 @@ enum Answer {
 
 /// What is needed to answer a request after the core replied.
 #[derive(Debug)]
-pub struct Exchange {
-    pub peer: SocketAddr,
+pub(crate) struct Exchange {
+    pub(crate) peer: SocketAddr,
     request: Request,
     answer: Answer,
     format: Format,
@@ -96,13 +98,13 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    pub fn confirmable(&self) -> bool {
+    pub(crate) fn confirmable(&self) -> bool {
         self.request.confirmable
     }
-    pub fn mid(&self) -> u16 {
+    pub(crate) fn mid(&self) -> u16 {
         self.request.mid
     }
-    pub fn mark_acked(&mut self) {
+    pub(crate) fn mark_acked(&mut self) {
         if self.request.confirmable {
             self.acked = true;
         }
@@ -111,32 +113,33 @@ impl Exchange {
 
 /// A core operation the engine needs performed.
 #[derive(Debug)]
-pub struct Pending {
-    pub slug: String,
-    pub op: Operation,
-    pub exchange: Exchange,
+pub(crate) struct Pending {
+    pub(crate) slug: String,
+    pub(crate) op: Operation,
+    pub(crate) exchange: Exchange,
 }
 
 /// Everything the engine wants done. Reused across calls; the loop drains it.
 #[derive(Debug, Default)]
-pub struct Effects {
-    pub send: Vec<(SocketAddr, Bytes)>,
+pub(crate) struct Effects {
+    pub(crate) send: Vec<(SocketAddr, Bytes)>,
     /// Multicast answers, each after its random delay.
-    pub send_later: Vec<(Duration, SocketAddr, Bytes)>,
-    pub perform: Vec<Pending>,
-    pub watch: Vec<(ObserverId, Subscription)>,
-    pub unwatch: Vec<ObserverId>,
+    pub(crate) send_later: Vec<(Duration, SocketAddr, Bytes)>,
+    pub(crate) perform: Vec<Pending>,
+    pub(crate) watch: Vec<(ObserverId, Subscription)>,
+    pub(crate) unwatch: Vec<ObserverId>,
 }
 
 impl Effects {
-    pub fn clear(&mut self) {
+    #[cfg(test)]
+    pub(crate) fn clear(&mut self) {
         self.send.clear();
         self.send_later.clear();
         self.perform.clear();
         self.watch.clear();
         self.unwatch.clear();
     }
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.send.is_empty()
             && self.send_later.is_empty()
             && self.perform.is_empty()
@@ -146,7 +149,7 @@ impl Effects {
 }
 
 /// The CoAP protocol engine of one socket.
-pub struct Engine {
+pub(crate) struct Engine {
     cfg: EngineConfig,
     servient: Arc<Servient>,
     publisher: Arc<TdPublisher>,
@@ -175,7 +178,7 @@ fn code_of(kind: ErrorKind) -> ResponseType {
 
 /// The one mapping of core errors to CoAP: a response code and a diagnostic payload that says
 /// what was wrong and where (the JSON pointer and rule for schema violations).
-pub fn error_response(e: &Error) -> Response {
+pub(crate) fn error_response(e: &Error) -> Response {
     Response::diagnostic(code_of(e.kind()), format!("{}: {e}", e.title()))
 }
 
@@ -197,8 +200,18 @@ enum Step {
     Perform(Operation),
 }
 
+/// What an observer is sent for what its subscription received.
+enum Notify {
+    /// The resource's new state.
+    State(Vec<u8>),
+    /// A final non-2.xx notification, which ends the observation.
+    End(ResponseType, String),
+    /// Nothing: the observer lagged and its resource has no current state to send.
+    Nothing,
+}
+
 impl Engine {
-    pub fn new(
+    pub(crate) fn new(
         cfg: EngineConfig,
         servient: Arc<Servient>,
         publisher: Arc<TdPublisher>,
@@ -219,20 +232,19 @@ impl Engine {
         }
     }
 
-    pub fn dedup_len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn dedup_len(&self) -> usize {
         self.dedup.len()
     }
-    pub fn dedup_capacity(&self) -> usize {
+
+    #[cfg(test)]
+    pub(crate) fn dedup_capacity(&self) -> usize {
         self.dedup.capacity()
     }
-    pub fn observer_count(&self) -> usize {
+
+    #[cfg(test)]
+    pub(crate) fn observer_count(&self) -> usize {
         self.observers.len()
-    }
-    pub fn outstanding(&self) -> usize {
-        self.outbox.len()
-    }
-    pub fn transfers(&self) -> usize {
-        self.block1.len()
     }
 
     fn next_mid(&mut self) -> u16 {
@@ -242,7 +254,7 @@ impl Engine {
 
     /// One datagram from `peer`. `multicast`: it arrived on a group address, where only
     /// `/.well-known/core` is answered and never with an error or RST (RFC 7252 §8.1).
-    pub fn on_datagram(
+    pub(crate) fn on_datagram(
         &mut self,
         peer: SocketAddr,
         bytes: &[u8],
@@ -386,252 +398,248 @@ impl Engine {
 
     /// Decides what a request does. Anything that fails here changes nothing.
     fn dispatch(&mut self, x: &mut Exchange, now: Instant, fx: &mut Effects) -> Step {
-        use Step::Respond;
-        let Some(resource) = router::resource(&x.request.path) else {
-            return Respond(Response::diagnostic(
-                ResponseType::NotFound,
-                format!("no resource at '{}'", x.request.uri()),
-            ));
-        };
-        if !resource.allows(x.request.method) {
-            let allowed: Vec<&str> = resource.methods().iter().map(|m| method_name(*m)).collect();
-            return Respond(Response::diagnostic(
-                ResponseType::MethodNotAllowed,
-                format!(
-                    "{} is not allowed on '{}'; allowed: {}",
-                    method_name(x.request.method),
-                    x.request.uri(),
-                    allowed.join(", ")
-                ),
-            ));
+        match self.admit(x, now) {
+            Ok(resource) => self.route(resource, x, now, fx),
+            Err(response) => Step::Respond(response),
         }
+    }
+
+    /// What every request passes before its resource acts, in this order: the resource exists
+    /// and has the method, access allows it, the thing and affordance exist (before a body is
+    /// judged), a PUT or POST body has arrived whole and within the limit, and a Content-Format
+    /// the client accepts can be produced (`x.format`). An `Err` is answered at once: a refusal,
+    /// or 2.31 Continue asking for the body's next block.
+    fn admit(&mut self, x: &mut Exchange, now: Instant) -> Result<Resource, Response> {
+        let resource = resource_of(&x.request)?;
         let kind = access_kind(&resource, &x.request);
         if !self.cfg.access.allows(kind) {
-            return Respond(Response::diagnostic(
+            return Err(Response::diagnostic(
                 ResponseType::Unauthorized,
                 self.cfg.access.refusal(kind),
             ));
         }
-        // Unknown things and affordances are reported before a body is judged.
-        if let Some(slug) = resource.slug() {
-            let thing = match self.servient.thing(slug) {
-                Ok(t) => t,
-                Err(e) => return Respond(error_response(&e)),
-            };
-            let exists = match &resource {
-                Resource::Property(_, n) => thing.property(n).map(|_| ()),
-                Resource::Action(_, n) | Resource::ActionInstance(_, n, _) => thing.action(n).map(|_| ()),
-                Resource::Event(_, n) => thing.event(n).map(|_| ()),
-                _ => Ok(()),
-            };
-            if let Err(e) = exists {
-                return Respond(error_response(&e));
-            }
-            x.slug = slug.to_owned();
-        }
-        // Block1: a request body in blocks (RFC 7959 §2.5).
+        self.find_affordance(&resource, x)?;
         if matches!(x.request.method, PUT | POST) {
-            let max = self.block1.limits().max_body;
-            if let Some(b1) = x.request.block1 {
-                let key = TransferKey {
-                    peer: x.peer,
-                    method: x.request.method,
-                    uri: x.request.uri(),
-                };
-                let payload = std::mem::take(&mut x.request.payload);
-                match self.block1.accept(key, b1, &payload, x.request.size1, now) {
-                    Block1Step::Continue(b) => {
-                        let mut r = Response::new(ResponseType::Continue);
-                        r.option(option::BLOCK1, b.encode());
-                        return Respond(r);
-                    }
-                    Block1Step::Complete(body, b) => {
-                        x.request.payload = body;
-                        x.block1 = Some(b);
-                    }
-                    Block1Step::Incomplete => {
-                        return Respond(Response::diagnostic(
-                            ResponseType::RequestEntityIncomplete,
-                            format!(
-                                "block {} of '{}' is missing or out of order",
-                                b1.num,
-                                x.request.uri()
-                            ),
-                        ));
-                    }
-                    Block1Step::TooLarge => return Respond(too_large(max)),
-                    Block1Step::Busy => {
-                        return Respond(Response::diagnostic(
-                            ResponseType::ServiceUnavailable,
-                            "too many block-wise transfers in progress; try again later",
-                        ));
-                    }
-                }
-            } else if x.request.payload.len() > max {
-                return Respond(too_large(max));
-            }
+            self.receive_body(x, now)?;
         }
-        let kind = match resource {
-            Resource::WellKnownCore => Kind::Links,
-            Resource::WellKnownWot | Resource::Td(_) => Kind::Td,
-            _ => Kind::Json,
+        x.format = negotiate(&resource, x.request.accept)?;
+        Ok(resource)
+    }
+
+    /// Reports an unknown thing or affordance (4.04); a found thing's slug goes to `x.slug`.
+    fn find_affordance(&self, resource: &Resource, x: &mut Exchange) -> Result<(), Response> {
+        let Some(slug) = resource.slug() else {
+            return Ok(());
         };
-        x.format = match content::negotiate(kind, x.request.accept) {
-            Ok(f) => f,
-            Err(content::NotAcceptable) => {
-                return Respond(Response::diagnostic(
-                    ResponseType::NotAcceptable,
-                    format!(
-                        "cannot produce Content-Format {} here; use {}",
-                        x.request.accept.unwrap_or_default(),
-                        match kind {
-                            Kind::Links => "40",
-                            Kind::Td => "432, 50 or 60",
-                            Kind::Json => "50 or 60",
-                        }
-                    ),
-                ));
+        let thing = self.servient.thing(slug).map_err(|e| error_response(&e))?;
+        let exists = match resource {
+            Resource::Property(_, n) => thing.property(n).map(|_| ()),
+            Resource::Action(_, n) | Resource::ActionInstance(_, n, _) => thing.action(n).map(|_| ()),
+            Resource::Event(_, n) => thing.event(n).map(|_| ()),
+            _ => Ok(()),
+        };
+        exists.map_err(|e| error_response(&e))?;
+        x.slug = slug.to_owned();
+        Ok(())
+    }
+
+    /// The whole body of a PUT or POST, within the limit: sent at once, or put together from
+    /// its blocks (Block1, RFC 7959 §2.5), each but the last answered with 2.31 Continue.
+    fn receive_body(&mut self, x: &mut Exchange, now: Instant) -> Result<(), Response> {
+        let max = self.block1.limits().max_body;
+        let Some(b1) = x.request.block1 else {
+            if x.request.payload.len() > max {
+                return Err(too_large(max));
             }
+            return Ok(());
         };
-        let method = x.request.method;
-        let slug = x.slug.clone();
+        let key = TransferKey {
+            peer: x.peer,
+            method: x.request.method,
+            uri: x.request.uri(),
+        };
+        let payload = std::mem::take(&mut x.request.payload);
+        match self.block1.accept(key, b1, &payload, x.request.size1, now) {
+            Block1Step::Continue(b) => {
+                let mut r = Response::new(ResponseType::Continue);
+                r.option(option::BLOCK1, b.encode());
+                Err(r)
+            }
+            Block1Step::Complete(body, b) => {
+                x.request.payload = body;
+                x.block1 = Some(b);
+                Ok(())
+            }
+            Block1Step::Incomplete => Err(Response::diagnostic(
+                ResponseType::RequestEntityIncomplete,
+                format!(
+                    "block {} of '{}' is missing or out of order",
+                    b1.num,
+                    x.request.uri()
+                ),
+            )),
+            Block1Step::TooLarge => Err(too_large(max)),
+            Block1Step::Busy => Err(Response::diagnostic(
+                ResponseType::ServiceUnavailable,
+                "too many block-wise transfers in progress; try again later",
+            )),
+        }
+    }
+
+    /// What an admitted request does: an answer of the engine's own (links, TDs, event
+    /// observations) or a core operation to perform, with `x.answer` saying how to encode its
+    /// reply.
+    fn route(&mut self, resource: Resource, x: &mut Exchange, now: Instant, fx: &mut Effects) -> Step {
+        use Step::{Perform, Respond};
+        let get = x.request.method == GET;
         match resource {
-            Resource::WellKnownCore => {
-                let doc = link_format::document(&self.servient.things(), &x.request.query);
-                Respond(self.content(doc.into_bytes(), x.format))
-            }
-            Resource::WellKnownWot => {
-                let things = self.servient.things();
-                let bytes = if let [only] = things.as_slice() {
-                    self.publisher.td_bytes(only, &self.origins).map_err(Error::from)
-                } else {
-                    let td = crate::td::directory::directory_td(&self.directory_id, &things, &self.origins);
-                    Ok(Bytes::from(td.to_string()))
-                };
-                Respond(self.td_response(bytes, x.format))
-            }
-            Resource::Things => {
-                let mut things = self.servient.things();
-                things.sort_by(|a, b| a.id.cmp(&b.id));
-                let mut body = vec![b'['];
-                for (i, t) in things.iter().enumerate() {
-                    if i > 0 {
-                        body.push(b',');
-                    }
-                    match self.publisher.td_bytes(t, &self.origins) {
-                        Ok(b) => body.extend_from_slice(&b),
-                        Err(e) => return Respond(error_response(&Error::from(e))),
-                    }
-                }
-                body.push(b']');
-                Respond(self.json_response(ResponseType::Content, &body, x.format))
-            }
-            Resource::Td(slug) => {
-                // The thing was found above, so only a concurrent removal answers 4.04 here.
-                let bytes = self
-                    .servient
-                    .thing(&slug)
-                    .and_then(|t| self.publisher.td_bytes(&t, &self.origins).map_err(Error::from));
-                Respond(self.td_response(bytes, x.format))
-            }
-            Resource::Property(_, name) if method == GET => {
-                if let Err(r) = self.observe_request(x, Target::Property(name.clone()), now, fx) {
-                    return Respond(r);
-                }
-                Step::Perform(Operation::ReadProperty(name))
+            Resource::WellKnownCore => Respond(self.links(x)),
+            Resource::WellKnownWot => Respond(self.well_known_wot(x.format)),
+            Resource::Things => Respond(self.all_tds(x.format)),
+            Resource::Td(slug) => Respond(self.td(&slug, x.format)),
+            Resource::Property(_, name) if get => {
+                let target = Target::Property(name.clone());
+                self.read_observed(x, target, Operation::ReadProperty(name), now, fx)
             }
             Resource::Property(_, name) => {
                 x.answer = Answer::Write;
-                match self.body(x) {
-                    Ok(Some(value)) => Step::Perform(Operation::WriteProperty(name, value)),
-                    Ok(None) => Respond(error_response(&Error::MalformedPayload(
-                        "the body is empty".into(),
-                    ))),
+                match self.required_body(x) {
+                    Ok(value) => Perform(Operation::WriteProperty(name, value)),
                     Err(r) => Respond(r),
                 }
             }
-            Resource::Properties(_) if method == GET => {
-                if let Err(r) = self.observe_request(x, Target::AllProperties, now, fx) {
-                    return Respond(r);
-                }
-                Step::Perform(Operation::ReadAllProperties)
+            Resource::Properties(_) if get => {
+                self.read_observed(x, Target::AllProperties, Operation::ReadAllProperties, now, fx)
             }
             Resource::Properties(_) => {
                 x.answer = Answer::Write;
-                match self.body(x) {
-                    Ok(Some(Value::Object(values))) => {
-                        Step::Perform(Operation::WriteMultipleProperties(values))
-                    }
-                    Ok(Some(_)) => Respond(error_response(&Error::Schema(crate::core::SchemaViolation {
-                        pointer: String::new(),
-                        rule: "type".into(),
-                        message: "writemultipleproperties takes an object of property names and values"
-                            .into(),
-                    }))),
-                    Ok(None) => Respond(error_response(&Error::MalformedPayload(
-                        "the body is empty".into(),
-                    ))),
+                match self.required_body(x).and_then(property_values) {
+                    Ok(values) => Perform(Operation::WriteMultipleProperties(values)),
                     Err(r) => Respond(r),
                 }
             }
             Resource::Actions(_) => {
                 x.answer = Answer::QueryAll;
-                Step::Perform(Operation::QueryAllActions)
+                Perform(Operation::QueryAllActions)
             }
             Resource::Action(_, name) => {
                 x.answer = Answer::Invoke;
                 match self.body(x) {
-                    Ok(input) => Step::Perform(Operation::InvokeAction { name, input }),
+                    Ok(input) => Perform(Operation::InvokeAction { name, input }),
                     Err(r) => Respond(r),
                 }
             }
-            Resource::ActionInstance(_, name, id) if method == GET => {
+            Resource::ActionInstance(_, name, id) if get => {
                 x.answer = Answer::Query;
                 let target = Target::Action {
                     name: name.clone(),
                     id: id.clone(),
                 };
-                if let Err(r) = self.observe_request(x, target, now, fx) {
-                    return Respond(r);
-                }
-                Step::Perform(Operation::QueryAction { name, id })
+                self.read_observed(x, target, Operation::QueryAction { name, id }, now, fx)
             }
             Resource::ActionInstance(_, name, id) => {
                 x.answer = Answer::Cancel;
-                Step::Perform(Operation::CancelAction { name, id })
+                Perform(Operation::CancelAction { name, id })
             }
-            Resource::Events(_) | Resource::Event(..) => {
-                let target = match resource {
-                    Resource::Event(_, name) => Target::Event(name),
-                    _ => Target::AllEvents,
-                };
-                match x.request.observe {
-                    Some(0) => {
-                        if let Err(r) = self.observe_request(x, target, now, fx) {
-                            return Respond(r);
-                        }
-                        if x.observe.is_none() {
-                            return Respond(Response::diagnostic(
-                                ResponseType::ServiceUnavailable,
-                                "too many observations from this endpoint",
-                            ));
-                        }
-                        // The registration is confirmed with an empty 2.05; events follow.
-                        Respond(Response::new(ResponseType::Content))
-                    }
-                    Some(1) => {
-                        let _ = self.observe_request(x, target, now, fx);
-                        Respond(Response::new(ResponseType::Content))
-                    }
-                    _ => Respond(Response::diagnostic(
-                        ResponseType::BadRequest,
-                        format!(
-                            "events of '{}' are delivered by observation: send GET with Observe: 0",
-                            slug
-                        ),
-                    )),
+            Resource::Event(_, name) => Respond(self.observe_events(x, Target::Event(name), now, fx)),
+            Resource::Events(_) => Respond(self.observe_events(x, Target::AllEvents, now, fx)),
+        }
+    }
+
+    /// `/.well-known/core`: the links of every thing, filtered by the query.
+    fn links(&self, x: &Exchange) -> Response {
+        let doc = link_format::document(&self.servient.things(), &x.request.query);
+        self.content(doc.into_bytes(), x.format)
+    }
+
+    /// `/.well-known/wot`: the one thing's TD, or the directory TD when there are several.
+    fn well_known_wot(&self, format: Format) -> Response {
+        let things = self.servient.things();
+        let bytes = if let [only] = things.as_slice() {
+            self.publisher.td_bytes(only, &self.origins).map_err(Error::from)
+        } else {
+            let td = crate::td::directory::directory_td(&self.directory_id, &things, &self.origins);
+            Ok(Bytes::from(td.to_string()))
+        };
+        self.td_response(bytes, format)
+    }
+
+    /// `/things`: every thing's TD in one array, ordered by id.
+    fn all_tds(&self, format: Format) -> Response {
+        let mut things = self.servient.things();
+        things.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut body = vec![b'['];
+        for (i, t) in things.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            match self.publisher.td_bytes(t, &self.origins) {
+                Ok(b) => body.extend_from_slice(&b),
+                Err(e) => return error_response(&Error::from(e)),
+            }
+        }
+        body.push(b']');
+        self.json_response(ResponseType::Content, &body, format)
+    }
+
+    /// `/things/{slug}`: the thing's TD. The thing was found on admission, so only a
+    /// concurrent removal answers 4.04 here.
+    fn td(&self, slug: &str, format: Format) -> Response {
+        let bytes = self
+            .servient
+            .thing(slug)
+            .and_then(|t| self.publisher.td_bytes(&t, &self.origins).map_err(Error::from));
+        self.td_response(bytes, format)
+    }
+
+    /// A read (`op`) whose GET may also register or end an observation of `target`.
+    fn read_observed(
+        &mut self,
+        x: &mut Exchange,
+        target: Target,
+        op: Operation,
+        now: Instant,
+        fx: &mut Effects,
+    ) -> Step {
+        match self.observe_request(x, target, now, fx) {
+            Ok(()) => Step::Perform(op),
+            Err(r) => Step::Respond(r),
+        }
+    }
+
+    /// Events come by observation only: Observe 0 registers (confirmed with an empty 2.05, the
+    /// events follow), 1 deregisters; a GET without either is a 4.00.
+    fn observe_events(
+        &mut self,
+        x: &mut Exchange,
+        target: Target,
+        now: Instant,
+        fx: &mut Effects,
+    ) -> Response {
+        match x.request.observe {
+            Some(0) => {
+                if let Err(r) = self.observe_request(x, target, now, fx) {
+                    return r;
                 }
+                if x.observe.is_none() {
+                    return Response::diagnostic(
+                        ResponseType::ServiceUnavailable,
+                        "too many observations from this endpoint",
+                    );
+                }
+                Response::new(ResponseType::Content)
             }
+            Some(1) => {
+                let _ = self.observe_request(x, target, now, fx);
+                Response::new(ResponseType::Content)
+            }
+            _ => Response::diagnostic(
+                ResponseType::BadRequest,
+                format!(
+                    "events of '{}' are delivered by observation: send GET with Observe: 0",
+                    x.slug
+                ),
+            ),
         }
     }
 
@@ -689,6 +697,12 @@ impl Engine {
         })
     }
 
+    /// The body of a write, which must not be empty.
+    fn required_body(&self, x: &Exchange) -> Result<Value, Response> {
+        self.body(x)?
+            .ok_or_else(|| error_response(&Error::MalformedPayload("the body is empty".into())))
+    }
+
     fn content(&self, body: Vec<u8>, format: Format) -> Response {
         let mut r = Response::with_payload(ResponseType::Content, body);
         r.uint(option::CONTENT_FORMAT, u32::from(format.number()));
@@ -723,7 +737,13 @@ impl Engine {
     }
 
     /// The core's answer to a performed operation.
-    pub fn on_done(&mut self, x: Exchange, result: Result<Reply, Error>, now: Instant, fx: &mut Effects) {
+    pub(crate) fn on_done(
+        &mut self,
+        x: Exchange,
+        result: Result<Reply, Error>,
+        now: Instant,
+        fx: &mut Effects,
+    ) {
         let response = match result {
             Err(e) => error_response(&e),
             Ok(reply) => self.encode_reply(&x, reply),
@@ -801,7 +821,7 @@ impl Engine {
     }
 
     /// The request is taking long: acknowledge it now, answer later (RFC 7252 §5.2.2).
-    pub fn on_slow(&mut self, peer: SocketAddr, mid: u16, confirmable: bool, fx: &mut Effects) {
+    pub(crate) fn on_slow(&mut self, peer: SocketAddr, mid: u16, confirmable: bool, fx: &mut Effects) {
         if !confirmable {
             return;
         }
@@ -887,129 +907,188 @@ impl Engine {
 
     /// A notification for an observer: the resource's new state, block 0 only when it is
     /// large (RFC 7959 §2.6), CON now and then so a gone client is noticed.
-    pub fn on_notification(&mut self, id: ObserverId, received: Received, now: Instant, fx: &mut Effects) {
-        let Some(observer) = self.observers.get(id) else {
+    pub(crate) fn on_notification(
+        &mut self,
+        id: ObserverId,
+        received: Received,
+        now: Instant,
+        fx: &mut Effects,
+    ) {
+        let Some(observer) = self.observers.get(id).cloned() else {
             fx.unwatch.push(id);
             return;
         };
-        let (peer, token, format) = (observer.peer, observer.token.clone(), observer.format);
-        let target = observer.target.clone();
-        let slug = observer.slug.clone();
-        let current = |engine: &Engine| -> Option<Vec<u8>> {
-            let thing = engine.servient.thing(&slug).ok()?;
-            match &target {
-                Target::Property(name) => thing.read_property(name).ok().map(|b| b.to_vec()),
-                Target::AllProperties => thing.read_all_properties().ok().map(|b| b.to_vec()),
-                _ => None,
-            }
-        };
+        match self.notification(&observer, received) {
+            Notify::State(body) => self.notify(id, &observer, body, now, fx),
+            Notify::End(code, reason) => self.end_observation(id, &observer, code, reason, fx),
+            Notify::Nothing => {}
+        }
+    }
+
+    /// What an observer is sent for what its subscription received.
+    fn notification(&self, observer: &Observer, received: Received) -> Notify {
         // JSON bodies are converted for CBOR observers; event and status payloads come
         // already encoded (and cached on the notification).
-        let json_to = |b: Vec<u8>| content::encode_json(&b, format).unwrap_or(b);
-        let body: Result<Vec<u8>, (ResponseType, String)> = match received {
-            Received::Notification(n) => match &target {
-                Target::AllProperties => current(self)
-                    .map(json_to)
-                    .ok_or_else(|| (ResponseType::NotFound, "gone".to_owned())),
+        let json_to = |b: Vec<u8>| content::encode_json(&b, observer.format).unwrap_or(b);
+        match received {
+            Received::Notification(n) => match &observer.target {
+                Target::AllProperties => match self.current_state(observer) {
+                    Some(b) => Notify::State(json_to(b)),
+                    None => Notify::End(ResponseType::NotFound, "gone".to_owned()),
+                },
                 Target::AllEvents => {
                     let data: Value = serde_json::from_slice(&n.data).unwrap_or(Value::Null);
-                    Ok(json_to(json!({ n.topic.name(): data }).to_string().into_bytes()))
+                    Notify::State(json_to(json!({ n.topic.name(): data }).to_string().into_bytes()))
                 }
-                _ => Ok(encode_notification(&n, format)),
+                _ => Notify::State(encode_notification(&n, observer.format)),
             },
-            Received::Lagged(_) => match current(self) {
-                Some(b) => Ok(json_to(b)),
-                None => return,
+            Received::Lagged(_) => match self.current_state(observer) {
+                Some(b) => Notify::State(json_to(b)),
+                None => Notify::Nothing,
             },
             // The thing was removed, or replaced by one on which this resource is gone or
             // described differently (RFC 7641 §4.2: a non-2.xx notification ends it).
-            Received::Closed(Ended::Removed) => Err((ResponseType::NotFound, "the thing was removed".into())),
+            Received::Closed(Ended::Removed) => {
+                Notify::End(ResponseType::NotFound, "the thing was removed".into())
+            }
             Received::Closed(Ended::Changed) => {
-                match self.servient.thing(&slug).map(|t| t.subscribe(target.clone())) {
-                    Ok(Ok(_)) => Err((
+                let thing = self.servient.thing(&observer.slug);
+                match thing.map(|t| t.subscribe(observer.target.clone())) {
+                    Ok(Ok(_)) => Notify::End(
                         ResponseType::ServiceUnavailable,
                         "the thing was reloaded and this resource changed: read its TD and observe again"
                             .into(),
-                    )),
-                    _ => Err((
+                    ),
+                    _ => Notify::End(
                         ResponseType::NotFound,
                         "the thing was reloaded without this resource".into(),
-                    )),
+                    ),
                 }
             }
-        };
-        let body = match body {
-            Ok(b) => b,
-            Err((code, reason)) => {
-                // A final non-2.xx notification ends the observation.
-                self.observers.remove(id);
-                fx.unwatch.push(id);
-                let mut r = Response::diagnostic(code, reason);
-                if code == ResponseType::ServiceUnavailable {
-                    // Observing again may start at once.
-                    r.uint(option::MAX_AGE, 0);
-                }
-                let mid = self.next_mid();
-                let bytes = r.encode(MessageType::NonConfirmable, mid, &token);
-                fx.send.push((peer, Bytes::from(bytes)));
-                return;
-            }
-        };
-        let con = self.observers.wants_con(id, now);
-        let Some(observer) = self.observers.get_mut(id) else {
-            return;
-        };
-        let seq = observer.next_seq();
-        let previous = observer.outstanding;
-        let mut response = Response::with_payload(ResponseType::Content, body);
-        response.uint(option::OBSERVE, seq);
-        response.uint(option::CONTENT_FORMAT, u32::from(format.number()));
-        if response.payload.len() > self.cfg.block_limit {
-            let tag = block::etag(&response.payload);
-            let want = Block {
-                num: 0,
-                more: false,
-                szx: block::szx_for(self.cfg.block_limit),
-            };
-            if let Some((part, got)) = block::slice(&response.payload, want) {
-                let part = part.to_vec();
-                response.payload = part;
-                response.option(option::BLOCK2, got.encode());
-                response.option(option::ETAG, tag.to_vec());
-            }
+        }
+    }
+
+    /// The current JSON of an observed property or of all properties (None for other targets,
+    /// or when the thing or property is gone).
+    fn current_state(&self, observer: &Observer) -> Option<Vec<u8>> {
+        let thing = self.servient.thing(&observer.slug).ok()?;
+        match &observer.target {
+            Target::Property(name) => thing.read_property(name).ok().map(|b| b.to_vec()),
+            Target::AllProperties => thing.read_all_properties().ok().map(|b| b.to_vec()),
+            _ => None,
+        }
+    }
+
+    /// Ends an observation with a final non-2.xx notification (NON); after a 5.03 (the resource
+    /// changed) Max-Age 0 says observing again may start at once.
+    fn end_observation(
+        &mut self,
+        id: ObserverId,
+        observer: &Observer,
+        code: ResponseType,
+        reason: String,
+        fx: &mut Effects,
+    ) {
+        self.observers.remove(id);
+        fx.unwatch.push(id);
+        let mut r = Response::diagnostic(code, reason);
+        if code == ResponseType::ServiceUnavailable {
+            r.uint(option::MAX_AGE, 0);
         }
         let mid = self.next_mid();
+        let bytes = r.encode(MessageType::NonConfirmable, mid, &observer.token);
+        fx.send.push((observer.peer, Bytes::from(bytes)));
+    }
+
+    /// Sends the observer its resource's new state (2.05 with the next Observe value), block 0
+    /// only when it is large: CON when one is due, else NON.
+    fn notify(&mut self, id: ObserverId, observer: &Observer, body: Vec<u8>, now: Instant, fx: &mut Effects) {
+        let con = self.observers.wants_con(id, now);
+        let Some(o) = self.observers.get_mut(id) else {
+            return;
+        };
+        let seq = o.next_seq();
+        let previous = o.outstanding;
+        let mut response = Response::with_payload(ResponseType::Content, body);
+        response.uint(option::OBSERVE, seq);
+        response.uint(option::CONTENT_FORMAT, u32::from(observer.format.number()));
+        self.first_block_only(&mut response);
+        let mid = self.next_mid();
         if con {
-            let bytes = Bytes::from(response.encode(MessageType::Confirmable, mid, &token));
-            let tracked = match previous {
-                Some(old) => self.outbox.supersede(old, mid, bytes.clone(), now),
-                None => false,
-            };
-            if !tracked {
-                if !self.outbox.has_room() {
-                    // No room to track it: send NON instead of a CON we could not retransmit.
-                    let bytes = response.encode(MessageType::NonConfirmable, mid, &token);
-                    self.outbox.sent_non(peer, mid, id);
-                    fx.send.push((peer, Bytes::from(bytes)));
-                    return;
-                }
-                self.outbox
-                    .track(mid, peer, bytes.clone(), Owner::Observer(id), now);
-            }
-            if let Some(o) = self.observers.get_mut(id) {
-                o.outstanding = Some(mid);
-            }
-            fx.send.push((peer, bytes));
+            self.send_con_notification(id, observer, &response, (mid, previous), now, fx);
         } else {
-            let bytes = response.encode(MessageType::NonConfirmable, mid, &token);
-            self.outbox.sent_non(peer, mid, id);
-            fx.send.push((peer, Bytes::from(bytes)));
+            self.send_non_notification(id, observer, &response, mid, fx);
         }
+    }
+
+    /// Cuts a payload larger than a block to its first block, with Block2 and ETag (RFC 7959
+    /// §2.6: the observer fetches the rest).
+    fn first_block_only(&self, response: &mut Response) {
+        if response.payload.len() <= self.cfg.block_limit {
+            return;
+        }
+        let tag = block::etag(&response.payload);
+        let want = Block {
+            num: 0,
+            more: false,
+            szx: block::szx_for(self.cfg.block_limit),
+        };
+        if let Some((part, got)) = block::slice(&response.payload, want) {
+            let part = part.to_vec();
+            response.payload = part;
+            response.option(option::BLOCK2, got.encode());
+            response.option(option::ETAG, tag.to_vec());
+        }
+    }
+
+    /// A CON notification, tracked for retransmission; it takes over from the observer's
+    /// `previous` unacknowledged one. With no room to track it, it goes as NON instead (a CON
+    /// we could not retransmit is no better).
+    fn send_con_notification(
+        &mut self,
+        id: ObserverId,
+        observer: &Observer,
+        response: &Response,
+        (mid, previous): (u16, Option<u16>),
+        now: Instant,
+        fx: &mut Effects,
+    ) {
+        let bytes = Bytes::from(response.encode(MessageType::Confirmable, mid, &observer.token));
+        let tracked = match previous {
+            Some(old) => self.outbox.supersede(old, mid, bytes.clone(), now),
+            None => false,
+        };
+        if !tracked {
+            if !self.outbox.has_room() {
+                self.send_non_notification(id, observer, response, mid, fx);
+                return;
+            }
+            self.outbox
+                .track(mid, observer.peer, bytes.clone(), Owner::Observer(id), now);
+        }
+        if let Some(o) = self.observers.get_mut(id) {
+            o.outstanding = Some(mid);
+        }
+        fx.send.push((observer.peer, bytes));
+    }
+
+    /// A NON notification, remembered so a RST to it ends the observation.
+    fn send_non_notification(
+        &mut self,
+        id: ObserverId,
+        observer: &Observer,
+        response: &Response,
+        mid: u16,
+        fx: &mut Effects,
+    ) {
+        let bytes = response.encode(MessageType::NonConfirmable, mid, &observer.token);
+        self.outbox.sent_non(observer.peer, mid, id);
+        fx.send.push((observer.peer, Bytes::from(bytes)));
     }
 
     /// Retransmissions, give-ups (a client that never acknowledges a CON notification is
     /// dropped) and expiry of idle block-wise transfers.
-    pub fn on_tick(&mut self, now: Instant, fx: &mut Effects) {
+    pub(crate) fn on_tick(&mut self, now: Instant, fx: &mut Effects) {
         for due in self.outbox.tick(now) {
             match due {
                 Due::Resend(peer, bytes) => fx.send.push((peer, bytes)),
@@ -1022,6 +1101,65 @@ impl Engine {
             }
         }
         self.block1.expire(now);
+    }
+}
+
+/// The resource a request names, when it has the request's method (4.04 and 4.05 otherwise).
+fn resource_of(request: &Request) -> Result<Resource, Response> {
+    let Some(resource) = router::resource(&request.path) else {
+        return Err(Response::diagnostic(
+            ResponseType::NotFound,
+            format!("no resource at '{}'", request.uri()),
+        ));
+    };
+    if !resource.allows(request.method) {
+        let allowed: Vec<&str> = resource.methods().iter().map(|m| method_name(*m)).collect();
+        return Err(Response::diagnostic(
+            ResponseType::MethodNotAllowed,
+            format!(
+                "{} is not allowed on '{}'; allowed: {}",
+                method_name(request.method),
+                request.uri(),
+                allowed.join(", ")
+            ),
+        ));
+    }
+    Ok(resource)
+}
+
+/// The Content-Format to answer in: one the client accepts of those the resource has (4.06
+/// otherwise).
+fn negotiate(resource: &Resource, accept: Option<u16>) -> Result<Format, Response> {
+    let kind = match resource {
+        Resource::WellKnownCore => Kind::Links,
+        Resource::WellKnownWot | Resource::Td(_) => Kind::Td,
+        _ => Kind::Json,
+    };
+    content::negotiate(kind, accept).map_err(|content::NotAcceptable| {
+        Response::diagnostic(
+            ResponseType::NotAcceptable,
+            format!(
+                "cannot produce Content-Format {} here; use {}",
+                accept.unwrap_or_default(),
+                match kind {
+                    Kind::Links => "40",
+                    Kind::Td => "432, 50 or 60",
+                    Kind::Json => "50 or 60",
+                }
+            ),
+        )
+    })
+}
+
+/// The values of a writemultipleproperties body, which must be an object.
+fn property_values(body: Value) -> Result<serde_json::Map<String, Value>, Response> {
+    match body {
+        Value::Object(values) => Ok(values),
+        _ => Err(error_response(&Error::Schema(crate::core::SchemaViolation {
+            pointer: String::new(),
+            rule: "type".into(),
+            message: "writemultipleproperties takes an object of property names and values".into(),
+        }))),
     }
 }
 

@@ -13,20 +13,20 @@ use wot_td::thing::{DefaultedFormOperations, FormOperation as Op};
 use super::access::Access;
 
 use crate::core::ExposedThing;
-use crate::td::forms::{Form, FormProvider, Origins, form};
+use crate::td::{Form, FormProvider, Origins, form};
 
-pub const COV_PREFIX: &str = "cov";
-pub const COV_NAMESPACE: &str = "https://www.w3.org/2019/wot/coap#";
-pub const OBSERVE_SUBPROTOCOL: &str = "cov:observe";
+pub(crate) const COV_PREFIX: &str = "cov";
+pub(crate) const COV_NAMESPACE: &str = "https://www.w3.org/2019/wot/coap#";
+pub(crate) const OBSERVE_SUBPROTOCOL: &str = "cov:observe";
 
 /// Contributes CoAP forms to every TD when the CoAP origin is known.
 #[derive(Debug, Default)]
 pub struct CoapForms {
-    pub access: Access,
+    pub(crate) access: Access,
 }
 
 impl CoapForms {
-    pub fn new(access: Access) -> Self {
+    pub(crate) fn new(access: Access) -> Self {
         CoapForms { access }
     }
 

@@ -11,9 +11,9 @@ use crate::core::ExposedThing;
 
 /// One link: a target and its attributes (`None` value: a bare flag such as `obs`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Link {
-    pub href: String,
-    pub attrs: Vec<(&'static str, Option<String>)>,
+pub(crate) struct Link {
+    pub(crate) href: String,
+    pub(crate) attrs: Vec<(&'static str, Option<String>)>,
 }
 
 impl Link {
@@ -81,7 +81,7 @@ impl Link {
 }
 
 /// Every link the server offers.
-pub fn links(things: &[Arc<ExposedThing>]) -> Vec<Link> {
+pub(crate) fn links(things: &[Arc<ExposedThing>]) -> Vec<Link> {
     let mut out = Vec::new();
     let rt = if things.len() == 1 {
         "wot.thing"
@@ -138,7 +138,7 @@ pub fn links(things: &[Arc<ExposedThing>]) -> Vec<Link> {
 }
 
 /// The link-format document, filtered by every query (all must match).
-pub fn document(things: &[Arc<ExposedThing>], queries: &[String]) -> String {
+pub(crate) fn document(things: &[Arc<ExposedThing>], queries: &[String]) -> String {
     let mut out = String::with_capacity(1024);
     for link in links(things) {
         if queries.iter().all(|q| link.matches(q)) {

@@ -16,57 +16,56 @@ use coap_lite::{CoapOption, MessageClass, MessageType, Packet, ResponseType};
 use super::block::{Block, decode_uint, encode_uint};
 
 /// RFC 7252 §4.8.2.
-pub const EXCHANGE_LIFETIME: Duration = Duration::from_secs(247);
-pub const NON_LIFETIME: Duration = Duration::from_secs(145);
+pub(crate) const EXCHANGE_LIFETIME: Duration = Duration::from_secs(247);
+pub(crate) const NON_LIFETIME: Duration = Duration::from_secs(145);
 
-pub mod option {
-    pub const IF_MATCH: u16 = 1;
-    pub const URI_HOST: u16 = 3;
-    pub const ETAG: u16 = 4;
-    pub const OBSERVE: u16 = 6;
-    pub const URI_PORT: u16 = 7;
-    pub const LOCATION_PATH: u16 = 8;
-    pub const URI_PATH: u16 = 11;
-    pub const CONTENT_FORMAT: u16 = 12;
-    pub const MAX_AGE: u16 = 14;
-    pub const URI_QUERY: u16 = 15;
-    pub const ACCEPT: u16 = 17;
-    pub const BLOCK2: u16 = 23;
-    pub const BLOCK1: u16 = 27;
-    pub const SIZE2: u16 = 28;
-    pub const PROXY_URI: u16 = 35;
-    pub const PROXY_SCHEME: u16 = 39;
-    pub const SIZE1: u16 = 60;
+pub(crate) mod option {
+    pub(crate) const URI_HOST: u16 = 3;
+    pub(crate) const ETAG: u16 = 4;
+    pub(crate) const OBSERVE: u16 = 6;
+    pub(crate) const URI_PORT: u16 = 7;
+    pub(crate) const LOCATION_PATH: u16 = 8;
+    pub(crate) const URI_PATH: u16 = 11;
+    pub(crate) const CONTENT_FORMAT: u16 = 12;
+    pub(crate) const MAX_AGE: u16 = 14;
+    pub(crate) const URI_QUERY: u16 = 15;
+    pub(crate) const ACCEPT: u16 = 17;
+    pub(crate) const BLOCK2: u16 = 23;
+    pub(crate) const BLOCK1: u16 = 27;
+    pub(crate) const SIZE2: u16 = 28;
+    pub(crate) const PROXY_URI: u16 = 35;
+    pub(crate) const PROXY_SCHEME: u16 = 39;
+    pub(crate) const SIZE1: u16 = 60;
 }
 
 /// A decoded request: what the router and the engine need, nothing protocol-internal.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    pub confirmable: bool,
-    pub mid: u16,
-    pub token: Vec<u8>,
+pub(crate) struct Request {
+    pub(crate) confirmable: bool,
+    pub(crate) mid: u16,
+    pub(crate) token: Vec<u8>,
     /// The method code (0.01 GET = 1, POST = 2, PUT = 3, DELETE = 4, ...).
-    pub method: u8,
-    pub path: Vec<String>,
-    pub query: Vec<String>,
-    pub observe: Option<u32>,
-    pub content_format: Option<u16>,
-    pub accept: Option<u16>,
-    pub block1: Option<Block>,
-    pub block2: Option<Block>,
-    pub size1: Option<u32>,
+    pub(crate) method: u8,
+    pub(crate) path: Vec<String>,
+    pub(crate) query: Vec<String>,
+    pub(crate) observe: Option<u32>,
+    pub(crate) content_format: Option<u16>,
+    pub(crate) accept: Option<u16>,
+    pub(crate) block1: Option<Block>,
+    pub(crate) block2: Option<Block>,
+    pub(crate) size1: Option<u32>,
     /// The request carried Size2 (usually 0): the client wants the total size.
-    pub size2: bool,
-    pub payload: Vec<u8>,
+    pub(crate) size2: bool,
+    pub(crate) payload: Vec<u8>,
 }
 
-pub const GET: u8 = 1;
-pub const POST: u8 = 2;
-pub const PUT: u8 = 3;
-pub const DELETE: u8 = 4;
+pub(crate) const GET: u8 = 1;
+pub(crate) const POST: u8 = 2;
+pub(crate) const PUT: u8 = 3;
+pub(crate) const DELETE: u8 = 4;
 
 impl Request {
-    pub fn uri(&self) -> String {
+    pub(crate) fn uri(&self) -> String {
         let mut uri = String::with_capacity(32);
         for s in &self.path {
             uri.push('/');
@@ -81,7 +80,7 @@ impl Request {
 
 /// What a datagram is, and what the message layer says to do with it.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Inbound {
+pub(crate) enum Inbound {
     /// Silence: not CoAP, a wrong version, or a non-confirmable message we cannot process.
     Ignore,
     /// Send an RST with this message ID: a ping, or a confirmable message we cannot process.
@@ -129,53 +128,16 @@ fn is_critical(number: u16) -> bool {
 }
 
 /// Classifies one datagram. Never panics, whatever the bytes.
-pub fn classify(bytes: &[u8]) -> Inbound {
-    // Fewer than 4 bytes, or not version 1: silently ignored (§3, §4.2).
-    if bytes.len() < 4 || bytes[0] >> 6 != 1 {
-        return Inbound::Ignore;
-    }
-    let kind = (bytes[0] >> 4) & 0x3;
-    let code = bytes[1];
-    let mid = u16::from_be_bytes([bytes[2], bytes[3]]);
-    let confirmable = kind == 0;
-    let reject = || {
-        if confirmable {
-            Inbound::Reset(mid)
-        } else {
-            Inbound::Ignore
-        }
+pub(crate) fn classify(bytes: &[u8]) -> Inbound {
+    let (packet, header) = match message_layer(bytes) {
+        Layer::Request(packet, header) => (packet, header),
+        Layer::Settled(inbound) => return inbound,
     };
-    let packet = match Packet::from_bytes(bytes) {
-        Ok(p) => p,
-        // A message format error: a confirmable one is rejected with RST (§4.2).
-        Err(_) => return reject(),
-    };
-    if code == 0 {
-        // An Empty message has no token, options or payload; anything else is a format error.
-        if bytes.len() != 4 {
-            return reject();
-        }
-        return match kind {
-            0 => Inbound::Reset(mid),
-            2 => Inbound::Ack(mid),
-            3 => Inbound::Rst(mid),
-            _ => Inbound::Ignore,
-        };
-    }
-    match kind {
-        // ACK or RST carrying a code: we send no requests, so nothing to match.
-        2 | 3 => return Inbound::Ignore,
-        _ => {}
-    }
-    if !matches!(packet.header.code, MessageClass::Request(_)) && code >> 5 != 0 {
-        // A response or a reserved class in a CON/NON: we cannot process it.
-        return reject();
-    }
     let mut request = Request {
-        confirmable,
-        mid,
+        confirmable: header.confirmable,
+        mid: header.mid,
         token: packet.get_token().to_vec(),
-        method: code,
+        method: header.code,
         path: Vec::new(),
         query: Vec::new(),
         observe: None,
@@ -187,12 +149,104 @@ pub fn classify(bytes: &[u8]) -> Inbound {
         size2: false,
         payload: Vec::new(),
     };
-    let mut bad: Option<u16> = None;
-    let mut proxy = false;
+    let options = read_options(&packet, &mut request);
+    // A trailing empty path segment from "coap://host/" is the root.
+    if request.path.len() == 1 && request.path[0].is_empty() {
+        request.path.clear();
+    }
+    request.payload = packet.payload;
+    if let Some(option) = options.bad {
+        return Inbound::BadOption { request, option };
+    }
+    if options.proxy {
+        return Inbound::NoProxy(request);
+    }
+    Inbound::Request(request)
+}
+
+/// The fixed header's fields a request keeps.
+struct Header {
+    confirmable: bool,
+    mid: u16,
+    code: u8,
+}
+
+/// What the message layer (§3, §4.2, §4.3) makes of a datagram.
+enum Layer {
+    /// It carries a request: parsed, with the header fields the request keeps.
+    Request(Packet, Header),
+    /// Anything else, settled here: ignore it, reset it, or take it as the ACK or RST of one of
+    /// ours.
+    Settled(Inbound),
+}
+
+/// The message layer's decision on a datagram.
+fn message_layer(bytes: &[u8]) -> Layer {
+    // Fewer than 4 bytes, or not version 1: silently ignored (§3, §4.2).
+    if bytes.len() < 4 || bytes[0] >> 6 != 1 {
+        return Layer::Settled(Inbound::Ignore);
+    }
+    let kind = (bytes[0] >> 4) & 0x3;
+    let code = bytes[1];
+    let mid = u16::from_be_bytes([bytes[2], bytes[3]]);
+    let confirmable = kind == 0;
+    let reject = || {
+        Layer::Settled(if confirmable {
+            Inbound::Reset(mid)
+        } else {
+            Inbound::Ignore
+        })
+    };
+    let packet = match Packet::from_bytes(bytes) {
+        Ok(p) => p,
+        // A message format error: a confirmable one is rejected with RST (§4.2).
+        Err(_) => return reject(),
+    };
+    if code == 0 {
+        // An Empty message has no token, options or payload; anything else is a format error.
+        if bytes.len() != 4 {
+            return reject();
+        }
+        return Layer::Settled(match kind {
+            0 => Inbound::Reset(mid),
+            2 => Inbound::Ack(mid),
+            3 => Inbound::Rst(mid),
+            _ => Inbound::Ignore,
+        });
+    }
+    if matches!(kind, 2 | 3) {
+        // ACK or RST carrying a code: we send no requests, so nothing to match.
+        return Layer::Settled(Inbound::Ignore);
+    }
+    if !matches!(packet.header.code, MessageClass::Request(_)) && code >> 5 != 0 {
+        // A response or a reserved class in a CON/NON: we cannot process it.
+        return reject();
+    }
+    let header = Header {
+        confirmable,
+        mid,
+        code,
+    };
+    Layer::Request(packet, header)
+}
+
+/// What a request's options say beyond its fields.
+#[derive(Default)]
+struct OptionFindings {
+    /// The first critical option that is unknown, repeated, of a wrong length or undecodable.
+    bad: Option<u16>,
+    /// Proxy-Uri or Proxy-Scheme was present.
+    proxy: bool,
+}
+
+/// Reads the options into the request's fields. Unknown or malformed elective options are
+/// skipped (§5.4.1); critical ones are reported.
+fn read_options(packet: &Packet, request: &mut Request) -> OptionFindings {
+    let mut findings = OptionFindings::default();
     for (&number, values) in packet.options() {
         let Some(r) = rule(number) else {
             if is_critical(number) {
-                bad.get_or_insert(number);
+                findings.bad.get_or_insert(number);
             }
             continue;
         };
@@ -200,58 +254,57 @@ pub fn classify(bytes: &[u8]) -> Inbound {
             (!r.repeatable && values.len() > 1) || values.iter().any(|v| v.len() < r.min || v.len() > r.max);
         if malformed {
             if is_critical(number) {
-                bad.get_or_insert(number);
+                findings.bad.get_or_insert(number);
             }
             continue;
         }
-        let Some(first) = values.front() else {
-            continue;
-        };
-        use option::*;
-        match number {
-            URI_PATH | URI_QUERY => {
-                for v in values {
-                    match std::str::from_utf8(v) {
-                        Ok(s) if number == URI_PATH => request.path.push(s.to_owned()),
-                        Ok(s) => request.query.push(s.to_owned()),
-                        Err(_) => {
-                            bad.get_or_insert(number);
-                        }
+        read_option(number, values, request, &mut findings);
+    }
+    findings
+}
+
+/// One known, well-formed option into the request's fields.
+fn read_option(
+    number: u16,
+    values: &std::collections::LinkedList<Vec<u8>>,
+    request: &mut Request,
+    findings: &mut OptionFindings,
+) {
+    use option::*;
+    let Some(first) = values.front() else {
+        return;
+    };
+    match number {
+        URI_PATH | URI_QUERY => {
+            for v in values {
+                match std::str::from_utf8(v) {
+                    Ok(s) if number == URI_PATH => request.path.push(s.to_owned()),
+                    Ok(s) => request.query.push(s.to_owned()),
+                    Err(_) => {
+                        findings.bad.get_or_insert(number);
                     }
                 }
             }
-            OBSERVE => request.observe = decode_uint(first, 3),
-            CONTENT_FORMAT => request.content_format = decode_uint(first, 2).map(|v| v as u16),
-            ACCEPT => request.accept = decode_uint(first, 2).map(|v| v as u16),
-            BLOCK1 | BLOCK2 => match Block::decode(first) {
-                Some(b) if number == BLOCK1 => request.block1 = Some(b),
-                Some(b) => request.block2 = Some(b),
-                None => {
-                    bad.get_or_insert(number);
-                }
-            },
-            SIZE1 => request.size1 = decode_uint(first, 4),
-            SIZE2 => request.size2 = true,
-            PROXY_URI | PROXY_SCHEME => proxy = true,
-            _ => {}
         }
+        OBSERVE => request.observe = decode_uint(first, 3),
+        CONTENT_FORMAT => request.content_format = decode_uint(first, 2).map(|v| v as u16),
+        ACCEPT => request.accept = decode_uint(first, 2).map(|v| v as u16),
+        BLOCK1 | BLOCK2 => match Block::decode(first) {
+            Some(b) if number == BLOCK1 => request.block1 = Some(b),
+            Some(b) => request.block2 = Some(b),
+            None => {
+                findings.bad.get_or_insert(number);
+            }
+        },
+        SIZE1 => request.size1 = decode_uint(first, 4),
+        SIZE2 => request.size2 = true,
+        PROXY_URI | PROXY_SCHEME => findings.proxy = true,
+        _ => {}
     }
-    // A trailing empty path segment from "coap://host/" is the root.
-    if request.path.len() == 1 && request.path[0].is_empty() {
-        request.path.clear();
-    }
-    request.payload = packet.payload;
-    if let Some(option) = bad {
-        return Inbound::BadOption { request, option };
-    }
-    if proxy {
-        return Inbound::NoProxy(request);
-    }
-    Inbound::Request(request)
 }
 
 /// An RST (or an empty ACK) with this message ID.
-pub fn empty(kind: MessageType, mid: u16) -> Vec<u8> {
+pub(crate) fn empty(kind: MessageType, mid: u16) -> Vec<u8> {
     let t = match kind {
         MessageType::Confirmable => 0,
         MessageType::NonConfirmable => 1,
@@ -264,14 +317,14 @@ pub fn empty(kind: MessageType, mid: u16) -> Vec<u8> {
 
 /// A response under construction. Options are given by number and kept sorted by coap-lite.
 #[derive(Debug, Clone)]
-pub struct Response {
-    pub code: ResponseType,
-    pub options: Vec<(u16, Vec<u8>)>,
-    pub payload: Vec<u8>,
+pub(crate) struct Response {
+    pub(crate) code: ResponseType,
+    pub(crate) options: Vec<(u16, Vec<u8>)>,
+    pub(crate) payload: Vec<u8>,
 }
 
 impl Response {
-    pub fn new(code: ResponseType) -> Self {
+    pub(crate) fn new(code: ResponseType) -> Self {
         Response {
             code,
             options: Vec::new(),
@@ -279,7 +332,7 @@ impl Response {
         }
     }
 
-    pub fn with_payload(code: ResponseType, payload: Vec<u8>) -> Self {
+    pub(crate) fn with_payload(code: ResponseType, payload: Vec<u8>) -> Self {
         Response {
             code,
             options: Vec::new(),
@@ -288,26 +341,26 @@ impl Response {
     }
 
     /// A UTF-8 diagnostic payload (§5.5.2), without Content-Format.
-    pub fn diagnostic(code: ResponseType, text: impl Into<String>) -> Self {
+    pub(crate) fn diagnostic(code: ResponseType, text: impl Into<String>) -> Self {
         Response::with_payload(code, text.into().into_bytes())
     }
 
-    pub fn uint(&mut self, number: u16, value: u32) -> &mut Self {
+    pub(crate) fn uint(&mut self, number: u16, value: u32) -> &mut Self {
         self.options.push((number, encode_uint(value)));
         self
     }
 
-    pub fn option(&mut self, number: u16, value: Vec<u8>) -> &mut Self {
+    pub(crate) fn option(&mut self, number: u16, value: Vec<u8>) -> &mut Self {
         self.options.push((number, value));
         self
     }
 
-    pub fn is_success(&self) -> bool {
+    pub(crate) fn is_success(&self) -> bool {
         !self.code.is_error()
     }
 
     /// Encodes the response with the given header fields.
-    pub fn encode(&self, kind: MessageType, mid: u16, token: &[u8]) -> Vec<u8> {
+    pub(crate) fn encode(&self, kind: MessageType, mid: u16, token: &[u8]) -> Vec<u8> {
         let mut packet = Packet::new();
         packet.header.set_type(kind);
         packet.header.code = MessageClass::Response(self.code);
@@ -332,7 +385,7 @@ impl Response {
 
 /// The answer for the request's message: piggybacked in an ACK for a CON (same MID), a NON
 /// with a fresh MID for a NON (§5.2.3).
-pub fn reply(request: &Request, response: &Response, fresh_mid: u16) -> Vec<u8> {
+pub(crate) fn reply(request: &Request, response: &Response, fresh_mid: u16) -> Vec<u8> {
     if request.confirmable {
         response.encode(MessageType::Acknowledgement, request.mid, &request.token)
     } else {
@@ -342,7 +395,7 @@ pub fn reply(request: &Request, response: &Response, fresh_mid: u16) -> Vec<u8> 
 
 /// What the dedup cache knows about a message.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Seen {
+pub(crate) enum Seen {
     /// First time: process it.
     New,
     /// A duplicate of a message still being processed: say nothing yet.
@@ -363,20 +416,20 @@ struct Entry {
     answer: Answer,
 }
 
-pub type DedupKey = (SocketAddr, u16);
+pub(crate) type DedupKey = (SocketAddr, u16);
 
 /// Duplicate detection (§4.5) by (endpoint, message ID) within EXCHANGE_LIFETIME (CON) or
 /// NON_LIFETIME (NON), with the answer kept for replay. Bounded: beyond `capacity` entries
 /// the oldest go first, so a flood of distinct IDs costs a fixed amount of memory.
 #[derive(Debug)]
-pub struct DedupCache {
+pub(crate) struct DedupCache {
     capacity: usize,
     map: HashMap<DedupKey, Entry>,
     order: VecDeque<(DedupKey, Instant)>,
 }
 
 impl DedupCache {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         DedupCache {
             capacity: capacity.max(1),
             map: HashMap::with_capacity(capacity.min(4096)),
@@ -384,20 +437,18 @@ impl DedupCache {
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    pub fn capacity(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
 
     /// Looks a message up; a new one is recorded as in progress.
-    pub fn check(&mut self, key: DedupKey, confirmable: bool, now: Instant) -> Seen {
+    pub(crate) fn check(&mut self, key: DedupKey, confirmable: bool, now: Instant) -> Seen {
         if let Some(entry) = self.map.get(&key) {
             if entry.expires > now {
                 return match &entry.answer {
@@ -426,15 +477,10 @@ impl DedupCache {
     }
 
     /// Records the answer sent for a message (if it is still remembered).
-    pub fn answered(&mut self, key: DedupKey, bytes: Bytes) {
+    pub(crate) fn answered(&mut self, key: DedupKey, bytes: Bytes) {
         if let Some(entry) = self.map.get_mut(&key) {
             entry.answer = Answer::Sent(bytes);
         }
-    }
-
-    /// Forgets a message (its processing was abandoned and a retry should run again).
-    pub fn forget(&mut self, key: DedupKey) {
-        self.map.remove(&key);
     }
 
     fn evict(&mut self, now: Instant) {

@@ -6,17 +6,22 @@
 //! (format checks, dedup, responses), `block`, `observe`, `content`, `router`, `link_format`,
 //! tied together by `engine`. `server` is the thin tokio socket loop; `forms` describes the
 //! binding in TDs. It must not reach into another binding or keep thing state of its own.
+//!
+//! As library API: [`CoapConfig`] (with the engine's limits, and what [`Opened`] serves under
+//! `--auth`) and the binding's [`CoapForms`].
 
-pub mod access;
-pub mod block;
-pub mod content;
-pub mod engine;
-pub mod forms;
-pub mod link_format;
-pub mod message;
-pub mod observe;
-pub mod router;
-pub mod server;
+pub(crate) mod access;
+pub(crate) mod block;
+pub(crate) mod content;
+pub(crate) mod engine;
+pub(crate) mod forms;
+#[cfg(test)]
+mod fuzz;
+pub(crate) mod link_format;
+pub(crate) mod message;
+pub(crate) mod observe;
+pub(crate) mod router;
+pub(crate) mod server;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -27,12 +32,17 @@ use tokio::task::JoinHandle;
 
 use crate::core::Servient;
 use crate::td::{Origins, TdPublisher};
-pub use engine::{Engine, EngineConfig};
+pub use access::{Opened, OpenedError};
+pub use block::Block1Limits;
+pub(crate) use engine::Engine;
+pub use engine::EngineConfig;
 pub use forms::CoapForms;
+pub use observe::ObserverLimits;
 
 /// How the CoAP server runs.
 #[derive(Debug, Clone)]
 pub struct CoapConfig {
+    /// The protocol engine's limits and timings.
     pub engine: EngineConfig,
     /// An operation still running after this long is acknowledged with an empty ACK and
     /// answered later by a separate CON response (RFC 7252 §5.2.2).
@@ -59,20 +69,18 @@ impl Default for CoapConfig {
 }
 
 /// A running CoAP server.
-pub struct CoapServer {
-    /// The bound unicast addresses (the first is the one the ready line shows).
-    pub addrs: Vec<SocketAddr>,
+pub(crate) struct CoapServer {
     tasks: Vec<JoinHandle<()>>,
 }
 
 /// Binds the unicast sockets before anything starts, so the port is known for TD origins.
-pub struct Bound {
+pub(crate) struct Bound {
     sockets: Vec<tokio::net::UdpSocket>,
-    pub addrs: Vec<SocketAddr>,
+    pub(crate) addrs: Vec<SocketAddr>,
 }
 
 /// `loops`: sockets (each with its own loop and engine) sharing the port via SO_REUSEPORT.
-pub fn bind(host: IpAddr, port: u16, loops: usize) -> std::io::Result<Bound> {
+pub(crate) fn bind(host: IpAddr, port: u16, loops: usize) -> std::io::Result<Bound> {
     let sockets = server::bind_unicast(host, port, loops)?;
     let addrs = sockets
         .iter()
@@ -83,7 +91,7 @@ pub fn bind(host: IpAddr, port: u16, loops: usize) -> std::io::Result<Bound> {
 
 impl Bound {
     /// Starts one loop per socket (and per multicast group when enabled).
-    pub fn start(
+    pub(crate) fn start(
         self,
         config: CoapConfig,
         servient: Arc<Servient>,
@@ -136,16 +144,13 @@ impl Bound {
                 ));
             }
         }
-        CoapServer {
-            addrs: self.addrs,
-            tasks,
-        }
+        CoapServer { tasks }
     }
 }
 
 impl CoapServer {
     /// Waits for every loop to end (after `shutdown` turned true).
-    pub async fn stopped(self) {
+    pub(crate) async fn stopped(self) {
         for task in self.tasks {
             let _ = task.await;
         }

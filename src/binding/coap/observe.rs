@@ -15,34 +15,37 @@ use bytes::Bytes;
 use super::content::Format;
 use crate::core::Target;
 
-pub type ObserverId = u64;
+pub(crate) type ObserverId = u64;
 
 /// One observation.
 #[derive(Debug, Clone)]
-pub struct Observer {
-    pub id: ObserverId,
-    pub peer: SocketAddr,
-    pub token: Vec<u8>,
-    pub slug: String,
-    pub target: Target,
-    pub format: Format,
+pub(crate) struct Observer {
+    pub(crate) id: ObserverId,
+    pub(crate) peer: SocketAddr,
+    pub(crate) token: Vec<u8>,
+    pub(crate) slug: String,
+    pub(crate) target: Target,
+    pub(crate) format: Format,
     seq: u32,
-    pub last_con: Instant,
+    pub(crate) last_con: Instant,
     /// The message ID of our unacknowledged CON notification, if any.
-    pub outstanding: Option<u16>,
+    pub(crate) outstanding: Option<u16>,
 }
 
 impl Observer {
     /// The next Observe value: 24 bits, increasing, wrapping (RFC 7641 §4.4).
-    pub fn next_seq(&mut self) -> u32 {
+    pub(crate) fn next_seq(&mut self) -> u32 {
         self.seq = (self.seq + 1) & 0x00ff_ffff;
         self.seq
     }
 }
 
+/// How many observations the engine keeps, and how often it checks that an observer is there.
 #[derive(Debug, Clone, Copy)]
 pub struct ObserverLimits {
+    /// Observations at most, over all clients.
     pub total: usize,
+    /// Observations at most per client endpoint (more are answered without Observe).
     pub per_peer: usize,
     /// A confirmable notification at least this often, so gone clients are found (RFC 7641
     /// §4.5 requires at least one every 24 hours).
@@ -61,11 +64,11 @@ impl Default for ObserverLimits {
 
 /// Why an observer was not added; the request is then answered without Observe (§4.1).
 #[derive(Debug, PartialEq, Eq)]
-pub struct Full;
+pub(crate) struct Full;
 
 /// The observer list.
 #[derive(Debug, Default)]
-pub struct Observers {
+pub(crate) struct Observers {
     limits: ObserverLimits,
     by_key: HashMap<(SocketAddr, Vec<u8>), ObserverId>,
     by_id: HashMap<ObserverId, Observer>,
@@ -74,40 +77,33 @@ pub struct Observers {
 }
 
 impl Observers {
-    pub fn new(limits: ObserverLimits) -> Self {
+    pub(crate) fn new(limits: ObserverLimits) -> Self {
         Observers {
             limits,
             ..Default::default()
         }
     }
 
-    pub fn limits(&self) -> ObserverLimits {
-        self.limits
-    }
-
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.by_id.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
-
-    pub fn get(&self, id: ObserverId) -> Option<&Observer> {
+    pub(crate) fn get(&self, id: ObserverId) -> Option<&Observer> {
         self.by_id.get(&id)
     }
 
-    pub fn get_mut(&mut self, id: ObserverId) -> Option<&mut Observer> {
+    pub(crate) fn get_mut(&mut self, id: ObserverId) -> Option<&mut Observer> {
         self.by_id.get_mut(&id)
     }
 
-    pub fn find(&self, peer: SocketAddr, token: &[u8]) -> Option<ObserverId> {
+    pub(crate) fn find(&self, peer: SocketAddr, token: &[u8]) -> Option<ObserverId> {
         self.by_key.get(&(peer, token.to_vec())).copied()
     }
 
     /// Adds an observer. The same (endpoint, token) replaces its earlier entry (§4.1), whose id
     /// is returned second so its forwarding can stop.
-    pub fn register(
+    pub(crate) fn register(
         &mut self,
         peer: SocketAddr,
         token: &[u8],
@@ -145,7 +141,7 @@ impl Observers {
         Ok((id, replaced))
     }
 
-    pub fn remove(&mut self, id: ObserverId) -> Option<Observer> {
+    pub(crate) fn remove(&mut self, id: ObserverId) -> Option<Observer> {
         let observer = self.by_id.remove(&id)?;
         self.by_key.remove(&(observer.peer, observer.token.clone()));
         if let Some(n) = self.per_peer.get_mut(&observer.peer) {
@@ -158,7 +154,7 @@ impl Observers {
     }
 
     /// Whether the next notification to this observer should be confirmable.
-    pub fn wants_con(&self, id: ObserverId, now: Instant) -> bool {
+    pub(crate) fn wants_con(&self, id: ObserverId, now: Instant) -> bool {
         self.by_id.get(&id).is_some_and(|o| {
             o.outstanding.is_some() || now.saturating_duration_since(o.last_con) >= self.limits.con_interval
         })
@@ -166,12 +162,12 @@ impl Observers {
 }
 
 /// RFC 7252 §4.8 transmission parameters.
-pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
-pub const MAX_RETRANSMIT: u32 = 4;
+pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const MAX_RETRANSMIT: u32 = 4;
 
 /// Who a confirmable message of ours belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Owner {
+pub(crate) enum Owner {
     Observer(ObserverId),
     Separate,
 }
@@ -188,7 +184,7 @@ struct Outstanding {
 
 /// What the outbox decided on a tick.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Due {
+pub(crate) enum Due {
     Resend(SocketAddr, Bytes),
     GiveUp(Owner),
 }
@@ -196,7 +192,7 @@ pub enum Due {
 /// Our confirmable messages awaiting an ACK, bounded, with exponential back-off. Also
 /// remembers recent non-confirmable notifications so an RST to one ends its observation.
 #[derive(Debug)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     capacity: usize,
     pending: HashMap<u16, Outstanding>,
     recent_non: HashMap<(SocketAddr, u16), ObserverId>,
@@ -204,7 +200,7 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Outbox {
             capacity: capacity.max(1),
             pending: HashMap::new(),
@@ -213,21 +209,18 @@ impl Outbox {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.pending.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
 
-    pub fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         self.pending.len() < self.capacity
     }
 
     /// Tracks a CON we just sent. The first timeout is ACK_TIMEOUT scaled by a factor in
     /// [1, 1.5), derived from the message ID so tests stay deterministic.
-    pub fn track(&mut self, mid: u16, peer: SocketAddr, bytes: Bytes, owner: Owner, now: Instant) {
+    pub(crate) fn track(&mut self, mid: u16, peer: SocketAddr, bytes: Bytes, owner: Owner, now: Instant) {
         let jitter = ACK_TIMEOUT.mul_f64(f64::from(mid % 500) / 1000.0);
         let timeout = ACK_TIMEOUT + jitter;
         self.pending.insert(
@@ -245,7 +238,7 @@ impl Outbox {
 
     /// Replaces an outstanding message with a newer one (RFC 7641 §4.5.2), keeping its
     /// retransmission count so a gone client is still given up on in time.
-    pub fn supersede(&mut self, old: u16, mid: u16, bytes: Bytes, now: Instant) -> bool {
+    pub(crate) fn supersede(&mut self, old: u16, mid: u16, bytes: Bytes, now: Instant) -> bool {
         let Some(mut o) = self.pending.remove(&old) else {
             return false;
         };
@@ -256,7 +249,7 @@ impl Outbox {
     }
 
     /// An ACK or RST for one of ours: who it belonged to.
-    pub fn settle(&mut self, peer: SocketAddr, mid: u16) -> Option<Owner> {
+    pub(crate) fn settle(&mut self, peer: SocketAddr, mid: u16) -> Option<Owner> {
         match self.pending.get(&mid) {
             Some(o) if o.peer == peer => self.pending.remove(&mid).map(|o| o.owner),
             _ => None,
@@ -264,7 +257,7 @@ impl Outbox {
     }
 
     /// Records a NON notification so a later RST can be matched to its observer.
-    pub fn sent_non(&mut self, peer: SocketAddr, mid: u16, id: ObserverId) {
+    pub(crate) fn sent_non(&mut self, peer: SocketAddr, mid: u16, id: ObserverId) {
         if self.recent_order.len() >= self.capacity
             && let Some(old) = self.recent_order.pop_front()
         {
@@ -275,12 +268,12 @@ impl Outbox {
         }
     }
 
-    pub fn non_owner(&mut self, peer: SocketAddr, mid: u16) -> Option<ObserverId> {
+    pub(crate) fn non_owner(&mut self, peer: SocketAddr, mid: u16) -> Option<ObserverId> {
         self.recent_non.remove(&(peer, mid))
     }
 
     /// Retransmissions and give-ups due at `now`.
-    pub fn tick(&mut self, now: Instant) -> Vec<Due> {
+    pub(crate) fn tick(&mut self, now: Instant) -> Vec<Due> {
         let mut out = Vec::new();
         let mut gone = Vec::new();
         for (mid, o) in self.pending.iter_mut() {

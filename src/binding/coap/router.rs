@@ -6,7 +6,7 @@ use super::message::{DELETE, GET, POST, PUT};
 
 /// A resource named by a request's Uri-Path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resource {
+pub(crate) enum Resource {
     WellKnownCore,
     WellKnownWot,
     Things,
@@ -22,7 +22,7 @@ pub enum Resource {
 
 impl Resource {
     /// The methods the resource takes (for 4.05).
-    pub fn methods(&self) -> &'static [u8] {
+    pub(crate) fn methods(&self) -> &'static [u8] {
         match self {
             Resource::WellKnownCore
             | Resource::WellKnownWot
@@ -38,12 +38,12 @@ impl Resource {
         }
     }
 
-    pub fn allows(&self, method: u8) -> bool {
+    pub(crate) fn allows(&self, method: u8) -> bool {
         self.methods().contains(&method)
     }
 
     /// The thing the resource belongs to, if any.
-    pub fn slug(&self) -> Option<&str> {
+    pub(crate) fn slug(&self) -> Option<&str> {
         match self {
             Resource::Td(s)
             | Resource::Properties(s)
@@ -59,7 +59,7 @@ impl Resource {
 }
 
 /// Finds the resource of a path; `None` is 4.04.
-pub fn resource(path: &[String]) -> Option<Resource> {
+pub(crate) fn resource(path: &[String]) -> Option<Resource> {
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
     let own = |s: &str| s.to_owned();
     Some(match p.as_slice() {
@@ -76,11 +76,6 @@ pub fn resource(path: &[String]) -> Option<Resource> {
         ["things", t, "events", n] => Resource::Event(own(t), own(n)),
         _ => return None,
     })
-}
-
-/// The path of a thing's resource, as it appears in hrefs and Location-Path.
-pub fn thing_path(slug: &str) -> String {
-    format!("/things/{slug}")
 }
 
 #[cfg(test)]

@@ -20,9 +20,9 @@ use super::observe::ObserverId;
 use crate::core::{Error, Received, Reply, Servient};
 
 /// The IPv4 "All CoAP Nodes" group (RFC 7252 §12.8).
-pub const ALL_COAP_NODES_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 1, 187);
+pub(crate) const ALL_COAP_NODES_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 1, 187);
 /// The IPv6 link-local "All CoAP Nodes" group.
-pub const ALL_COAP_NODES_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0xfd);
+pub(crate) const ALL_COAP_NODES_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0xfd);
 
 enum Event {
     Done(Box<(Exchange, Result<Reply, Error>)>),
@@ -105,7 +105,7 @@ fn bind_group(addr: SocketAddr, only_v6: bool, loops: usize) -> std::io::Result<
 /// Binds the unicast sockets for `host:port`: `loops` sockets on the address; for an
 /// unspecified address also the other family's unspecified address on the same port
 /// (IPv6-only, one socket), skipped with a warning when unavailable.
-pub fn bind_unicast(host: IpAddr, port: u16, loops: usize) -> std::io::Result<Vec<UdpSocket>> {
+pub(crate) fn bind_unicast(host: IpAddr, port: u16, loops: usize) -> std::io::Result<Vec<UdpSocket>> {
     let first = SocketAddr::new(host, port);
     let mut out = bind_group(first, !host.is_unspecified(), loops)?;
     let bound = out[0].local_addr()?;
@@ -125,7 +125,7 @@ pub fn bind_unicast(host: IpAddr, port: u16, loops: usize) -> std::io::Result<Ve
 
 /// Binds sockets on the All-CoAP-Nodes groups (IPv4 and IPv6) at `port`. Each is bound to its
 /// group address, so it receives only group traffic. Failures are logged, not fatal.
-pub fn bind_multicast(port: u16) -> Vec<UdpSocket> {
+pub(crate) fn bind_multicast(port: u16) -> Vec<UdpSocket> {
     let mut out = Vec::new();
     let v4 = (|| {
         let addr = SocketAddr::new(IpAddr::V4(ALL_COAP_NODES_V4), port);
@@ -156,7 +156,7 @@ pub fn bind_multicast(port: u16) -> Vec<UdpSocket> {
 ///
 /// `reply` is the socket answers leave from (for a multicast socket: a unicast one, so the
 /// answer's source is our unicast address, RFC 7252 §8.1).
-pub fn spawn_loop(
+pub(crate) fn spawn_loop(
     socket: Arc<UdpSocket>,
     reply: Arc<UdpSocket>,
     multicast: bool,

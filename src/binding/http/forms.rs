@@ -6,10 +6,10 @@ use wot_td::protocol::http::{Form as HtvForm, Method};
 use wot_td::thing::FormOperation as Op;
 
 use crate::core::ExposedThing;
-use crate::td::forms::{Form, FormProvider, Origins, form};
+use crate::td::{Form, FormProvider, Origins, form};
 
-pub const PROFILE_BASIC: &str = "https://www.w3.org/2022/wot/profile/http-basic/v1";
-pub const PROFILE_SSE: &str = "https://www.w3.org/2022/wot/profile/http-sse/v1";
+pub(crate) const PROFILE_BASIC: &str = "https://www.w3.org/2022/wot/profile/http-basic/v1";
+pub(crate) const PROFILE_SSE: &str = "https://www.w3.org/2022/wot/profile/http-sse/v1";
 
 /// Contributes HTTP forms to every TD.
 #[derive(Debug, Default)]

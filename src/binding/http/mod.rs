@@ -4,11 +4,14 @@
 //! It translates HTTP into core operations and back (`routes`), streams notifications (`sse`),
 //! maps errors once (`problem`) and describes itself in TDs (`forms`). It must not reach into
 //! another binding or keep thing state of its own.
+//!
+//! As library API: the port's [`Security`] and [`Timeouts`], the default body limit, the
+//! binding's [`HttpForms`], and [`Mount`], how another adapter adds routes to the port.
 
-pub mod forms;
-pub mod problem;
-pub mod routes;
-pub mod sse;
+pub(crate) mod forms;
+pub(crate) mod problem;
+pub(crate) mod routes;
+pub(crate) mod sse;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,25 +30,26 @@ pub use forms::HttpForms;
 use problem::HttpError;
 
 /// Everything the handlers share.
-pub struct HttpState {
-    pub servient: Arc<Servient>,
-    pub publisher: Arc<TdPublisher>,
+pub(crate) struct HttpState {
+    pub(crate) servient: Arc<Servient>,
+    pub(crate) publisher: Arc<TdPublisher>,
     /// Public origin (`--base-url`); when None, the request's scheme and Host are used.
-    pub base_url: Option<String>,
+    pub(crate) base_url: Option<String>,
     /// The CoAP origin for TD forms, when CoAP runs.
-    pub coap_origin: Option<String>,
+    pub(crate) coap_origin: Option<String>,
     /// The id of the directory TD served at `/.well-known/wot` when several things run.
-    pub directory_id: String,
-    pub body_limit: usize,
-    pub keepalive: Duration,
+    pub(crate) directory_id: String,
+    pub(crate) body_limit: usize,
+    pub(crate) keepalive: Duration,
     /// Turns true when the server shuts down; open streams end.
-    pub shutdown: watch::Receiver<bool>,
+    pub(crate) shutdown: watch::Receiver<bool>,
     /// Open SSE streams, per client address and in total.
-    pub subscribers: crate::limits::Subscribers,
+    pub(crate) subscribers: crate::limits::Subscribers,
     /// The longest a request body may take to arrive (slow clients get 408).
-    pub body_timeout: Duration,
+    pub(crate) body_timeout: Duration,
 }
 
+/// The largest request body taken by default (1 MiB); larger ones are answered 413.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
 const CORS_METHODS: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
@@ -76,7 +80,7 @@ fn preflight() -> HttpResponse {
 }
 
 /// Registers every route of the binding.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     use routes::*;
     cfg.service(
         web::resource("/.well-known/wot")
@@ -141,9 +145,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// Routes another adapter serves on the HTTP port (the WebSocket binding, the legacy WebThings
-/// API). Mounts are registered before the HTTP binding's own routes, so a guarded resource (for
-/// example `GET /things/{id}` with `Upgrade: websocket`) is tried first. The runtime composes
-/// them; the HTTP binding never names another binding.
+/// API, a [`crate::runtime::Adapter`] from another crate). Mounts are registered before the
+/// HTTP binding's own routes, so a guarded resource (for example `GET /things/{id}` with
+/// `Upgrade: websocket`) is tried first. The runtime composes them; the HTTP binding never
+/// names another binding.
 pub type Mount = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 
 /// Connection limits and timeouts of the HTTP port.
@@ -169,7 +174,7 @@ impl Default for Timeouts {
 
 /// Starts the HTTP server on an already bound listener. The caller stops it through the
 /// returned handle (graceful: in-flight requests finish, streams end via `shutdown`).
-pub fn start(
+pub(crate) fn start(
     state: HttpState,
     listener: std::net::TcpListener,
     workers: usize,
@@ -191,15 +196,7 @@ pub fn start(
                 // Every request passes here first, whatever adapter serves it: the Host check
                 // against DNS rebinding, CORS preflights (answered without credentials, as
                 // browsers send none), then authentication.
-                let over = req
-                    .conn_data::<crate::limits::ConnectionSlot>()
-                    .is_some_and(|slot| !slot.admitted());
-                let refused = if over {
-                    Some(problem::HttpError::TooManyConnections(max_connections).error_response())
-                } else {
-                    security.judge(&req)
-                };
-                if let Some(refusal) = refused {
+                if let Some(refusal) = refusal(&req, &security, max_connections) {
                     let res = req.into_response(refusal).map_into_right_body();
                     Either::Left(std::future::ready(Ok(res)))
                 } else if req.method() == Method::OPTIONS {
@@ -225,16 +222,7 @@ pub fn start(
     .workers(workers.max(1))
     // Every connection takes a slot when accepted; one over the maximum is still accepted so
     // the middleware can answer it 503 instead of leaving it in the backlog.
-    .on_connect(move |connection, extensions| {
-        if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            extensions.insert(super::ConnectionSocket::of(tcp));
-        }
-        let slot = connections.admit();
-        if !slot.admitted() {
-            tracing::warn!(max = connections.max(), "connection limit reached; answering 503");
-        }
-        extensions.insert(slot);
-    })
+    .on_connect(move |connection, extensions| on_connect(connection, extensions, &connections))
     // A request head must arrive in time (slowloris gets 408), an idle keep-alive connection
     // is closed, and a closing client gets 1 s to go.
     .client_request_timeout(timeouts.head)
@@ -249,11 +237,48 @@ pub fn start(
     Ok(server.run())
 }
 
+/// Why a request is refused before any handler runs, if it is: its connection is over the
+/// limit (503), its Host is not allowed, or its credentials are missing or wrong.
+fn refusal(
+    req: &actix_web::dev::ServiceRequest,
+    security: &Security,
+    max_connections: usize,
+) -> Option<HttpResponse> {
+    let over = req
+        .conn_data::<crate::limits::ConnectionSlot>()
+        .is_some_and(|slot| !slot.admitted());
+    if over {
+        Some(problem::HttpError::TooManyConnections(max_connections).error_response())
+    } else {
+        security.judge(req)
+    }
+}
+
+/// Records an accepted connection's descriptor (for the WebSocket binding) and its slot in the
+/// connection limit.
+fn on_connect(
+    connection: &dyn std::any::Any,
+    extensions: &mut actix_web::dev::Extensions,
+    connections: &crate::limits::Connections,
+) {
+    if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        extensions.insert(super::ConnectionSocket::of(tcp));
+    }
+    let slot = connections.admit();
+    if !slot.admitted() {
+        tracing::warn!(max = connections.max(), "connection limit reached; answering 503");
+    }
+    extensions.insert(slot);
+}
+
 /// What the HTTP port enforces before any handler runs.
 #[derive(Debug, Clone)]
 pub struct Security {
+    /// TLS (HTTPS), when set; the port then speaks nothing else.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Credentials every request must carry, when set.
     pub auth: Option<Arc<Auth>>,
+    /// The Host headers a request may name (against DNS rebinding).
     pub hosts: HostPolicy,
 }
 

@@ -10,17 +10,16 @@ use actix_web::{HttpResponse, ResponseError};
 use crate::binding::problem::Problem;
 use crate::core::{Error, ErrorKind};
 
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Anything a handler can fail with.
 #[derive(Debug)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     Core(Error),
     UnsupportedMediaType(String),
     PayloadTooLarge(usize),
     MethodNotAllowed(&'static str),
     NotFound(String),
-    NotAcceptable(String),
     /// Query arguments that cannot be used (TDD `additionalResponses`: 400).
     BadQuery(String),
     /// The Host header names none of the device's names (DNS rebinding): 403.
@@ -51,7 +50,6 @@ impl std::fmt::Display for HttpError {
             }
             HttpError::MethodNotAllowed(allow) => write!(f, "method not allowed here; allowed: {allow}"),
             HttpError::NotFound(path) => write!(f, "no resource at '{path}'"),
-            HttpError::NotAcceptable(what) => write!(f, "cannot produce any of '{what}'"),
             HttpError::HostNotAllowed => write!(
                 f,
                 "this Host is not one of the device's names (DNS rebinding protection); allow it with --allow-host"
@@ -78,7 +76,7 @@ impl std::fmt::Display for HttpError {
 /// The HTTP status of each kind of core error. Writing a read-only property (or reading a
 /// write-only one) stays the 400 clients of this binding have always had; its problem names the
 /// `rule`. A 405 would also need an `Allow` header per property.
-pub fn kind_status(kind: ErrorKind) -> StatusCode {
+pub(crate) fn kind_status(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::BadRequest | ErrorKind::WrongDirection => StatusCode::BAD_REQUEST,
@@ -98,7 +96,6 @@ impl HttpError {
             HttpError::PayloadTooLarge(_) => ("/problems/payload-too-large", "Payload too large"),
             HttpError::MethodNotAllowed(_) => ("/problems/method-not-allowed", "Method not allowed"),
             HttpError::NotFound(_) => ("/problems/not-found", "Not found"),
-            HttpError::NotAcceptable(_) => ("/problems/not-acceptable", "Not acceptable"),
             HttpError::HostNotAllowed => ("/problems/host-not-allowed", "Host not allowed"),
             HttpError::Unauthorized(_) => ("/problems/unauthorized", "Unauthorized"),
             HttpError::TooManySubscriptions(_) => ("/problems/too-many-streams", "Too many open streams"),
@@ -118,7 +115,6 @@ impl ResponseError for HttpError {
             HttpError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::NotFound(_) => StatusCode::NOT_FOUND,
-            HttpError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             HttpError::HostNotAllowed => StatusCode::FORBIDDEN,
             HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             HttpError::TooManySubscriptions(crate::limits::LimitHit::PerClient(_)) => {

@@ -125,7 +125,7 @@ async fn require_json(state: &HttpState, req: &HttpRequest, payload: web::Payloa
 
 // ---------------------------------------------------------------- Thing Descriptions
 
-pub async fn thing_description(state: State, req: HttpRequest, path: web::Path<String>) -> Result {
+pub(crate) async fn thing_description(state: State, req: HttpRequest, path: web::Path<String>) -> Result {
     let thing = state.servient.thing(&path)?;
     let bytes = state
         .publisher
@@ -134,7 +134,7 @@ pub async fn thing_description(state: State, req: HttpRequest, path: web::Path<S
     Ok(HttpResponse::Ok().content_type(TD_MEDIA_TYPE).body(bytes))
 }
 
-pub async fn well_known(state: State, req: HttpRequest) -> Result {
+pub(crate) async fn well_known(state: State, req: HttpRequest) -> Result {
     let things = state.servient.things();
     let origins = origins(&state, &req);
     let bytes = if let [only] = things.as_slice() {
@@ -151,7 +151,7 @@ pub async fn well_known(state: State, req: HttpRequest) -> Result {
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Page {
+pub(crate) struct Page {
     limit: Option<usize>,
     offset: Option<usize>,
     format: Option<String>,
@@ -168,7 +168,7 @@ fn collection_etag(ids: &[&str]) -> String {
 /// `GET /things`: every TD, ordered by id (Unicode code points), with optional limit/offset
 /// pagination, `Link` next + canonical headers, and `format=collection` (WoT Discovery
 /// §7.3.2.1.5). Bad arguments are 400 problem+json, as the directory TD's form says.
-pub async fn all_things(state: State, req: HttpRequest) -> Result {
+pub(crate) async fn all_things(state: State, req: HttpRequest) -> Result {
     let page = web::Query::<Page>::from_query(req.query_string())
         .map_err(|e| HttpError::BadQuery(e.to_string()))?
         .into_inner();
@@ -240,7 +240,11 @@ pub async fn all_things(state: State, req: HttpRequest) -> Result {
 
 // ---------------------------------------------------------------- properties
 
-pub async fn read_property(state: State, req: HttpRequest, path: web::Path<(String, String)>) -> Result {
+pub(crate) async fn read_property(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result {
     let (id, name) = path.into_inner();
     if wants_event_stream(&req) {
         return event_stream(&state, &req, &id, Target::Property(name));
@@ -251,7 +255,7 @@ pub async fn read_property(state: State, req: HttpRequest, path: web::Path<(Stri
     }
 }
 
-pub async fn write_property(
+pub(crate) async fn write_property(
     state: State,
     req: HttpRequest,
     path: web::Path<(String, String)>,
@@ -268,7 +272,7 @@ pub async fn write_property(
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn read_all_properties(state: State, req: HttpRequest, path: web::Path<String>) -> Result {
+pub(crate) async fn read_all_properties(state: State, req: HttpRequest, path: web::Path<String>) -> Result {
     let id = path.into_inner();
     if wants_event_stream(&req) {
         return event_stream(&state, &req, &id, Target::AllProperties);
@@ -279,7 +283,7 @@ pub async fn read_all_properties(state: State, req: HttpRequest, path: web::Path
     }
 }
 
-pub async fn write_properties(
+pub(crate) async fn write_properties(
     state: State,
     req: HttpRequest,
     path: web::Path<String>,
@@ -317,7 +321,7 @@ fn status_body(origins: &Origins, thing: &str, status: &ActionStatus) -> Value {
     status.to_json(Some(&status_href(origins, thing, status)))
 }
 
-pub async fn invoke_action(
+pub(crate) async fn invoke_action(
     state: State,
     req: HttpRequest,
     path: web::Path<(String, String)>,
@@ -348,7 +352,7 @@ pub async fn invoke_action(
     }
 }
 
-pub async fn query_action(
+pub(crate) async fn query_action(
     state: State,
     req: HttpRequest,
     path: web::Path<(String, String, String)>,
@@ -366,7 +370,7 @@ pub async fn query_action(
     }
 }
 
-pub async fn cancel_action(state: State, path: web::Path<(String, String, String)>) -> Result {
+pub(crate) async fn cancel_action(state: State, path: web::Path<(String, String, String)>) -> Result {
     let (id, name, action_id) = path.into_inner();
     state
         .servient
@@ -375,7 +379,7 @@ pub async fn cancel_action(state: State, path: web::Path<(String, String, String
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn query_all_actions(state: State, req: HttpRequest, path: web::Path<String>) -> Result {
+pub(crate) async fn query_all_actions(state: State, req: HttpRequest, path: web::Path<String>) -> Result {
     let id = path.into_inner();
     let Reply::AllStatuses(grouped) = state.servient.handle(&id, Operation::QueryAllActions).await? else {
         return Err(Error::Internal("unexpected reply".into()).into());
@@ -397,12 +401,16 @@ pub async fn query_all_actions(state: State, req: HttpRequest, path: web::Path<S
 
 // ---------------------------------------------------------------- events
 
-pub async fn subscribe_event(state: State, req: HttpRequest, path: web::Path<(String, String)>) -> Result {
+pub(crate) async fn subscribe_event(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result {
     let (id, name) = path.into_inner();
     event_stream(&state, &req, &id, Target::Event(name))
 }
 
-pub async fn subscribe_all_events(state: State, req: HttpRequest, path: web::Path<String>) -> Result {
+pub(crate) async fn subscribe_all_events(state: State, req: HttpRequest, path: web::Path<String>) -> Result {
     event_stream(&state, &req, &path, Target::AllEvents)
 }
 
@@ -427,24 +435,24 @@ async fn longpoll(state: &HttpState, id: &str, target: Target) -> Result {
     Ok(HttpResponse::Ok().content_type(JSON).body(body.to_string()))
 }
 
-pub async fn longpoll_property(state: State, path: web::Path<(String, String)>) -> Result {
+pub(crate) async fn longpoll_property(state: State, path: web::Path<(String, String)>) -> Result {
     let (id, name) = path.into_inner();
     longpoll(&state, &id, Target::Property(name)).await
 }
 
-pub async fn longpoll_all_properties(state: State, path: web::Path<String>) -> Result {
+pub(crate) async fn longpoll_all_properties(state: State, path: web::Path<String>) -> Result {
     longpoll(&state, &path, Target::AllProperties).await
 }
 
-pub async fn longpoll_event(state: State, path: web::Path<(String, String)>) -> Result {
+pub(crate) async fn longpoll_event(state: State, path: web::Path<(String, String)>) -> Result {
     let (id, name) = path.into_inner();
     longpoll(&state, &id, Target::Event(name)).await
 }
 
-pub async fn longpoll_all_events(state: State, path: web::Path<String>) -> Result {
+pub(crate) async fn longpoll_all_events(state: State, path: web::Path<String>) -> Result {
     longpoll(&state, &path, Target::AllEvents).await
 }
 
-pub async fn not_found(req: HttpRequest) -> Result {
+pub(crate) async fn not_found(req: HttpRequest) -> Result {
     Err(HttpError::NotFound(req.path().to_owned()))
 }

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::core::{EncodingSlot, Notification, Received, SeenUpTo, Subscription};
 use crate::limits::Permit;
 
-pub const EVENT_STREAM: &str = "text/event-stream";
+pub(crate) const EVENT_STREAM: &str = "text/event-stream";
 
 fn frame(n: &Notification) -> Bytes {
     let data: &[u8] = if n.data.is_empty() { b"null" } else { &n.data };
@@ -38,7 +38,7 @@ fn frame(n: &Notification) -> Bytes {
 
 /// Where a client's `Last-Event-ID` says it left off: `<time>/<sequence>` as this module writes
 /// ids, or a bare sequence number. Anything else (an id of another server) resumes nowhere.
-pub fn resume_point(last_event_id: &str) -> Option<SeenUpTo> {
+pub(crate) fn resume_point(last_event_id: &str) -> Option<SeenUpTo> {
     let (timestamp, seq) = match last_event_id.trim().rsplit_once('/') {
         Some((time, seq)) => (Some(time.to_owned()), seq),
         None => (None, last_event_id.trim()),
@@ -60,7 +60,7 @@ struct StreamState {
 
 /// A `text/event-stream` response that forwards the subscription until the client goes away or
 /// the server shuts down.
-pub fn response(
+pub(crate) fn response(
     subscription: Subscription,
     permit: Permit,
     shutdown: watch::Receiver<bool>,
@@ -108,7 +108,7 @@ pub fn response(
 
 /// Waits for the next matching notification (longpoll). `None` when the wait timed out or the
 /// server is shutting down.
-pub async fn next(
+pub(crate) async fn next(
     mut subscription: Subscription,
     mut shutdown: watch::Receiver<bool>,
     wait: Duration,

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::core::ExposedThing;
 
-pub const WEBTHINGS_CONTEXT: &str = "https://webthings.io/schemas";
+pub(crate) const WEBTHINGS_CONTEXT: &str = "https://webthings.io/schemas";
 
 /// Keys of a TD affordance that have no meaning in the legacy description.
 const TD_ONLY: &[&str] = &[
@@ -33,7 +33,7 @@ const EVENT_DATA_KEYS: &[&str] = &[
     "@type",
 ];
 
-pub fn prefix(slug: &str) -> String {
+pub(crate) fn prefix(slug: &str) -> String {
     format!("/webthing/{slug}")
 }
 
@@ -80,7 +80,7 @@ fn section(model: &Value, base: &str, kind: &str, rel: &str, adjust: Adjust<'_>)
 }
 
 /// The origin-independent description of a thing.
-pub fn template(thing: &ExposedThing, security: &(Value, Value)) -> Value {
+pub(crate) fn template(thing: &ExposedThing, security: &(Value, Value)) -> Value {
     let model = &thing.model;
     let base = prefix(&thing.slug);
     let properties = section(model, &base, "properties", "property", &|_, _| {});
@@ -123,7 +123,7 @@ pub fn template(thing: &ExposedThing, security: &(Value, Value)) -> Value {
 
 /// The description as served to one request: `base` and the absolute `alternate` WebSocket link
 /// from the public origin (`http://host:port` or `https://...`).
-pub fn for_origin(template: &Value, slug: &str, origin: &str) -> Value {
+pub(crate) fn for_origin(template: &Value, slug: &str, origin: &str) -> Value {
     let mut d = template.clone();
     let ws_origin = match origin.strip_prefix("https://") {
         Some(rest) => format!("wss://{rest}"),

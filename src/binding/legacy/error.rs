@@ -10,7 +10,7 @@ use super::wire;
 use crate::core::{Error, ErrorKind};
 
 #[derive(Debug)]
-pub enum LegacyError {
+pub(crate) enum LegacyError {
     Core(Error),
     /// A request the legacy API cannot take, with the status to answer.
     Request(StatusCode, String),
@@ -25,7 +25,7 @@ impl From<Error> for LegacyError {
 }
 
 impl LegacyError {
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         LegacyError::Request(StatusCode::BAD_REQUEST, message.into())
     }
 }
@@ -41,7 +41,7 @@ impl std::fmt::Display for LegacyError {
 }
 
 /// The status code of a core error on the legacy API.
-pub fn core_status(e: &Error) -> StatusCode {
+pub(crate) fn core_status(e: &Error) -> StatusCode {
     match e.kind() {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::BadRequest | ErrorKind::WrongDirection => StatusCode::BAD_REQUEST,

@@ -8,12 +8,12 @@
 //! nothing under `/things/`, and never reaches into another binding: the runtime mounts
 //! [`Legacy::configure`] on the HTTP server.
 
-pub mod describe;
-pub mod error;
-pub mod queue;
-pub mod routes;
-pub mod socket;
-pub mod wire;
+pub(crate) mod describe;
+pub(crate) mod error;
+pub(crate) mod queue;
+pub(crate) mod routes;
+pub(crate) mod socket;
+pub(crate) mod wire;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -28,17 +28,17 @@ use crate::core::{EncodingSlot, Error, ExposedThing, Notification, Received, Ser
 use queue::{ActionQueue, Record, Runner};
 
 /// Event occurrences kept per thing for `GET .../events` (the Gateway polls it every 5 s).
-pub const EVENT_LOG: usize = 64;
+pub(crate) const EVENT_LOG: usize = 64;
 /// Action requests kept per thing for `GET .../actions`.
-pub const ACTION_QUEUE: usize = 128;
+pub(crate) const ACTION_QUEUE: usize = 128;
 /// Synchronous actions this adapter may run at once per thing.
-pub const MAX_ADAPTER_RUNS: usize = 64;
+pub(crate) const MAX_ADAPTER_RUNS: usize = 64;
 /// Largest WebSocket message and request body accepted.
-pub const MAX_MESSAGE: usize = 64 * 1024;
+pub(crate) const MAX_MESSAGE: usize = 64 * 1024;
 
 /// The adapter's view of one thing.
-pub struct LegacyThing {
-    pub thing: Arc<ExposedThing>,
+pub(crate) struct LegacyThing {
+    pub(crate) thing: Arc<ExposedThing>,
     template: Value,
     clock: wire::StampClock,
     events: Mutex<VecDeque<(Arc<str>, Bytes)>>,
@@ -59,7 +59,7 @@ impl LegacyThing {
         }
     }
 
-    pub fn slug(&self) -> &str {
+    pub(crate) fn slug(&self) -> &str {
         &self.thing.slug
     }
 
@@ -73,7 +73,7 @@ impl LegacyThing {
 
     /// The legacy WebSocket frame of a core notification, made once per notification and shared
     /// by every legacy socket and the event log (so an event has one timestamp everywhere).
-    pub fn frame(&self, n: &Notification) -> Bytes {
+    pub(crate) fn frame(&self, n: &Notification) -> Bytes {
         n.encoded(EncodingSlot::Legacy, |n| match &n.topic {
             Topic::Property(name) => wire::message("propertyStatus", &wire::keyed(name, &n.data)),
             Topic::Event(name) => {
@@ -122,7 +122,7 @@ impl LegacyThing {
     }
 
     /// `[{name: {data, timestamp}}, ...]`, oldest first, optionally of one event only.
-    pub fn events_json(&self, name: Option<&str>) -> Bytes {
+    pub(crate) fn events_json(&self, name: Option<&str>) -> Bytes {
         let log = self.event_log();
         let mut out = Vec::with_capacity(64 * log.len() + 2);
         out.push(b'[');
@@ -151,7 +151,7 @@ impl LegacyThing {
 
     /// Queues an action request (`POST .../actions` or WebSocket `requestAction`); `params` is
     /// the `{"input": ...}` object. Bad input is refused here, before anything is queued.
-    pub fn request_action(self: &Arc<Self>, name: &str, params: &Value) -> Result<Record, Error> {
+    pub(crate) fn request_action(self: &Arc<Self>, name: &str, params: &Value) -> Result<Record, Error> {
         let input = match params {
             Value::Object(p) => p.get("input").cloned(),
             Value::Null => None,
@@ -233,7 +233,7 @@ impl LegacyThing {
     }
 
     /// One action instance, requested here or (for asynchronous actions) by any binding.
-    pub fn action(&self, name: &str, id: &str) -> Result<Record, Error> {
+    pub(crate) fn action(&self, name: &str, id: &str) -> Result<Record, Error> {
         let local = self.queue().get(name, id).cloned();
         match local {
             Some(mut r) if r.runner == Runner::Core && !queue::is_final(r.status) => {
@@ -255,7 +255,7 @@ impl LegacyThing {
     }
 
     /// Every queued request, oldest first, with current statuses.
-    pub fn actions(&self, name: Option<&str>) -> Vec<Record> {
+    pub(crate) fn actions(&self, name: Option<&str>) -> Vec<Record> {
         let list = self.queue().list(name);
         list.into_iter()
             .map(|r| self.action(&r.name, &r.id).unwrap_or(r))
@@ -263,7 +263,7 @@ impl LegacyThing {
     }
 
     /// `DELETE .../actions/{name}/{id}`: cancels the instance if it still runs and forgets it.
-    pub fn remove_action(&self, name: &str, id: &str) -> Result<(), Error> {
+    pub(crate) fn remove_action(&self, name: &str, id: &str) -> Result<(), Error> {
         self.thing.action(name)?;
         let removed = self.queue().remove(name, id);
         match removed {
@@ -286,7 +286,7 @@ impl LegacyThing {
         }
     }
 
-    pub fn subscribe_statuses(&self) -> broadcast::Receiver<Bytes> {
+    pub(crate) fn subscribe_statuses(&self) -> broadcast::Receiver<Bytes> {
         self.statuses.subscribe()
     }
 }
@@ -303,8 +303,8 @@ fn not_queued(e: Error, name: &str, id: &str) -> Error {
 }
 
 /// What the handlers share.
-pub struct LegacyState {
-    pub servient: Arc<Servient>,
+pub(crate) struct LegacyState {
+    pub(crate) servient: Arc<Servient>,
     /// The adapter of each thing the servient exposes, kept in step with it (hot reload).
     things: RwLock<HashMap<String, Arc<LegacyThing>>>,
     /// The event-log task of each thing with events.
@@ -312,16 +312,16 @@ pub struct LegacyState {
     /// `securityDefinitions` and `security` every description states.
     security: (Value, Value),
     /// `--base-url`; when None, the request's scheme and Host give the origin.
-    pub base_url: Option<String>,
+    pub(crate) base_url: Option<String>,
     /// The pool of SSE streams and sockets shared with the other bindings of the HTTP port.
-    pub subscribers: crate::limits::Subscribers,
-    pub shutdown: watch::Receiver<bool>,
+    pub(crate) subscribers: crate::limits::Subscribers,
+    pub(crate) shutdown: watch::Receiver<bool>,
     /// A socket's peer is pinged after this much silence and dropped after twice it (zero: off).
-    pub ping_interval: std::time::Duration,
+    pub(crate) ping_interval: std::time::Duration,
 }
 
 impl LegacyState {
-    pub fn thing(&self, slug: &str) -> Result<Arc<LegacyThing>, Error> {
+    pub(crate) fn thing(&self, slug: &str) -> Result<Arc<LegacyThing>, Error> {
         self.things
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -331,7 +331,7 @@ impl LegacyState {
     }
 
     /// Things in the order the servient exposes them.
-    pub fn all(&self) -> Vec<Arc<LegacyThing>> {
+    pub(crate) fn all(&self) -> Vec<Arc<LegacyThing>> {
         let things = self.things.read().unwrap_or_else(|p| p.into_inner());
         self.servient
             .slugs()
@@ -372,7 +372,7 @@ impl LegacyState {
 }
 
 /// The running adapter: its state and the task that follows the servient's things.
-pub struct Legacy {
+pub(crate) struct Legacy {
     state: web::Data<LegacyState>,
     follower: JoinHandle<()>,
 }
@@ -382,7 +382,7 @@ impl Legacy {
     /// are added, replaced or removed. Must run inside a tokio runtime.
     /// `security`: the `securityDefinitions` and `security` the HTTP port enforces.
     /// `ping_interval`: the sockets' keepalive, as for the Web Thing Protocol's.
-    pub fn start(
+    pub(crate) fn start(
         servient: Arc<Servient>,
         base_url: Option<String>,
         security: &(Value, Value),
@@ -414,13 +414,13 @@ impl Legacy {
     }
 
     /// Registers `/webthing/...` on an actix app (the runtime hands this to the HTTP server).
-    pub fn configure(&self) -> impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static {
+    pub(crate) fn configure(&self) -> impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static {
         let state = self.state.clone();
         move |cfg: &mut web::ServiceConfig| routes::configure(cfg, state.clone())
     }
 
     /// Stops following the servient and the event-log tasks.
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         self.follower.abort();
         let mut logs = self.state.logs.lock().unwrap_or_else(|p| p.into_inner());
         for (_, log) in logs.drain() {

@@ -15,7 +15,7 @@ use crate::core::{ActionStatus, Status};
 
 /// Who runs an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Runner {
+pub(crate) enum Runner {
     /// An asynchronous core action: the core's registry runs it under the same id.
     Core,
     /// A synchronous core action that this adapter runs in its own task so it can be queued.
@@ -23,28 +23,28 @@ pub enum Runner {
 }
 
 #[derive(Debug, Clone)]
-pub struct Record {
-    pub id: Arc<str>,
-    pub name: Arc<str>,
-    pub input: Option<Value>,
-    pub status: &'static str,
-    pub time_requested: String,
-    pub time_completed: Option<String>,
-    pub runner: Runner,
-    pub abort: Option<AbortHandle>,
+pub(crate) struct Record {
+    pub(crate) id: Arc<str>,
+    pub(crate) name: Arc<str>,
+    pub(crate) input: Option<Value>,
+    pub(crate) status: &'static str,
+    pub(crate) time_requested: String,
+    pub(crate) time_completed: Option<String>,
+    pub(crate) runner: Runner,
+    pub(crate) abort: Option<AbortHandle>,
 }
 
-pub const CREATED: &str = "created";
-pub const PENDING: &str = "pending";
-pub const COMPLETED: &str = "completed";
-pub const FAILED: &str = "failed";
+pub(crate) const CREATED: &str = "created";
+pub(crate) const PENDING: &str = "pending";
+pub(crate) const COMPLETED: &str = "completed";
+pub(crate) const FAILED: &str = "failed";
 
-pub fn is_final(status: &str) -> bool {
+pub(crate) fn is_final(status: &str) -> bool {
     status == COMPLETED || status == FAILED
 }
 
 /// The Mozilla status of a core ActionStatus.
-pub fn mozilla_status(status: Status) -> &'static str {
+pub(crate) fn mozilla_status(status: Status) -> &'static str {
     match status {
         Status::Pending | Status::Running => PENDING,
         Status::Completed => COMPLETED,
@@ -54,13 +54,13 @@ pub fn mozilla_status(status: Status) -> &'static str {
 
 /// `/webthing/{thing}/actions/{name}/{id}`: the same string in the POST answer, in GET and in
 /// every WebSocket `actionStatus` (the Gateway's adapter keys its map on it).
-pub fn href(thing: &str, name: &str, id: &str) -> String {
+pub(crate) fn href(thing: &str, name: &str, id: &str) -> String {
     format!("/webthing/{thing}/actions/{name}/{id}")
 }
 
 impl Record {
     /// `{"<name>": {"input", "href", "timeRequested", "status", "timeCompleted"}}`.
-    pub fn describe(&self, thing: &str) -> Value {
+    pub(crate) fn describe(&self, thing: &str) -> Value {
         let mut inner = Map::new();
         if let Some(input) = &self.input {
             inner.insert("input".into(), input.clone());
@@ -77,14 +77,14 @@ impl Record {
     }
 
     /// Takes over what the core says about an instance it runs.
-    pub fn absorb(&mut self, status: &ActionStatus) {
+    pub(crate) fn absorb(&mut self, status: &ActionStatus) {
         self.status = mozilla_status(status.status);
         self.time_completed = status.time_ended.clone();
     }
 }
 
 /// A record for a core instance that was not requested through this adapter.
-pub fn record_of_core(status: &ActionStatus) -> Record {
+pub(crate) fn record_of_core(status: &ActionStatus) -> Record {
     Record {
         id: status.id.clone(),
         name: status.action.clone(),
@@ -98,13 +98,13 @@ pub fn record_of_core(status: &ActionStatus) -> Record {
 }
 
 #[derive(Debug)]
-pub struct ActionQueue {
+pub(crate) struct ActionQueue {
     records: IndexMap<Arc<str>, Record>,
     capacity: usize,
 }
 
 impl ActionQueue {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         ActionQueue {
             records: IndexMap::new(),
             capacity: capacity.max(1),
@@ -113,7 +113,7 @@ impl ActionQueue {
 
     /// Adds a record. When full, the oldest ended record is forgotten, or else the oldest one
     /// (it keeps running; it is only no longer listed here).
-    pub fn push(&mut self, record: Record) {
+    pub(crate) fn push(&mut self, record: Record) {
         if self.records.len() >= self.capacity {
             let victim = self
                 .records
@@ -128,15 +128,15 @@ impl ActionQueue {
         self.records.insert(record.id.clone(), record);
     }
 
-    pub fn get(&self, name: &str, id: &str) -> Option<&Record> {
+    pub(crate) fn get(&self, name: &str, id: &str) -> Option<&Record> {
         self.records.get(id).filter(|r| &*r.name == name)
     }
 
-    pub fn get_mut(&mut self, id: &str) -> Option<&mut Record> {
+    pub(crate) fn get_mut(&mut self, id: &str) -> Option<&mut Record> {
         self.records.get_mut(id)
     }
 
-    pub fn remove(&mut self, name: &str, id: &str) -> Option<Record> {
+    pub(crate) fn remove(&mut self, name: &str, id: &str) -> Option<Record> {
         if self.get(name, id).is_some() {
             self.records.shift_remove(id)
         } else {
@@ -145,7 +145,7 @@ impl ActionQueue {
     }
 
     /// Records in request order, optionally of one action only.
-    pub fn list(&self, name: Option<&str>) -> Vec<Record> {
+    pub(crate) fn list(&self, name: Option<&str>) -> Vec<Record> {
         self.records
             .values()
             .filter(|r| name.is_none_or(|n| &*r.name == n))
@@ -153,19 +153,16 @@ impl ActionQueue {
             .collect()
     }
 
-    pub fn unfinished_adapter_runs(&self) -> usize {
+    pub(crate) fn unfinished_adapter_runs(&self) -> usize {
         self.records
             .values()
             .filter(|r| r.runner == Runner::Adapter && !is_final(r.status))
             .count()
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.records.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
     }
 }
 

@@ -33,7 +33,7 @@ fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
     web::resource(path).default_service(not_allowed(allow))
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig, state: State) {
+pub(crate) fn configure(cfg: &mut web::ServiceConfig, state: State) {
     cfg.service(
         web::scope("/webthing")
             .app_data(state)

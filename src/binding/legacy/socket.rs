@@ -37,10 +37,10 @@ use crate::binding::ws_outbound::Outbound;
 use crate::core::{Ended, Operation, Received, Target, Topic};
 
 /// Subprotocols echoed when a client offers them; none is required.
-pub const SUBPROTOCOLS: &[&str] = &["webthing", "webthingprotocol"];
+pub(crate) const SUBPROTOCOLS: &[&str] = &["webthing", "webthingprotocol"];
 
 /// Bytes that may wait for a hub that does not read before updates are refused.
-pub const MAX_QUEUED: usize = 256 * 1024;
+pub(crate) const MAX_QUEUED: usize = 256 * 1024;
 
 /// RFC 6455 close codes this socket sends.
 const GOING_AWAY: u16 = 1001;
@@ -48,7 +48,7 @@ const POLICY: u16 = 1008;
 const RESTART: u16 = 1012;
 const TRY_AGAIN_LATER: u16 = 1013;
 
-pub fn open(
+pub(crate) fn open(
     req: &HttpRequest,
     body: web::Payload,
     legacy: Arc<LegacyThing>,

@@ -15,13 +15,13 @@ use time::macros::format_description;
 /// Hands out RFC 3339 UTC timestamps with millisecond precision, strictly increasing: when two
 /// stamps fall in the same millisecond the later one is moved to the next millisecond.
 #[derive(Debug, Default)]
-pub struct StampClock {
+pub(crate) struct StampClock {
     last_ms: AtomicI64,
 }
 
 impl StampClock {
     /// A stamp for `now_ms` (milliseconds since the Unix epoch), unique for this clock.
-    pub fn stamp_at(&self, now_ms: i64) -> String {
+    pub(crate) fn stamp_at(&self, now_ms: i64) -> String {
         let mut last = self.last_ms.load(Ordering::Relaxed);
         loop {
             let next = now_ms.max(last + 1);
@@ -35,14 +35,14 @@ impl StampClock {
         }
     }
 
-    pub fn stamp(&self) -> String {
+    pub(crate) fn stamp(&self) -> String {
         let now = OffsetDateTime::now_utc();
         self.stamp_at((now.unix_timestamp_nanos() / 1_000_000) as i64)
     }
 }
 
 /// `2026-11-22T07:52:48.123Z`.
-pub fn format_ms(ms: i64) -> String {
+pub(crate) fn format_ms(ms: i64) -> String {
     let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
@@ -52,7 +52,7 @@ pub fn format_ms(ms: i64) -> String {
 
 /// A message a client sends over the legacy WebSocket.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     /// `{"messageType":"setProperty","data":{name: value, ...}}`
     SetProperty(Map<String, Value>),
     /// `{"messageType":"requestAction","data":{name: {"input": ...}}}`
@@ -63,7 +63,7 @@ pub enum Incoming {
 
 /// Why a text frame is not a message; its Display is the sentence of the `error` message.
 #[derive(Debug, thiserror::Error)]
-pub enum IncomingError {
+pub(crate) enum IncomingError {
     #[error("the message is not valid JSON: {0}")]
     NotJson(#[from] serde_json::Error),
     #[error("a message is a JSON object with messageType and data")]
@@ -77,7 +77,7 @@ pub enum IncomingError {
 }
 
 /// Parses one text frame.
-pub fn parse_incoming(text: &str) -> Result<Incoming, IncomingError> {
+pub(crate) fn parse_incoming(text: &str) -> Result<Incoming, IncomingError> {
     let value: Value = serde_json::from_str(text)?;
     let Value::Object(mut message) = value else {
         return Err(IncomingError::NotAnObject);
@@ -101,7 +101,7 @@ pub fn parse_incoming(text: &str) -> Result<Incoming, IncomingError> {
 }
 
 /// `{"<name>": <value>}` from a name and an already serialised value.
-pub fn keyed(name: &str, value: &[u8]) -> Bytes {
+pub(crate) fn keyed(name: &str, value: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(name.len() + value.len() + 8);
     out.push(b'{');
     // A string always serialises.
@@ -113,7 +113,7 @@ pub fn keyed(name: &str, value: &[u8]) -> Bytes {
 }
 
 /// `{"messageType":"<kind>","data":<data>}` with `data` already serialised.
-pub fn message(kind: &str, data: &[u8]) -> Bytes {
+pub(crate) fn message(kind: &str, data: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(data.len() + kind.len() + 32);
     out.extend_from_slice(b"{\"messageType\":\"");
     out.extend_from_slice(kind.as_bytes());
@@ -123,10 +123,10 @@ pub fn message(kind: &str, data: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-pub const EVENT_PREFIX: &[u8] = b"{\"messageType\":\"event\",\"data\":";
+pub(crate) const EVENT_PREFIX: &[u8] = b"{\"messageType\":\"event\",\"data\":";
 
 /// The `{name: {"data": ..., "timestamp": ...}}` object of one event occurrence.
-pub fn event_object(name: &str, data: &[u8], timestamp: &str) -> Bytes {
+pub(crate) fn event_object(name: &str, data: &[u8], timestamp: &str) -> Bytes {
     let mut inner = Vec::with_capacity(data.len() + 64);
     inner.extend_from_slice(b"{\"data\":");
     inner.extend_from_slice(if data.is_empty() { b"null" } else { data });
@@ -137,12 +137,12 @@ pub fn event_object(name: &str, data: &[u8], timestamp: &str) -> Bytes {
 }
 
 /// The `event` message around an event object; [`event_object_of`] takes it out again.
-pub fn event_message(object: &[u8]) -> Bytes {
+pub(crate) fn event_message(object: &[u8]) -> Bytes {
     message("event", object)
 }
 
 /// The event object inside an `event` message made by [`event_message`], without copying.
-pub fn event_object_of(message: &Bytes) -> Bytes {
+pub(crate) fn event_object_of(message: &Bytes) -> Bytes {
     if message.len() > EVENT_PREFIX.len() && message.starts_with(EVENT_PREFIX) {
         message.slice(EVENT_PREFIX.len()..message.len() - 1)
     } else {
@@ -151,7 +151,7 @@ pub fn event_object_of(message: &Bytes) -> Bytes {
 }
 
 /// The HTTP reason phrase Mozilla's error messages carry, e.g. `400 Bad Request`.
-pub fn status_line(status: u16) -> String {
+pub(crate) fn status_line(status: u16) -> String {
     let reason = match status {
         400 => "Bad Request",
         404 => "Not Found",
@@ -166,7 +166,7 @@ pub fn status_line(status: u16) -> String {
 }
 
 /// `{"messageType":"error","data":{"status":"400 Bad Request","message":...}}`
-pub fn error_message(status: u16, text: &str) -> Bytes {
+pub(crate) fn error_message(status: u16, text: &str) -> Bytes {
     let body = json!({"messageType": "error", "data": {"status": status_line(status), "message": text}});
     Bytes::from(body.to_string())
 }

@@ -104,7 +104,7 @@ impl FullSince {
 }
 
 /// Serves one socket of the thing under `slug` (whose id was `opened_id` when it opened).
-pub async fn run(
+pub(crate) async fn run(
     servient: Arc<Servient>,
     (slug, opened_id): (String, String),
     outbound: Outbound,

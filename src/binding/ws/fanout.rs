@@ -46,7 +46,7 @@ thread_local! {
 
 /// To be called before a connection changes its interests (or right after, with no await in
 /// between): the relays on this thread will recompute whom a topic goes to.
-pub fn interests_changed() {
+pub(crate) fn interests_changed() {
     GENERATION.with(|g| g.set(g.get() + 1));
 }
 
@@ -108,7 +108,7 @@ struct Slot {
 
 /// A connection's subscription to its thing through this thread's relay; dropping it
 /// unsubscribes.
-pub struct Inbox {
+pub(crate) struct Inbox {
     id: u64,
     slot: Rc<Slot>,
     relay: Rc<Relay>,
@@ -117,7 +117,7 @@ pub struct Inbox {
 /// Subscribes a connection, whose current interests are `interests` and whose socket is written
 /// through `outbound` (`binding::ws_outbound`), to everything `thing` emits from now on that those interests route. Must
 /// be called on the connection's thread.
-pub fn subscribe(
+pub(crate) fn subscribe(
     thing: &Arc<ExposedThing>,
     interests: Rc<RefCell<Interests>>,
     outbound: Outbound,
@@ -169,7 +169,7 @@ pub fn subscribe(
 impl Inbox {
     /// The next notification the connection's interests route, or how many it missed, or that
     /// the thing went away.
-    pub async fn recv(&mut self) -> Received {
+    pub(crate) async fn recv(&mut self) -> Received {
         poll_fn(|cx| {
             let slot = &self.slot;
             let missed = slot.missed.replace(0);

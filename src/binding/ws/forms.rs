@@ -9,14 +9,14 @@ use wot_td::thing::FormOperation as Op;
 
 use super::protocol::SUBPROTOCOL;
 use crate::core::ExposedThing;
-use crate::td::forms::{Form, FormProvider, Origins, form};
+use crate::td::{Form, FormProvider, Origins, form};
 
 /// Contributes Web Thing Protocol forms to every TD.
 #[derive(Debug, Default)]
 pub struct WsForms;
 
 /// The socket URL of a thing: the HTTP origin with `http`→`ws`, `https`→`wss`.
-pub fn endpoint(origins: &Origins, slug: &str) -> Option<String> {
+pub(crate) fn endpoint(origins: &Origins, slug: &str) -> Option<String> {
     let http = origins.http.as_deref()?;
     let (scheme, rest) = http.split_once("://")?;
     let ws = match scheme {

@@ -12,11 +12,11 @@
 //! must not keep thing state, reach into another binding, or let one client's socket hold up the
 //! thing or other clients.
 
-pub mod connection;
-pub mod fanout;
-pub mod forms;
-pub mod protocol;
-pub mod session;
+pub(crate) mod connection;
+pub(crate) mod fanout;
+pub(crate) mod forms;
+pub(crate) mod protocol;
+pub(crate) mod session;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -71,13 +71,13 @@ impl Default for WsConfig {
 }
 
 /// What every socket of the binding shares.
-pub struct WsState {
-    pub servient: Arc<Servient>,
+pub(crate) struct WsState {
+    pub(crate) servient: Arc<Servient>,
     /// Turns true when the runtime shuts down; every socket then closes with 1001.
-    pub shutdown: watch::Receiver<bool>,
-    pub config: WsConfig,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) config: WsConfig,
     /// The pool of long-lived subscriptions shared with SSE: each socket holds one slot.
-    pub subscribers: Subscribers,
+    pub(crate) subscribers: Subscribers,
 }
 
 /// Whether a request asks for a WebSocket upgrade (`Upgrade: websocket`, any case).
@@ -92,7 +92,7 @@ fn wants_upgrade(ctx: &guard::GuardContext<'_>) -> bool {
 
 /// Registers the endpoint: `GET /things/{id}` guarded on `Upgrade: websocket`, so it must be
 /// configured before the HTTP binding's own `/things/{id}` (which then still serves the TD).
-pub fn service(state: WsState) -> impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static {
+pub(crate) fn service(state: WsState) -> impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static {
     let data = web::Data::new(state);
     move |cfg: &mut web::ServiceConfig| {
         cfg.service(

@@ -15,14 +15,14 @@ use crate::core::{ActionStatus, EncodingSlot, Error, ErrorKind, Notification, To
 /// The WebSocket subprotocol name of the Web Thing Protocol.
 pub const SUBPROTOCOL: &str = "webthingprotocol";
 /// The (placeholder) base of the draft's error types.
-pub const ERROR_TYPE_BASE: &str = "https://w3c.github.io/web-thing-protocol/errors#";
+pub(crate) const ERROR_TYPE_BASE: &str = "https://w3c.github.io/web-thing-protocol/errors#";
 /// Longest correlationID we echo; longer ones are refused (they would be copied into every
 /// notification of a subscription).
-pub const MAX_CORRELATION_ID: usize = 256;
+pub(crate) const MAX_CORRELATION_ID: usize = 256;
 
 /// A request, decoded and checked for shape (not yet against the thing).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Request {
+pub(crate) enum Request {
     ReadProperty { name: String },
     WriteProperty { name: String, value: Value },
     ObserveProperty { name: String },
@@ -44,7 +44,7 @@ pub enum Request {
 }
 
 impl Request {
-    pub fn operation(&self) -> &'static str {
+    pub(crate) fn operation(&self) -> &'static str {
         match self {
             Request::ReadProperty { .. } => "readproperty",
             Request::WriteProperty { .. } => "writeproperty",
@@ -68,7 +68,7 @@ impl Request {
     }
 
     /// The affordance name the request is about, if any.
-    pub fn name(&self) -> Option<&str> {
+    pub(crate) fn name(&self) -> Option<&str> {
         match self {
             Request::ReadProperty { name }
             | Request::WriteProperty { name, .. }
@@ -84,7 +84,7 @@ impl Request {
 }
 
 /// Every operation name the binding serves (the 18 TD operation types).
-pub const OPERATIONS: &[&str] = &[
+pub(crate) const OPERATIONS: &[&str] = &[
     "readproperty",
     "writeproperty",
     "observeproperty",
@@ -107,28 +107,28 @@ pub const OPERATIONS: &[&str] = &[
 
 /// A decoded request with its envelope.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decoded {
+pub(crate) struct Decoded {
     /// `thingID` as sent; None when the client left it out (the URL names the thing).
-    pub thing_id: Option<String>,
-    pub correlation_id: Option<String>,
-    pub request: Request,
+    pub(crate) thing_id: Option<String>,
+    pub(crate) correlation_id: Option<String>,
+    pub(crate) request: Request,
 }
 
 /// Why a message was refused before it reached the thing. Always answered with an error
 /// response; the socket stays open.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Rejection {
-    pub status: u16,
-    pub title: &'static str,
-    pub detail: String,
+pub(crate) struct Rejection {
+    pub(crate) status: u16,
+    pub(crate) title: &'static str,
+    pub(crate) detail: String,
     /// The member at fault, when one is.
-    pub member: Option<&'static str>,
-    pub correlation_id: Option<String>,
-    pub operation: Option<String>,
+    pub(crate) member: Option<&'static str>,
+    pub(crate) correlation_id: Option<String>,
+    pub(crate) operation: Option<String>,
 }
 
 impl Rejection {
-    pub fn bad_request(detail: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
         Rejection {
             status: 400,
             title: "Bad Request",
@@ -144,7 +144,7 @@ impl Rejection {
         self
     }
 
-    pub fn too_large(limit: usize) -> Self {
+    pub(crate) fn too_large(limit: usize) -> Self {
         Rejection {
             status: 413,
             title: "Message Too Large",
@@ -159,7 +159,7 @@ impl Rejection {
     /// so that the client can tell which request failed. Only those two members are read; every
     /// other value is skipped without being built, and a message that is not a JSON object (or
     /// whose two members are not strings) is answered without them.
-    pub fn too_large_message(text: &str, limit: usize) -> Self {
+    pub(crate) fn too_large_message(text: &str, limit: usize) -> Self {
         #[derive(serde::Deserialize)]
         struct Ids {
             #[serde(rename = "correlationID")]
@@ -175,11 +175,11 @@ impl Rejection {
         rejection
     }
 
-    pub fn binary() -> Self {
+    pub(crate) fn binary() -> Self {
         Rejection::bad_request("binary frames are not supported: send each message as a JSON text frame")
     }
 
-    pub fn unknown_thing(thing_id: &str) -> Self {
+    pub(crate) fn unknown_thing(thing_id: &str) -> Self {
         Rejection {
             status: 404,
             title: "Not Found",
@@ -217,32 +217,13 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-/// Decodes one text message.
-pub fn decode(text: &str) -> Result<Decoded, Rejection> {
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        Rejection::bad_request(format!(
-            "the message is not valid JSON: {e} (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
-    })?;
-    let Value::Object(mut object) = value else {
-        return Err(Rejection::bad_request(format!(
-            "a message must be a JSON object, not {}",
-            kind(&value)
-        )));
-    };
+/// Decodes one text message: a JSON object, its envelope, then the operation's members. Every
+/// rejection after the first two steps echoes the correlationID and operation, when they are
+/// readable.
+pub(crate) fn decode(text: &str) -> Result<Decoded, Rejection> {
+    let mut object = parse_object(text)?;
     // The correlationID is read first, so every later rejection can echo it.
-    let correlation_id = match string_member(&object, "correlationID") {
-        Ok(Some(id)) if id.len() > MAX_CORRELATION_ID => {
-            return Err(Rejection::bad_request(format!(
-                "'correlationID' is longer than {MAX_CORRELATION_ID} bytes"
-            ))
-            .at("correlationID"));
-        }
-        Ok(id) => id,
-        Err(e) => return Err(e),
-    };
+    let correlation_id = correlation_id(&object)?;
     let operation = string_member(&object, "operation").map_err(|e| with_correlation(e, &correlation_id))?;
     let fail = |e: Rejection| {
         let mut e = with_correlation(e, &correlation_id);
@@ -253,121 +234,99 @@ pub fn decode(text: &str) -> Result<Decoded, Rejection> {
     };
     let thing_id = string_member(&object, "thingID").map_err(fail)?;
     string_member(&object, "messageID").map_err(fail)?;
-    match string_member(&object, "messageType").map_err(fail)?.as_deref() {
-        Some("request") => {}
-        None => {
-            return Err(fail(
-                Rejection::bad_request("'messageType' is missing").at("messageType"),
-            ));
-        }
-        Some(t @ ("response" | "notification")) => {
-            return Err(fail(
-                Rejection::bad_request(format!(
-                    "a Thing only accepts messages of type 'request', not '{t}'"
-                ))
-                .at("messageType"),
-            ));
-        }
-        Some(t) => {
-            return Err(fail(
-                Rejection::bad_request(format!("unknown messageType '{t}'; expected 'request'"))
-                    .at("messageType"),
-            ));
-        }
-    }
+    check_message_type(&object).map_err(fail)?;
     let Some(op) = operation.as_deref() else {
         return Err(fail(
             Rejection::bad_request("'operation' is missing").at("operation"),
         ));
     };
+    let request = request(op, &mut object).map_err(fail)?;
+    Ok(Decoded {
+        thing_id,
+        correlation_id,
+        request,
+    })
+}
+
+/// The message as a JSON object.
+fn parse_object(text: &str) -> Result<Map<String, Value>, Rejection> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        Rejection::bad_request(format!(
+            "the message is not valid JSON: {e} (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    match value {
+        Value::Object(object) => Ok(object),
+        other => Err(Rejection::bad_request(format!(
+            "a message must be a JSON object, not {}",
+            kind(&other)
+        ))),
+    }
+}
+
+/// The `correlationID`, when there is one: a string of at most [`MAX_CORRELATION_ID`] bytes.
+fn correlation_id(object: &Map<String, Value>) -> Result<Option<String>, Rejection> {
+    match string_member(object, "correlationID")? {
+        Some(id) if id.len() > MAX_CORRELATION_ID => Err(Rejection::bad_request(format!(
+            "'correlationID' is longer than {MAX_CORRELATION_ID} bytes"
+        ))
+        .at("correlationID")),
+        id => Ok(id),
+    }
+}
+
+/// A Thing accepts only messages of type `request`.
+fn check_message_type(object: &Map<String, Value>) -> Result<(), Rejection> {
+    match string_member(object, "messageType")?.as_deref() {
+        Some("request") => Ok(()),
+        None => Err(Rejection::bad_request("'messageType' is missing").at("messageType")),
+        Some(t @ ("response" | "notification")) => Err(Rejection::bad_request(format!(
+            "a Thing only accepts messages of type 'request', not '{t}'"
+        ))
+        .at("messageType")),
+        Some(t) => Err(
+            Rejection::bad_request(format!("unknown messageType '{t}'; expected 'request'"))
+                .at("messageType"),
+        ),
+    }
+}
+
+/// The request of operation `op`, from its members (taking `value`, `values` and `input` out of
+/// the object); a refusal names the member at fault.
+fn request(op: &str, object: &mut Map<String, Value>) -> Result<Request, Rejection> {
     let name = |o: &Map<String, Value>| required_string(o, "name", op);
-    let request = match op {
-        "readproperty" => Request::ReadProperty {
-            name: name(&object).map_err(fail)?,
-        },
+    Ok(match op {
+        "readproperty" => Request::ReadProperty { name: name(object)? },
         "writeproperty" => {
-            let name = name(&object).map_err(fail)?;
+            let name = name(object)?;
             let value = object.remove("value").ok_or_else(|| {
-                fail(Rejection::bad_request("'writeproperty' needs a 'value' member").at("value"))
+                Rejection::bad_request("'writeproperty' needs a 'value' member").at("value")
             })?;
             Request::WriteProperty { name, value }
         }
-        "observeproperty" => Request::ObserveProperty {
-            name: name(&object).map_err(fail)?,
-        },
-        "unobserveproperty" => Request::UnobserveProperty {
-            name: name(&object).map_err(fail)?,
-        },
+        "observeproperty" => Request::ObserveProperty { name: name(object)? },
+        "unobserveproperty" => Request::UnobserveProperty { name: name(object)? },
         "readallproperties" => Request::ReadAllProperties,
-        "readmultipleproperties" => {
-            let names = match object.get("names") {
-                Some(Value::Array(items)) if !items.is_empty() => items
-                    .iter()
-                    .map(|n| match n {
-                        Value::String(s) => Ok(s.clone()),
-                        other => Err(fail(
-                            Rejection::bad_request(format!(
-                                "'names' must hold property names (strings), not {}",
-                                kind(other)
-                            ))
-                            .at("names"),
-                        )),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-                Some(Value::Array(_)) => {
-                    return Err(fail(
-                        Rejection::bad_request("'names' must not be empty").at("names"),
-                    ));
-                }
-                Some(other) => {
-                    return Err(fail(
-                        Rejection::bad_request(format!("'names' must be an array, not {}", kind(other)))
-                            .at("names"),
-                    ));
-                }
-                None => {
-                    return Err(fail(
-                        Rejection::bad_request("'readmultipleproperties' needs a 'names' member").at("names"),
-                    ));
-                }
-            };
-            Request::ReadMultipleProperties { names }
-        }
-        "writeallproperties" | "writemultipleproperties" => {
-            let values = match object.remove("values") {
-                Some(Value::Object(values)) if !values.is_empty() => values,
-                Some(Value::Object(_)) => {
-                    return Err(fail(
-                        Rejection::bad_request("'values' must not be empty").at("values"),
-                    ));
-                }
-                Some(other) => {
-                    return Err(fail(
-                        Rejection::bad_request(format!("'values' must be an object, not {}", kind(&other)))
-                            .at("values"),
-                    ));
-                }
-                None => {
-                    return Err(fail(
-                        Rejection::bad_request(format!("'{op}' needs a 'values' member")).at("values"),
-                    ));
-                }
-            };
-            if op == "writeallproperties" {
-                Request::WriteAllProperties { values }
-            } else {
-                Request::WriteMultipleProperties { values }
-            }
-        }
+        "readmultipleproperties" => Request::ReadMultipleProperties {
+            names: property_names(object)?,
+        },
+        "writeallproperties" => Request::WriteAllProperties {
+            values: property_values(object, op)?,
+        },
+        "writemultipleproperties" => Request::WriteMultipleProperties {
+            values: property_values(object, op)?,
+        },
         "observeallproperties" => Request::ObserveAllProperties,
         "unobserveallproperties" => Request::UnobserveAllProperties,
         "invokeaction" => Request::InvokeAction {
-            name: name(&object).map_err(fail)?,
+            name: name(object)?,
             input: object.remove("input"),
         },
         "queryaction" | "cancelaction" => {
-            let action_id = required_string(&object, "actionID", op).map_err(fail)?;
-            let name = string_member(&object, "name").map_err(fail)?;
+            let action_id = required_string(object, "actionID", op)?;
+            let name = string_member(object, "name")?;
             if op == "queryaction" {
                 Request::QueryAction { name, action_id }
             } else {
@@ -375,29 +334,55 @@ pub fn decode(text: &str) -> Result<Decoded, Rejection> {
             }
         }
         "queryallactions" => Request::QueryAllActions,
-        "subscribeevent" => Request::SubscribeEvent {
-            name: name(&object).map_err(fail)?,
-        },
-        "unsubscribeevent" => Request::UnsubscribeEvent {
-            name: name(&object).map_err(fail)?,
-        },
+        "subscribeevent" => Request::SubscribeEvent { name: name(object)? },
+        "unsubscribeevent" => Request::UnsubscribeEvent { name: name(object)? },
         "subscribeallevents" => Request::SubscribeAllEvents,
         "unsubscribeallevents" => Request::UnsubscribeAllEvents,
         other => {
-            return Err(fail(
-                Rejection::bad_request(format!(
-                    "unknown operation '{other}'; expected one of {}",
-                    OPERATIONS.join(", ")
-                ))
-                .at("operation"),
-            ));
+            return Err(Rejection::bad_request(format!(
+                "unknown operation '{other}'; expected one of {}",
+                OPERATIONS.join(", ")
+            ))
+            .at("operation"));
         }
-    };
-    Ok(Decoded {
-        thing_id,
-        correlation_id,
-        request,
     })
+}
+
+/// The `names` of readmultipleproperties: a non-empty array of strings.
+fn property_names(object: &Map<String, Value>) -> Result<Vec<String>, Rejection> {
+    match object.get("names") {
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|n| match n {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(Rejection::bad_request(format!(
+                    "'names' must hold property names (strings), not {}",
+                    kind(other)
+                ))
+                .at("names")),
+            })
+            .collect(),
+        Some(Value::Array(_)) => Err(Rejection::bad_request("'names' must not be empty").at("names")),
+        Some(other) => {
+            Err(Rejection::bad_request(format!("'names' must be an array, not {}", kind(other))).at("names"))
+        }
+        None => Err(Rejection::bad_request("'readmultipleproperties' needs a 'names' member").at("names")),
+    }
+}
+
+/// The `values` of writeallproperties and writemultipleproperties (`op`): a non-empty object,
+/// taken out of the message.
+fn property_values(object: &mut Map<String, Value>, op: &str) -> Result<Map<String, Value>, Rejection> {
+    match object.remove("values") {
+        Some(Value::Object(values)) if !values.is_empty() => Ok(values),
+        Some(Value::Object(_)) => Err(Rejection::bad_request("'values' must not be empty").at("values")),
+        Some(other) => Err(Rejection::bad_request(format!(
+            "'values' must be an object, not {}",
+            kind(&other)
+        ))
+        .at("values")),
+        None => Err(Rejection::bad_request(format!("'{op}' needs a 'values' member")).at("values")),
+    }
 }
 
 fn with_correlation(mut rejection: Rejection, correlation_id: &Option<String>) -> Rejection {
@@ -411,13 +396,13 @@ fn with_correlation(mut rejection: Rejection, correlation_id: &Option<String>) -
 
 /// Writes one JSON object member by member; values already serialised (property bytes,
 /// notification payloads) are copied in as they are.
-pub struct Frame {
+pub(crate) struct Frame {
     out: Vec<u8>,
     first: bool,
 }
 
 impl Frame {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         let mut out = Vec::with_capacity(capacity);
         out.push(b'{');
         Frame { out, first: true }
@@ -437,13 +422,13 @@ impl Frame {
         let _ = serde_json::to_writer(&mut self.out, s);
     }
 
-    pub fn str(mut self, key: &str, value: &str) -> Self {
+    pub(crate) fn str(mut self, key: &str, value: &str) -> Self {
         self.key(key);
         self.push_string(value);
         self
     }
 
-    pub fn opt_str(self, key: &str, value: Option<&str>) -> Self {
+    pub(crate) fn opt_str(self, key: &str, value: Option<&str>) -> Self {
         match value {
             Some(v) => self.str(key, v),
             None => self,
@@ -451,7 +436,7 @@ impl Frame {
     }
 
     /// A member whose value is already serialised JSON (`null` when empty).
-    pub fn raw(mut self, key: &str, json: &[u8]) -> Self {
+    pub(crate) fn raw(mut self, key: &str, json: &[u8]) -> Self {
         self.key(key);
         if json.is_empty() {
             self.out.extend_from_slice(b"null");
@@ -461,7 +446,7 @@ impl Frame {
         self
     }
 
-    pub fn json(mut self, key: &str, value: &Value) -> Self {
+    pub(crate) fn json(mut self, key: &str, value: &Value) -> Self {
         self.key(key);
         let _ = serde_json::to_writer(&mut self.out, value);
         self
@@ -469,16 +454,16 @@ impl Frame {
 
     /// The object without its closing brace, for caching and continuing (see
     /// [`append_notification_ending`]).
-    pub fn prefix(self) -> Bytes {
+    pub(crate) fn prefix(self) -> Bytes {
         Bytes::from(self.out)
     }
 
-    pub fn finish(self) -> Bytes {
+    pub(crate) fn finish(self) -> Bytes {
         Bytes::from(self.finish_vec())
     }
 
     /// The finished object in its buffer, for reuse.
-    pub fn finish_vec(mut self) -> Vec<u8> {
+    pub(crate) fn finish_vec(mut self) -> Vec<u8> {
         self.out.push(b'}');
         self.out
     }
@@ -487,7 +472,7 @@ impl Frame {
 /// The part of a property or event notification every socket shares (envelope, name, payload,
 /// time), encoded once per notification. Each socket appends its operation and correlationID
 /// with [`notification`].
-pub fn notification_prefix(thing_id: &str, n: &Notification) -> Bytes {
+pub(crate) fn notification_prefix(thing_id: &str, n: &Notification) -> Bytes {
     n.encoded(EncodingSlot::WebSocket, |n| {
         let frame = envelope(thing_id, "notification", n.data.len() + 64).str("name", n.topic.name());
         let frame = match n.topic {
@@ -501,7 +486,7 @@ pub fn notification_prefix(thing_id: &str, n: &Notification) -> Bytes {
 
 /// One socket's property or event notification: the shared prefix, then the operation that
 /// subscribed and its correlationID.
-pub fn notification(prefix: &[u8], operation: &str, correlation_id: Option<&str>) -> Bytes {
+pub(crate) fn notification(prefix: &[u8], operation: &str, correlation_id: Option<&str>) -> Bytes {
     let mut out = Vec::with_capacity(prefix.len() + 48 + correlation_id.map_or(0, str::len));
     out.extend_from_slice(prefix);
     append_notification_ending(&mut out, operation, correlation_id);
@@ -511,7 +496,7 @@ pub fn notification(prefix: &[u8], operation: &str, correlation_id: Option<&str>
 /// What follows the shared prefix in one socket's notification (its operation, correlationID and
 /// the closing brace), appended to `out`. A fan-out encodes it once per socket and topic, so that
 /// each notification costs a socket two copies and no encoding.
-pub fn append_notification_ending(out: &mut Vec<u8>, operation: &str, correlation_id: Option<&str>) {
+pub(crate) fn append_notification_ending(out: &mut Vec<u8>, operation: &str, correlation_id: Option<&str>) {
     // A prefix always holds the envelope's members, so these follow a comma.
     let frame = Frame {
         out: std::mem::take(out),
@@ -524,7 +509,7 @@ pub fn append_notification_ending(out: &mut Vec<u8>, operation: &str, correlatio
 }
 
 /// The start of every message the Thing sends.
-pub fn envelope(thing_id: &str, message_type: &str, capacity: usize) -> Frame {
+pub(crate) fn envelope(thing_id: &str, message_type: &str, capacity: usize) -> Frame {
     Frame::new(capacity + thing_id.len() + 96)
         .str("thingID", thing_id)
         .str("messageID", &uuid::Uuid::new_v4().to_string())
@@ -532,12 +517,12 @@ pub fn envelope(thing_id: &str, message_type: &str, capacity: usize) -> Frame {
 }
 
 /// The start of a response to `operation`.
-pub fn response(thing_id: &str, operation: &str, capacity: usize) -> Frame {
+pub(crate) fn response(thing_id: &str, operation: &str, capacity: usize) -> Frame {
     envelope(thing_id, "response", capacity).str("operation", operation)
 }
 
 /// A WTP ActionStatus: `{actionID, state, output?, error?, timeRequested, timeEnded?}`.
-pub fn action_status(status: &ActionStatus) -> Value {
+pub(crate) fn action_status(status: &ActionStatus) -> Value {
     let mut profile = status.to_json(None);
     from_profile_status(&status.id, &mut profile);
     profile
@@ -545,7 +530,7 @@ pub fn action_status(status: &ActionStatus) -> Value {
 
 /// Turns the core's serialised status (WoT Profile shape, `status` member) into the WTP shape
 /// (`actionID` + `state`), in place.
-pub fn from_profile_status(id: &str, status: &mut Value) {
+pub(crate) fn from_profile_status(id: &str, status: &mut Value) {
     if let Value::Object(object) = status {
         let mut out = Map::with_capacity(object.len() + 1);
         out.insert("actionID".into(), Value::from(id));
@@ -562,7 +547,7 @@ pub fn from_profile_status(id: &str, status: &mut Value) {
 
 /// The status of each kind of core error in a Web Thing Protocol error: the binding's one
 /// mapping of them (the draft's error types are named by these numbers).
-pub fn kind_status(kind: ErrorKind) -> u16 {
+pub(crate) fn kind_status(kind: ErrorKind) -> u16 {
     match kind {
         ErrorKind::NotFound => 404,
         ErrorKind::BadRequest | ErrorKind::WrongDirection => 400,
@@ -573,19 +558,19 @@ pub fn kind_status(kind: ErrorKind) -> u16 {
 }
 
 /// The draft's error type for a status.
-pub fn error_type(status: u16) -> String {
+pub(crate) fn error_type(status: u16) -> String {
     format!("{ERROR_TYPE_BASE}{status}")
 }
 
 /// The problem-details object of a core error (RFC 9457 members, the draft's type URIs, plus
 /// where the request went wrong).
-pub fn core_problem(error: &Error) -> Value {
+pub(crate) fn core_problem(error: &Error) -> Value {
     let status = kind_status(error.kind());
     Problem::of_error(error, &error_type(status), status).into_value()
 }
 
 /// The problem-details object of a rejection, naming the envelope `member` at fault.
-pub fn rejection_problem(rejection: &Rejection) -> Value {
+pub(crate) fn rejection_problem(rejection: &Rejection) -> Value {
     let problem = Problem::new(
         &error_type(rejection.status),
         rejection.title,
@@ -600,7 +585,7 @@ pub fn rejection_problem(rejection: &Rejection) -> Value {
 }
 
 /// An error response: `messageType: response` with an `error` member.
-pub fn error_response(
+pub(crate) fn error_response(
     thing_id: &str,
     operation: Option<&str>,
     name: Option<&str>,
@@ -615,7 +600,7 @@ pub fn error_response(
         .finish()
 }
 
-pub fn rejection_response(thing_id: &str, rejection: &Rejection) -> Bytes {
+pub(crate) fn rejection_response(thing_id: &str, rejection: &Rejection) -> Bytes {
     error_response(
         thing_id,
         rejection.operation.as_deref(),
@@ -940,5 +925,26 @@ mod tests {
             json!({"status": 404, "type": format!("{ERROR_TYPE_BASE}404"), "title": "Affordance not found",
                 "detail": "thing has no property named 'p'", "kind": "property", "name": "p"})
         );
+    }
+}
+
+/// Bounded property test: the decoder answers every text with a request or an error, never a
+/// panic. The case count follows PROPTEST_CASES (CI raises it; see .ci/run).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::decode;
+    use crate::core::schema::arbitrary::json_value;
+
+    proptest! {
+        #[test]
+        fn web_thing_protocol_decoder_never_panics(raw in ".{0,200}", doc in json_value(), op in "[a-z]{0,24}") {
+            let _ = decode(&raw);
+            let _ = decode(&doc.to_string());
+            let message = json!({"thingID": "urn:x", "messageID": "1", "messageType": "request", "operation": op, "name": doc.clone(), "value": doc.clone(), "input": doc});
+            let _ = decode(&message.to_string());
+        }
     }
 }

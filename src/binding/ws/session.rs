@@ -13,23 +13,23 @@ use indexmap::IndexMap;
 use crate::core::{ExposedThing, Topic};
 
 /// Asynchronous action instances one socket follows at most; the oldest is forgotten beyond it.
-pub const MAX_TRACKED_ACTIONS: usize = 256;
+pub(crate) const MAX_TRACKED_ACTIONS: usize = 256;
 
 /// The correlationID a subscription's notifications echo (None: the request had none).
-pub type Correlation = Option<String>;
+pub(crate) type Correlation = Option<String>;
 
 /// How a notification reaches this consumer: as the answer to which operation, echoing which
 /// correlationID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivery<'a> {
-    pub operation: &'static str,
-    pub correlation_id: Option<&'a str>,
+pub(crate) struct Delivery<'a> {
+    pub(crate) operation: &'static str,
+    pub(crate) correlation_id: Option<&'a str>,
 }
 
 /// What the consumer listens to. A repeated observe or subscribe replaces the earlier one
 /// ("last subscription wins"); an un* of nothing is not an error.
 #[derive(Debug, Default)]
-pub struct Interests {
+pub(crate) struct Interests {
     properties: HashMap<String, Correlation>,
     all_properties: Option<Correlation>,
     events: HashMap<String, Correlation>,
@@ -38,7 +38,7 @@ pub struct Interests {
 }
 
 impl Interests {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.properties.is_empty()
             && self.all_properties.is_none()
             && self.events.is_empty()
@@ -48,59 +48,59 @@ impl Interests {
 
     /// The caller has checked that the property exists and is readable, so the map is bounded
     /// by the thing's properties.
-    pub fn observe_property(&mut self, name: &str, correlation: Correlation) {
+    pub(crate) fn observe_property(&mut self, name: &str, correlation: Correlation) {
         self.properties.insert(name.to_owned(), correlation);
     }
 
-    pub fn unobserve_property(&mut self, name: &str) {
+    pub(crate) fn unobserve_property(&mut self, name: &str) {
         self.properties.remove(name);
     }
 
-    pub fn observe_all_properties(&mut self, correlation: Correlation) {
+    pub(crate) fn observe_all_properties(&mut self, correlation: Correlation) {
         self.all_properties = Some(correlation);
     }
 
-    pub fn unobserve_all_properties(&mut self) {
+    pub(crate) fn unobserve_all_properties(&mut self) {
         self.all_properties = None;
     }
 
     /// The caller has checked that the event exists.
-    pub fn subscribe_event(&mut self, name: &str, correlation: Correlation) {
+    pub(crate) fn subscribe_event(&mut self, name: &str, correlation: Correlation) {
         self.events.insert(name.to_owned(), correlation);
     }
 
-    pub fn unsubscribe_event(&mut self, name: &str) {
+    pub(crate) fn unsubscribe_event(&mut self, name: &str) {
         self.events.remove(name);
     }
 
-    pub fn subscribe_all_events(&mut self, correlation: Correlation) {
+    pub(crate) fn subscribe_all_events(&mut self, correlation: Correlation) {
         self.all_events = Some(correlation);
     }
 
-    pub fn unsubscribe_all_events(&mut self) {
+    pub(crate) fn unsubscribe_all_events(&mut self) {
         self.all_events = None;
     }
 
     /// Follows an action instance this socket started, until its final status.
-    pub fn track_action(&mut self, id: &str, correlation: Correlation) {
+    pub(crate) fn track_action(&mut self, id: &str, correlation: Correlation) {
         self.actions.insert(id.to_owned(), correlation);
         while self.actions.len() > MAX_TRACKED_ACTIONS {
             self.actions.shift_remove_index(0);
         }
     }
 
-    pub fn untrack_action(&mut self, id: &str) {
+    pub(crate) fn untrack_action(&mut self, id: &str) {
         self.actions.shift_remove(id);
     }
 
-    pub fn tracked_actions(&self) -> usize {
+    pub(crate) fn tracked_actions(&self) -> usize {
         self.actions.len()
     }
 
     /// Whether (and as what) a notification about `topic` goes to this consumer. A property
     /// observed both by name and through observeallproperties is delivered once, as the
     /// specific observation.
-    pub fn route(&self, topic: &Topic) -> Option<Delivery<'_>> {
+    pub(crate) fn route(&self, topic: &Topic) -> Option<Delivery<'_>> {
         let (operation, correlation) = match topic {
             Topic::Property(name) => match self.properties.get(&**name) {
                 Some(c) => ("observeproperty", c),
@@ -121,7 +121,7 @@ impl Interests {
 
 /// Whether a request's `thingID` names this thing: its TD `id`, or a URL (http, https, ws or
 /// wss) of its TD, whose path is `/things/{slug}`.
-pub fn names_thing(thing: &ExposedThing, thing_id: &str) -> bool {
+pub(crate) fn names_thing(thing: &ExposedThing, thing_id: &str) -> bool {
     if thing_id == thing.id {
         return true;
     }

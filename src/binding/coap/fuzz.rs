@@ -3,17 +3,17 @@
 //! socket loop would), with no panic; then a flood of distinct message IDs keeps the dedup
 //! cache within its bound. Deterministic (seeded xorshift), so a failure reproduces.
 
-use crate::common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
-use wot_runtime::binding::coap::engine::Effects;
-use wot_runtime::binding::coap::{CoapForms, Engine, EngineConfig};
-use wot_runtime::core::Servient;
-use wot_runtime::td::{Origins, TdPublisher};
+
+use super::engine::{Effects, Engine, EngineConfig};
+use super::forms::CoapForms;
+use crate::core::{Error, Operation, Servient};
+use crate::td::{Origins, TdPublisher};
+use crate::things::{self, IdStore};
 
 struct Rng(u64);
 
@@ -36,7 +36,10 @@ impl Rng {
 
 fn engine(config: EngineConfig) -> (Engine, Arc<Servient>) {
     let servient = Arc::new(Servient::new());
-    for hosted in common::bundled_things() {
+    let mut ids = IdStore::new(None);
+    for definition in things::bundled() {
+        let hosted = things::expose(definition.expect("bundled thing parses"), &mut ids)
+            .expect("bundled thing builds");
         servient.expose(hosted.thing);
     }
     let publisher = Arc::new(TdPublisher::new(vec![Arc::new(CoapForms::default())]));
@@ -143,6 +146,31 @@ fn mutate(rng: &mut Rng, mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
+/// Performs what the engine asks, as the socket loop does, until it asks nothing more; an
+/// action that takes longer than 50 ms is answered as failed instead of waited for.
+async fn perform(engine: &mut Engine, servient: &Arc<Servient>, now: Instant, fx: &mut Effects) {
+    while !fx.perform.is_empty() {
+        for pending in std::mem::take(&mut fx.perform) {
+            let result = match pending.op {
+                op @ Operation::InvokeAction { .. } => {
+                    let servient = servient.clone();
+                    let slug = pending.slug.clone();
+                    match tokio::time::timeout(Duration::from_millis(50), async move {
+                        servient.handle(&slug, op).await
+                    })
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(Error::Internal("slow".into())),
+                    }
+                }
+                op => servient.handle(&pending.slug, op).await,
+            };
+            engine.on_done(pending.exchange, result, now, fx);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_hostile_datagrams_cause_no_panic() {
     let (mut engine, servient) = engine(EngineConfig::default());
@@ -176,27 +204,7 @@ async fn a_hundred_thousand_hostile_datagrams_cause_no_panic() {
         let peer = SocketAddr::from(([127, 0, 0, 1], 1000 + rng.below(64) as u16));
         now += Duration::from_millis(1);
         engine.on_datagram(peer, &datagram, i % 97 == 0, now, &mut fx);
-        // Perform what the engine asks, as the socket loop does; never wait on an action.
-        while !fx.perform.is_empty() {
-            for pending in std::mem::take(&mut fx.perform) {
-                let result = match pending.op {
-                    op @ wot_runtime::core::Operation::InvokeAction { .. } => {
-                        let servient = servient.clone();
-                        let slug = pending.slug.clone();
-                        match tokio::time::timeout(Duration::from_millis(50), async move {
-                            servient.handle(&slug, op).await
-                        })
-                        .await
-                        {
-                            Ok(r) => r,
-                            Err(_) => Err(wot_runtime::core::Error::Internal("slow".into())),
-                        }
-                    }
-                    op => servient.handle(&pending.slug, op).await,
-                };
-                engine.on_done(pending.exchange, result, now, &mut fx);
-            }
-        }
+        perform(&mut engine, &servient, now, &mut fx).await;
         answered += fx.send.len();
         fx.clear();
         if i % 1000 == 0 {
