@@ -144,43 +144,16 @@ async fn run(
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => break End::Drop,
             },
-            received = subscription.recv() => match received {
-                Received::Notification(n) => match &n.topic {
-                    Topic::Event(name) if !events.contains(&**name) => continue,
-                    // The core announces asynchronous actions (whoever requested them);
-                    // actions this adapter runs itself announce through `statuses`.
-                    Topic::Action { .. } | Topic::Property(_) | Topic::Event(_) => legacy.frame(&n),
-                },
-                Received::Lagged(missed) => {
-                    tracing::warn!(thing = legacy.slug(), missed, "legacy socket fell behind");
-                    continue;
-                }
-                Received::Closed(ended) => break closing(ended, legacy.slug()),
+            received = subscription.recv() => match update(&legacy, received, &events) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => continue,
+                Err(end) => break end,
             },
             incoming = messages.recv(), if has_room => {
                 keepalive.heard(Instant::now());
-                match incoming {
-                    None => break End::Drop,
-                    Some(Ok(ws_inbound::Incoming::Text(text))) => {
-                        if let Some(reply) = handle(&legacy, &text, &mut events).await {
-                            outbound.text(&reply);
-                        }
-                        continue;
-                    }
-                    Some(Ok(ws_inbound::Incoming::Binary(_))) => {
-                        outbound.text(&wire::error_message(400, "send text messages, not binary"));
-                        continue;
-                    }
-                    Some(Ok(ws_inbound::Incoming::Ping(p))) => {
-                        outbound.pong(&p);
-                        continue;
-                    }
-                    Some(Ok(ws_inbound::Incoming::Pong(_))) => continue,
-                    Some(Ok(ws_inbound::Incoming::Close(_))) => break End::Close(1000, String::new()),
-                    Some(Err(e)) => {
-                        tracing::debug!(thing = legacy.slug(), "legacy socket protocol error: {e}");
-                        break End::Drop;
-                    }
+                match on_incoming(&legacy, &outbound, incoming, &mut events).await {
+                    Some(end) => break end,
+                    None => continue,
                 }
             }
             _ = ticker.tick() => match keepalive.tick(Instant::now()) {
@@ -203,6 +176,11 @@ async fn run(
             );
         }
     };
+    finish(&outbound, end, patience).await;
+}
+
+/// Sends the close (waiting at most `patience` for it to go out), or drops the socket.
+async fn finish(outbound: &Outbound, end: End, patience: Duration) {
     match end {
         End::Close(code, reason) => {
             outbound.close(Some(code), &reason);
@@ -212,6 +190,53 @@ async fn run(
         }
         End::Drop => outbound.abort(),
     }
+}
+
+/// The frame of a core notification for this hub, if it wants it; or the end of the socket
+/// when its thing no longer serves.
+fn update(legacy: &LegacyThing, received: Received, events: &HashSet<String>) -> Result<Option<Bytes>, End> {
+    match received {
+        Received::Notification(n) => match &n.topic {
+            Topic::Event(name) if !events.contains(&**name) => Ok(None),
+            // The core announces asynchronous actions (whoever requested them); actions this
+            // adapter runs itself announce through `statuses`.
+            Topic::Action { .. } | Topic::Property(_) | Topic::Event(_) => Ok(Some(legacy.frame(&n))),
+        },
+        Received::Lagged(missed) => {
+            tracing::warn!(thing = legacy.slug(), missed, "legacy socket fell behind");
+            Ok(None)
+        }
+        Received::Closed(ended) => Err(closing(ended, legacy.slug())),
+    }
+}
+
+/// One message (or the end of the stream) from the hub: answered on `outbound`, or the end of
+/// the socket.
+async fn on_incoming(
+    legacy: &Arc<LegacyThing>,
+    outbound: &Outbound,
+    incoming: Option<Result<ws_inbound::Incoming, ws_inbound::InboundError>>,
+    events: &mut HashSet<String>,
+) -> Option<End> {
+    match incoming {
+        None => return Some(End::Drop),
+        Some(Ok(ws_inbound::Incoming::Text(text))) => {
+            if let Some(reply) = handle(legacy, &text, events).await {
+                outbound.text(&reply);
+            }
+        }
+        Some(Ok(ws_inbound::Incoming::Binary(_))) => {
+            outbound.text(&wire::error_message(400, "send text messages, not binary"));
+        }
+        Some(Ok(ws_inbound::Incoming::Ping(p))) => outbound.pong(&p),
+        Some(Ok(ws_inbound::Incoming::Pong(_))) => {}
+        Some(Ok(ws_inbound::Incoming::Close(_))) => return Some(End::Close(1000, String::new())),
+        Some(Err(e)) => {
+            tracing::debug!(thing = legacy.slug(), "legacy socket protocol error: {e}");
+            return Some(End::Drop);
+        }
+    }
+    None
 }
 
 /// The close for a socket whose thing no longer serves.
