@@ -481,9 +481,11 @@ impl Connection {
                 respond.done(respond.frame(0))
             }
             Request::InvokeAction { name, input } => self.invoke_action(&thing, name, input, &respond).await,
-            Request::QueryAction { name, action_id } => query_action(&thing, name, action_id, &respond).await,
+            Request::QueryAction { name, action_id } => {
+                action_instance(&thing, (name, action_id), OnInstance::Query, &respond).await
+            }
             Request::CancelAction { name, action_id } => {
-                cancel_action(&thing, name, action_id, &respond).await
+                action_instance(&thing, (name, action_id), OnInstance::Cancel, &respond).await
             }
             Request::QueryAllActions => query_all_actions(&thing, &respond).await,
         }
@@ -646,43 +648,42 @@ async fn invoke_sync(
     )
 }
 
-async fn query_action(
-    thing: &Arc<ExposedThing>,
-    name: Option<String>,
-    action_id: String,
-    respond: &Respond<'_>,
-) -> Result<Answer, Error> {
-    let name = action_of(thing, name, &action_id)?;
-    let operation = Operation::QueryAction {
-        name: name.clone(),
-        id: action_id,
-    };
-    let status = match perform(thing, operation).await? {
-        Reply::Status(s) => s,
-        other => return Err(Error::Internal(format!("unexpected reply {other:?}"))),
-    };
-    let status = protocol::action_status(&status);
-    respond.done(respond.frame(128).str("name", &name).json("status", &status))
+/// What an instance of an action does on queryaction or cancelaction: the two differ only in
+/// the operation performed and in the cancellation answer naming the `actionID` it ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnInstance {
+    Query,
+    Cancel,
 }
 
-async fn cancel_action(
+/// queryaction / cancelaction: the instance's status after the operation.
+async fn action_instance(
     thing: &Arc<ExposedThing>,
-    name: Option<String>,
-    action_id: String,
+    (name, action_id): (Option<String>, String),
+    what: OnInstance,
     respond: &Respond<'_>,
 ) -> Result<Answer, Error> {
     let name = action_of(thing, name, &action_id)?;
-    let operation = Operation::CancelAction {
-        name: name.clone(),
-        id: action_id.clone(),
+    let (instance_of, id) = (name.clone(), action_id.clone());
+    let operation = match what {
+        OnInstance::Query => Operation::QueryAction {
+            name: instance_of,
+            id,
+        },
+        OnInstance::Cancel => Operation::CancelAction {
+            name: instance_of,
+            id,
+        },
     };
     let status = match perform(thing, operation).await? {
-        Reply::Cancelled(s) => s,
+        Reply::Status(s) | Reply::Cancelled(s) => s,
         other => return Err(Error::Internal(format!("unexpected reply {other:?}"))),
     };
-    let status = protocol::action_status(&status);
-    let frame = respond.frame(128).str("name", &name).str("actionID", &action_id);
-    respond.done(frame.json("status", &status))
+    let mut frame = respond.frame(128).str("name", &name);
+    if what == OnInstance::Cancel {
+        frame = frame.str("actionID", &action_id);
+    }
+    respond.done(frame.json("status", &protocol::action_status(&status)))
 }
 
 async fn query_all_actions(thing: &Arc<ExposedThing>, respond: &Respond<'_>) -> Result<Answer, Error> {
