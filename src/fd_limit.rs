@@ -1,15 +1,14 @@
-//! The process's open-file limit. Every connection holds a descriptor, and a WebSocket on plain
-//! TCP holds a second one (`binding::ws_outbound` writes through a duplicate); once the table is
-//! full, accepting fails and new connections wait in the backlog until a descriptor is freed.
+//! The process's open-file limit. Every connection holds a descriptor (a WebSocket too: the
+//! connection it was upgraded from); once the table is full, accepting fails and new connections
+//! wait in the backlog until a descriptor is freed.
 //!
-//! What lives here: raising the soft limit to the hard one at start, and the rule that keeps the
-//! top of the table for accepting. Nothing here opens or closes a descriptor.
+//! What lives here: raising the soft limit to the hard one at start, and how many descriptors to
+//! count besides connections. Nothing here opens or closes a descriptor.
 
 use std::io;
-use std::os::fd::RawFd;
 
-/// Descriptors at the top of the table that optional ones (a WebSocket's duplicate) never take,
-/// so that the server can go on accepting connections while its WebSockets hold two each.
+/// Descriptors to allow for besides connections: listeners, the CoAP socket, the state store,
+/// the runtime's own (epoll, eventfds), files being read.
 pub const RESERVE: u64 = 256;
 
 /// The soft and hard limits on open descriptors.
@@ -44,32 +43,15 @@ pub fn raise_to_hard() -> io::Result<u64> {
     Ok(hard)
 }
 
-/// Whether an optional descriptor that was just opened as number `fd` may be kept. Descriptors
-/// are numbered lowest free first, so every number below `fd` is in use: a number in the top
-/// [`RESERVE`] of the table means it is nearly full, and the caller gives the descriptor back.
-pub(crate) fn may_keep_optional(fd: RawFd) -> bool {
-    match limits() {
-        Ok((soft, _)) => u64::try_from(fd).is_ok_and(|fd| fd.saturating_add(RESERVE) < soft),
-        // Without the limit there is nothing to protect.
-        Err(_) => true,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// One test: the process's limit is shared, and the reserve is relative to it.
+    /// One test: the process's limit is shared.
     #[test]
-    fn the_soft_limit_rises_to_the_hard_one_and_optional_descriptors_stay_out_of_the_reserve() {
+    fn the_soft_limit_rises_to_the_hard_one() {
         let (_, hard) = limits().expect("getrlimit");
         assert_eq!(raise_to_hard().expect("setrlimit"), hard);
         assert_eq!(limits().expect("getrlimit"), (hard, hard));
-
-        let top = RawFd::try_from(hard - RESERVE).expect("a finite limit");
-        assert!(may_keep_optional(3));
-        assert!(may_keep_optional(top - 1));
-        assert!(!may_keep_optional(top));
-        assert!(!may_keep_optional(top + 1));
     }
 }

@@ -140,20 +140,25 @@ pub(crate) struct Connections {
     open: Arc<AtomicUsize>,
 }
 
-/// One accepted connection; dropping it (the connection closed) frees its slot.
+/// One accepted connection; dropping it, and every clone of it (the connection closed), frees
+/// its slot. Clones exist so that whoever takes a connection over after an upgrade can hold the
+/// slot as long as the connection lasts.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionSlot(std::rc::Rc<Admission>);
+
 #[derive(Debug)]
-pub(crate) struct ConnectionSlot {
+struct Admission {
     admitted: bool,
     open: Arc<AtomicUsize>,
 }
 
 impl ConnectionSlot {
     pub(crate) fn admitted(&self) -> bool {
-        self.admitted
+        self.0.admitted
     }
 }
 
-impl Drop for ConnectionSlot {
+impl Drop for Admission {
     fn drop(&mut self) {
         if self.admitted {
             self.open.fetch_sub(1, Ordering::AcqRel);
@@ -181,10 +186,10 @@ impl Connections {
                 (n < self.max).then_some(n + 1)
             })
             .is_ok();
-        ConnectionSlot {
+        ConnectionSlot(std::rc::Rc::new(Admission {
             admitted,
             open: self.open.clone(),
-        }
+        }))
     }
 
     #[cfg(test)]

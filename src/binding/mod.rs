@@ -1,7 +1,7 @@
 //! Bindings: thin adapters between a wire protocol and the core. Each decodes requests into
 //! `core::Operation`s, encodes replies and errors back, and contributes its forms to TDs through
 //! `td::FormProvider`. No binding imports another; what several share without a wire of their
-//! own lives next to them (`keepalive`, `problem`, `ws_inbound`, `ws_outbound`).
+//! own lives next to them (`keepalive`, `problem`, `upgrade`, `ws_inbound`, `ws_outbound`).
 //!
 //! As library API each binding shows only its configuration (part of
 //! [`crate::runtime::Config`]) and its [`crate::td::FormProvider`], for building the TDs the
@@ -14,29 +14,46 @@ pub mod http;
 pub(crate) mod keepalive;
 pub(crate) mod legacy;
 pub(crate) mod problem;
+pub(crate) mod upgrade;
 pub mod ws;
 pub(crate) mod ws_inbound;
 pub(crate) mod ws_outbound;
 
-/// The socket of a plain TCP connection, recorded by the HTTP server when it accepts one (TLS
-/// connections have none), for an endpoint that takes over the connection after an upgrade: the
-/// WebSocket binding writes frames to it directly. It can only be made from an accepted stream,
-/// and is only handed out by reference from the request's connection data, so whoever holds one
-/// holds a request of that connection, which keeps the socket open.
-#[derive(Debug)]
-pub(crate) struct ConnectionSocket(std::os::fd::RawFd);
+/// The HTTP port's own scheme and address, registered with its routes: the origin of links in a
+/// request that names none (no `Host`, no forwarding headers). Every adapter on the port reads it
+/// through [`request_origin`].
+#[derive(Debug, Clone)]
+pub(crate) struct PortOrigin {
+    /// Whether the port speaks TLS.
+    pub(crate) secure: bool,
+    /// The listener's address (`host:port`).
+    pub(crate) address: String,
+}
 
-impl ConnectionSocket {
-    /// Records the socket of a connection the HTTP server just accepted.
-    pub(crate) fn of(stream: &impl std::os::fd::AsFd) -> Self {
-        use std::os::fd::AsRawFd;
-        ConnectionSocket(stream.as_fd().as_raw_fd())
-    }
-
-    /// The descriptor, for `ws_outbound`, which duplicates it while the request is handled.
-    pub(crate) fn raw(&self) -> std::os::fd::RawFd {
-        self.0
-    }
+/// The origin (`scheme://host[:port]`) a request was sent to: what its forwarding headers
+/// (`Forwarded`, `X-Forwarded-Proto`, `X-Forwarded-Host`) or its `Host` name, else the port's own.
+pub(crate) fn request_origin(req: &actix_web::HttpRequest) -> String {
+    use actix_web::http::header;
+    let port = req.app_data::<PortOrigin>();
+    let named = |names: &[&str]| names.iter().any(|name| req.headers().contains_key(*name));
+    let info = req.connection_info();
+    let scheme = if named(&["forwarded", "x-forwarded-proto"]) || req.uri().scheme().is_some() {
+        info.scheme()
+    } else if port.is_some_and(|port| port.secure) {
+        "https"
+    } else {
+        "http"
+    };
+    let host = match port {
+        Some(port)
+            if !named(&["forwarded", "x-forwarded-host", header::HOST.as_str()])
+                && req.uri().authority().is_none() =>
+        {
+            port.address.as_str()
+        }
+        _ => info.host(),
+    };
+    format!("{scheme}://{host}")
 }
 
 /// What each binding answers for one error of every `core::Error` variant, side by side. The

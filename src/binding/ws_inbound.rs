@@ -1,7 +1,7 @@
 //! Incoming WebSocket messages from the bytes a client sent (sans-IO), for both WebSockets of the
 //! HTTP port (the Web Thing Protocol's and the legacy `/webthing/` one).
 //!
-//! Bytes go in ([`Inbound::feed`]); whole messages come out ([`Inbound::next_message`]): text (checked to
+//! Bytes go in (read into its buffer by [`Messages`]); whole messages come out ([`Inbound::next_message`]): text (checked to
 //! be UTF-8), binary, ping, pong and close, with fragmented messages joined. The limits are
 //! decided here, by type: a frame longer than `max_frame` cannot be skipped (its length is all we
 //! know of where the next frame starts), so it ends the connection ([`InboundError::FrameTooLarge`]);
@@ -87,7 +87,9 @@ impl Inbound {
         }
     }
 
-    /// Bytes read from the connection.
+    /// Bytes read from the connection (tests feed them by hand; [`Messages`] reads into the
+    /// buffer directly).
+    #[cfg(test)]
     pub(crate) fn feed(&mut self, bytes: &[u8]) {
         self.buffer.extend_from_slice(bytes);
     }
@@ -173,26 +175,28 @@ impl Inbound {
     }
 }
 
-/// The messages of a connection whose incoming bytes arrive as a stream of chunks (the HTTP
-/// layer's request payload after an upgrade).
-pub(crate) struct Messages<S> {
-    chunks: S,
+/// The messages of a connection, read from its reading side (`binding::upgrade::ReadSide`).
+pub(crate) struct Messages<R> {
+    reader: R,
     inbound: Inbound,
 }
 
-impl<S, E> Messages<S>
-where
-    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
-{
-    pub(crate) fn new(chunks: S, inbound: Inbound) -> Self {
-        Messages { chunks, inbound }
+/// How long a closed connection waits for its client to close its side too.
+pub(crate) const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How much is read from the socket at once, at least.
+const READ_CHUNK: usize = 8 * 1024;
+
+impl<R: tokio::io::AsyncRead + Unpin> Messages<R> {
+    pub(crate) fn new(reader: R, inbound: Inbound) -> Self {
+        Messages { reader, inbound }
     }
 
     /// The next message or error; `None` once the connection is over (the client went away,
-    /// the stream failed, or a fatal error was reported). Cancel-safe: what was read stays in
+    /// reading failed, or a fatal error was reported). Cancel-safe: what was read stays in
     /// the decoder.
     pub(crate) async fn recv(&mut self) -> Option<Result<Incoming, InboundError>> {
-        use futures_util::StreamExt;
+        use tokio::io::AsyncReadExt;
         loop {
             if let Some(message) = self.inbound.next_message() {
                 return Some(message);
@@ -200,11 +204,24 @@ where
             if self.inbound.failed {
                 return None;
             }
-            match self.chunks.next().await {
-                Some(Ok(bytes)) => self.inbound.feed(&bytes),
-                Some(Err(_)) | None => return None,
+            self.inbound.buffer.reserve(READ_CHUNK);
+            match self.reader.read_buf(&mut self.inbound.buffer).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
             }
         }
+    }
+
+    /// Reads and drops what the client still sends until it closes its side, for at most
+    /// `patience`: closing a socket with unread bytes would reset the connection, and the client
+    /// could lose the close frame that was sent before.
+    pub(crate) async fn discard_until_closed(mut self, patience: std::time::Duration) {
+        use tokio::io::AsyncReadExt;
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(patience, async {
+            while let Ok(1..) = self.reader.read(&mut sink).await {}
+        })
+        .await;
     }
 }
 
@@ -317,15 +334,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn messages_from_chunks_until_the_stream_ends() {
+    async fn messages_from_the_reading_side_until_the_client_closes() {
+        use tokio::io::AsyncWriteExt;
         let mut bytes = frame(true, 0x1, b"one");
         bytes.extend(frame(true, 0x1, b"two"));
         let (first, second) = bytes.split_at(4);
-        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
-            Ok(Bytes::copy_from_slice(first)),
-            Ok(Bytes::copy_from_slice(second)),
-        ];
-        let mut messages = Messages::new(futures_util::stream::iter(chunks), Inbound::new(64, 64));
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let early = BytesMut::from(first);
+        let (reader, _writer) = crate::binding::upgrade::Upgraded::new(Box::new(ours), early).split();
+        let mut messages = Messages::new(reader, Inbound::new(64, 64));
+        theirs.write_all(second).await.expect("write");
         assert_eq!(
             messages.recv().await.map(|r| r.ok()),
             Some(Some(Incoming::Text("one".into())))
@@ -334,6 +352,7 @@ mod tests {
             messages.recv().await.map(|r| r.ok()),
             Some(Some(Incoming::Text("two".into())))
         );
+        drop(theirs);
         assert!(messages.recv().await.is_none());
     }
 

@@ -2,18 +2,18 @@
 //! the legacy `/webthing/` one): frames from the socket's task and from this thread's fan-out
 //! relay, on their way to the client.
 //!
-//! Why not a session that hands frames to the response body (as actix-ws's `Session` does): it hands every message through a channel to the response body,
-//! so a notification had to wake the connection's task, cross the channel, wake the HTTP
-//! dispatcher and be copied into its buffer before the `send`. Here a frame costs one `send`
-//! made by whoever queues it:
-//! - **Direct** (plain TCP): once the dispatcher has written the 101 head, frames are written to
-//!   the socket right away through a second descriptor of it (`dup`, so the number cannot be
-//!   reused by another connection while we hold it). What the socket does not take waits here
-//!   and is written by the connection task when the socket is writable again. The response body
-//!   then never yields anything: it only ends the response when the connection closes.
-//! - **Through the body** (TLS, where only the dispatcher can encrypt; also plain TCP when the
-//!   descriptor table is nearly full, see `fd_limit`, as the second descriptor is optional):
-//!   frames wait here and the body hands them to the dispatcher, which is woken for it.
+//! The queue owns the writing side of the upgraded connection (`binding::upgrade`), plain TCP or
+//! TLS alike. A frame costs one write made by whoever queues it: when nothing is waiting, it is
+//! written to the transport at once, and only what the transport does not take waits here, to be
+//! written by the connection's task when the socket is writable again. So a notification fanned
+//! out to ten thousand sockets is ten thousand writes by the relay, with no task woken and no
+//! copy into another buffer. (actix-ws's session instead hands every message through a channel
+//! to the response body: wake the task, cross the channel, wake the HTTP dispatcher, copy.)
+//!
+//! The immediate write is made outside any task, with a waker that does nothing: a transport
+//! that is not ready remembers that waker, so the queue then wakes the connection's task, whose
+//! own write registers the real one. Whoever finds frames already waiting only appends to them,
+//! so no immediate write ever replaces the waker of a task that waits on the socket.
 //!
 //! Bounded: a notification that finds `limit` bytes already waiting is refused, and the caller
 //! reports the lag. Frames the connection itself owes (responses, pongs, the close) always go in;
@@ -23,22 +23,13 @@
 
 use std::cell::RefCell;
 use std::future::poll_fn;
-use std::io::{self, Write};
-use std::net::TcpStream;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::pin::Pin;
+use std::io;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use actix_web::body::{BodySize, MessageBody};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 
-use crate::binding::ConnectionSocket;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
-
-/// The most the dispatcher is handed at once, so that its own write buffer stays small.
-const CHUNK: usize = 64 * 1024;
+use crate::binding::upgrade::WriteSide;
 
 const OPCODE_TEXT: u8 = 0x1;
 const OPCODE_CLOSE: u8 = 0x8;
@@ -51,28 +42,15 @@ pub(crate) struct Outbound {
     queue: Rc<RefCell<Queue>>,
 }
 
-/// The queue, as the dispatcher sees it: the response body.
-pub(crate) struct OutboundBody {
-    queue: Rc<RefCell<Queue>>,
-}
-
 struct Queue {
-    /// Encoded frames not yet written (direct) or not yet taken by the dispatcher.
+    /// Encoded frames the transport has not taken yet.
     bytes: BytesMut,
     limit: usize,
-    /// Direct mode: our descriptor of the socket.
-    socket: Option<Direct>,
-    /// Direct mode: how often the body has been polled. The dispatcher polls it first right
-    /// after putting the 101 head in its buffer and flushes that buffer before it polls again,
-    /// so from the second poll on, the head is in the socket and frames may follow it. (The
-    /// flush writes all of it unless the socket is full, which on a connection whose client
-    /// reads its responses it is not: only a client that pipelines requests ahead of its
-    /// upgrade and leaves their answers unread could see frames before the head, on its own
-    /// connection only.)
-    body_polls: u8,
-    /// The dispatcher, waiting for bytes or for the end.
-    dispatcher: Option<Waker>,
-    /// The connection task, waiting for room, for the queue to drain, or to write (direct).
+    /// The connection's writing side; dropped once the connection is over.
+    writer: Option<WriteSide>,
+    /// The transport took bytes it has not pushed out yet (TLS records waiting for the socket).
+    unflushed: bool,
+    /// The connection task, waiting for room, for the queue to drain, or to write.
     task: Option<Waker>,
     state: State,
 }
@@ -80,38 +58,10 @@ struct Queue {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
     Open,
-    /// Nothing more is queued; the body ends once what is queued is out.
+    /// A close frame is queued; nothing more is.
     Closing,
-    /// Give up: the body fails, which makes the dispatcher drop the connection.
-    Aborted,
-    /// The dispatcher dropped the body: the connection is over.
-    Gone,
-}
-
-/// Our descriptor of a connection's socket, for direct writes.
-struct Direct {
-    /// The descriptor `registered` owns, kept here as well so that a write reads it from the
-    /// queue's own memory: the fan-out writes to thousands of sockets in a row, and a pointer
-    /// chase to each registration was a cache miss per frame.
-    fd: RawFd,
-    /// Registered for writability only, for the frames that have to wait.
-    registered: Rc<AsyncFd<TcpStream>>,
-}
-
-impl Direct {
-    fn new(registered: AsyncFd<TcpStream>) -> Self {
-        Direct {
-            fd: registered.as_raw_fd(),
-            registered: Rc::new(registered),
-        }
-    }
-
-    fn send(&self, bytes: &[u8]) -> io::Result<usize> {
-        // SAFETY: `fd` is the descriptor `registered` owns, which stays open as long as this
-        // value (and with it `registered`) exists.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        socket2::SockRef::from(&fd).send(bytes)
-    }
+    /// Over: the sending side was shut down, or given up (nothing more is written).
+    Over,
 }
 
 /// A notification that was not queued because `limit` bytes were already waiting.
@@ -119,33 +69,28 @@ impl Direct {
 pub(crate) struct Full;
 
 thread_local! {
-    /// Where a direct frame is assembled (header and payload) for its single `send`.
+    /// Where a frame is assembled (header and payload) for its single immediate write.
     static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(4096));
 }
 
 impl Outbound {
-    /// A queue for a connection that refuses notifications beyond `limit` waiting bytes, and the
-    /// body that goes into the 101 response. With `socket` (the connection's plain TCP socket,
-    /// from the request being upgraded) frames are written directly; the descriptor is
-    /// duplicated, so this must run on the worker thread inside its runtime.
-    pub(crate) fn new(limit: usize, socket: Option<&ConnectionSocket>) -> (Outbound, OutboundBody) {
-        let socket = socket.and_then(|socket| match direct_socket(socket) {
-            Ok(socket) => Some(Direct::new(socket)),
-            Err(e) => {
-                tracing::debug!("websocket frames go through the dispatcher: {e}");
-                None
-            }
-        });
-        let queue = Rc::new(RefCell::new(Queue {
+    /// A queue writing to `writer` that refuses notifications beyond `limit` waiting bytes.
+    pub(crate) fn new(limit: usize, writer: WriteSide) -> Outbound {
+        Outbound::with_writer(limit, Some(writer))
+    }
+
+    fn with_writer(limit: usize, writer: Option<WriteSide>) -> Outbound {
+        let queue = Queue {
             bytes: BytesMut::new(),
             limit,
-            socket,
-            body_polls: 0,
-            dispatcher: None,
+            writer,
+            unflushed: false,
             task: None,
             state: State::Open,
-        }));
-        (Outbound { queue: queue.clone() }, OutboundBody { queue })
+        };
+        Outbound {
+            queue: Rc::new(RefCell::new(queue)),
+        }
     }
 
     /// Queues a notification (a text frame), unless the client is that far behind.
@@ -175,8 +120,8 @@ impl Outbound {
         self.push_owed(OPCODE_PONG, payload);
     }
 
-    /// Queues a close frame; nothing is queued after it and the body ends once it is out.
-    /// `code` is `None` to echo a close without a status.
+    /// Queues a close frame; nothing is queued after it. `code` is `None` to echo a close
+    /// without a status.
     pub(crate) fn close(&self, code: Option<u16>, reason: &str) {
         let mut payload = Vec::with_capacity(2 + reason.len().min(123));
         if let Some(code) = code {
@@ -192,13 +137,27 @@ impl Outbound {
         if queue.state == State::Open {
             queue.push(OPCODE_CLOSE, &payload);
             queue.state = State::Closing;
-            queue.wake_dispatcher();
         }
     }
 
-    /// Drops the connection without writing what is still queued.
+    /// Sends a close frame, then ends the sending side once everything queued is out; gives up
+    /// (dropping what is left) after `patience`.
+    pub(crate) async fn close_within(&self, code: Option<u16>, reason: &str, patience: std::time::Duration) {
+        self.close(code, reason);
+        let sent = async {
+            self.drained().await;
+            self.shut_down().await;
+        };
+        if tokio::time::timeout(patience, sent).await.is_err() {
+            self.abort();
+        }
+    }
+
+    /// Gives up on the connection: what is queued is dropped and nothing more is written.
     pub(crate) fn abort(&self) {
-        self.queue.borrow_mut().abort();
+        let mut queue = self.queue.borrow_mut();
+        queue.bytes = BytesMut::new();
+        queue.finish();
     }
 
     /// Whether another request may be read: fewer than `limit` bytes are waiting.
@@ -208,7 +167,7 @@ impl Outbound {
     }
 
     /// Waits until no more than half the limit is waiting (the connection's task must also be
-    /// running [`write_backlog`](Self::write_backlog) for this to happen in direct mode).
+    /// running [`write_backlog`](Self::write_backlog) for this to happen).
     pub(crate) async fn room(&self) {
         poll_fn(|cx| {
             let mut queue = self.queue.borrow_mut();
@@ -221,84 +180,47 @@ impl Outbound {
         .await
     }
 
-    /// Direct mode: resolves after writing frames that the socket could not take at once;
-    /// pending while there are none. Never resolves when the dispatcher writes the frames.
+    /// For the connection's task: resolves after writing what the transport could not take at
+    /// once; pending while there is nothing to write.
     pub(crate) async fn write_backlog(&self) {
         poll_fn(|cx| {
             let mut queue = self.queue.borrow_mut();
-            if queue.socket.is_none() {
+            if queue.writer.is_none() {
                 return Poll::Pending;
             }
-            if queue.bytes.is_empty() {
+            if queue.bytes.is_empty() && !queue.unflushed {
                 queue.register_task(cx);
                 return Poll::Pending;
             }
-            drop(queue);
-            self.poll_write_out(cx)
+            queue.poll_write_out(cx)
         })
         .await
     }
 
-    /// Waits until everything queued is out (written, or handed to the dispatcher), or the
-    /// connection is over.
+    /// Waits until everything queued is out, or the connection is over.
     pub(crate) async fn drained(&self) {
+        poll_fn(|cx| self.queue.borrow_mut().poll_write_out(cx)).await
+    }
+
+    /// Ends the sending side (TLS close_notify, TCP FIN) and lets go of it.
+    async fn shut_down(&self) {
         poll_fn(|cx| {
             let mut queue = self.queue.borrow_mut();
-            if queue.socket.is_some() {
-                drop(queue);
-                return self.poll_write_out(cx);
-            }
-            if queue.bytes.is_empty() || matches!(queue.state, State::Gone | State::Aborted) {
+            let Some(writer) = &queue.writer else {
                 return Poll::Ready(());
+            };
+            match writer.poll_shutdown(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(result) => {
+                    if let Err(e) = result {
+                        tracing::debug!("websocket shutdown failed: {e}");
+                    }
+                    queue.finish();
+                    Poll::Ready(())
+                }
             }
-            queue.register_task(cx);
-            Poll::Pending
         })
         .await
-    }
-
-    /// Direct mode: writes what is queued as far as the socket takes it. Ready when nothing is
-    /// left or the connection is over; otherwise pending until the socket is writable (or the
-    /// head is out).
-    fn poll_write_out(&self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            let mut queue = self.queue.borrow_mut();
-            if matches!(queue.state, State::Gone | State::Aborted) {
-                return Poll::Ready(());
-            }
-            let Some(socket) = queue.socket.as_ref().map(|direct| direct.registered.clone()) else {
-                return Poll::Ready(());
-            };
-            if queue.bytes.is_empty() {
-                if queue.state == State::Closing {
-                    queue.wake_dispatcher();
-                }
-                return Poll::Ready(());
-            }
-            if queue.body_polls < 2 {
-                // The head is not out yet; the body's next poll wakes us.
-                queue.register_task(cx);
-                return Poll::Pending;
-            }
-            let mut guard = match socket.poll_write_ready(cx) {
-                Poll::Ready(Ok(guard)) => guard,
-                Poll::Ready(Err(e)) => {
-                    queue.broken(&e);
-                    return Poll::Ready(());
-                }
-                Poll::Pending => return Poll::Pending,
-            };
-            let written = guard.try_io(|fd| fd.get_ref().write(&queue.bytes));
-            match written {
-                Ok(Ok(n)) => queue.bytes.advance(n),
-                Ok(Err(e)) => {
-                    queue.broken(&e);
-                    return Poll::Ready(());
-                }
-                // Not writable after all; readiness is cleared, so the next round waits.
-                Err(_would_block) => {}
-            }
-        }
     }
 
     fn push_owed(&self, opcode: u8, payload: &[u8]) {
@@ -309,76 +231,100 @@ impl Outbound {
     }
 }
 
-/// Our own descriptor of the connection's socket, registered for writability only (edge
-/// triggered), so that incoming data does not wake anything of ours.
-fn direct_socket(socket: &ConnectionSocket) -> io::Result<AsyncFd<TcpStream>> {
-    // SAFETY: a `ConnectionSocket` is made only from an accepted stream and lent only from the
-    // connection data of one of its requests (see its doc): while we hold the reference, the
-    // dispatcher keeps that socket open. It is only duplicated here.
-    let owned = unsafe { BorrowedFd::borrow_raw(socket.raw()) }.try_clone_to_owned()?;
-    if !crate::fd_limit::may_keep_optional(owned.as_raw_fd()) {
-        // Dropping `owned` gives the descriptor back for accepting connections.
-        return Err(io::Error::other(
-            "the descriptor table is nearly full; its top is kept for new connections",
-        ));
-    }
-    let stream = TcpStream::from(owned);
-    // The copy shares the original's file description, which the runtime made non-blocking.
-    stream.set_nonblocking(true)?;
-    // SAFETY: `stream` owns its descriptor, which stays open and unchanged until it is dropped.
-    Ok(unsafe { AsyncFd::register_with_interest(stream, Interest::WRITABLE) }?)
-}
-
 impl Queue {
     fn push(&mut self, opcode: u8, payload: &[u8]) {
-        match &self.socket {
-            Some(socket) if self.body_polls >= 2 && self.bytes.is_empty() => {
+        let idle = self.bytes.is_empty() && !self.unflushed;
+        match &self.writer {
+            Some(writer) if idle => {
                 let bytes = &mut self.bytes;
-                // Whatever the socket did not take waits in `bytes`.
-                let sent = SCRATCH.with(|scratch| {
+                let written = SCRATCH.with(|scratch| {
                     let mut frame = scratch.borrow_mut();
                     frame.clear();
                     encode_frame(&mut frame, opcode, payload);
-                    let sent = socket.send(&frame);
-                    match sent {
-                        Ok(n) => bytes.extend_from_slice(&frame[n..]),
-                        Err(ref e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            bytes.extend_from_slice(&frame)
-                        }
-                        Err(_) => {}
+                    let written = write_now(writer, &frame);
+                    if let Ok(n) = written {
+                        // Whatever the transport did not take waits here.
+                        bytes.extend_from_slice(&frame[n..]);
                     }
-                    sent
+                    written
                 });
-                match sent {
-                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => self.broken(&e),
-                    _ if !self.bytes.is_empty() => self.wake_task(),
-                    _ => {}
+                match written {
+                    Err(e) => self.broken(&e),
+                    Ok(_) if !self.bytes.is_empty() => self.wake_task(),
+                    Ok(_) => self.flush_now(),
                 }
             }
             Some(_) => {
                 encode_frame(&mut self.bytes, opcode, payload);
                 self.wake_task();
             }
-            None => {
-                encode_frame(&mut self.bytes, opcode, payload);
-                self.wake_dispatcher();
+            // Over (or, in tests, never connected): frames are kept only while open.
+            None if self.state == State::Over => {}
+            None => encode_frame(&mut self.bytes, opcode, payload),
+        }
+    }
+
+    /// After an immediate write: pushes out what the transport holds back, or leaves that to
+    /// the task.
+    fn flush_now(&mut self) {
+        let Some(writer) = &self.writer else { return };
+        match writer.poll_flush(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => self.broken(&e),
+            Poll::Pending => {
+                self.unflushed = true;
+                self.wake_task();
             }
         }
     }
 
-    fn abort(&mut self) {
-        if matches!(self.state, State::Open | State::Closing) {
-            self.bytes = BytesMut::new();
-            self.state = State::Aborted;
-            self.socket = None;
-            self.wake_dispatcher();
-            self.wake_task();
+    /// Writes and flushes what is queued as far as the transport takes it, with the task's
+    /// waker. Ready when nothing is left or the connection is over.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let Some(writer) = &self.writer else {
+                return Poll::Ready(());
+            };
+            let step = if !self.bytes.is_empty() {
+                match writer.poll_write(cx, &self.bytes) {
+                    Poll::Ready(Ok(0)) => Err(io::ErrorKind::WriteZero.into()),
+                    Poll::Ready(Ok(n)) => {
+                        self.bytes.advance(n);
+                        self.unflushed = true;
+                        Ok(())
+                    }
+                    Poll::Ready(Err(e)) => Err(e),
+                    Poll::Pending => return Poll::Pending,
+                }
+            } else if self.unflushed {
+                match writer.poll_flush(cx) {
+                    Poll::Ready(result) => {
+                        self.unflushed = false;
+                        result
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            } else {
+                return Poll::Ready(());
+            };
+            if let Err(e) = step {
+                self.broken(&e);
+                return Poll::Ready(());
+            }
         }
+    }
+
+    fn finish(&mut self) {
+        self.state = State::Over;
+        self.writer = None;
+        self.unflushed = false;
+        self.wake_task();
     }
 
     fn broken(&mut self, error: &io::Error) {
         tracing::debug!("websocket write failed: {error}");
-        self.abort();
+        self.bytes = BytesMut::new();
+        self.finish();
     }
 
     fn register_task(&mut self, cx: &Context<'_>) {
@@ -393,11 +339,16 @@ impl Queue {
             waker.wake();
         }
     }
+}
 
-    fn wake_dispatcher(&mut self) {
-        if let Some(waker) = self.dispatcher.take() {
-            waker.wake();
-        }
+/// Writes outside any task: with a waker that does nothing, so only the caller learns whether
+/// the transport took the bytes (see the module's doc for why that is safe). `Ok(0)` when it took
+/// none.
+fn write_now(writer: &WriteSide, frame: &[u8]) -> io::Result<usize> {
+    match writer.poll_write(&mut Context::from_waker(Waker::noop()), frame) {
+        Poll::Ready(Ok(0)) => Err(io::ErrorKind::WriteZero.into()),
+        Poll::Ready(result) => result,
+        Poll::Pending => Ok(0),
     }
 }
 
@@ -419,208 +370,131 @@ fn encode_frame(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
     out.put_slice(payload);
 }
 
-/// Why the body failed: the connection gave up on its client.
-#[derive(Debug)]
-pub(crate) struct Aborted;
-
-impl std::fmt::Display for Aborted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("websocket connection aborted")
-    }
-}
-
-impl std::error::Error for Aborted {}
-
-impl MessageBody for OutboundBody {
-    type Error = Aborted;
-
-    fn size(&self) -> BodySize {
-        BodySize::Stream
+#[cfg(test)]
+impl Outbound {
+    /// A queue with no connection behind it: frames stay queued (for tests of what is queued).
+    pub(crate) fn detached(limit: usize) -> Outbound {
+        Outbound::with_writer(limit, None)
     }
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Aborted>>> {
-        let mut queue = self.queue.borrow_mut();
-        if queue.state == State::Aborted {
-            return Poll::Ready(Some(Err(Aborted)));
-        }
-        if queue.socket.is_some() {
-            if queue.body_polls < 2 {
-                queue.body_polls += 1;
-                if queue.body_polls == 1 {
-                    // Come back after the dispatcher has flushed the head.
-                    cx.waker().wake_by_ref();
-                } else if !queue.bytes.is_empty() {
-                    // Frames queued before the head was out can go now.
-                    queue.wake_task();
-                }
-            }
-            if queue.state == State::Closing && queue.bytes.is_empty() {
-                queue.socket = None;
-                return Poll::Ready(None);
-            }
-        } else if !queue.bytes.is_empty() {
-            let take = queue.bytes.len().min(CHUNK);
-            let chunk = queue.bytes.split_to(take).freeze();
-            queue.wake_task();
-            return Poll::Ready(Some(Ok(chunk)));
-        } else if queue.state == State::Closing {
-            return Poll::Ready(None);
-        }
-        match &queue.dispatcher {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => queue.dispatcher = Some(cx.waker().clone()),
-        }
-        Poll::Pending
-    }
-}
-
-impl Drop for OutboundBody {
-    fn drop(&mut self) {
-        let mut queue = self.queue.borrow_mut();
-        queue.state = State::Gone;
-        queue.bytes = BytesMut::new();
-        // Our descriptor must not keep the socket open after the dispatcher closed its own.
-        queue.socket = None;
-        queue.wake_task();
+    /// Takes what is queued.
+    pub(crate) fn take_queued(&self) -> BytesMut {
+        std::mem::take(&mut self.queue.borrow_mut().bytes)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
-
-    fn next(body: &mut OutboundBody) -> Poll<Option<Result<Bytes, Aborted>>> {
-        Pin::new(body).poll_next(&mut Context::from_waker(Waker::noop()))
-    }
-
-    fn chunk(body: &mut OutboundBody) -> Vec<u8> {
-        match next(body) {
-            Poll::Ready(Some(Ok(bytes))) => bytes.to_vec(),
-            other => panic!("expected bytes, got {:?}", other.map(|o| o.map(|r| r.is_ok()))),
-        }
-    }
+    use crate::binding::upgrade::{ReadSide, Upgraded};
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
 
     #[test]
     fn frames_are_encoded_with_the_right_length_form() {
-        let (out, mut body) = Outbound::new(1 << 20, None);
+        let out = Outbound::detached(1 << 20);
         out.text(b"hi");
-        assert_eq!(chunk(&mut body), [0x81, 2, b'h', b'i']);
+        assert_eq!(&out.take_queued()[..], [0x81, 2, b'h', b'i']);
         let medium = vec![b'x'; 300];
         out.notification(&medium).expect("room");
-        let got = chunk(&mut body);
+        let got = out.take_queued();
         assert_eq!(&got[..4], [0x81, 126, 0x01, 0x2c]);
         assert_eq!(got.len(), 4 + 300);
         let large = vec![b'y'; 70_000];
         out.text(&large);
-        let mut got = Vec::new();
-        while let Poll::Ready(Some(Ok(bytes))) = next(&mut body) {
-            got.extend_from_slice(&bytes);
-        }
+        let got = out.take_queued();
         assert_eq!(&got[..10], [0x81, 127, 0, 0, 0, 0, 0, 0x01, 0x11, 0x70]);
         assert_eq!(got.len(), 10 + 70_000);
-        assert!(next(&mut body).is_pending());
     }
 
     #[test]
     fn notifications_beyond_the_limit_are_refused_but_responses_go_in() {
-        let (out, mut body) = Outbound::new(100, None);
+        let out = Outbound::detached(100);
         out.notification(&[b'a'; 90]).expect("room");
         out.notification(&[b'b'; 90])
             .expect("still under the limit when it was queued");
         assert_eq!(out.notification(b"c"), Err(Full));
         assert!(!out.has_room());
         out.text(b"response");
-        let drained: usize = std::iter::from_fn(|| match next(&mut body) {
-            Poll::Ready(Some(Ok(b))) => Some(b.len()),
-            _ => None,
-        })
-        .sum();
-        assert_eq!(drained, 92 + 92 + 10);
+        assert_eq!(out.take_queued().len(), 92 + 92 + 10);
         assert!(out.has_room());
     }
 
     #[test]
-    fn close_ends_the_body_after_the_queue_and_abort_fails_it() {
-        let (out, mut body) = Outbound::new(1024, None);
+    fn nothing_is_queued_after_the_close_which_is_cut_to_fit_a_control_frame() {
+        let out = Outbound::detached(1024);
         out.text(b"last");
         out.close(Some(1013), &"é".repeat(100));
         out.text(b"ignored after close");
-        let got = chunk(&mut body);
+        let got = out.take_queued();
         assert_eq!(&got[..6], [0x81, 4, b'l', b'a', b's', b't']);
         let close = &got[6..];
         assert_eq!(close[0], 0x88);
         let len = usize::from(close[1]);
         assert!(len <= 125, "control frames carry at most 125 bytes: {len}");
+        assert_eq!(close.len(), 2 + len, "nothing after the close");
         assert_eq!(&close[2..4], 1013u16.to_be_bytes());
         assert!(
             std::str::from_utf8(&close[4..2 + len]).is_ok(),
             "cut on a char boundary"
         );
-        assert!(matches!(next(&mut body), Poll::Ready(None)));
-
-        let (out, mut body) = Outbound::new(1024, None);
-        out.text(b"never written");
-        out.abort();
-        assert!(matches!(next(&mut body), Poll::Ready(Some(Err(Aborted)))));
     }
 
-    /// A connected pair of loopback sockets: (server side as tokio would hold it, client side).
-    fn pair() -> (TcpStream, TcpStream) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let (server, _) = listener.accept().expect("accept");
-        server.set_nonblocking(true).expect("nonblocking");
-        (server, client)
+    /// A loopback connection: (our queue over the server's end, its reading side, the client).
+    async fn connected(limit: usize) -> (Outbound, ReadSide, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let (reader, writer) = Upgraded::new(Box::new(server), BytesMut::new()).split();
+        (Outbound::new(limit, writer), reader, client)
     }
 
-    fn read_exactly(client: &mut TcpStream, n: usize) -> Vec<u8> {
+    async fn read_exactly(client: &mut TcpStream, n: usize) -> Vec<u8> {
         let mut buf = vec![0; n];
-        client.read_exact(&mut buf).expect("read");
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut buf))
+            .await
+            .expect("in time")
+            .expect("read");
         buf
     }
 
     #[tokio::test]
-    async fn direct_frames_wait_for_the_head_then_go_straight_to_the_socket() {
-        let (server, mut client) = pair();
-        let (out, mut body) = Outbound::new(1 << 20, Some(&ConnectionSocket::of(&server)));
-        // Before the dispatcher has flushed the head, frames wait.
-        out.text(b"early");
-        assert!(
-            next(&mut body).is_pending(),
-            "the body yields nothing in direct mode"
-        );
-        out.drained().now_or_never_pending();
-        // The second poll means the head is out: the waiting frame is written by the task...
-        assert!(next(&mut body).is_pending());
-        out.drained().await;
-        assert_eq!(
-            read_exactly(&mut client, 7),
-            [0x81, 5, b'e', b'a', b'r', b'l', b'y']
-        );
-        // ... and from now on frames go out as they are queued, without any task.
+    async fn frames_go_straight_to_the_socket_and_the_close_ends_the_sending_side() {
+        let (out, reader, mut client) = connected(1 << 20).await;
+        // No task runs: whoever queues a frame writes it.
         out.notification(b"now").expect("room");
-        assert_eq!(read_exactly(&mut client, 5), [0x81, 3, b'n', b'o', b'w']);
-        // The close goes out, then the body ends and lets go of its descriptor.
-        out.close(Some(1000), "bye");
+        out.text(b"reply");
+        assert!(out.queue.borrow().bytes.is_empty());
+        assert_eq!(read_exactly(&mut client, 5).await, [0x81, 3, b'n', b'o', b'w']);
         assert_eq!(
-            read_exactly(&mut client, 7),
+            read_exactly(&mut client, 7).await,
+            [0x81, 5, b'r', b'e', b'p', b'l', b'y']
+        );
+        out.close_within(Some(1000), "bye", Duration::from_secs(10)).await;
+        assert_eq!(
+            read_exactly(&mut client, 7).await,
             [0x88, 5, 0x03, 0xe8, b'b', b'y', b'e']
         );
-        assert!(matches!(next(&mut body), Poll::Ready(None)));
-        drop(server);
-        drop((out, body));
+        // The FIN follows the close although the reading side is still open.
         let mut rest = Vec::new();
-        client.read_to_end(&mut rest).expect("the socket closes");
+        client
+            .read_to_end(&mut rest)
+            .await
+            .expect("the server's side ends");
         assert!(rest.is_empty());
+        assert!(
+            out.queue.borrow().writer.is_none(),
+            "the queue let go of the socket"
+        );
+        drop(reader);
     }
 
     #[tokio::test]
     async fn a_socket_that_stops_taking_frames_makes_them_wait_in_order() {
-        let (server, mut client) = pair();
-        let (out, mut body) = Outbound::new(64 * 1024, Some(&ConnectionSocket::of(&server)));
-        let _ = next(&mut body);
-        let _ = next(&mut body);
+        let (out, _reader, mut client) = connected(64 * 1024).await;
         // The client reads nothing: fill the socket until frames have to wait here.
         let payload = vec![b'p'; 1000];
         let mut sent = 0usize;
@@ -634,37 +508,45 @@ mod tests {
         }
         assert!(!out.has_room(), "refused only once the limit is reached");
         // The client reads again; the task writes the backlog as the socket takes it.
-        let reader = std::thread::spawn(move || {
+        let reader = tokio::spawn(async move {
             let mut frames = 0;
-            let mut header = [0u8; 4];
             while frames < sent {
-                client.read_exact(&mut header).expect("header");
+                let header = read_exactly(&mut client, 4).await;
                 assert_eq!(
                     header,
                     [0x81, 126, 0x03, 0xe8],
                     "frame {frames} intact and in order"
                 );
-                read_exactly(&mut client, 1000);
+                read_exactly(&mut client, 1000).await;
                 frames += 1;
             }
             frames
         });
-        tokio::time::timeout(std::time::Duration::from_secs(10), out.drained())
+        tokio::time::timeout(Duration::from_secs(10), out.drained())
             .await
             .expect("drained");
-        assert_eq!(reader.join().expect("reader"), sent);
+        assert_eq!(reader.await.expect("reader"), sent);
     }
 
-    trait NowOrNeverPending {
-        fn now_or_never_pending(self);
-    }
-
-    impl<F: std::future::Future> NowOrNeverPending for F {
-        /// Polls once and insists that it is pending.
-        fn now_or_never_pending(self) {
-            let mut f = std::pin::pin!(self);
-            let polled = f.as_mut().poll(&mut Context::from_waker(Waker::noop()));
-            assert!(polled.is_pending());
-        }
+    #[tokio::test]
+    async fn an_aborted_queue_drops_what_waits_and_writes_nothing_more() {
+        let (out, _reader, mut client) = connected(1 << 20).await;
+        out.text(b"first");
+        out.abort();
+        out.text(b"never written");
+        assert_eq!(out.notification(b"nor this"), Ok(()));
+        assert!(out.queue.borrow().bytes.is_empty());
+        out.drained().await;
+        assert_eq!(
+            read_exactly(&mut client, 7).await,
+            [0x81, 5, b'f', b'i', b'r', b's', b't']
+        );
+        drop(_reader);
+        let mut rest = Vec::new();
+        client
+            .read_to_end(&mut rest)
+            .await
+            .expect("closed once both sides are gone");
+        assert!(rest.is_empty(), "{rest:?}");
     }
 }

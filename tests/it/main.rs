@@ -28,5 +28,6 @@ mod reload;
 mod reload_integrity;
 mod security;
 mod thing_models;
+mod upgrade;
 mod ws;
-mod ws_fd_reserve;
+mod ws_descriptors;

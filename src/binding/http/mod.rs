@@ -11,6 +11,7 @@
 pub(crate) mod forms;
 pub(crate) mod problem;
 pub(crate) mod routes;
+mod server;
 pub(crate) mod sse;
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use actix_web::dev::Service;
 use actix_web::http::{Method, header};
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpResponse, web};
 use futures_util::future::Either;
 use tokio::sync::watch;
 
@@ -182,16 +183,22 @@ pub(crate) fn start(
     security: Security,
     timeouts: Timeouts,
 ) -> std::io::Result<actix_web::dev::Server> {
+    use actix_http::HttpService;
+    let local_addr = listener.local_addr()?;
+    let port = super::PortOrigin {
+        secure: security.tls.is_some(),
+        address: local_addr.to_string(),
+    };
     let state = web::Data::new(state);
     let tls = security.tls.clone();
     let security = Arc::new(security);
-    let connections = crate::limits::Connections::new(timeouts.max_connections);
-    let server = HttpServer::new(move || {
+    let max_connections = timeouts.max_connections;
+    let make_app = move || {
         let mounts = mounts.clone();
         let security = security.clone();
-        let max_connections = timeouts.max_connections;
         App::new()
             .app_data(state.clone())
+            .app_data(port.clone())
             .wrap_fn(move |req, srv| {
                 // Every request passes here first, whatever adapter serves it: the Host check
                 // against DNS rebinding, CORS preflights (answered without credentials, as
@@ -218,23 +225,39 @@ pub(crate) fn start(
             })
             .configure(configure)
             .default_service(web::to(routes::not_found))
-    })
-    .workers(workers.max(1))
+    };
+    let builder = actix_web::dev::Server::build()
+        .workers(workers.max(1))
+        .shutdown_timeout(1)
+        .disable_signals();
+    let settings = server::Settings {
+        head_timeout: timeouts.head,
+        idle_timeout: timeouts.idle,
+        local_addr,
+        shutdown: builder.graceful_shutdown_signal(),
+    };
     // Every connection takes a slot when accepted; one over the maximum is still accepted so
     // the middleware can answer it 503 instead of leaving it in the backlog.
-    .on_connect(move |connection, extensions| on_connect(connection, extensions, &connections))
-    // A request head must arrive in time (slowloris gets 408), an idle keep-alive connection
-    // is closed, and a closing client gets 1 s to go.
-    .client_request_timeout(timeouts.head)
-    .keep_alive(timeouts.idle)
-    .client_disconnect_timeout(std::time::Duration::from_secs(1))
-    .shutdown_timeout(1)
-    .disable_signals();
-    let server = match tls {
-        Some(config) => server.listen_rustls_0_23(listener, (*config).clone())?,
-        None => server.listen(listener)?,
+    let connections = crate::limits::Connections::new(timeouts.max_connections);
+    let builder = match tls {
+        Some(config) => builder.listen("wot-https", listener, move || {
+            let connections = connections.clone();
+            server::configure(HttpService::build(), &settings)
+                .on_connect_ext(move |_: &_, extensions: &mut _| server::admit(&connections, extensions))
+                .upgrade(server::upgrades(make_app.clone()))
+                .finish(server::routes(make_app()))
+                .rustls_0_23((*config).clone())
+        })?,
+        None => builder.listen("wot-http", listener, move || {
+            let connections = connections.clone();
+            server::configure(HttpService::build(), &settings)
+                .on_connect_ext(move |_: &_, extensions: &mut _| server::admit(&connections, extensions))
+                .upgrade(server::upgrades(make_app.clone()))
+                .finish(server::routes(make_app()))
+                .tcp()
+        })?,
     };
-    Ok(server.run())
+    Ok(builder.run())
 }
 
 /// Why a request is refused before any handler runs, if it is: its connection is over the
@@ -252,23 +275,6 @@ fn refusal(
     } else {
         security.judge(req)
     }
-}
-
-/// Records an accepted connection's descriptor (for the WebSocket binding) and its slot in the
-/// connection limit.
-fn on_connect(
-    connection: &dyn std::any::Any,
-    extensions: &mut actix_web::dev::Extensions,
-    connections: &crate::limits::Connections,
-) {
-    if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        extensions.insert(super::ConnectionSocket::of(tcp));
-    }
-    let slot = connections.admit();
-    if !slot.admitted() {
-        tracing::warn!(max = connections.max(), "connection limit reached; answering 503");
-    }
-    extensions.insert(slot);
 }
 
 /// What the HTTP port enforces before any handler runs.

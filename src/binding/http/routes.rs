@@ -24,10 +24,7 @@ const LONGPOLL_WAIT: Duration = Duration::from_secs(60);
 fn origins(state: &HttpState, req: &HttpRequest) -> Origins {
     let http = match &state.base_url {
         Some(base) => base.clone(),
-        None => {
-            let info = req.connection_info();
-            format!("{}://{}", info.scheme(), info.host())
-        }
+        None => crate::binding::request_origin(req),
     };
     Origins {
         http: Some(http),

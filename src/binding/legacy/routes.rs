@@ -78,10 +78,7 @@ fn json(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
 fn origin(state: &LegacyState, req: &HttpRequest) -> String {
     match &state.base_url {
         Some(base) => base.clone(),
-        None => {
-            let info = req.connection_info();
-            format!("{}://{}", info.scheme(), info.host())
-        }
+        None => crate::binding::request_origin(req),
     }
 }
 
@@ -126,7 +123,7 @@ fn is_websocket(req: &HttpRequest) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-async fn thing(state: State, req: HttpRequest, path: web::Path<String>, body: web::Payload) -> Result {
+async fn thing(state: State, req: HttpRequest, path: web::Path<String>) -> Result {
     let legacy = state.thing(&path)?;
     if is_websocket(&req) {
         let client = req.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
@@ -135,7 +132,7 @@ async fn thing(state: State, req: HttpRequest, path: web::Path<String>, body: we
             LegacyError::Limit(hit)
         })?;
         let watches = (state.shutdown.clone(), state.servient.watch_changes());
-        return socket::open(&req, body, legacy, permit, watches, state.ping_interval);
+        return socket::open(&req, legacy, permit, watches, state.ping_interval);
     }
     let d = describe::for_origin(&legacy.template, legacy.slug(), &origin(&state, &req));
     Ok(json(StatusCode::OK, d.to_string()))

@@ -23,15 +23,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use bytes::Bytes;
 use tokio::sync::{broadcast, watch};
 
 use super::error::{LegacyError, core_status};
 use super::wire::{self, Incoming};
 use super::{LegacyThing, MAX_MESSAGE};
-use crate::binding::ConnectionSocket;
 use crate::binding::keepalive::{Keepalive, Tick};
+use crate::binding::upgrade::{ReadSide, UpgradeSlot};
 use crate::binding::ws_inbound::{self, Inbound, Messages};
 use crate::binding::ws_outbound::Outbound;
 use crate::core::{Ended, Operation, Received, Target, Topic};
@@ -50,7 +50,6 @@ const TRY_AGAIN_LATER: u16 = 1013;
 
 pub(crate) fn open(
     req: &HttpRequest,
-    body: web::Payload,
     legacy: Arc<LegacyThing>,
     permit: crate::limits::Permit,
     (shutdown, changes): (watch::Receiver<bool>, watch::Receiver<u64>),
@@ -61,28 +60,35 @@ pub(crate) fn open(
         Ok(response) => response,
         Err(e) => return Ok(e.error_response()),
     };
+    let Some(slot) = UpgradeSlot::of(req) else {
+        return Err(LegacyError::bad_request(NOT_UPGRADABLE));
+    };
     if let Some(protocol) = offered_subprotocol(req) {
         response.insert_header((header::SEC_WEBSOCKET_PROTOCOL, protocol));
     }
-    let messages = Messages::new(body, Inbound::new(MAX_MESSAGE, MAX_MESSAGE));
-    let (outbound, body) = Outbound::new(MAX_QUEUED, req.conn_data::<ConnectionSocket>());
     let statuses = legacy.subscribe_statuses();
     let keepalive = Keepalive::new(ping_interval, Instant::now());
-    let socket = run(
-        legacy,
-        (outbound, messages),
-        (subscription, statuses),
-        (shutdown, changes),
-        keepalive,
-    );
-    actix_web::rt::spawn(async move {
-        socket.await;
+    slot.take_over(move |upgraded| async move {
+        let (reader, writer) = upgraded.split();
+        let messages = Messages::new(reader, Inbound::new(MAX_MESSAGE, MAX_MESSAGE));
+        let outbound = Outbound::new(MAX_QUEUED, writer);
+        run(
+            legacy,
+            (outbound, messages),
+            (subscription, statuses),
+            (shutdown, changes),
+            keepalive,
+        )
+        .await;
         drop(permit);
     });
-    Ok(HttpResponse::from(response.finish())
-        .set_body(body)
-        .map_into_boxed_body())
+    Ok(HttpResponse::from(response.finish()).map_into_boxed_body())
 }
+
+/// Why a WebSocket handshake that is otherwise right cannot be accepted: its connection cannot be
+/// taken over (it came over HTTP/2, or with a body).
+const NOT_UPGRADABLE: &str =
+    "this request cannot open a WebSocket: send the handshake over HTTP/1.1, without a body";
 
 /// The first subprotocol the client offers that this socket speaks (RFC 6455 §4.2.2).
 fn offered_subprotocol(req: &HttpRequest) -> Option<&'static str> {
@@ -101,7 +107,7 @@ enum End {
 
 async fn run(
     legacy: Arc<LegacyThing>,
-    (outbound, mut messages): (Outbound, Messages<web::Payload>),
+    (outbound, mut messages): (Outbound, Messages<ReadSide>),
     (mut subscription, mut statuses): (crate::core::Subscription, broadcast::Receiver<Bytes>),
     (mut shutdown, changes): (watch::Receiver<bool>, watch::Receiver<u64>),
     mut keepalive: Keepalive,
@@ -130,7 +136,7 @@ async fn run(
             biased;
             _ = shutdown.changed() => break End::Close(GOING_AWAY, "server shutting down".into()),
             ended = &mut retired => break closing(ended, legacy.slug()),
-            // Frames the socket could not take at once (direct writes only).
+            // Frames the connection could not take at once.
             _ = outbound.write_backlog() => continue,
             room = tokio::time::timeout_at(stuck_at, outbound.room()), if !has_room => {
                 if room.is_err() {
@@ -176,17 +182,16 @@ async fn run(
             );
         }
     };
-    finish(&outbound, end, patience).await;
+    finish(&outbound, messages, end, patience).await;
 }
 
-/// Sends the close (waiting at most `patience` for it to go out), or drops the socket.
-async fn finish(outbound: &Outbound, end: End, patience: Duration) {
+/// Sends the close (waiting at most `patience` for it to go out) and lets the hub close its
+/// side, or drops the socket.
+async fn finish(outbound: &Outbound, messages: Messages<ReadSide>, end: End, patience: Duration) {
     match end {
         End::Close(code, reason) => {
-            outbound.close(Some(code), &reason);
-            if tokio::time::timeout(patience, outbound.drained()).await.is_err() {
-                outbound.abort();
-            }
+            outbound.close_within(Some(code), &reason, patience).await;
+            messages.discard_until_closed(ws_inbound::LINGER).await;
         }
         End::Drop => outbound.abort(),
     }

@@ -2,9 +2,8 @@
 //! core, writes the answers, keeps the connection alive and closes it on shutdown.
 //!
 //! One task per socket, on the worker thread that serves the socket. Everything it sends goes
-//! through the socket's [`Outbound`] queue (written to the socket at once on plain TCP, drained
-//! by the HTTP dispatcher under TLS); on plain TCP the task also writes what the socket could
-//! not take at once. Property and event notifications do not pass through here: this thread's
+//! through the socket's [`Outbound`] queue, which writes to the connection at once; the task
+//! writes what the connection could not take at once. Property and event notifications do not pass through here: this thread's
 //! `fanout` relay queues them directly. The task handles what changes its state (action status
 //! notifications, lag, the thing going away). A client that stops reading fills its queue; the
 //! task then reads no further request, notifications overflow, and the socket is closed with
@@ -26,7 +25,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_http::ws::CloseCode;
-use actix_web::web::Payload;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -38,7 +36,8 @@ use super::fanout::{self, Inbox};
 use super::protocol::{self, Decoded, Frame, Rejection, Request};
 use super::session::{Interests, names_thing};
 use crate::binding::keepalive::{Keepalive, Tick};
-use crate::binding::ws_inbound::{InboundError, Incoming, Messages};
+use crate::binding::upgrade::ReadSide;
+use crate::binding::ws_inbound::{self, InboundError, Incoming, Messages};
 use crate::binding::ws_outbound::Outbound;
 use crate::core::servient::perform;
 use crate::core::{Ended, Error, ExposedThing, Notification, Operation, Received, Reply, Servient, Topic};
@@ -108,7 +107,7 @@ pub(crate) async fn run(
     servient: Arc<Servient>,
     (slug, opened_id): (String, String),
     outbound: Outbound,
-    mut stream: Messages<Payload>,
+    mut stream: Messages<ReadSide>,
     mut shutdown: watch::Receiver<bool>,
     config: WsConfig,
 ) {
@@ -136,7 +135,7 @@ pub(crate) async fn run(
             biased;
             _ = &mut shutting_down => Step::End(End::Close(Some(CloseCode::Away), "server shutting down".into())),
             _ = &mut removed => Step::End(conn.removed()),
-            // Frames the socket could not take at once (direct writes only).
+            // Frames the connection could not take at once.
             _ = outbound.write_backlog() => Step::Nothing,
             room = tokio::time::timeout_at(stuck_at.unwrap_or_else(tokio::time::Instant::now), outbound.room()),
                 if !has_room => stuck_or_not(room.is_err()),
@@ -157,7 +156,7 @@ pub(crate) async fn run(
     };
     // Notifications stop before the close goes out.
     conn.subscription = None;
-    finish(&outbound, end, &config).await;
+    finish(&outbound, stream, end, &config).await;
 }
 
 /// The outbound queue stayed full for the whole send timeout: the client stopped reading.
@@ -181,17 +180,15 @@ fn on_tick(keepalive: &mut Keepalive, outbound: &Outbound) -> Step {
     }
 }
 
-/// Sends the close (waiting at most the send timeout for it to go out), or drops the socket.
-async fn finish(outbound: &Outbound, end: End, config: &WsConfig) {
+/// Sends the close (waiting at most the send timeout for it to go out) and lets the client
+/// close its side, or drops the socket.
+async fn finish(outbound: &Outbound, stream: Messages<ReadSide>, end: End, config: &WsConfig) {
     match end {
         End::Close(code, description) => {
-            outbound.close(code.map(u16::from), &description);
-            if tokio::time::timeout(config.send_timeout, outbound.drained())
-                .await
-                .is_err()
-            {
-                outbound.abort();
-            }
+            outbound
+                .close_within(code.map(u16::from), &description, config.send_timeout)
+                .await;
+            stream.discard_until_closed(ws_inbound::LINGER).await;
         }
         End::Drop => outbound.abort(),
     }

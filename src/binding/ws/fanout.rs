@@ -463,12 +463,8 @@ async fn pump(key: usize, relay: Rc<Relay>, mut subscription: Subscription) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::binding::ws_outbound::OutboundBody;
     use crate::core::ThingBuilder;
-    use actix_web::body::MessageBody;
     use serde_json::json;
-    use std::pin::Pin;
-    use std::task::Context;
 
     fn thing(capacity: usize) -> Arc<ExposedThing> {
         let model = json!({"title": "T", "events": {"e": {"data": {"type": "integer"}}, "other": {}}});
@@ -484,21 +480,19 @@ mod tests {
         interests
     }
 
-    /// Everything queued on `body` so far, as text (frames under 64 KiB).
-    fn written(body: &mut OutboundBody) -> Vec<String> {
+    /// Everything queued on `out` so far, as text (frames under 64 KiB).
+    fn written(out: &Outbound) -> Vec<String> {
+        let mut bytes = out.take_queued().freeze();
         let mut frames = Vec::new();
-        let mut cx = Context::from_waker(Waker::noop());
-        while let Poll::Ready(Some(Ok(mut bytes))) = Pin::new(&mut *body).poll_next(&mut cx) {
-            while bytes.len() >= 2 {
-                let (header, len) = match bytes[1] {
-                    126 => (4, usize::from(u16::from_be_bytes([bytes[2], bytes[3]]))),
-                    127 => panic!("frames under 64 KiB only in this test"),
-                    short => (2, usize::from(short)),
-                };
-                let payload = bytes[header..header + len].to_vec();
-                frames.push(String::from_utf8(payload).expect("utf-8"));
-                bytes = bytes.slice(header + len..);
-            }
+        while bytes.len() >= 2 {
+            let (header, len) = match bytes[1] {
+                126 => (4, usize::from(u16::from_be_bytes([bytes[2], bytes[3]]))),
+                127 => panic!("frames under 64 KiB only in this test"),
+                short => (2, usize::from(short)),
+            };
+            let payload = bytes[header..header + len].to_vec();
+            frames.push(String::from_utf8(payload).expect("utf-8"));
+            bytes = bytes.slice(header + len..);
         }
         frames
     }
@@ -516,8 +510,10 @@ mod tests {
             .run_until(async {
                 let thing = thing(8);
                 thing.emit_event("e", Some(json!(0))).expect("emit");
-                let (out_a, mut body_a) = Outbound::new(1024, None);
-                let (out_b, mut body_b) = Outbound::new(1024, None);
+                let out_a = Outbound::detached(1024);
+                let body_a = out_a.clone();
+                let out_b = Outbound::detached(1024);
+                let body_b = out_b.clone();
                 let a = subscribe(&thing, interested_in("e"), out_a).expect("subscribe");
                 let b = subscribe(&thing, interested_in("other"), out_b).expect("subscribe");
                 thing.emit_event("e", Some(json!(1))).expect("emit");
@@ -525,7 +521,7 @@ mod tests {
                 settle().await;
                 // `a` gets only what it wants, and nothing from before it subscribed, straight
                 // into its outbound queue; its inbox stays empty.
-                let frames = written(&mut body_a);
+                let frames = written(&body_a);
                 assert_eq!(frames.len(), 1, "{frames:?}");
                 assert!(frames[0].contains(r#""data":1"#), "{}", frames[0]);
                 assert!(
@@ -533,7 +529,7 @@ mod tests {
                     "{}",
                     frames[0]
                 );
-                let frames = written(&mut body_b);
+                let frames = written(&body_b);
                 assert_eq!(frames.len(), 1, "{frames:?}");
                 assert!(frames[0].contains(r#""name":"other""#), "{}", frames[0]);
                 assert!(a.slot.queue.borrow().is_empty());
@@ -555,19 +551,21 @@ mod tests {
             .run_until(async {
                 let thing = thing(8);
                 let interests = interested_in("e");
-                let (out_a, mut body_a) = Outbound::new(4096, None);
+                let out_a = Outbound::detached(4096);
+                let body_a = out_a.clone();
                 let _a = subscribe(&thing, interests.clone(), out_a).expect("subscribe");
                 thing.emit_event("e", Some(json!(1))).expect("emit");
                 settle().await;
-                assert_eq!(written(&mut body_a).len(), 1);
+                assert_eq!(written(&body_a).len(), 1);
 
                 // A newcomer is routed `e` although `e`'s route was computed without it.
-                let (out_b, mut body_b) = Outbound::new(4096, None);
+                let out_b = Outbound::detached(4096);
+                let body_b = out_b.clone();
                 let _b = subscribe(&thing, interested_in("e"), out_b).expect("subscribe");
                 thing.emit_event("e", Some(json!(2))).expect("emit");
                 settle().await;
-                assert_eq!(written(&mut body_a).len(), 1);
-                assert_eq!(written(&mut body_b).len(), 1, "the newcomer got e");
+                assert_eq!(written(&body_a).len(), 1);
+                assert_eq!(written(&body_b).len(), 1, "the newcomer got e");
 
                 // `a` moves from `e` to `other` and back, the way the connection does it: `e`'s
                 // cached route must not leave it out.
@@ -577,18 +575,18 @@ mod tests {
                 thing.emit_event("e", Some(json!(3))).expect("emit");
                 thing.emit_event("other", None).expect("emit");
                 settle().await;
-                let frames = written(&mut body_a);
+                let frames = written(&body_a);
                 assert_eq!(frames.len(), 1, "{frames:?}");
                 assert!(frames[0].contains(r#""name":"other""#), "{}", frames[0]);
-                assert_eq!(written(&mut body_b).len(), 1, "b still gets e");
+                assert_eq!(written(&body_b).len(), 1, "b still gets e");
                 interests_changed();
                 interests.borrow_mut().subscribe_event("e", None);
                 thing.emit_event("e", Some(json!(4))).expect("emit");
                 settle().await;
-                let frames = written(&mut body_a);
+                let frames = written(&body_a);
                 assert_eq!(frames.len(), 1, "{frames:?}");
                 assert!(frames[0].contains(r#""data":4"#), "{}", frames[0]);
-                assert_eq!(written(&mut body_b).len(), 1, "b still gets e, not other");
+                assert_eq!(written(&body_b).len(), 1, "b still gets e, not other");
             })
             .await;
     }
@@ -606,7 +604,8 @@ mod tests {
                 for _ in 0..count {
                     let interests = Rc::new(RefCell::new(Interests::default()));
                     interests.borrow_mut().subscribe_event("e", Some("before".into()));
-                    let (outbound, body) = Outbound::new(4096, None);
+                    let outbound = Outbound::detached(4096);
+                    let body = outbound.clone();
                     let inbox = subscribe(&thing, interests.clone(), outbound).expect("subscribe");
                     connections.push((interests, body, inbox));
                 }
@@ -651,14 +650,15 @@ mod tests {
             .run_until(async {
                 let thing = thing(16);
                 // Room for one notification only.
-                let (out, mut body) = Outbound::new(1, None);
+                let out = Outbound::detached(1);
+                let body = out.clone();
                 let mut slow = subscribe(&thing, interested_in("e"), out).expect("subscribe");
                 for i in 0..5 {
                     thing.emit_event("e", Some(json!(i))).expect("emit");
                     settle().await;
                 }
                 assert!(matches!(slow.recv().await, Received::Lagged(4)));
-                let frames = written(&mut body);
+                let frames = written(&body);
                 assert_eq!(frames.len(), 1, "only the first was queued: {frames:?}");
                 assert!(frames[0].contains(r#""data":0"#), "{}", frames[0]);
             })

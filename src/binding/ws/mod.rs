@@ -6,9 +6,9 @@
 //! `protocol` decodes and encodes messages (sans-IO), `session` keeps per-connection state
 //! (sans-IO), `connection` drives one socket, `fanout` fans a thing's notifications out to the
 //! sockets of one worker thread, `forms` describes the endpoint in TDs. The handshake
-//! is actix-http's (`ws::handshake`), incoming messages are decoded by `binding::ws_inbound`
-//! from the request's payload, and outgoing frames go through `binding::ws_outbound` (see there
-//! for why, and how on plain TCP and under TLS). The binding turns messages into core operations and subscriptions; it
+//! is actix-http's (`ws::handshake`); the connection is then taken over (`binding::upgrade`):
+//! incoming messages are decoded by `binding::ws_inbound` from its reading side, and outgoing
+//! frames go through `binding::ws_outbound` to its writing side, plain TCP or TLS alike. The binding turns messages into core operations and subscriptions; it
 //! must not keep thing state, reach into another binding, or let one client's socket hold up the
 //! thing or other clients.
 
@@ -26,8 +26,8 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, guard, web};
 use tokio::sync::watch;
 
-use super::ConnectionSocket;
 use super::problem::Problem;
+use super::upgrade::UpgradeSlot;
 use super::ws_inbound::{Inbound, Messages};
 use super::ws_outbound::Outbound;
 use crate::core::Servient;
@@ -120,12 +120,7 @@ fn refuse(status: StatusCode, detail: String) -> HttpResponse {
         .body(problem.into_json())
 }
 
-async fn upgrade(
-    req: HttpRequest,
-    body: web::Payload,
-    path: web::Path<String>,
-    state: web::Data<WsState>,
-) -> HttpResponse {
+async fn upgrade(req: HttpRequest, path: web::Path<String>, state: web::Data<WsState>) -> HttpResponse {
     let thing = match state.servient.thing(&path) {
         Ok(thing) => thing,
         Err(e) => {
@@ -140,6 +135,13 @@ async fn upgrade(
             "the server is shutting down".into(),
         );
     }
+    let mut response = match actix_http::ws::handshake(req.head()) {
+        Ok(response) => response,
+        Err(e) => return e.error_response(),
+    };
+    let Some(slot) = UpgradeSlot::of(&req) else {
+        return refuse(StatusCode::BAD_REQUEST, NOT_UPGRADABLE.into());
+    };
     let client = req.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     let permit = match state.subscribers.try_open(client) {
         Ok(permit) => permit,
@@ -154,34 +156,29 @@ async fn upgrade(
             return response;
         }
     };
-    let mut response = match actix_http::ws::handshake(req.head()) {
-        Ok(response) => response,
-        Err(e) => return e.error_response(),
-    };
     if offers_subprotocol(&req) {
         response.insert_header((header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL));
     }
-    let config = state.config.clone();
-    let messages = Messages::new(body, Inbound::new(config.max_frame, config.max_message));
-    let (outbound, body) = Outbound::new(config.max_queued, req.conn_data::<ConnectionSocket>());
-    let run = connection::run(
+    let (servient, shutdown, config) = (
         state.servient.clone(),
-        (thing.slug.clone(), thing.id.clone()),
-        outbound,
-        messages,
         state.shutdown.clone(),
-        config,
+        state.config.clone(),
     );
-    actix_web::rt::spawn(async move {
-        run.await;
+    let names = (thing.slug.clone(), thing.id.clone());
+    slot.take_over(move |upgraded| async move {
+        let (reader, writer) = upgraded.split();
+        let messages = Messages::new(reader, Inbound::new(config.max_frame, config.max_message));
+        let outbound = Outbound::new(config.max_queued, writer);
+        connection::run(servient, names, outbound, messages, shutdown, config).await;
         drop(permit);
     });
-    // The connection ends when the body does (the socket was closed or aborted) or when the
-    // client goes away (the payload ends, and with it the socket's task).
-    HttpResponse::from(response.finish())
-        .set_body(body)
-        .map_into_boxed_body()
+    HttpResponse::from(response.finish()).map_into_boxed_body()
 }
+
+/// Why a WebSocket handshake that is otherwise right cannot be accepted: its connection cannot be
+/// taken over (it came over HTTP/2, or with a body).
+pub(crate) const NOT_UPGRADABLE: &str =
+    "this request cannot open a WebSocket: send the handshake over HTTP/1.1, without a body";
 
 /// Whether the client offers the Web Thing Protocol's subprotocol (RFC 6455 §4.2.2: the
 /// server echoes one it offered, or none).

@@ -1,8 +1,6 @@
-//! A WebSocket on plain TCP is written through a second descriptor of its socket only while the
-//! top of the descriptor table stays free for accepting connections (`fd_limit::RESERVE`). The
-//! sockets upgraded past that point are written through the HTTP dispatcher and work the same.
-//! The server is a `wot serve` child whose open-file limit the test lowers (prlimit) and whose
-//! descriptors it counts: the limit and the table are per process, and this test shares its
+//! A WebSocket holds one descriptor: that of the connection it was upgraded from, which its
+//! outbound queue writes to (plain TCP here) and nothing duplicates. The server is a `wot serve`
+//! child whose descriptors the test counts: the table is per process, and this test shares its
 //! process with every other test of the binary, running in parallel.
 
 use std::io::{BufRead, BufReader};
@@ -13,7 +11,6 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use wot_runtime::fd_limit::RESERVE;
 
 use crate::common;
 
@@ -98,29 +95,6 @@ impl Serve {
             })
             .collect()
     }
-
-    /// Sets the server's soft open-file limit (its hard limit stays).
-    fn lower_soft_limit(&self, soft: u64) {
-        let pid = self.child.id() as libc::pid_t;
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: prlimit reads nothing and writes one rlimit into the struct it is given, which
-        // lives for the call.
-        assert_eq!(
-            unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut limit) },
-            0,
-            "prlimit (get)"
-        );
-        limit.rlim_cur = soft;
-        // SAFETY: prlimit reads one rlimit from the struct it is given, which lives for the call.
-        assert_eq!(
-            unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) },
-            0,
-            "prlimit (set)"
-        );
-    }
 }
 
 impl Drop for Serve {
@@ -178,35 +152,18 @@ fn client_port(socket: &Socket) -> u16 {
 }
 
 #[tokio::test]
-async fn websockets_leave_the_top_of_the_descriptor_table_to_new_connections() {
+async fn a_websocket_holds_only_the_descriptor_of_its_connection() {
     let serve = Serve::start();
     let url = format!("{}/things/lamp", serve.http.replacen("http", "ws", 1));
     // A TD URL names the socket's thing.
     let thing_id = format!("{}/things/lamp", serve.http);
+    let mut sockets = observers(&url, &thing_id, 0, SOCKETS).await;
 
-    // `wot serve` runs with its limit raised to the hard one: the first sockets keep a second
-    // descriptor. Then the limit comes down to the lowest free number plus RESERVE, as if the
-    // table had filled up to there: descriptors are numbered lowest free first, so every later
-    // duplicate falls into the reserve and is given back, and those sockets are written through
-    // the dispatcher. The table itself never runs out (RESERVE numbers are left).
-    let mut sockets = observers(&url, &thing_id, 0, SOCKETS / 3).await;
-    let in_use = serve.descriptors();
-    let lowest_free = (0..).find(|fd| !in_use.contains_key(fd)).expect("a free number");
-    serve.lower_soft_limit(lowest_free + RESERVE);
-    sockets.extend(observers(&url, &thing_id, SOCKETS / 3, SOCKETS - SOCKETS / 3).await);
-
-    // The server holds each socket once, or twice with its duplicate.
     let ports: Vec<u16> = sockets.iter().map(client_port).collect();
     let held = serve.descriptors_per_connection(&ports);
-    assert!(held.iter().all(|n| (1..=2).contains(n)), "{held:?}");
-    let duplicates = held.iter().filter(|n| **n == 2).count();
-    assert!(duplicates > 0, "no socket was written directly: {held:?}");
-    assert!(
-        duplicates < SOCKETS,
-        "every socket kept a second descriptor, into the reserve: {held:?}"
-    );
+    assert_eq!(held, vec![1; SOCKETS], "descriptors per connection");
 
-    // Both kinds of socket deliver, and the server still accepts connections.
+    // Every socket delivers, and the server still answers plain requests.
     let response = common::client()
         .put(format!("{}/things/lamp/properties/brightness", serve.http))
         .json(&json!(37))

@@ -1,0 +1,191 @@
+//! The HTTP port's server: actix-http's HTTP/1.1 and HTTP/2 service on the runtime's listener,
+//! plain or TLS, serving the port's routes (an actix-web `App`, built in `super::start`), with an
+//! upgrade service that lets an endpoint take a connection over after `101 Switching Protocols`
+//! (`binding::upgrade`). actix-web's `HttpServer` is this without the upgrade service.
+//!
+//! A request that asks to upgrade (HTTP/1.1 `Upgrade: websocket`, or `CONNECT`) comes to the
+//! upgrade service with its connection. The service still runs it through the same routes,
+//! checks included; an endpoint that accepts answers `101` and leaves a takeover in the request's
+//! [`UpgradeSlot`], which then runs with the connection. Any other answer is written as usual and
+//! the connection closes, since the client meant to leave HTTP on it. Nothing here knows what an
+//! endpoint speaks after the upgrade.
+
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix_codec::{AsyncRead, AsyncWrite, Framed};
+use actix_http::body::{BodySize, BoxBody, MessageBody};
+use actix_http::h1::{self, Codec};
+use actix_http::{ConnectionType, HttpMessage, HttpServiceBuilder, Request, Response, StatusCode};
+use actix_service::{IntoServiceFactory, Service, ServiceFactory, fn_factory, fn_service};
+use actix_web::dev::{AppConfig, Extensions, ServiceResponse};
+
+use crate::binding::upgrade::{UpgradeSlot, Upgraded};
+use crate::limits::ConnectionSlot;
+
+/// What the HTTP/1.1 and HTTP/2 layers enforce on every connection.
+#[derive(Clone)]
+pub(super) struct Settings {
+    pub(super) head_timeout: Duration,
+    pub(super) idle_timeout: Duration,
+    pub(super) local_addr: std::net::SocketAddr,
+    pub(super) shutdown: actix_server::GracefulShutdownSignal,
+}
+
+/// The HTTP service's settings, the same for plain and TLS connections.
+pub(super) fn configure<T, S, X, U>(
+    builder: HttpServiceBuilder<T, S, X, U>,
+    settings: &Settings,
+) -> HttpServiceBuilder<T, S, X, U>
+where
+    S: ServiceFactory<Request, Config = ()>,
+    S::Error: Into<Response<BoxBody>> + 'static,
+    S::InitError: std::fmt::Debug,
+    <S::Service as Service<Request>>::Future: 'static,
+    X: ServiceFactory<Request, Config = (), Response = Request>,
+    X::Error: Into<Response<BoxBody>>,
+    X::InitError: std::fmt::Debug,
+    U: ServiceFactory<(Request, Framed<T, Codec>), Config = (), Response = ()>,
+    U::Error: std::fmt::Display,
+    U::InitError: std::fmt::Debug,
+{
+    let shutdown = settings.shutdown.clone();
+    builder
+        // A request head must arrive in time (slowloris gets 408), an idle keep-alive connection
+        // is closed, and a closing client gets 1 s to go.
+        .client_request_timeout(settings.head_timeout)
+        .keep_alive(settings.idle_timeout)
+        .client_disconnect_timeout(Duration::from_secs(1))
+        .local_addr(settings.local_addr)
+        // Idle keep-alive connections close as soon as the server starts shutting down.
+        .graceful_shutdown_signal(move || {
+            let shutdown = shutdown.clone();
+            async move { shutdown.notified().await }
+        })
+}
+
+/// The port's routes as the HTTP service runs them.
+pub(super) fn routes<A, SF, B>(
+    app: A,
+) -> impl ServiceFactory<
+    Request,
+    Config = (),
+    Response = ServiceResponse<B>,
+    Error = actix_web::Error,
+    InitError = (),
+>
+where
+    A: IntoServiceFactory<SF, Request>,
+    SF: ServiceFactory<
+            Request,
+            Config = AppConfig,
+            Response = ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        >,
+{
+    // The routes read nothing of the config: origins come from the port's own `PortOrigin`.
+    actix_service::map_config(app, |()| AppConfig::default())
+}
+
+/// The upgrade service for connections of transport `T`: each worker builds its own instance of
+/// the routes (`make_app`) to run upgrade requests through.
+pub(super) fn upgrades<T, F, A, SF, B>(
+    make_app: F,
+) -> impl ServiceFactory<
+    (Request, Framed<T, Codec>),
+    Config = (),
+    Response = (),
+    Error = actix_web::Error,
+    InitError = (),
+>
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    F: Fn() -> A + 'static,
+    A: IntoServiceFactory<SF, Request>,
+    SF: ServiceFactory<
+            Request,
+            Config = AppConfig,
+            Response = ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+    SF::Service: 'static,
+    B: MessageBody + 'static,
+{
+    fn_factory(move || {
+        let routes = routes(make_app());
+        async move {
+            let routes = Rc::new(routes.new_service(()).await?);
+            Ok::<_, ()>(fn_service(move |(req, framed)| {
+                let routes = routes.clone();
+                async move {
+                    upgrade(&*routes, req, framed)
+                        .await
+                        .map_err(actix_web::Error::from)
+                }
+            }))
+        }
+    })
+}
+
+/// Runs an upgrade request through the routes; takes the connection over if an endpoint
+/// accepted, else writes the answer and closes.
+async fn upgrade<T, S, B>(routes: &S, req: Request, mut framed: Framed<T, Codec>) -> io::Result<()>
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody + 'static,
+{
+    // The dispatcher let go of the connection's data when it handed the connection over; the
+    // connection's slot in the limit is held here for as long as the connection lasts.
+    let _admission = req.conn_data::<ConnectionSlot>().cloned();
+    let slot = UpgradeSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let response: Response<BoxBody> = match routes.call(req).await {
+        Ok(response) => response.map_into_boxed_body().into(),
+        Err(error) => error.into(),
+    };
+    let (mut head, body) = response.into_parts();
+    if head.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(takeover) = slot.take()
+    {
+        send(&mut framed, h1::Message::Item((head, BodySize::None))).await?;
+        let parts = framed.into_parts();
+        // `send` flushed: nothing of ours waits in `parts.write_buf`.
+        takeover(Upgraded::new(Box::new(parts.io), parts.read_buf)).await;
+        return Ok(());
+    }
+    head.head_mut().set_connection_type(ConnectionType::Close);
+    send(&mut framed, h1::Message::Item((head, body.size()))).await?;
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await {
+        let chunk = chunk.map_err(|e| io::Error::other(e.to_string()))?;
+        send(&mut framed, h1::Message::Chunk(Some(chunk))).await?;
+    }
+    send(&mut framed, h1::Message::Chunk(None)).await?;
+    std::future::poll_fn(|cx| Pin::new(&mut framed).close::<Message>(cx)).await
+}
+
+/// What the upgrade service writes through the HTTP/1.1 codec: a response head, then its body.
+type Message = h1::Message<(Response<()>, BodySize)>;
+
+/// Encodes and writes one message.
+async fn send<T: AsyncRead + AsyncWrite + Unpin>(
+    framed: &mut Framed<T, Codec>,
+    message: Message,
+) -> io::Result<()> {
+    Pin::new(&mut *framed).write(message)?;
+    std::future::poll_fn(|cx| Pin::new(&mut *framed).flush::<Message>(cx)).await
+}
+
+/// Takes a slot in the connection limit for an accepted connection.
+pub(super) fn admit(connections: &crate::limits::Connections, extensions: &mut Extensions) {
+    let slot = connections.admit();
+    if !slot.admitted() {
+        tracing::warn!(max = connections.max(), "connection limit reached; answering 503");
+    }
+    extensions.insert(slot);
+}
