@@ -8,11 +8,9 @@
 //!
 //! Without `--url` it starts the runtime (bundled things, loopback, default workers) in a child
 //! process of its own binary. Both processes raise their soft open-file limit to the hard one.
-//! The client holds one descriptor per subscriber. The server holds one per subscriber, plus a
-//! second one for each WebSocket it writes directly. Near its limit, the server writes the rest
-//! through the HTTP dispatcher instead (see `wot_runtime::fd_limit`). So 10,000 subscribers need
-//! a hard limit of at least 10,400 (`ulimit -n 20000`), and all of them are written directly
-//! from about 20,300. The bench checks the limit and says so rather than failing halfway.
+//! The client and the server each hold one descriptor per subscriber, so 10,000 subscribers need
+//! a hard limit of at least 10,400 (`ulimit -n 20000`). The bench checks the limit and says so
+//! rather than failing halfway.
 //!
 //! Latency: for each event the bench POSTs `fade` (duration 0) to the lamp, which emits `faded`
 //! with the requested level. Each subscriber's latency is reported three ways:
@@ -588,13 +586,6 @@ fn main() {
                     needed + 1024
                 );
                 std::process::exit(2);
-            }
-            let direct = 2 * sockets + wot_runtime::fd_limit::RESERVE + 128;
-            if limit < direct {
-                println!(
-                    "open-file limit {limit} < {direct}: the server writes some sockets through its \
-                     HTTP dispatcher instead of directly"
-                );
             }
         }
         Err(e) => eprintln!("open-file limit unknown ({e}); going on"),

@@ -5,8 +5,8 @@
 //! connection. A property or event notification that a connection wants is framed for it right
 //! here, from the notification's shared prefix and the connection's ending (operation and
 //! correlationID, encoded once per topic in the routing table), and queued on the connection's
-//! [`Outbound`], which writes the socket (or wakes the HTTP dispatcher that does): the
-//! connection's own task sleeps through the fan-out. Action status
+//! [`Outbound`], which writes it to the connection at once: the connection's own task sleeps
+//! through the fan-out. Action status
 //! changes, which change the connection's state, go to its inbox instead and wake its task; so
 //! does anything routed while the inbox still holds entries, so that a socket sees its
 //! notifications in the order they were published.
@@ -235,7 +235,7 @@ impl Slot {
     }
 }
 
-/// How many connections the relay serves before it lets their dispatchers (and tasks) run.
+/// How many connections the relay serves before it lets other tasks of its thread run.
 const BATCH: usize = 128;
 
 /// What a connection that wants a property or event notification gets of it.
