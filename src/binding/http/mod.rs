@@ -183,22 +183,51 @@ pub(crate) fn start(
     security: Security,
     timeouts: Timeouts,
 ) -> std::io::Result<actix_web::dev::Server> {
-    use actix_http::HttpService;
-    let local_addr = listener.local_addr()?;
     let port = super::PortOrigin {
         secure: security.tls.is_some(),
-        address: local_addr.to_string(),
+        address: listener.local_addr()?.to_string(),
     };
-    let state = web::Data::new(state);
     let tls = security.tls.clone();
-    let security = Arc::new(security);
-    let max_connections = timeouts.max_connections;
-    let make_app = move || {
-        let mounts = mounts.clone();
-        let security = security.clone();
+    let routes = Routes {
+        state: web::Data::new(state),
+        port,
+        mounts,
+        security: Arc::new(security),
+        max_connections: timeouts.max_connections,
+    };
+    server::serve(listener, workers, tls, &timeouts, move || routes.app())
+}
+
+/// What each worker builds its copy of the port's routes from.
+#[derive(Clone)]
+struct Routes {
+    state: web::Data<HttpState>,
+    port: super::PortOrigin,
+    mounts: Vec<Mount>,
+    security: Arc<Security>,
+    max_connections: usize,
+}
+
+impl Routes {
+    /// The port's routes: the other adapters' mounts, then the binding's own, all behind one
+    /// middleware.
+    fn app(
+        &self,
+    ) -> App<
+        impl actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody + use<>>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + use<>,
+    > {
+        let mounts = self.mounts.clone();
+        let security = self.security.clone();
+        let max_connections = self.max_connections;
         App::new()
-            .app_data(state.clone())
-            .app_data(port.clone())
+            .app_data(self.state.clone())
+            .app_data(self.port.clone())
             .wrap_fn(move |req, srv| {
                 // Every request passes here first, whatever adapter serves it: the Host check
                 // against DNS rebinding, CORS preflights (answered without credentials, as
@@ -225,39 +254,7 @@ pub(crate) fn start(
             })
             .configure(configure)
             .default_service(web::to(routes::not_found))
-    };
-    let builder = actix_web::dev::Server::build()
-        .workers(workers.max(1))
-        .shutdown_timeout(1)
-        .disable_signals();
-    let settings = server::Settings {
-        head_timeout: timeouts.head,
-        idle_timeout: timeouts.idle,
-        local_addr,
-        shutdown: builder.graceful_shutdown_signal(),
-    };
-    // Every connection takes a slot when accepted; one over the maximum is still accepted so
-    // the middleware can answer it 503 instead of leaving it in the backlog.
-    let connections = crate::limits::Connections::new(timeouts.max_connections);
-    let builder = match tls {
-        Some(config) => builder.listen("wot-https", listener, move || {
-            let connections = connections.clone();
-            server::configure(HttpService::build(), &settings)
-                .on_connect_ext(move |_: &_, extensions: &mut _| server::admit(&connections, extensions))
-                .upgrade(server::upgrades(make_app.clone()))
-                .finish(server::routes(make_app()))
-                .rustls_0_23((*config).clone())
-        })?,
-        None => builder.listen("wot-http", listener, move || {
-            let connections = connections.clone();
-            server::configure(HttpService::build(), &settings)
-                .on_connect_ext(move |_: &_, extensions: &mut _| server::admit(&connections, extensions))
-                .upgrade(server::upgrades(make_app.clone()))
-                .finish(server::routes(make_app()))
-                .tcp()
-        })?,
-    };
-    Ok(builder.run())
+    }
 }
 
 /// Why a request is refused before any handler runs, if it is: its connection is over the

@@ -1,5 +1,5 @@
 //! The HTTP port's server: actix-http's HTTP/1.1 and HTTP/2 service on the runtime's listener,
-//! plain or TLS, serving the port's routes (an actix-web `App`, built in `super::start`), with an
+//! plain or TLS, serving the port's routes (an actix-web `App`, built by `super::Routes`), with an
 //! upgrade service that lets an endpoint take a connection over after `101 Switching Protocols`
 //! (`binding::upgrade`). actix-web's `HttpServer` is this without the upgrade service.
 //!
@@ -18,24 +18,83 @@ use std::time::Duration;
 use actix_codec::{AsyncRead, AsyncWrite, Framed};
 use actix_http::body::{BodySize, BoxBody, MessageBody};
 use actix_http::h1::{self, Codec};
-use actix_http::{ConnectionType, HttpMessage, HttpServiceBuilder, Request, Response, StatusCode};
+use actix_http::{
+    ConnectionType, HttpMessage, HttpService, HttpServiceBuilder, Request, Response, StatusCode,
+};
 use actix_service::{IntoServiceFactory, Service, ServiceFactory, fn_factory, fn_service};
 use actix_web::dev::{AppConfig, Extensions, ServiceResponse};
 
 use crate::binding::upgrade::{UpgradeSlot, Upgraded};
 use crate::limits::ConnectionSlot;
 
+/// Runs the port's routes (`make_app`, called once per worker and once more for its upgrade
+/// service) on `listener`, over TLS when `tls` is set.
+pub(super) fn serve<F, A, SF, B>(
+    listener: std::net::TcpListener,
+    workers: usize,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    timeouts: &super::Timeouts,
+    make_app: F,
+) -> io::Result<actix_server::Server>
+where
+    F: Fn() -> A + Clone + Send + 'static,
+    A: IntoServiceFactory<SF, Request>,
+    SF: ServiceFactory<
+            Request,
+            Config = AppConfig,
+            Response = ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+    SF::Service: 'static,
+    <SF::Service as Service<Request>>::Future: 'static,
+    B: MessageBody + 'static,
+{
+    let builder = actix_server::Server::build()
+        .workers(workers.max(1))
+        .shutdown_timeout(1)
+        .disable_signals();
+    let settings = Settings {
+        head_timeout: timeouts.head,
+        idle_timeout: timeouts.idle,
+        local_addr: listener.local_addr()?,
+        shutdown: builder.graceful_shutdown_signal(),
+    };
+    // Every connection takes a slot when accepted; one over the maximum is still accepted so
+    // the middleware can answer it 503 instead of leaving it in the backlog.
+    let connections = crate::limits::Connections::new(timeouts.max_connections);
+    let builder = match tls {
+        Some(config) => builder.listen("wot-https", listener, move || {
+            let connections = connections.clone();
+            configure(HttpService::build(), &settings)
+                .on_connect_ext(move |_: &_, extensions: &mut _| admit(&connections, extensions))
+                .upgrade(upgrades(make_app.clone()))
+                .finish(routes(make_app()))
+                .rustls_0_23((*config).clone())
+        })?,
+        None => builder.listen("wot-http", listener, move || {
+            let connections = connections.clone();
+            configure(HttpService::build(), &settings)
+                .on_connect_ext(move |_: &_, extensions: &mut _| admit(&connections, extensions))
+                .upgrade(upgrades(make_app.clone()))
+                .finish(routes(make_app()))
+                .tcp()
+        })?,
+    };
+    Ok(builder.run())
+}
+
 /// What the HTTP/1.1 and HTTP/2 layers enforce on every connection.
 #[derive(Clone)]
-pub(super) struct Settings {
-    pub(super) head_timeout: Duration,
-    pub(super) idle_timeout: Duration,
-    pub(super) local_addr: std::net::SocketAddr,
-    pub(super) shutdown: actix_server::GracefulShutdownSignal,
+struct Settings {
+    head_timeout: Duration,
+    idle_timeout: Duration,
+    local_addr: std::net::SocketAddr,
+    shutdown: actix_server::GracefulShutdownSignal,
 }
 
 /// The HTTP service's settings, the same for plain and TLS connections.
-pub(super) fn configure<T, S, X, U>(
+fn configure<T, S, X, U>(
     builder: HttpServiceBuilder<T, S, X, U>,
     settings: &Settings,
 ) -> HttpServiceBuilder<T, S, X, U>
@@ -67,7 +126,7 @@ where
 }
 
 /// The port's routes as the HTTP service runs them.
-pub(super) fn routes<A, SF, B>(
+fn routes<A, SF, B>(
     app: A,
 ) -> impl ServiceFactory<
     Request,
@@ -92,7 +151,7 @@ where
 
 /// The upgrade service for connections of transport `T`: each worker builds its own instance of
 /// the routes (`make_app`) to run upgrade requests through.
-pub(super) fn upgrades<T, F, A, SF, B>(
+fn upgrades<T, F, A, SF, B>(
     make_app: F,
 ) -> impl ServiceFactory<
     (Request, Framed<T, Codec>),
@@ -182,7 +241,7 @@ async fn send<T: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Takes a slot in the connection limit for an accepted connection.
-pub(super) fn admit(connections: &crate::limits::Connections, extensions: &mut Extensions) {
+fn admit(connections: &crate::limits::Connections, extensions: &mut Extensions) {
     let slot = connections.admit();
     if !slot.admitted() {
         tracing::warn!(max = connections.max(), "connection limit reached; answering 503");

@@ -63,6 +63,24 @@ enum Answer {
     Later(Pending),
 }
 
+/// What an observe or subscribe operation (or its undoing) is about.
+enum Interest {
+    Property(String),
+    AllProperties,
+    Event(String),
+    AllEvents,
+}
+
+impl Interest {
+    /// The response: the affordance's name, when there is one.
+    fn frame(&self, respond: &Respond<'_>) -> protocol::Frame {
+        match self {
+            Interest::Property(name) | Interest::Event(name) => respond.frame(32).str("name", name),
+            Interest::AllProperties | Interest::AllEvents => respond.frame(0),
+        }
+    }
+}
+
 /// Why the loop ended.
 enum End {
     /// Send this close frame (none: echo a close that had no status).
@@ -427,56 +445,18 @@ impl Connection {
             Request::WriteMultipleProperties { values } => {
                 self.write_multiple(&thing, values, &respond).await
             }
-            Request::ObserveProperty { name } => {
-                if thing.property(&name)?.write_only {
-                    return Err(Error::WriteOnly(name));
-                }
-                self.ensure_subscribed()?;
-                self.interests_mut()
-                    .observe_property(&name, respond.owned_correlation());
-                respond.done(respond.frame(32).str("name", &name))
-            }
+            Request::ObserveProperty { name } => self.listen(&thing, Interest::Property(name), &respond),
             Request::UnobserveProperty { name } => {
-                thing.property(&name)?;
-                self.interests_mut().unobserve_property(&name);
-                self.release_if_idle();
-                respond.done(respond.frame(32).str("name", &name))
+                self.stop_listening(&thing, Interest::Property(name), &respond)
             }
-            Request::ObserveAllProperties => {
-                self.ensure_subscribed()?;
-                self.interests_mut()
-                    .observe_all_properties(respond.owned_correlation());
-                respond.done(respond.frame(0))
-            }
-            Request::UnobserveAllProperties => {
-                self.interests_mut().unobserve_all_properties();
-                self.release_if_idle();
-                respond.done(respond.frame(0))
-            }
-            Request::SubscribeEvent { name } => {
-                thing.event(&name)?;
-                self.ensure_subscribed()?;
-                self.interests_mut()
-                    .subscribe_event(&name, respond.owned_correlation());
-                respond.done(respond.frame(32).str("name", &name))
-            }
+            Request::ObserveAllProperties => self.listen(&thing, Interest::AllProperties, &respond),
+            Request::UnobserveAllProperties => self.stop_listening(&thing, Interest::AllProperties, &respond),
+            Request::SubscribeEvent { name } => self.listen(&thing, Interest::Event(name), &respond),
             Request::UnsubscribeEvent { name } => {
-                thing.event(&name)?;
-                self.interests_mut().unsubscribe_event(&name);
-                self.release_if_idle();
-                respond.done(respond.frame(32).str("name", &name))
+                self.stop_listening(&thing, Interest::Event(name), &respond)
             }
-            Request::SubscribeAllEvents => {
-                self.ensure_subscribed()?;
-                self.interests_mut()
-                    .subscribe_all_events(respond.owned_correlation());
-                respond.done(respond.frame(0))
-            }
-            Request::UnsubscribeAllEvents => {
-                self.interests_mut().unsubscribe_all_events();
-                self.release_if_idle();
-                respond.done(respond.frame(0))
-            }
+            Request::SubscribeAllEvents => self.listen(&thing, Interest::AllEvents, &respond),
+            Request::UnsubscribeAllEvents => self.stop_listening(&thing, Interest::AllEvents, &respond),
             Request::InvokeAction { name, input } => self.invoke_action(&thing, name, input, &respond).await,
             Request::QueryAction { name, action_id } => {
                 action_instance(&thing, (name, action_id), OnInstance::Query, &respond).await
@@ -486,6 +466,59 @@ impl Connection {
             }
             Request::QueryAllActions => query_all_actions(&thing, &respond).await,
         }
+    }
+
+    /// observeproperty, observeallproperties, subscribeevent, subscribeallevents: notifications
+    /// of `interest` from now on, tagged with this request's correlationID.
+    fn listen(
+        &mut self,
+        thing: &ExposedThing,
+        interest: Interest,
+        respond: &Respond<'_>,
+    ) -> Result<Answer, Error> {
+        match &interest {
+            Interest::Property(name) if thing.property(name)?.write_only => {
+                return Err(Error::WriteOnly(name.clone()));
+            }
+            Interest::Event(name) => {
+                thing.event(name)?;
+            }
+            _ => {}
+        }
+        self.ensure_subscribed()?;
+        let correlation = respond.owned_correlation();
+        let mut interests = self.interests_mut();
+        match &interest {
+            Interest::Property(name) => interests.observe_property(name, correlation),
+            Interest::AllProperties => interests.observe_all_properties(correlation),
+            Interest::Event(name) => interests.subscribe_event(name, correlation),
+            Interest::AllEvents => interests.subscribe_all_events(correlation),
+        }
+        drop(interests);
+        respond.done(interest.frame(respond))
+    }
+
+    /// The unobserve and unsubscribe operations: no more notifications of `interest`.
+    fn stop_listening(
+        &mut self,
+        thing: &ExposedThing,
+        interest: Interest,
+        respond: &Respond<'_>,
+    ) -> Result<Answer, Error> {
+        match &interest {
+            Interest::Property(name) => {
+                thing.property(name)?;
+                self.interests_mut().unobserve_property(name);
+            }
+            Interest::AllProperties => self.interests_mut().unobserve_all_properties(),
+            Interest::Event(name) => {
+                thing.event(name)?;
+                self.interests_mut().unsubscribe_event(name);
+            }
+            Interest::AllEvents => self.interests_mut().unsubscribe_all_events(),
+        }
+        self.release_if_idle();
+        respond.done(interest.frame(respond))
     }
 
     /// writeproperty, answered with the value now stored (none for a write-only property: the
