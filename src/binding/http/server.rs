@@ -39,13 +39,7 @@ pub(super) fn serve<F, A, SF, B>(
 where
     F: Fn() -> A + Clone + Send + 'static,
     A: IntoServiceFactory<SF, Request>,
-    SF: ServiceFactory<
-            Request,
-            Config = AppConfig,
-            Response = ServiceResponse<B>,
-            Error = actix_web::Error,
-            InitError = (),
-        > + 'static,
+    SF: AppFactory<B>,
     SF::Service: 'static,
     <SF::Service as Service<Request>>::Future: 'static,
     B: MessageBody + 'static,
@@ -82,6 +76,29 @@ where
         })?,
     };
     Ok(builder.run())
+}
+
+/// What an actix-web `App` turns into: the factory of the port's routes, per worker.
+pub(super) trait AppFactory<B>:
+    ServiceFactory<
+        Request,
+        Config = AppConfig,
+        Response = ServiceResponse<B>,
+        Error = actix_web::Error,
+        InitError = (),
+    > + 'static
+{
+}
+
+impl<B, T> AppFactory<B> for T where
+    T: ServiceFactory<
+            Request,
+            Config = AppConfig,
+            Response = ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static
+{
 }
 
 /// What the HTTP/1.1 and HTTP/2 layers enforce on every connection.
@@ -137,13 +154,7 @@ fn routes<A, SF, B>(
 >
 where
     A: IntoServiceFactory<SF, Request>,
-    SF: ServiceFactory<
-            Request,
-            Config = AppConfig,
-            Response = ServiceResponse<B>,
-            Error = actix_web::Error,
-            InitError = (),
-        >,
+    SF: AppFactory<B>,
 {
     // The routes read nothing of the config: origins come from the port's own `PortOrigin`.
     actix_service::map_config(app, |()| AppConfig::default())
@@ -164,13 +175,7 @@ where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
     F: Fn() -> A + 'static,
     A: IntoServiceFactory<SF, Request>,
-    SF: ServiceFactory<
-            Request,
-            Config = AppConfig,
-            Response = ServiceResponse<B>,
-            Error = actix_web::Error,
-            InitError = (),
-        > + 'static,
+    SF: AppFactory<B>,
     SF::Service: 'static,
     B: MessageBody + 'static,
 {
