@@ -177,8 +177,11 @@ impl Auth {
     pub(crate) fn td_security(&self) -> (Value, Value) {
         match self {
             Auth::Bearer { .. } => (
+                // `format` and `alg` default to jwt and ES256 (TD 1.1 §5.3.3), which would promise
+                // a signed JWT: the token is an opaque secret compared as it is.
                 json!({"bearer_sc": {"scheme": "bearer", "in": "header", "name": "Authorization",
-                    "description": "A token set with --auth; browsers may also pass it as ?access_token= on GET"}}),
+                    "format": "opaque", "alg": "none",
+                    "description": "An opaque token set with --auth (not a JWT); browsers may also pass it as ?access_token= on GET"}}),
                 json!("bearer_sc"),
             ),
             Auth::Basic { .. } => (

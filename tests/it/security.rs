@@ -233,7 +233,23 @@ async fn bearer_tokens_guard_http_sse_and_websocket() {
             "application/problem+json",
             "{what}"
         );
+        // A page on another origin can read the refusal and its challenge.
+        assert_eq!(res.headers()["access-control-allow-origin"], "*", "{what}");
+        let exposed = res.headers()["access-control-expose-headers"].to_str().unwrap();
+        assert!(exposed.contains("WWW-Authenticate"), "{what}: {exposed}");
     }
+    // The TD says what the token is: opaque, not a signed JWT (the TD defaults).
+    let td: Value = common::json_of(
+        client
+            .get(format!("{base}/things/lamp"))
+            .bearer_auth("open-sesame"),
+    )
+    .await;
+    let scheme = &td["securityDefinitions"]["bearer_sc"];
+    assert_eq!(scheme["scheme"], "bearer", "{scheme}");
+    assert_eq!(scheme["format"], "opaque", "{scheme}");
+    assert_eq!(scheme["alg"], "none", "{scheme}");
+    common::assert_valid_td(&td);
     let v: Value = common::json_of(client.get(&url).bearer_auth("open-sesame")).await;
     assert_eq!(v, json!(50), "nothing was written by the refused requests");
     // Browsers' EventSource and WebSocket cannot set headers: a GET may carry the token.
@@ -350,10 +366,19 @@ async fn basic_credentials_and_the_host_allow_list() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(res.headers()["access-control-allow-origin"], "*");
     assert_eq!(
         res.json::<Value>().await.unwrap()["type"],
         "/problems/host-not-allowed"
     );
+    // An absolute-form target names the host instead of the Host header (RFC 9112 §3.2.2).
+    let (head, _) = raw_request(
+        running.http_addr,
+        "GET http://evil.example/things/lamp/properties/on HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Authorization: Basic YWRtaW46Y29ycmVjdCBob3JzZQ==\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
     let res = client
         .get(&url)
         .header("Host", "lamp.example:8080")
@@ -363,4 +388,63 @@ async fn basic_credentials_and_the_host_allow_list() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     running.stop().await;
+}
+
+/// Sends `request` as it is on a new connection; the answer's head and body once the server
+/// closes it.
+async fn raw_request(addr: std::net::SocketAddr, request: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut answer))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP head");
+    (head.to_owned(), body.to_owned())
+}
+
+/// Over HTTPS a client may speak HTTP/2, whose requests name their host in `:authority`, not
+/// in a Host header: the allow-list holds there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_allow_list_holds_over_http2() {
+    let state = temp("h2-hosts");
+    let tls = security::self_signed(&state, security::local_names()).unwrap();
+    let running = start(Security {
+        tls: Some(tls.config),
+        hosts: HostPolicy::local(&[], None),
+        ..Security::default()
+    })
+    .await;
+    let mut config = common::trusting_tls(&state.join("tls/cert.pem"));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(running.http_addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = connector.connect(name, tcp).await.expect("TLS handshake");
+    assert_eq!(
+        stream.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "HTTP/2 negotiated"
+    );
+    let (h2, connection) = h2::client::handshake(stream).await.expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    let port = running.http_addr.port();
+    for (authority, expected) in [
+        ("evil.example".to_owned(), 403),
+        (format!("evil.example:{port}"), 403),
+        (format!("127.0.0.1:{port}"), 200),
+        (format!("localhost:{port}"), 200),
+    ] {
+        let mut h2 = h2.clone().ready().await.expect("ready");
+        let request = http02::Request::get(format!("https://{authority}/things/lamp/properties/on"))
+            .body(())
+            .unwrap();
+        let (response, _) = h2.send_request(request, true).expect("request sent");
+        let response = response.await.expect("a response");
+        assert_eq!(response.status().as_u16(), expected, "{authority}");
+    }
+    running.stop().await;
+    let _ = std::fs::remove_dir_all(&state);
 }

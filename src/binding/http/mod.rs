@@ -67,7 +67,9 @@ fn allow_origin(headers: &mut header::HeaderMap) {
     );
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        header::HeaderValue::from_static("Location, Link"),
+        // A browser's script reads only the headers listed here: where a created action lives,
+        // links, and why and for how long it was refused.
+        header::HeaderValue::from_static("Location, Link, WWW-Authenticate, Retry-After"),
     );
 }
 
@@ -232,7 +234,10 @@ impl Routes {
                 // Every request passes here first, whatever adapter serves it: the Host check
                 // against DNS rebinding, CORS preflights (answered without credentials, as
                 // browsers send none), then authentication.
-                if let Some(refusal) = refusal(&req, &security, max_connections) {
+                if let Some(mut refusal) = refusal(&req, &security, max_connections) {
+                    // A cross-origin page must be able to read why it was refused (401 or
+                    // 403 rather than an opaque network error).
+                    allow_origin(refusal.headers_mut());
                     let res = req.into_response(refusal).map_into_right_body();
                     Either::Left(std::future::ready(Ok(res)))
                 } else if req.method() == Method::OPTIONS {
@@ -299,9 +304,12 @@ impl Security {
     /// The refusal of a request, if it is refused.
     fn judge(&self, req: &actix_web::dev::ServiceRequest) -> Option<HttpResponse> {
         let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
-        if !self.hosts.allows(header(header::HOST)) {
+        // The host a request names: HTTP/2's `:authority` and an HTTP/1.1 absolute-form target
+        // are in the URI (and take precedence over any Host header, RFC 9112 §3.2.2).
+        let host = req.uri().authority().map(|a| a.as_str()).or(header(header::HOST));
+        if !self.hosts.allows(host) {
             tracing::warn!(
-                host = header(header::HOST).unwrap_or(""),
+                host = host.unwrap_or(""),
                 "refused a request for a host not allowed"
             );
             return Some(problem::HttpError::HostNotAllowed.error_response());
