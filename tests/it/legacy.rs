@@ -736,3 +736,33 @@ async fn a_hub_that_stops_reading_under_a_flood_of_updates_is_dropped_and_holds_
     set_and_see(&mut hub, json!({"text": "still here"})).await;
     common::hang_up_then_stop(running, [hub]).await;
 }
+
+/// A hub that queues more actions than may run at once is told to come back (503 with
+/// Retry-After, as on the W3C API), in Mozilla's error body with the right reason phrase.
+#[tokio::test]
+async fn too_many_running_actions_answer_503_with_retry_after() {
+    let running = common::start().await;
+    let client = common::client();
+    let base = running.http_url();
+    let long_fade = json!({"fade": {"input": {"level": 1, "duration": 600_000}}});
+    let mut refused = None;
+    for _ in 0..200 {
+        let r = client
+            .post(format!("{base}/webthing/lamp/actions"))
+            .json(&long_fade)
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 201 {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("the running actions are limited");
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["messageType"], "error", "{body}");
+    assert_eq!(body["data"]["status"], "503 Service Unavailable", "{body}");
+    running.stop().await;
+}

@@ -68,7 +68,10 @@ impl ResponseError for LegacyError {
             tracing::warn!(status = status.as_u16(), "legacy API: {self}");
         }
         let mut response = HttpResponse::build(status);
-        if matches!(self, LegacyError::Limit(_)) {
+        // A refusal that passes with time (a limit, the thing busy or unavailable) says when to
+        // try again, as on the W3C API.
+        let unavailable = matches!(self, LegacyError::Core(e) if e.kind() == ErrorKind::Unavailable);
+        if matches!(self, LegacyError::Limit(_)) || unavailable {
             response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
         }
         response

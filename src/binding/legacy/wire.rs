@@ -152,16 +152,10 @@ pub(crate) fn event_object_of(message: &Bytes) -> Bytes {
 
 /// The HTTP reason phrase Mozilla's error messages carry, e.g. `400 Bad Request`.
 pub(crate) fn status_line(status: u16) -> String {
-    let reason = match status {
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        413 => "Payload Too Large",
-        415 => "Unsupported Media Type",
-        503 => "Service Unavailable",
-        _ => "Internal Server Error",
-    };
+    let reason = actix_web::http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|code| code.canonical_reason())
+        .unwrap_or("Unknown");
     format!("{status} {reason}")
 }
 
@@ -174,6 +168,14 @@ pub(crate) fn error_message(status: u16, text: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_lines_carry_the_standard_reason_phrase() {
+        assert_eq!(status_line(400), "400 Bad Request");
+        assert_eq!(status_line(401), "401 Unauthorized");
+        assert_eq!(status_line(429), "429 Too Many Requests");
+        assert_eq!(status_line(503), "503 Service Unavailable");
+    }
 
     #[test]
     fn stamps_are_unique_and_increasing_within_one_millisecond() {
