@@ -431,8 +431,10 @@ fn is_thing_model(doc: &Value) -> bool {
     }
 }
 
+/// A TD states its security; a thing file never does (the runtime writes it), though it may
+/// carry an `@context` for its `@type` terms.
 fn is_full_td(doc: &Value) -> bool {
-    doc.get("securityDefinitions").is_some() || doc.get("@context").is_some()
+    doc.get("securityDefinitions").is_some() || doc.get("security").is_some()
 }
 
 /// Validates one file: a Thing Model, a complete TD, or a thing definition of `things/`.

@@ -21,7 +21,8 @@ pub struct ThingDefinition {
     pub slug: String,
     /// The file it was loaded from (what its problems name).
     pub path: PathBuf,
-    /// The TD without forms, base, security or `@context`; runtime keys removed.
+    /// The TD without forms, base or security, runtime keys removed; `@context` holds only the
+    /// file's own entries (see `extra_context`), if any.
     pub model: Value,
     /// What the file's `runtime` keys declare.
     pub behaviors: Behaviors,
@@ -64,8 +65,18 @@ pub fn parse(path: &Path, text: &str) -> Result<ThingDefinition, Vec<Problem>> {
         )]);
     };
     let mut problems = top_level_problems(path, root);
+    problems.extend(type_problem(path, "", root));
     let behaviors = take_behaviors(path, root, &mut problems);
-    root.remove("@context");
+    if let Some(context) = root.get_mut("@context") {
+        // Replaced where it stands: the TD keeps the file's member order.
+        match extra_context(path, context.take()) {
+            Ok(extra) if !extra.is_empty() => *context = Value::Array(extra),
+            Ok(_) => {
+                root.shift_remove("@context");
+            }
+            Err(p) => problems.push(p),
+        }
+    }
     if problems.is_empty()
         && let Err((pointer, message)) = behaviors.check(&doc)
     {
@@ -135,6 +146,75 @@ fn top_level_problems(path: &Path, root: &Map<String, Value>) -> Vec<Problem> {
     problems
 }
 
+/// An `@type` (at JSON pointer `at`) that is not a term or a list of terms: semantic
+/// annotations are strings, as TD 1.1 and the JSON-LD they stand for require.
+fn type_problem(path: &Path, at: &str, object: &Map<String, Value>) -> Option<Problem> {
+    let problem = |pointer: String| {
+        Some(Problem::new(
+            path,
+            pointer,
+            "type",
+            "@type is a non-empty string or an array of them",
+        ))
+    };
+    match object.get("@type")? {
+        Value::String(term) if !term.is_empty() => None,
+        Value::Array(terms) => terms
+            .iter()
+            .position(|t| t.as_str().is_none_or(str::is_empty))
+            .and_then(|i| problem(format!("{at}/@type/{i}"))),
+        _ => problem(format!("{at}/@type")),
+    }
+}
+
+/// The TD context URIs: the runtime writes them itself, so a file's own copies are dropped.
+const TD_CONTEXT_URIS: &[&str] = &[
+    "https://www.w3.org/2019/wot/td/v1",
+    "https://www.w3.org/2022/wot/td/v1.1",
+];
+
+/// The entries of a file's `@context` that the runtime does not write itself (vocabulary URIs
+/// and prefix maps, for the file's `@type` terms), in the file's order; the TD gets them after
+/// its own. Each is an IRI string or an object of prefix → IRI strings, as TD 1.1 allows.
+fn extra_context(path: &Path, context: Value) -> Result<Vec<Value>, Problem> {
+    let (entries, in_array) = match context {
+        Value::Array(entries) => (entries, true),
+        entry => (vec![entry], false),
+    };
+    let mut extra = Vec::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let at = if in_array {
+            format!("/@context/{i}")
+        } else {
+            "/@context".to_owned()
+        };
+        match &entry {
+            Value::String(uri) if TD_CONTEXT_URIS.contains(&uri.as_str()) => continue,
+            Value::String(uri) if !uri.is_empty() => {}
+            Value::Object(prefixes) => {
+                if let Some((key, _)) = prefixes.iter().find(|(_, iri)| !iri.is_string()) {
+                    return Err(Problem::new(
+                        path,
+                        format!("{at}/{}", crate::core::schema::escape_pointer(key)),
+                        "context",
+                        "a @context object maps each term to an IRI string",
+                    ));
+                }
+            }
+            _ => {
+                return Err(Problem::new(
+                    path,
+                    at,
+                    "context",
+                    "a @context entry is an IRI string or an object of term → IRI strings",
+                ));
+            }
+        }
+        extra.push(entry);
+    }
+    Ok(extra)
+}
+
 /// Takes every affordance's `runtime` object out of the model into the behaviours, reporting
 /// affordance maps and affordances that are not objects and forms written by hand.
 fn take_behaviors(path: &Path, root: &mut Map<String, Value>, problems: &mut Vec<Problem>) -> Behaviors {
@@ -158,6 +238,7 @@ fn take_behaviors(path: &Path, root: &mut Map<String, Value>, problems: &mut Vec
                 problems.push(Problem::new(path, at, "type", "an affordance must be an object"));
                 continue;
             };
+            problems.extend(type_problem(path, &at, affordance));
             if affordance.contains_key("forms") {
                 problems.push(Problem::new(
                     path,
@@ -278,6 +359,39 @@ mod tests {
             (p.pointer.as_str(), p.rule.as_str()),
             ("/actions/t/runtime/effect/toggle", "runtime")
         );
+    }
+
+    #[test]
+    fn context_keeps_the_files_own_entries_in_place() {
+        let def = parse(
+            Path::new("lamp.json"),
+            r#"{"title":"L","@context":["https://www.w3.org/2019/wot/td/v1","https://www.w3.org/2022/wot/td/v1.1",{"wt":"https://webthings.io/schemas#"},"https://example.org/v"],"@type":"wt:Light"}"#,
+        )
+        .unwrap();
+        let keys: Vec<_> = def.model.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["title", "@context", "@type"]);
+        assert_eq!(
+            def.model["@context"],
+            serde_json::json!([{"wt": "https://webthings.io/schemas#"}, "https://example.org/v"])
+        );
+        let only_td = parse(
+            Path::new("lamp.json"),
+            r#"{"@context":"https://www.w3.org/2022/wot/td/v1.1","title":"L"}"#,
+        )
+        .unwrap();
+        assert!(only_td.model.get("@context").is_none());
+        for (text, pointer) in [
+            (r#"{"title":"L","@context":[7]}"#, "/@context/0"),
+            (r#"{"title":"L","@context":{"wt":["x"]}}"#, "/@context/wt"),
+            (r#"{"title":"L","@type":""}"#, "/@type"),
+            (
+                r#"{"title":"L","properties":{"p":{"@type":["a",{}]}}}"#,
+                "/properties/p/@type/1",
+            ),
+        ] {
+            let p = &problems(text)[0];
+            assert_eq!(p.pointer, pointer, "{text}");
+        }
     }
 
     #[test]

@@ -254,7 +254,7 @@ pub(crate) fn instantiate(instance_path: &Path, instance: &Value) -> Result<Valu
     }
     drop_thing_model_type(&mut doc);
     fill_placeholders(instance_path, model_ref, &mut doc, &values)?;
-    // Step 7: no tm: terms remain; the runtime supplies @context.
+    // Step 7: no tm: terms remain.
     strip_tm_terms(&mut doc);
     if let Some(root) = doc.as_object_mut() {
         describe_instance(root, model_ref);
@@ -343,10 +343,10 @@ fn fill_placeholders(
         .collect())
 }
 
-/// The instance's `version` (its own, with the model's) and a `type` link to its model; the
-/// runtime supplies `@context`.
+/// The instance's `version` (its own, with the model's) and a `type` link to its model. The
+/// model's `@context` stays: `definition` keeps its vocabulary entries for the model's `@type`
+/// terms and drops the TD context URIs, which the runtime writes itself.
 fn describe_instance(root: &mut Map<String, Value>, model_ref: &str) {
-    root.remove("@context");
     let model_version = root.get("version").and_then(|v| v.get("model")).cloned();
     let mut version = json!({"instance": "1.0.0"});
     if let Some(m) = model_version {
@@ -394,8 +394,8 @@ mod tests {
             &dir,
             "dimmer.tm.json",
             json!({
-                "@context": "https://www.w3.org/2022/wot/td/v1.1",
-                "@type": ["tm:ThingModel", "Light"],
+                "@context": ["https://www.w3.org/2022/wot/td/v1.1", {"webthings": "https://webthings.io/schemas#"}],
+                "@type": ["tm:ThingModel", "webthings:Light"],
                 "title": "{{ROOM}} dimmer",
                 "version": {"model": "2.0.0"},
                 "links": [{"rel": "tm:extends", "href": "base.tm.json"}],
@@ -406,7 +406,7 @@ mod tests {
         let instance = json!({"instance": {"model": "dimmer.tm.json", "placeholders": {"ROOM": "Kitchen", "MAX": 80, "OBSERVABLE": true}}});
         let doc = instantiate(&dir.join("kitchen.json"), &instance).unwrap();
         assert_eq!(doc["title"], "Kitchen dimmer");
-        assert_eq!(doc["@type"], json!(["Light"]));
+        assert_eq!(doc["@type"], json!(["webthings:Light"]));
         assert_eq!(
             doc["properties"]["brightness"],
             json!({"type": "integer", "minimum": 0, "maximum": 80, "observable": true})
@@ -421,7 +421,11 @@ mod tests {
             json!([{"rel": "type", "href": "dimmer.tm.json", "type": "application/tm+json"}])
         );
         assert!(!doc.to_string().contains("tm:"), "{doc}");
-        assert!(doc.get("@context").is_none());
+        assert_eq!(
+            doc["@context"],
+            json!(["https://www.w3.org/2022/wot/td/v1.1", {"webthings": "https://webthings.io/schemas#"}]),
+            "the model's vocabulary stays for its @type"
+        );
     }
 
     #[test]

@@ -188,7 +188,7 @@ impl TdPublisher {
     }
 
     /// The members the runtime writes into every TD: `@context` (with the prefixes the
-    /// bindings' forms need), `id`, the security, `base` and the bindings' profiles.
+    /// bindings' forms need, then the thing file's own entries), `id`, the security, `base` and the bindings' profiles.
     fn add_td_members(&self, root: &mut Map<String, Value>, thing: &ExposedThing, origins: &Origins) {
         let mut context = vec![json!(TD_CONTEXT)];
         let mut prefixes = Map::new();
@@ -199,6 +199,10 @@ impl TdPublisher {
             }
         }
         context.push(Value::Object(prefixes));
+        // The thing file's own vocabularies (for its `@type` terms) come after the runtime's.
+        if let Some(Value::Array(extra)) = thing.model.get("@context") {
+            context.extend(extra.iter().cloned());
+        }
         root.insert("@context".into(), Value::Array(context));
         root.insert("id".into(), json!(thing.id));
         root.insert("securityDefinitions".into(), self.security.0.clone());

@@ -191,6 +191,24 @@ fn validate_names_file_pointer_and_rule() {
         .unwrap();
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
     let dir = temp_dir("validate");
+    // Semantic annotations: `@type` on the thing and its affordances, with the file's own
+    // `@context` entries (the TD URI among them or not).
+    let typed = [
+        r#"{"@context": [{"saref": "https://saref.etsi.org/core/"}], "@type": ["saref:Switch", "OnOffSwitch"], "title": "x",
+            "properties": {"on": {"@type": "saref:OnOffState", "type": "boolean"}},
+            "actions": {"flip": {"@type": ["saref:Command"], "input": {"type": "object", "properties": {"v": {"type": "integer", "@type": "saref:Level", "unit": "percent"}}}}},
+            "events": {"e": {"@type": "saref:Event", "data": {"type": "string"}}}}"#,
+        r#"{"@context": ["https://www.w3.org/2022/wot/td/v1.1", "https://example.org/vocab"], "@type": "Light", "title": "x"}"#,
+        r#"{"@context": {"wt": "https://webthings.io/schemas#"}, "@type": "wt:Light", "title": "x"}"#,
+    ];
+    for (i, text) in typed.iter().enumerate() {
+        let path = dir.join(format!("typed{i}.json"));
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(WOT).arg("validate").arg(&path).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "typed{i}: {stdout}");
+        assert!(stdout.contains("ok (thing definition)"), "typed{i}: {stdout}");
+    }
     let cases = [
         (
             "broken.json",
@@ -208,6 +226,16 @@ fn validate_names_file_pointer_and_rule() {
             "/actions/a/forms",
         ),
         ("notjson.json", "{\"title\": ", "/"),
+        (
+            "context.json",
+            r#"{"@context": ["https://www.w3.org/2022/wot/td/v1.1", {"saref": 7}], "@type": "saref:Switch", "title": "x"}"#,
+            "/@context/1/saref",
+        ),
+        (
+            "type.json",
+            r#"{"@type": ["Light", 7], "title": "x"}"#,
+            "/@type/1",
+        ),
         (
             "td.json",
             r#"{"@context": "https://www.w3.org/2022/wot/td/v1.1", "title": "t", "security": "nosec_sc", "securityDefinitions": {"nosec_sc": {"scheme": "nosec"}}, "properties": {"p": {"type": "integer", "forms": []}}}"#,

@@ -922,6 +922,91 @@ async fn bad_input_gets_the_prescribed_answer_and_changes_nothing() {
     running.stop().await;
 }
 
+/// RFC 7252 §3/§4.1 message format errors, each sent as a real datagram: a CON is rejected with
+/// an RST of its message ID, a NON is met with silence, and neither is processed (a PUT with a
+/// format error changes nothing).
+#[tokio::test]
+async fn message_format_errors_reset_a_con_and_are_silence_for_a_non() {
+    let running = start().await;
+    let client = Client::new(&running).await;
+    let read = |uri: &'static str| {
+        let client = &client;
+        async move { json_body(&client.call(client.req(RequestType::Get, uri)).await) }
+    };
+    let brightness = read("/things/lamp/properties/brightness").await;
+    let target = if brightness == json!(7) { 8 } else { 7 };
+    // A well-formed request's bytes with a payload marker and no payload: coap-lite itself
+    // parses this (as an empty payload), which is how it used to be answered 4.04.
+    let marker_only = |method: RequestType, uri: &str| {
+        let mut bytes = client.req(method, uri).to_bytes().expect("encodable");
+        bytes.push(0xff);
+        bytes
+    };
+    let get = marker_only(RequestType::Get, "/things/lamp/properties/on");
+    assert!(Packet::from_bytes(&get).is_ok_and(|p| p.payload.is_empty()));
+    let put = marker_only(RequestType::Put, "/things/lamp/properties/brightness");
+    // "PUT brightness <target>" behind an option of reserved length 15: the value must not land.
+    let mut reserved_put = client
+        .req(RequestType::Put, "/things/lamp/properties/brightness")
+        .to_bytes()
+        .expect("encodable");
+    reserved_put.extend_from_slice(&[0x0f, 0xff]);
+    reserved_put.extend_from_slice(target.to_string().as_bytes());
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("payload marker, zero-length payload (GET)", get),
+        ("payload marker, zero-length payload (PUT)", put),
+        ("option length 15 in a PUT with a payload", reserved_put),
+        ("token length 9", vec![0x49, 1, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
+        ("token length 15", [&[0x4f, 1, 0, 0][..], &[7; 15]].concat()),
+        ("token longer than the datagram", vec![0x48, 1, 0, 0, 1, 2, 3]),
+        (
+            "option delta 15 outside the marker",
+            vec![0x40, 1, 0, 0, 0xf1, b'x'],
+        ),
+        ("option length 15", vec![0x40, 1, 0, 0, 0xbf, b'x']),
+        (
+            "option delta 15, length 15 after an option",
+            vec![0x40, 1, 0, 0, 0xb1, b'x', 0x3f],
+        ),
+        ("option value past the end", vec![0x40, 1, 0, 0, 0xb5, b'x']),
+        ("empty message with a token", vec![0x41, 0, 0, 0, 0xaa]),
+        ("empty message with an option", vec![0x40, 0, 0, 0, 0xb1, b'x']),
+        ("empty message with a payload", vec![0x40, 0, 0, 0, 0xff, 1]),
+    ];
+    for (i, (what, bytes)) in cases.iter().enumerate() {
+        let mid = 0x5000 + i as u16;
+        let mut con = bytes.clone();
+        con[0] &= 0xcf;
+        con[2..4].copy_from_slice(&mid.to_be_bytes());
+        client.send_raw(&con).await;
+        let r = client.recv().await;
+        assert_eq!(
+            (r.header.get_type(), r.header.message_id, code(&r)),
+            (MessageType::Reset, mid, "0.00".to_owned()),
+            "CON, {what}"
+        );
+        assert!(
+            r.get_token().is_empty() && r.payload.is_empty(),
+            "{what}: an empty RST"
+        );
+        let mut non = con.clone();
+        non[0] |= 0x10;
+        non[2..4].copy_from_slice(&(mid + 0x100).to_be_bytes());
+        client.send_raw(&non).await;
+        assert!(
+            client.recv_within(Duration::from_millis(200)).await.is_none(),
+            "NON, {what}: silence"
+        );
+    }
+    // The same PUT with its payload is served; the rejected ones changed nothing.
+    assert_eq!(read("/things/lamp/properties/brightness").await, brightness);
+    let mut p = client.req(RequestType::Put, "/things/lamp/properties/brightness");
+    p.payload = target.to_string().into_bytes();
+    assert_eq!(code(&client.call(p).await), "2.04");
+    assert_eq!(read("/things/lamp/properties/brightness").await, json!(target));
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn cbor_and_ready_line() {
     let running = start().await;

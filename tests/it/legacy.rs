@@ -1,7 +1,8 @@
 //! The legacy WebThings API against HUBS.md §3, point by point, over real loopback sockets with
 //! reqwest and tokio-tungstenite. First the points a hub breaks on: the string `@context`, the
 //! absolute `alternate` ws link, PUT `{name: value}` → 200 `{name: value}`, a WebSocket
-//! setProperty seen over the W3C API, and unique event timestamps.
+//! setProperty seen over the W3C API, and unique event timestamps; then the capability types
+//! hubs key their UI on and action inputs a strict Ajv compiles.
 
 use crate::common;
 
@@ -138,6 +139,237 @@ async fn context_is_the_webthings_string_and_alternate_is_an_absolute_ws_link_fr
         "/webthing/lamp/events/faded"
     );
     running.stop().await;
+}
+
+/// JSON Schema draft-07 keywords (what a strict Ajv compiles without plug-ins; `format` needs
+/// ajv-formats, which the Gateway does not load).
+const JSON_SCHEMA: &[&str] = &[
+    "type",
+    "const",
+    "enum",
+    "multipleOf",
+    "maximum",
+    "exclusiveMaximum",
+    "minimum",
+    "exclusiveMinimum",
+    "maxLength",
+    "minLength",
+    "pattern",
+    "items",
+    "additionalItems",
+    "maxItems",
+    "minItems",
+    "uniqueItems",
+    "contains",
+    "maxProperties",
+    "minProperties",
+    "required",
+    "properties",
+    "patternProperties",
+    "additionalProperties",
+    "propertyNames",
+    "dependencies",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "if",
+    "then",
+    "else",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "readOnly",
+    "writeOnly",
+    "contentMediaType",
+    "contentEncoding",
+];
+
+/// Every keyword of a schema and its subschemas that is not JSON Schema, as `pointer/keyword`.
+fn foreign_keywords(schema: &Value, at: &str, out: &mut Vec<String>) {
+    let Some(map) = schema.as_object() else {
+        return;
+    };
+    for (key, value) in map {
+        if !JSON_SCHEMA.contains(&key.as_str()) {
+            out.push(format!("{at}/{key}"));
+        }
+        let here = format!("{at}/{key}");
+        match (key.as_str(), value) {
+            ("properties" | "patternProperties" | "dependencies", Value::Object(subs)) => {
+                for (name, sub) in subs {
+                    foreign_keywords(sub, &format!("{here}/{name}"), out);
+                }
+            }
+            (_, Value::Array(subs)) => {
+                for (i, sub) in subs.iter().enumerate() {
+                    foreign_keywords(sub, &format!("{here}/{i}"), out);
+                }
+            }
+            (_, sub) => foreign_keywords(sub, &here, out),
+        }
+    }
+}
+
+/// HUBS.md §3 item 1: the capability types hubs key on, from the thing files' `@type` (the W3C
+/// TD keeps the files' own terms and validates), and action inputs that a strict Ajv compiles.
+#[tokio::test]
+async fn capabilities_from_semantic_types_and_action_inputs_in_plain_json_schema() {
+    let running = common::start().await;
+    let client = common::client();
+    let base = running.http_url();
+    let d = |thing: &'static str| {
+        let (client, base) = (&client, &base);
+        async move { get_json(client, &format!("{base}/webthing/{thing}")).await.1 }
+    };
+    let lamp = d("lamp").await;
+    assert_eq!(lamp["@context"], "https://webthings.io/schemas");
+    assert_eq!(lamp["@type"], json!(["Light", "OnOffSwitch"]));
+    assert_eq!(lamp["properties"]["on"]["@type"], "OnOffProperty");
+    assert_eq!(lamp["properties"]["brightness"]["@type"], "BrightnessProperty");
+    assert_eq!(
+        lamp["properties"]["brightness"]["unit"], "percent",
+        "a property keeps its unit"
+    );
+    assert_eq!(lamp["actions"]["toggle"]["@type"], "ToggleAction");
+    assert_eq!(lamp["actions"]["fade"]["@type"], "FadeAction");
+    let thermostat = d("thermostat").await;
+    assert_eq!(thermostat["@type"], json!(["Thermostat"]));
+    assert_eq!(
+        thermostat["properties"]["temperature"]["@type"],
+        "TemperatureProperty"
+    );
+    assert_eq!(
+        thermostat["properties"]["target"]["@type"],
+        "TargetTemperatureProperty"
+    );
+    assert_eq!(thermostat["events"]["overheating"]["@type"], "OverheatedEvent");
+    let host = d("host").await;
+    assert_eq!(host["@type"], json!(["MultiLevelSensor"]));
+    assert_eq!(host["properties"]["loadAverage"]["@type"], "LevelProperty");
+    assert!(host["properties"]["uptime"].get("@type").is_none());
+    // No TD term in any action input of any thing on the bridge list.
+    let (status, list) = get_json(&client, &format!("{base}/webthing/")).await;
+    assert_eq!(status, 200);
+    let mut inputs = 0;
+    for thing in list.as_array().expect("the bridge list") {
+        for (name, action) in thing["actions"].as_object().into_iter().flatten() {
+            if let Some(input) = action.get("input") {
+                inputs += 1;
+                let mut foreign = Vec::new();
+                foreign_keywords(
+                    input,
+                    &format!("{}/actions/{name}/input", thing["href"]),
+                    &mut foreign,
+                );
+                assert!(foreign.is_empty(), "not JSON Schema: {foreign:?}");
+            }
+        }
+    }
+    assert!(inputs >= 1, "the lamp's fade has an input");
+    // The W3C TD carries the file's terms as written, with its vocabulary, and validates.
+    let td: Value = common::get_json(&client, format!("{base}/things/lamp")).await;
+    common::assert_valid_td(&td);
+    assert_eq!(td["@type"], json!(["webthings:Light", "webthings:OnOffSwitch"]));
+    assert_eq!(td["@context"][0], "https://www.w3.org/2022/wot/td/v1.1");
+    assert!(
+        td["@context"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"webthings": "https://webthings.io/schemas#"})),
+        "{}",
+        td["@context"]
+    );
+    assert_eq!(
+        td["properties"]["brightness"]["@type"],
+        "webthings:BrightnessProperty"
+    );
+    assert_eq!(
+        td["actions"]["fade"]["input"]["properties"]["level"]["unit"], "percent",
+        "the TD keeps its units"
+    );
+    // The input the hub pre-checks with is looser, never the one enforced: the core still
+    // refuses a level out of range.
+    let response = client
+        .post(format!("{base}/webthing/lamp/actions"))
+        .json(&json!({"fade": {"input": {"level": 101, "duration": 0}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    running.stop().await;
+}
+
+/// A thing file's own vocabulary: any prefix bound to the WebThings IRI, full IRIs, and terms of
+/// other vocabularies (kept in the TD, left out of the legacy view), with an input that uses
+/// `format` and `@type`.
+#[tokio::test]
+async fn types_resolve_through_the_files_context() {
+    let dir = std::env::temp_dir().join(format!("wot-legacy-types-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let context = json!(["https://www.w3.org/2022/wot/td/v1.1",
+        {"wt": "https://webthings.io/schemas#", "saref": "https://saref.etsi.org/core/"}]);
+    let file = json!({
+        "@context": context,
+        "@type": ["saref:Switch", "wt:OnOffSwitch"],
+        "title": "Plug",
+        "properties": {
+            "power": {"@type": ["saref:OnOffState", "https://webthings.io/schemas#OnOffProperty"], "type": "boolean"}
+        },
+        "actions": {
+            "schedule": {
+                "@type": "saref:Command",
+                "input": {"type": "object", "properties": {
+                    "at": {"type": "string", "format": "date-time", "@type": "saref:Time"},
+                    "level": {"type": "integer", "minimum": 0, "maximum": 100, "unit": "percent"}
+                }}
+            }
+        }
+    });
+    std::fs::write(dir.join("plug.json"), file.to_string()).unwrap();
+    let running = common::serve_dir(&dir, wot_runtime::runtime::Config::loopback()).await;
+    let client = common::client();
+    let base = running.http_url();
+    let (_, d) = get_json(&client, &format!("{base}/webthing/plug")).await;
+    assert_eq!(d["@type"], json!(["OnOffSwitch"]));
+    assert_eq!(d["properties"]["power"]["@type"], "OnOffProperty");
+    assert!(
+        d["actions"]["schedule"].get("@type").is_none(),
+        "not a WebThings action type"
+    );
+    assert_eq!(
+        d["actions"]["schedule"]["input"],
+        json!({"type": "object", "properties": {
+            "at": {"type": "string"},
+            "level": {"type": "integer", "minimum": 0, "maximum": 100}
+        }})
+    );
+    let td: Value = common::get_json(&client, format!("{base}/things/plug")).await;
+    common::assert_valid_td(&td);
+    assert_eq!(td["@type"], file["@type"]);
+    assert_eq!(
+        td["properties"]["power"]["@type"],
+        file["properties"]["power"]["@type"]
+    );
+    assert_eq!(
+        td["@context"].as_array().unwrap().last(),
+        Some(&context[1]),
+        "the file's entries follow the runtime's; its TD URI is not repeated: {}",
+        td["@context"]
+    );
+    assert_eq!(
+        td["@context"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| **c == context[0])
+            .count(),
+        1
+    );
+    running.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

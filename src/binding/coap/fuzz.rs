@@ -11,6 +11,7 @@ use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 
 use super::engine::{Effects, Engine, EngineConfig};
 use super::forms::CoapForms;
+use super::message;
 use crate::core::{Error, Operation, Servient};
 use crate::td::{Origins, TdPublisher};
 use crate::things::{self, IdStore};
@@ -179,6 +180,7 @@ async fn a_hundred_thousand_hostile_datagrams_cause_no_panic() {
     let start = Instant::now();
     let mut now = Instant::now();
     let mut answered = 0usize;
+    let mut format_errors = 0usize;
     // At least N datagrams; with FUZZ_SECONDS set (CI), keep going until that much time passed.
     const N: usize = 120_000;
     let budget = Duration::from_secs(
@@ -204,6 +206,13 @@ async fn a_hundred_thousand_hostile_datagrams_cause_no_panic() {
         let peer = SocketAddr::from(([127, 0, 0, 1], 1000 + rng.below(64) as u16));
         now += Duration::from_millis(1);
         engine.on_datagram(peer, &datagram, i % 97 == 0, now, &mut fx);
+        if datagram.len() >= 4 && datagram[0] >> 6 == 1 && message::check_format(&datagram).is_err() {
+            // A message format error is rejected: at most an RST of its own MID, nothing done.
+            let rst = message::empty(MessageType::Reset, u16::from_be_bytes([datagram[2], datagram[3]]));
+            assert!(fx.perform.is_empty(), "{datagram:x?}");
+            assert!(fx.send.iter().all(|(_, b)| b[..] == rst[..]), "{datagram:x?}");
+            format_errors += 1;
+        }
         perform(&mut engine, &servient, now, &mut fx).await;
         answered += fx.send.len();
         fx.clear();
@@ -215,6 +224,10 @@ async fn a_hundred_thousand_hostile_datagrams_cause_no_panic() {
         assert!(engine.observer_count() <= 4096);
     }
     assert!(answered > sent / 4, "most seeds are answered ({answered})");
+    assert!(
+        format_errors > sent / 10,
+        "mutations reach the format checks ({format_errors})"
+    );
     eprintln!("{sent} datagrams in {:?}, {answered} answers", start.elapsed());
     // The engine still serves a plain request afterwards.
     let mut p = Packet::new();

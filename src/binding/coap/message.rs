@@ -4,7 +4,9 @@
 //! separate CON), and the deduplication cache keyed by (endpoint, message ID), bounded in size
 //! and age.
 //!
-//! It parses with coap-lite and keeps no sockets and no clock: callers pass `now`.
+//! The §3 message format errors are found on the bytes by its own walk over token and options
+//! before coap-lite parses them, since coap-lite takes some of them (a payload marker with no
+//! payload). It keeps no sockets and no clock: callers pass `now`.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -197,16 +199,17 @@ fn message_layer(bytes: &[u8]) -> Layer {
             Inbound::Ignore
         })
     };
+    // A message format error: a confirmable message is rejected with RST (§4.2), anything
+    // else is silently ignored (§4.3 leaves the RST to a NON optional; §4.2 forbids it for an
+    // ACK or RST). Checked on the bytes first, because coap-lite accepts some of them.
+    if check_format(bytes).is_err() {
+        return reject();
+    }
     let packet = match Packet::from_bytes(bytes) {
         Ok(p) => p,
-        // A message format error: a confirmable one is rejected with RST (§4.2).
         Err(_) => return reject(),
     };
     if code == 0 {
-        // An Empty message has no token, options or payload; anything else is a format error.
-        if bytes.len() != 4 {
-            return reject();
-        }
         return Layer::Settled(match kind {
             0 => Inbound::Reset(mid),
             2 => Inbound::Ack(mid),
@@ -228,6 +231,81 @@ fn message_layer(bytes: &[u8]) -> Layer {
         code,
     };
     Layer::Request(packet, header)
+}
+
+/// The message format errors of RFC 7252 §3 and §4.1, found on the bytes of a datagram whose
+/// 4-byte header is present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FormatError {
+    /// Token Length 9–15 (reserved), or a token longer than the datagram.
+    TokenLength,
+    /// An option delta or length nibble of 15 in a byte that is not the payload marker.
+    ReservedNibble,
+    /// An option's extended delta/length bytes or its value run past the datagram.
+    TruncatedOption,
+    /// Option numbers add up past 65535.
+    OptionNumber,
+    /// A payload marker with nothing after it.
+    EmptyPayload,
+    /// An Empty message (code 0.00) with a token, options or payload.
+    EmptyWithContent,
+}
+
+/// Walks the token and options of a datagram (at least 4 bytes) without building anything.
+pub(super) fn check_format(bytes: &[u8]) -> Result<(), FormatError> {
+    let tkl = usize::from(bytes.first().map_or(0, |b| b & 0x0f));
+    if tkl > 8 || bytes.len() < 4 + tkl {
+        return Err(FormatError::TokenLength);
+    }
+    if bytes.get(1) == Some(&0) && bytes.len() > 4 {
+        return Err(FormatError::EmptyWithContent);
+    }
+    let mut at = 4 + tkl;
+    let mut number: u32 = 0;
+    while let Some(&byte) = bytes.get(at) {
+        at += 1;
+        if byte == 0xff {
+            // Everything after the marker is payload, and there must be some.
+            return if at == bytes.len() {
+                Err(FormatError::EmptyPayload)
+            } else {
+                Ok(())
+            };
+        }
+        let delta = extended(byte >> 4, bytes, &mut at)?;
+        let length = extended(byte & 0x0f, bytes, &mut at)?;
+        number += delta;
+        if number > u32::from(u16::MAX) {
+            return Err(FormatError::OptionNumber);
+        }
+        at = at.saturating_add(length as usize);
+        if at > bytes.len() {
+            return Err(FormatError::TruncatedOption);
+        }
+    }
+    Ok(())
+}
+
+/// An option delta or length from its nibble and the extended bytes at `at` (§3.1), moving
+/// `at` past them.
+fn extended(nibble: u8, bytes: &[u8], at: &mut usize) -> Result<u32, FormatError> {
+    match nibble {
+        0..=12 => Ok(u32::from(nibble)),
+        13 => {
+            let b = bytes.get(*at).ok_or(FormatError::TruncatedOption)?;
+            *at += 1;
+            Ok(u32::from(*b) + 13)
+        }
+        14 => {
+            let b: [u8; 2] = bytes
+                .get(*at..*at + 2)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(FormatError::TruncatedOption)?;
+            *at += 2;
+            Ok(u32::from(u16::from_be_bytes(b)) + 269)
+        }
+        _ => Err(FormatError::ReservedNibble),
+    }
 }
 
 /// What a request's options say beyond its fields.
@@ -563,6 +641,61 @@ mod tests {
             Inbound::Reset(3),
             "option delta 15"
         );
+    }
+
+    /// RFC 7252 §3 and §4.1: each message format error rejects a CON with RST and is silence
+    /// for a NON, an ACK and an RST, also where coap-lite would parse the bytes.
+    #[test]
+    fn message_format_errors() {
+        // Header 0x?1 0x01 (GET) MID 0x0007, token 0xaa, Uri-Path "x".
+        let cases: [(&[u8], FormatError); 11] = [
+            (
+                &[0x41, 1, 0, 7, 0xaa, 0xb1, b'x', 0xff],
+                FormatError::EmptyPayload,
+            ),
+            (&[0x40, 1, 0, 7, 0xff], FormatError::EmptyPayload),
+            (
+                &[0x4f, 1, 0, 7, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+                FormatError::TokenLength,
+            ),
+            (
+                &[0x49, 1, 0, 7, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+                FormatError::TokenLength,
+            ),
+            (&[0x44, 1, 0, 7, 1, 2], FormatError::TokenLength),
+            (&[0x41, 1, 0, 7, 0xaa, 0xf1, b'x'], FormatError::ReservedNibble),
+            (&[0x41, 1, 0, 7, 0xaa, 0xbf, b'x'], FormatError::ReservedNibble),
+            (&[0x41, 1, 0, 7, 0xaa, 0xb3, b'x'], FormatError::TruncatedOption),
+            (
+                &[0x41, 1, 0, 7, 0xaa, 0xe0, 0xfe, 0xf2, 0x10],
+                FormatError::OptionNumber,
+            ),
+            (&[0x41, 0, 0, 7, 0xaa], FormatError::EmptyWithContent),
+            (&[0x40, 0, 0, 7, 0xb1, b'x'], FormatError::EmptyWithContent),
+        ];
+        for (bytes, error) in cases {
+            assert_eq!(check_format(bytes), Err(error), "{bytes:x?}");
+            assert_eq!(classify(bytes), Inbound::Reset(7), "CON {bytes:x?}");
+            for kind in [0x10, 0x20, 0x30] {
+                let mut other = bytes.to_vec();
+                other[0] |= kind;
+                assert_eq!(classify(&other), Inbound::Ignore, "type {kind:x} {bytes:x?}");
+            }
+        }
+        // coap-lite alone takes a marker with no payload for a request without one.
+        assert!(Packet::from_bytes(cases[0].0).is_ok());
+        // Well-formed neighbours: a one-byte payload, a 13-byte option, an 8-byte token.
+        for ok in [
+            &[0x41, 1, 0, 7, 0xaa, 0xb1, b'x', 0xff, b'1'][..],
+            &[
+                0x40, 1, 0, 7, 0xbd, 0, b'a', b'b', b'c', b'd', b'e', b'f', b'g', b'h', b'i', b'j', b'k',
+                b'l', b'm',
+            ],
+            &[0x48, 1, 0, 7, 1, 2, 3, 4, 5, 6, 7, 8],
+        ] {
+            assert_eq!(check_format(ok), Ok(()), "{ok:x?}");
+            assert!(matches!(classify(ok), Inbound::Request(_)), "{ok:x?}");
+        }
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The legacy "Web Thing Description" (Mozilla Web Thing API, HUBS.md §3 items 1-3) of an exposed
-//! thing: the string `@context` `https://webthings.io/schemas`, `links` instead of `forms`,
-//! origin-relative hrefs under `/webthing/{id}`, and the absolute `alternate` WebSocket link that
-//! openHAB requires, built per request from the public origin.
+//! thing: the string `@context` `https://webthings.io/schemas`, `@type` as WebThings capability
+//! names (see `capability`), `links` instead of `forms`, origin-relative hrefs under
+//! `/webthing/{id}`, action inputs as plain JSON Schema, and the absolute `alternate` WebSocket
+//! link that openHAB requires, built per request from the public origin.
 //!
 //! Pure: a template is made once per thing from its model; a request only adds its origin.
 
 use serde_json::{Map, Value, json};
 
+use super::capability::{self, Kind, Vocabulary};
 use crate::core::ExposedThing;
 
 pub(crate) const WEBTHINGS_CONTEXT: &str = "https://webthings.io/schemas";
@@ -20,7 +22,8 @@ const TD_ONLY: &[&str] = &[
     "idempotent",
     "safe",
 ];
-/// DataSchema keys lifted from an event's `data` onto the event, as Mozilla events carry them.
+/// DataSchema keys lifted from an event's `data` onto the event, as Mozilla events carry them
+/// (not `@type`: the event's own type is an event capability, the data's would not be).
 const EVENT_DATA_KEYS: &[&str] = &[
     "type",
     "unit",
@@ -30,7 +33,6 @@ const EVENT_DATA_KEYS: &[&str] = &[
     "multipleOf",
     "items",
     "properties",
-    "@type",
 ];
 
 pub(crate) fn prefix(slug: &str) -> String {
@@ -53,22 +55,29 @@ fn copy_affordance(affordance: &Value) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
-fn types(model: &Value) -> Value {
-    match model.get("@type") {
-        Some(Value::String(t)) => json!([t]),
-        Some(Value::Array(a)) => Value::Array(a.iter().filter(|t| t.is_string()).cloned().collect()),
-        _ => json!([]),
-    }
+/// An affordance's `@type` as the one WebThings name of its kind that hubs compare with a
+/// string (the first, if the file gave several), or none.
+fn affordance_type(vocabulary: &Vocabulary, affordance: &Value, kind: Kind, a: &mut Map<String, Value>) {
+    match vocabulary.names(affordance.get("@type"), kind).first() {
+        Some(name) => a.insert("@type".into(), json!(name)),
+        None => a.remove("@type"),
+    };
 }
 
 type Adjust<'a> = &'a dyn Fn(&Value, &mut Map<String, Value>);
 
-/// One of `properties`, `actions`, `events`: each affordance without its TD-only keys, adjusted,
-/// with its Mozilla link.
-fn section(model: &Value, base: &str, kind: &str, rel: &str, adjust: Adjust<'_>) -> Value {
+/// One of `properties`, `actions`, `events`: each affordance without its TD-only keys, typed,
+/// adjusted, with its Mozilla link.
+fn section(
+    (model, vocabulary): (&Value, &Vocabulary),
+    base: &str,
+    (kind, rel, typed): (&str, &str, Kind),
+    adjust: Adjust<'_>,
+) -> Value {
     let mut out = Map::new();
     for (name, affordance) in model.get(kind).and_then(Value::as_object).into_iter().flatten() {
         let mut a = copy_affordance(affordance);
+        affordance_type(vocabulary, affordance, typed, &mut a);
         adjust(affordance, &mut a);
         a.insert(
             "links".into(),
@@ -83,9 +92,16 @@ fn section(model: &Value, base: &str, kind: &str, rel: &str, adjust: Adjust<'_>)
 pub(crate) fn template(thing: &ExposedThing, security: &(Value, Value)) -> Value {
     let model = &thing.model;
     let base = prefix(&thing.slug);
-    let properties = section(model, &base, "properties", "property", &|_, _| {});
-    let actions = section(model, &base, "actions", "action", &|_, _| {});
-    let events = section(model, &base, "events", "event", &|affordance, a| {
+    let vocabulary = Vocabulary::of(model);
+    let m = (model, &vocabulary);
+    let properties = section(m, &base, ("properties", "property", Kind::Property), &|_, _| {});
+    let actions = section(m, &base, ("actions", "action", Kind::Action), &|_, a| {
+        // The Gateway compiles it with a strict Ajv, which throws on any TD term.
+        if let Some(input) = a.get_mut("input") {
+            *input = capability::plain_schema(input);
+        }
+    });
+    let events = section(m, &base, ("events", "event", Kind::Event), &|affordance, a| {
         if let Some(data) = affordance.get("data").and_then(Value::as_object) {
             for key in EVENT_DATA_KEYS {
                 if let Some(v) = data.get(*key) {
@@ -98,7 +114,8 @@ pub(crate) fn template(thing: &ExposedThing, security: &(Value, Value)) -> Value
     d.insert("id".into(), json!(thing.id));
     d.insert("title".into(), json!(thing.title()));
     d.insert("@context".into(), json!(WEBTHINGS_CONTEXT));
-    d.insert("@type".into(), types(model));
+    let types = vocabulary.names(model.get("@type"), Kind::Thing);
+    d.insert("@type".into(), json!(types));
     if let Some(description) = model.get("description").filter(|d| d.is_string()) {
         d.insert("description".into(), description.clone());
     }

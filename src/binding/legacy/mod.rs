@@ -8,6 +8,7 @@
 //! nothing under `/things/`, and never reaches into another binding: the runtime mounts
 //! [`Legacy::configure`] on the HTTP server.
 
+pub(crate) mod capability;
 pub(crate) mod describe;
 pub(crate) mod error;
 pub(crate) mod queue;
