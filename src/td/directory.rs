@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::forms::Origins;
-use super::publish::TD_CONTEXT;
+use super::publish::{TD_CONTEXT, TD_CONTEXT_1_0};
 use crate::core::ExposedThing;
 
 pub(crate) const DISCOVERY_CONTEXT: &str = "https://www.w3.org/2022/wot/discovery";
@@ -82,7 +82,7 @@ pub(crate) fn directory_td(id: &str, things: &[Arc<ExposedThing>], origins: &Ori
         })
         .collect();
     let mut td = json!({
-        "@context": [TD_CONTEXT, DISCOVERY_CONTEXT, {"@language": "en"}],
+        "@context": [TD_CONTEXT_1_0, TD_CONTEXT, DISCOVERY_CONTEXT, {"@language": "en"}],
         "@type": "ThingDirectory",
         "id": id,
         "title": "WoT runtime directory",
@@ -118,7 +118,7 @@ mod tests {
         let violations = crate::td::validate::td_violations(&td);
         assert!(violations.is_empty(), "{violations:#?}");
         assert_eq!(td["@type"], "ThingDirectory");
-        assert_eq!(td["@context"][1], DISCOVERY_CONTEXT);
+        assert_eq!(td["@context"][2], DISCOVERY_CONTEXT);
         // The `things` property keeps the Thing Model's schema and form, minus its placeholder.
         let tm: Value = serde_json::from_str(include_str!("w3c/directory.tm.json")).unwrap();
         let ours = &td["properties"]["things"];

@@ -18,6 +18,10 @@ use super::forms::{Form, FormProvider, Origins, Thing};
 use crate::core::ExposedThing;
 
 pub(crate) const TD_CONTEXT: &str = "https://www.w3.org/2022/wot/td/v1.1";
+/// The TD 1.0 context URI. Every TD starts `[TD_CONTEXT_1_0, TD_CONTEXT, ...]`, the order TD 1.1
+/// gives for documents TD 1.0 consumers may read (`td-context-ns-td10-namespace`): node-wot 0.9
+/// validates against a schema that wants the 1.0 URI first, and rejects a TD without it.
+pub(crate) const TD_CONTEXT_1_0: &str = "https://www.w3.org/2019/wot/td/v1";
 /// The media type of a TD.
 pub const TD_MEDIA_TYPE: &str = "application/td+json";
 /// The URI variable naming an action instance in query and cancel forms (`.../{actionID}`).
@@ -190,7 +194,7 @@ impl TdPublisher {
     /// The members the runtime writes into every TD: `@context` (with the prefixes the
     /// bindings' forms need, then the thing file's own entries), `id`, the security, `base` and the bindings' profiles.
     fn add_td_members(&self, root: &mut Map<String, Value>, thing: &ExposedThing, origins: &Origins) {
-        let mut context = vec![json!(TD_CONTEXT)];
+        let mut context = vec![json!(TD_CONTEXT_1_0), json!(TD_CONTEXT)];
         let mut prefixes = Map::new();
         prefixes.insert("@language".into(), json!("en"));
         for provider in &self.providers {

@@ -529,7 +529,9 @@ async fn tds_are_served_with_td_media_type_head_and_directory() {
         common::assert_valid_td(&td);
         assert!(td["id"].as_str().unwrap().starts_with("urn:uuid:"));
         assert_eq!(td["base"], format!("{base}/"));
-        assert_eq!(td["@context"][0], "https://www.w3.org/2022/wot/td/v1.1");
+        // TD 1.1, in the order that TD 1.0 consumers can read too (`td-context-ns-td10-namespace`).
+        assert_eq!(td["@context"][0], "https://www.w3.org/2019/wot/td/v1");
+        assert_eq!(td["@context"][1], "https://www.w3.org/2022/wot/td/v1.1");
         for (_, a) in td["actions"].as_object().into_iter().flatten() {
             assert!(
                 a["synchronous"].is_boolean(),

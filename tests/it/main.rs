@@ -18,6 +18,7 @@ mod discovery;
 mod durable;
 mod fuzz;
 mod http_bad_input;
+mod http_consumers;
 mod http_forms;
 mod http_sse_actions;
 mod legacy;

@@ -1,6 +1,15 @@
-//! The HTTP binding's forms: exactly the URL contract of DESIGN.md §1.2, with an explicit
-//! `htv:methodName` on every form (one op per form, except the SSE observe/unobserve pair), SSE
-//! forms per the WoT Profile and longpoll forms for consumers that ignore named SSE events.
+//! The HTTP binding's forms: exactly the URL contract of DESIGN.md §1.2, SSE forms per the WoT
+//! Profile and longpoll forms for consumers that ignore named SSE events.
+//!
+//! Every form names its `htv:methodName` (one op per form, except the observe/unobserve pairs),
+//! except the longpoll forms: node-wot sends its longpoll handshake with the form's method, and
+//! only without one does it send the `HEAD` the handshake route answers at once (a `GET` would
+//! wait for the next change). Their method is the binding's default for the op, `GET`.
+//!
+//! Where an affordance can be observed both ways, the longpoll form comes first: consumers that
+//! take the first form with the op (node-wot 0.7 and 0.9, and so the WebThings Gateway's
+//! wot-adapter) get one they can use, and WoT Profile consumers pick the SSE form by its
+//! `subprotocol`. Why, and what each client does: spec-notes/profile-http.md.
 
 use wot_td::protocol::http::{Form as HtvForm, Method};
 use wot_td::thing::FormOperation as Op;
@@ -29,8 +38,10 @@ fn sse(ops: &[Op], href: String) -> Form {
     f
 }
 
-fn longpoll(op: Op, href: String) -> Form {
-    let mut f = http(&[op], href, Method::Get);
+/// A longpoll form: `[observe, unobserve]` (one form for both, so that node-wot's unsubscribe
+/// finds the subscription it made, which it keys by href), without `htv:methodName`.
+fn longpoll(ops: &[Op], href: String) -> Form {
+    let mut f = form(ops, href);
     f.subprotocol = Some("longpoll".into());
     f
 }
@@ -54,24 +65,27 @@ impl FormProvider for HttpForms {
                     Method::Put,
                 ));
             }
+            forms.push(longpoll(
+                &[Op::ObserveAllProperties, Op::UnobserveAllProperties],
+                format!("{t}/longpoll/properties"),
+            ));
             forms.push(sse(
                 &[Op::ObserveAllProperties, Op::UnobserveAllProperties],
                 format!("{t}/properties"),
-            ));
-            forms.push(longpoll(
-                Op::ObserveAllProperties,
-                format!("{t}/longpoll/properties"),
             ));
         }
         if thing.actions.values().any(|a| !a.synchronous) {
             forms.push(http(&[Op::QueryAllActions], format!("{t}/actions"), Method::Get));
         }
         if !thing.events.is_empty() {
+            forms.push(longpoll(
+                &[Op::SubscribeAllEvents, Op::UnsubscribeAllEvents],
+                format!("{t}/longpoll/events"),
+            ));
             forms.push(sse(
                 &[Op::SubscribeAllEvents, Op::UnsubscribeAllEvents],
                 format!("{t}/events"),
             ));
-            forms.push(longpoll(Op::SubscribeAllEvents, format!("{t}/longpoll/events")));
         }
     }
 
@@ -87,11 +101,11 @@ impl FormProvider for HttpForms {
             forms.push(http(&[Op::WriteProperty], href.clone(), Method::Put));
         }
         if p.observable && !p.write_only {
-            forms.push(sse(&[Op::ObserveProperty, Op::UnobserveProperty], href));
             forms.push(longpoll(
-                Op::ObserveProperty,
+                &[Op::ObserveProperty, Op::UnobserveProperty],
                 format!("things/{}/longpoll/properties/{name}", thing.slug),
             ));
+            forms.push(sse(&[Op::ObserveProperty, Op::UnobserveProperty], href));
         }
     }
 
@@ -120,11 +134,11 @@ impl FormProvider for HttpForms {
             return;
         }
         let href = format!("things/{}/events/{name}", thing.slug);
-        forms.push(sse(&[Op::SubscribeEvent, Op::UnsubscribeEvent], href));
         forms.push(longpoll(
-            Op::SubscribeEvent,
+            &[Op::SubscribeEvent, Op::UnsubscribeEvent],
             format!("things/{}/longpoll/events/{name}", thing.slug),
         ));
+        forms.push(sse(&[Op::SubscribeEvent, Op::UnsubscribeEvent], href));
     }
 
     fn profiles(&self) -> &'static [&'static str] {

@@ -141,10 +141,31 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(subscribe_event))
             .default_service(not_allowed("GET")),
     )
-    .service(web::resource("/things/{id}/longpoll/properties").route(web::get().to(longpoll_all_properties)))
-    .service(web::resource("/things/{id}/longpoll/properties/{name}").route(web::get().to(longpoll_property)))
-    .service(web::resource("/things/{id}/longpoll/events").route(web::get().to(longpoll_all_events)))
-    .service(web::resource("/things/{id}/longpoll/events/{name}").route(web::get().to(longpoll_event)));
+    // Longpoll: GET waits for the next change; HEAD is node-wot's handshake, answered at once.
+    .service(
+        web::resource("/things/{id}/longpoll/properties")
+            .route(web::get().to(longpoll_all_properties))
+            .route(web::head().to(longpoll_handshake_all_properties))
+            .default_service(not_allowed("GET, HEAD")),
+    )
+    .service(
+        web::resource("/things/{id}/longpoll/properties/{name}")
+            .route(web::get().to(longpoll_property))
+            .route(web::head().to(longpoll_handshake_property))
+            .default_service(not_allowed("GET, HEAD")),
+    )
+    .service(
+        web::resource("/things/{id}/longpoll/events")
+            .route(web::get().to(longpoll_all_events))
+            .route(web::head().to(longpoll_handshake_all_events))
+            .default_service(not_allowed("GET, HEAD")),
+    )
+    .service(
+        web::resource("/things/{id}/longpoll/events/{name}")
+            .route(web::get().to(longpoll_event))
+            .route(web::head().to(longpoll_handshake_event))
+            .default_service(not_allowed("GET, HEAD")),
+    );
 }
 
 /// Routes another adapter serves on the HTTP port (the WebSocket binding, the legacy WebThings

@@ -450,6 +450,33 @@ pub(crate) async fn longpoll_all_events(state: State, path: web::Path<String>) -
     longpoll(&state, &path, Target::AllEvents).await
 }
 
+/// `HEAD` on a longpoll URL: 202 at once when a `GET` there would be accepted (the thing, the
+/// affordance, a readable property), and the `GET`'s error otherwise. node-wot 0.9 sends it
+/// before its first poll and waits 1 s for a 2xx; its own server answers it 202 too. Nothing is
+/// kept: a change made between this answer and the poll is not in the poll (spec-notes).
+fn longpoll_handshake(state: &HttpState, id: &str, target: Target) -> Result {
+    drop(state.servient.subscribe(id, target)?);
+    Ok(HttpResponse::Accepted().finish())
+}
+
+pub(crate) async fn longpoll_handshake_property(state: State, path: web::Path<(String, String)>) -> Result {
+    let (id, name) = path.into_inner();
+    longpoll_handshake(&state, &id, Target::Property(name))
+}
+
+pub(crate) async fn longpoll_handshake_all_properties(state: State, path: web::Path<String>) -> Result {
+    longpoll_handshake(&state, &path, Target::AllProperties)
+}
+
+pub(crate) async fn longpoll_handshake_event(state: State, path: web::Path<(String, String)>) -> Result {
+    let (id, name) = path.into_inner();
+    longpoll_handshake(&state, &id, Target::Event(name))
+}
+
+pub(crate) async fn longpoll_handshake_all_events(state: State, path: web::Path<String>) -> Result {
+    longpoll_handshake(&state, &path, Target::AllEvents)
+}
+
 pub(crate) async fn not_found(req: HttpRequest) -> Result {
     Err(HttpError::NotFound(req.path().to_owned()))
 }
