@@ -272,7 +272,8 @@ async fn capabilities_from_semantic_types_and_action_inputs_in_plain_json_schema
     let td: Value = common::get_json(&client, format!("{base}/things/lamp")).await;
     common::assert_valid_td(&td);
     assert_eq!(td["@type"], json!(["webthings:Light", "webthings:OnOffSwitch"]));
-    assert_eq!(td["@context"][0], "https://www.w3.org/2022/wot/td/v1.1");
+    assert_eq!(td["@context"][0], "https://www.w3.org/2019/wot/td/v1");
+    assert_eq!(td["@context"][1], "https://www.w3.org/2022/wot/td/v1.1");
     assert!(
         td["@context"]
             .as_array()
