@@ -10,8 +10,8 @@ cd "$(dirname "$0")/../.."
 
 fail() { echo "coap interop FAILED: $*" >&2; exit 1; }
 
-echo "building release"
-cargo build --release --bin wot
+echo "building"
+cargo build --quiet --bin wot
 
 if ! command -v coap-client-notls >/dev/null 2>&1 && ! command -v coap-client >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
@@ -34,7 +34,7 @@ trap cleanup EXIT
 # Starts `wot serve` on free ports with extra flags; sets HTTP and COAP from its ready line.
 start_server() {
   : >"$work/ready"
-  target/release/wot serve --host 127.0.0.1 --http-port 0 --coap-port 0 --no-mdns "$@" >"$work/ready" 2>"$work/log" &
+  target/debug/wot serve --host 127.0.0.1 --http-port 0 --coap-port 0 --no-mdns "$@" >"$work/ready" 2>"$work/log" &
   server_pid=$!
   for _ in $(seq 1 100); do
     [ -s "$work/ready" ] && break

@@ -13,11 +13,11 @@ VENV=target/interop-venv
 # Everything that needs the registries happens here, outside the namespace.
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check 'zeroconf>=0.131,<1'
-cargo build --release --bin wot
+cargo build --quiet --bin wot
 cargo test --no-run --test it
 
 echo "-- multicast tests (cargo test --offline, WOT_MDNS_TESTS=1, inside netns-run)"
 "$NETNS" env WOT_MDNS_TESTS=1 cargo test --offline --test it -- discovery::
 
 echo "-- python-zeroconf against wot serve (inside netns-run)"
-"$NETNS" "$VENV/bin/python" .ci/interop/discovery.py target/release/wot
+"$NETNS" "$VENV/bin/python" .ci/interop/discovery.py target/debug/wot
