@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# Interop: the web explorer at `/` in a real browser. Headless Chromium (Debian's package, driven
+# by Playwright for Python through `executable_path`; no browser is downloaded) opens the page
+# served by `wot serve` and works it as a user would: the things are listed, the lamp's switch
+# writes `on` (read back over HTTP), a write made by curl shows up within a second, `fade` runs
+# to completed with intermediate brightness values on screen, an out-of-range value shows the
+# problem and changes nothing, a title made of markup renders as text, and under `--auth` the
+# token prompt appears and then everything works. Writes target/explorer-screenshot.png and
+# prints the page's weight and its time to first rendered value.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+cargo build --quiet --bin wot
+if ! command -v chromium >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq chromium >/dev/null
+fi
+VENV=target/interop-browser-venv
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check 'playwright>=1.40,<2'
+
+# The bundled things, plus one whose title is markup.
+THINGS=$(mktemp -d)
+cp things/*.json "$THINGS/"
+cat >"$THINGS/markup.json" <<'JSON'
+{
+  "title": "<img src=x onerror=alert(1)>",
+  "description": "<b>not bold</b><script>alert(2)</script>",
+  "properties": {
+    "note": { "title": "<i>note</i>", "type": "string", "default": "<svg onload=alert(3)>", "observable": true }
+  }
+}
+JSON
+
+PIDS=()
+OUTS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  rm -rf "$THINGS" "${OUTS[@]}"
+}
+trap cleanup EXIT
+
+# Starts `wot serve` with extra arguments; sets the variable named by $1 to its HTTP origin.
+serve() {
+  local var=$1 out
+  shift
+  out=$(mktemp)
+  OUTS+=("$out")
+  target/debug/wot serve "$THINGS" --host 127.0.0.1 --http-port 0 --coap-port 0 --no-mdns "$@" >"$out" 2>/dev/null &
+  PIDS+=($!)
+  for _ in $(seq 100); do
+    grep -q '"event":"ready"' "$out" && break
+    sleep 0.1
+  done
+  printf -v "$var" '%s' "$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["http"])' "$out")"
+}
+
+serve OPEN
+TOKEN="explorer-$RANDOM$RANDOM"
+serve GUARDED --auth "bearer:$TOKEN"
+echo "wot serve at $OPEN and, under --auth, at $GUARDED"
+
+"$VENV/bin/python" - "$OPEN" "$GUARDED" "$TOKEN" "$(command -v chromium)" <<'PY'
+import json, subprocess, sys, time, urllib.request
+from playwright.sync_api import sync_playwright
+
+open_url, guarded_url, token, chromium = sys.argv[1:5]
+failures = []
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what)
+    if not ok:
+        failures.append(what)
+
+def http_json(url, token=None):
+    req = urllib.request.Request(url, headers={"Accept": "application/json"})
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.loads(r.read())
+
+def watch(page, thing, what):
+    """Polls `what` (a JS expression over `panel`) in the page until truthy; returns it or None."""
+    return page.wait_for_function(
+        f"() => {{ const panel = [...document.querySelectorAll('details.thing')].find("
+        f"d => d.querySelector('summary .title').textContent === {json.dumps(thing)}); "
+        f"return panel && ({what}); }}", timeout=10000).json_value()
+
+def panel(page, title):
+    return page.locator("details.thing").filter(has=page.locator("summary .title", has_text=title)).first
+
+def new_page(browser):
+    page = browser.new_page(viewport={"width": 1000, "height": 900})
+    page.problems = []
+    page.on("pageerror", lambda e: page.problems.append(f"page error: {e}"))
+    # Refusals the scenarios provoke (400, 401) are logged by Chromium as failed loads: not
+    # problems of the page. Anything else (a CSP violation, an exception) is.
+    page.on("console", lambda m: m.type == "error" and "Failed to load resource" not in m.text
+            and page.problems.append(f"console: {m.text}"))
+    page.on("dialog", lambda d: (page.problems.append(f"a dialog opened: {d.message}"), d.dismiss()))
+    return page
+
+def exercise(page, base, token=None):
+    """The scenarios on a page already showing the things of `base`."""
+    lamp_td = http_json(f"{base}/things/lamp", token)
+    on_url = f"{base}/things/lamp/properties/on"
+    lamp = panel(page, "Lamp")
+    lamp.locator(":scope > summary").click()
+    switch = lamp.get_by_label("On/Off", exact=True)
+    page.wait_for_function("(e) => e.dataset.value !== undefined", arg=switch.element_handle(), timeout=10000)
+    before = http_json(on_url, token)
+    switch.click()
+    deadline = time.time() + 3
+    while http_json(on_url, token) == before and time.time() < deadline:
+        time.sleep(0.05)
+    check(http_json(on_url, token) == (not before), f"toggling the switch changed `on` to {not before} (read back over HTTP)")
+
+    # A write made by curl meanwhile shows up within a second.
+    brightness = lamp.get_by_label("Brightness", exact=True)
+    curl = ["curl", "-sS", "-f", "-X", "PUT", "-H", "Content-Type: application/json", "-d", "37"]
+    if token:
+        curl += ["-H", f"Authorization: Bearer {token}"]
+    subprocess.run(curl + [f"{base}/things/lamp/properties/brightness"], check=True)
+    written = time.time()
+    try:
+        page.wait_for_function("(e) => e.value === '37'", arg=brightness.element_handle(), timeout=1000)
+        check(True, f"curl's write shown in {int((time.time() - written) * 1000)} ms")
+    except Exception:
+        check(False, f"curl's write shown within 1 s (field shows {brightness.input_value()!r})")
+
+    # fade runs to completed; intermediate brightness values are on screen meanwhile.
+    page.evaluate("""(e) => { window.seen = []; new MutationObserver(() => window.seen.push(Number(e.dataset.value)))
+        .observe(e, {attributes: true, attributeFilter: ['data-value']}); }""", brightness.element_handle())
+    fade = lamp.locator("form.action[data-name=fade]")
+    fade.get_by_label("level", exact=True).fill("80")
+    fade.get_by_label("duration", exact=True).fill("1500")
+    fade.get_by_role("button", name="Fade").click()
+    status = fade.locator("output.action-status")
+    states = set()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        state = status.get_attribute("data-state")
+        states.add(state)
+        if state in ("completed", "failed", "cancelled"):
+            break
+        time.sleep(0.05)
+    seen = page.evaluate("window.seen")
+    between = sorted({v for v in seen if 37 < v < 80})
+    check(state == "completed", f"fade ended {state!r} after {sorted(s for s in states if s)}")
+    check(len(between) >= 3, f"intermediate brightness values shown: {between}")
+    check(brightness.input_value() == "80" and http_json(f"{base}/things/lamp/properties/brightness", token) == 80,
+          "brightness ends at 80 on screen and over HTTP")
+    try:
+        page.wait_for_function("(log) => /Faded/.test(log.textContent) && /80/.test(log.textContent)",
+                               arg=lamp.locator("ol.events").element_handle(), timeout=3000)
+        check(True, "the faded event is in the log")
+    except Exception:
+        check(False, f"the faded event in the log: {lamp.locator('ol.events').text_content()!r}")
+
+    # An out-of-range value: the problem is shown next to the control, nothing changes.
+    brightness.fill("150")
+    brightness.press("Enter")
+    problem = lamp.locator("form.property[data-name=brightness] output.problem")
+    problem.wait_for(state="visible", timeout=5000)
+    shown = problem.text_content()
+    req = urllib.request.Request(f"{base}/things/lamp/properties/brightness", data=b"150", method="PUT",
+                                 headers={"Content-Type": "application/json"})
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        urllib.request.urlopen(req, timeout=5)
+        expected = {}
+    except urllib.error.HTTPError as e:
+        expected = json.loads(e.read())
+    check(bool(expected.get("detail")) and expected["detail"] in shown, f"the problem's detail is shown: {shown!r}")
+    check(f"pointer {expected.get('pointer') or '/'}" in shown and f"rule {expected.get('rule')}" in shown,
+          f"its pointer and rule too ({expected.get('pointer')!r}, {expected.get('rule')!r})")
+    check(http_json(f"{base}/things/lamp/properties/brightness", token) == 80, "the refused value changed nothing")
+    page.wait_for_function("(e) => e.value === '80'", arg=brightness.element_handle(), timeout=3000)
+    check(True, "the field shows the thing's value again")
+
+    # Every control is labelled (the keyboard and screen readers find it by its title).
+    unlabelled = page.evaluate("""() => [...document.querySelectorAll('input, select, textarea')]
+        .filter(e => !e.labels?.length && !e.getAttribute('aria-label')).map(e => e.id || e.outerHTML)""")
+    check(not unlabelled, f"every control has a label: {unlabelled}")
+
+with sync_playwright() as p:
+    browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+    version = browser.version
+
+    # 1. Without credentials.
+    page = new_page(browser)
+    sizes = []
+    page.on("response", lambda r: sizes.append(len(r.body())) if r.url.startswith(open_url) and (r.url == open_url + "/" or "/explorer/" in r.url) else None)
+    page.goto(open_url + "/")
+    page.wait_for_function("() => document.querySelectorAll('#things > li').length === 4", timeout=10000)
+    titles = page.locator("details.thing summary .title").all_text_contents()
+    check({"Lamp", "Thermostat"} <= set(titles) and len(titles) == 4, f"the things are listed: {titles}")
+    markup = panel(page, "<img src=x onerror=alert(1)>")
+    check(markup.count() == 1, "a title made of markup renders literally")
+    markup.locator(":scope > summary").click()
+    page.wait_for_function("() => [...document.querySelectorAll('input')].some(i => i.value === '<svg onload=alert(3)>')", timeout=10000)
+    check(page.locator("main img, main script, main svg, main b, main i").count() == 0, "no markup from thing files became elements")
+    markup.locator(":scope > summary").click()
+    exercise(page, open_url)
+    # The screenshot: lamp and thermostat open.
+    panel(page, "Thermostat").locator(":scope > summary").click()
+    page.wait_for_timeout(1500)
+    page.screenshot(path="target/explorer-screenshot.png", full_page=True)
+    check(not page.problems, f"no page errors, CSP violations or dialogs: {page.problems}")
+    weight = sum(sizes)
+    page.close()
+
+    # Time to first rendered value: a fresh page on the lamp's TD alone (its panel opens).
+    ttfv = []
+    for _ in range(5):
+        page = new_page(browser)
+        page.goto(f"{open_url}/?td={open_url}/things/lamp")
+        page.wait_for_function("() => document.body.dataset.firstValueMs !== undefined", timeout=10000)
+        ttfv.append(int(page.evaluate("document.body.dataset.firstValueMs")))
+        page.close()
+
+    # 2. Under --auth: the prompt appears once, then everything works.
+    page = new_page(browser)
+    page.goto(guarded_url + "/")
+    dialog = page.locator("dialog#auth")
+    dialog.wait_for(state="visible", timeout=10000)
+    check(True, "under --auth the token prompt appears")
+    dialog.get_by_label("Token").fill(token)
+    dialog.get_by_role("button", name="Use").click()
+    page.wait_for_function("() => document.querySelectorAll('#things > li').length === 4", timeout=10000)
+    check(True, "with the token the things are listed")
+    exercise(page, guarded_url, token)
+    check(not page.locator("dialog#auth").is_visible(), "the prompt was asked once")
+    check(not page.problems, f"no page errors under --auth: {page.problems}")
+    browser.close()
+
+print(f"page weight: {weight} bytes (page and assets, uncompressed)")
+print(f"time to first rendered value on loopback: median {sorted(ttfv)[len(ttfv) // 2]} ms of {ttfv}")
+if failures:
+    print("explorer interop FAILED:", failures, file=sys.stderr)
+    sys.exit(1)
+print("explorer interop: Chromium", version, "OK")
+PY

@@ -1,0 +1,139 @@
+// Talking to a WoT server from the page: fetch with the credentials the user gave (asked for
+// once, on the first 401, kept in sessionStorage), problem+json read into an Error, and
+// EventSource streams that reconnect with backoff and say so. Nothing here knows a URL path:
+// callers pass hrefs taken from TD forms.
+
+const TOKEN_KEY = 'wot-explorer-token';
+let asking = null; // the one pending token prompt, shared by every request refused meanwhile
+
+/** A refused request: status and the problem+json members the page shows next to a control. */
+export class ProblemError extends Error {
+  constructor(status, problem) {
+    super(problem.detail || problem.title || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem;
+  }
+}
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+function authorization(challenge) {
+  const t = token();
+  if (!t) return null;
+  // Basic takes "user:password", encoded; anything else is a bearer token.
+  if (/^basic/i.test(challenge || sessionStorage.getItem(TOKEN_KEY + '-scheme') || '')) {
+    return 'Basic ' + btoa(unescape(encodeURIComponent(t)));
+  }
+  return 'Bearer ' + t;
+}
+
+/** Shows the credentials dialog and resolves once the user submitted something. */
+function askForToken(challenge, wrong) {
+  if (asking) return asking;
+  const dialog = document.getElementById('auth');
+  const form = dialog.querySelector('form');
+  const input = dialog.querySelector('input');
+  const basic = /^basic/i.test(challenge || '');
+  dialog.querySelector('#auth-hint').textContent = (wrong ? 'Those credentials were refused. ' : '')
+    + (basic ? 'This server wants HTTP Basic credentials: user:password.' : 'This server wants a bearer token.');
+  dialog.querySelector('label').textContent = basic ? 'user:password' : 'Token';
+  input.value = '';
+  asking = new Promise((resolve) => {
+    const submit = (e) => {
+      e.preventDefault();
+      sessionStorage.setItem(TOKEN_KEY, input.value);
+      sessionStorage.setItem(TOKEN_KEY + '-scheme', basic ? 'basic' : 'bearer');
+      done(true);
+    };
+    // Escape (or closing the dialog otherwise) gives up: the request fails with its 401.
+    const cancelled = () => done(false);
+    const done = (given) => {
+      form.removeEventListener('submit', submit);
+      dialog.removeEventListener('close', cancelled);
+      if (dialog.open) dialog.close();
+      asking = null;
+      resolve(given);
+    };
+    form.addEventListener('submit', submit);
+    dialog.addEventListener('close', cancelled);
+  });
+  dialog.showModal();
+  input.focus();
+  return asking;
+}
+
+async function problemOf(res) {
+  const type = res.headers.get('content-type') || '';
+  if (type.includes('json')) {
+    try { return await res.json(); } catch (_) { /* fall through */ }
+  }
+  return {title: res.statusText, detail: `${res.status} ${res.statusText}`};
+}
+
+/**
+ * fetch with credentials; on a 401 asks for them (once for all requests) and tries again.
+ * Resolves to the Response of a 2xx, rejects with a ProblemError otherwise.
+ */
+export async function request(url, init = {}) {
+  for (let attempt = 0; ; attempt++) {
+    const headers = new Headers(init.headers || {});
+    const auth = authorization();
+    if (auth) headers.set('Authorization', auth);
+    const res = await fetch(url, {...init, headers});
+    if (res.status === 401 && attempt < 5
+        && await askForToken(res.headers.get('www-authenticate'), attempt > 0 || !!token())) {
+      continue;
+    }
+    if (!res.ok) throw new ProblemError(res.status, await problemOf(res));
+    return res;
+  }
+}
+
+/** The JSON of a response, or undefined when it has no body. */
+export async function json(res) {
+  const text = await res.text();
+  return text ? JSON.parse(text) : undefined;
+}
+
+/** A URL for EventSource/WebSocket, which cannot send headers: the token goes in the query. */
+export function withToken(url) {
+  const t = token();
+  if (!t || sessionStorage.getItem(TOKEN_KEY + '-scheme') === 'basic') return url;
+  const u = new URL(url);
+  u.searchParams.set('access_token', t);
+  return u.href;
+}
+
+/**
+ * An SSE stream that reconnects with exponential backoff (1 s .. 30 s) after it is lost, and
+ * reports its state to `status(text, ok)`. `onEvent(name, data)` gets each named event.
+ * Returns a function that closes it for good.
+ */
+export function stream(url, names, onEvent, status) {
+  let source = null;
+  let delay = 1000;
+  let timer = null;
+  let closed = false;
+  const open = () => {
+    if (closed) return;
+    source = new EventSource(withToken(url));
+    source.onopen = () => { delay = 1000; status('live', true); };
+    const deliver = (e) => {
+      let data;
+      try { data = JSON.parse(e.data); } catch (_) { data = e.data; }
+      onEvent(e.type, data);
+    };
+    for (const name of names) source.addEventListener(name, deliver);
+    source.onerror = () => {
+      source.close();
+      if (closed) return;
+      status(`connection lost; reconnecting in ${Math.round(delay / 1000)} s`, false);
+      timer = setTimeout(open, delay);
+      delay = Math.min(delay * 2, 30000);
+    };
+  };
+  open();
+  return () => { closed = true; clearTimeout(timer); if (source) source.close(); };
+}
