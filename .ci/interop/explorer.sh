@@ -5,8 +5,10 @@
 # writes `on` (read back over HTTP), a write made by curl shows up within a second, `fade` runs
 # to completed with intermediate brightness values on screen, an out-of-range value shows the
 # problem and changes nothing, a title made of markup renders as text, and under `--auth` the
-# token prompt appears and then everything works. Writes target/explorer-screenshot.png and
-# prints the page's weight and its time to first rendered value.
+# token prompt appears and then everything works; the page also explores another server pasted
+# into it (another origin, under --auth) and cancels a running fade. Writes
+# target/explorer-screenshot.png (and -top.png, what docs/explorer.png shows) and prints the
+# page's weight and its time to first rendered value.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -101,7 +103,7 @@ def new_page(browser):
     page.on("dialog", lambda d: (page.problems.append(f"a dialog opened: {d.message}"), d.dismiss()))
     return page
 
-def exercise(page, base, token=None):
+def exercise(page, base, token=None, shot=None):
     """The scenarios on a page already showing the things of `base`."""
     lamp_td = http_json(f"{base}/things/lamp", token)
     on_url = f"{base}/things/lamp/properties/on"
@@ -118,10 +120,10 @@ def exercise(page, base, token=None):
 
     # A write made by curl meanwhile shows up within a second.
     brightness = lamp.get_by_label("Brightness", exact=True)
-    curl = ["curl", "-sS", "-f", "-X", "PUT", "-H", "Content-Type: application/json", "-d", "37"]
+    curl = ["curl", "-sS", "-f", "-X", "PUT", "-H", "Content-Type: application/json"]
     if token:
         curl += ["-H", f"Authorization: Bearer {token}"]
-    subprocess.run(curl + [f"{base}/things/lamp/properties/brightness"], check=True)
+    subprocess.run(curl + ["-d", "37", f"{base}/things/lamp/properties/brightness"], check=True)
     written = time.time()
     try:
         page.wait_for_function("(e) => e.value === '37'", arg=brightness.element_handle(), timeout=1000)
@@ -157,6 +159,30 @@ def exercise(page, base, token=None):
         check(True, "the faded event is in the log")
     except Exception:
         check(False, f"the faded event in the log: {lamp.locator('ol.events').text_content()!r}")
+    if shot:
+        # The screenshot: lamp (after its fade) and thermostat open.
+        panel(page, "Thermostat").locator(":scope > summary").click()
+        page.wait_for_timeout(1500)
+        page.screenshot(path=f"{shot}.png", full_page=True)
+        # The README's picture: the top of the page, the lamp after its fade (docs/explorer.png
+        # is a copy of this file).
+        page.screenshot(path=f"{shot}-top.png", clip={"x": 0, "y": 0, "width": 1000, "height": 820})
+        panel(page, "Thermostat").locator(":scope > summary").click()
+
+    # A long fade, cancelled from the page: it ends failed and the ramp stops short of its level.
+    fade.get_by_label("level", exact=True).fill("0")
+    fade.get_by_label("duration", exact=True).fill("20000")
+    fade.get_by_role("button", name="Fade").click()
+    page.wait_for_function("(e) => e.dataset.state === 'running'", arg=status.element_handle(), timeout=5000)
+    page.wait_for_timeout(300)
+    fade.get_by_role("button", name="Cancel").click()
+    page.wait_for_function("(e) => e.dataset.state === 'failed'", arg=status.element_handle(), timeout=5000)
+    stopped = http_json(f"{base}/things/lamp/properties/brightness", token)
+    time.sleep(0.4)
+    check(0 < stopped < 80 and http_json(f"{base}/things/lamp/properties/brightness", token) == stopped,
+          f"Cancel ended the fade ({status.text_content()!r}) and the ramp stopped at {stopped}")
+    subprocess.run(curl + ["-d", "80", f"{base}/things/lamp/properties/brightness"], check=True)
+    page.wait_for_function("(e) => e.value === '80'", arg=brightness.element_handle(), timeout=3000)
 
     # An out-of-range value: the problem is shown next to the control, nothing changes.
     brightness.fill("150")
@@ -203,13 +229,24 @@ with sync_playwright() as p:
     page.wait_for_function("() => [...document.querySelectorAll('input')].some(i => i.value === '<svg onload=alert(3)>')", timeout=10000)
     check(page.locator("main img, main script, main svg, main b, main i").count() == 0, "no markup from thing files became elements")
     markup.locator(":scope > summary").click()
-    exercise(page, open_url)
-    # The screenshot: lamp and thermostat open.
-    panel(page, "Thermostat").locator(":scope > summary").click()
-    page.wait_for_timeout(1500)
-    page.screenshot(path="target/explorer-screenshot.png", full_page=True)
+    exercise(page, open_url, shot="target/explorer-screenshot")
     check(not page.problems, f"no page errors, CSP violations or dialogs: {page.problems}")
     weight = sum(sizes)
+
+    # The same page explores another server pasted into it (another origin, under --auth):
+    # it asks for that server's token and shows live values.
+    page.get_by_label("TD or list of TDs").fill(f"{guarded_url}/things")
+    page.get_by_role("button", name="Explore").click()
+    page.locator("dialog#auth").wait_for(state="visible", timeout=10000)
+    page.locator("dialog#auth").get_by_label("Token").fill(token)
+    page.locator("dialog#auth").get_by_role("button", name="Use").click()
+    page.wait_for_function("() => document.querySelectorAll('#things > li').length === 4", timeout=10000)
+    other = panel(page, "Thermostat")
+    other.locator(":scope > summary").click()
+    temperature = other.get_by_label("Temperature", exact=True)
+    page.wait_for_function("(e) => e.dataset.value !== undefined", arg=temperature.element_handle(), timeout=10000)
+    check(True, f"another server pasted in (another origin, --auth): temperature {temperature.input_value()}")
+    check(not page.problems, f"no page errors exploring another origin: {page.problems}")
     page.close()
 
     # Time to first rendered value: a fresh page on the lamp's TD alone (its panel opens).
