@@ -97,6 +97,14 @@ export async function json(res) {
   return text ? JSON.parse(text) : undefined;
 }
 
+/**
+ * Whether EventSource can carry the credentials given: a bearer token goes in the query, Basic
+ * credentials cannot (the page polls instead).
+ */
+export function streamsCarryCredentials() {
+  return !token() || sessionStorage.getItem(TOKEN_KEY + '-scheme') !== 'basic';
+}
+
 /** A URL for EventSource/WebSocket, which cannot send headers: the token goes in the query. */
 export function withToken(url) {
   const t = token();

@@ -10,7 +10,7 @@
 import {el, show, showProblem} from './dom.js';
 import {control, inputForm, exampleOf} from './schema.js';
 import {commands, methodOf, plain, resolve, sse} from './forms.js';
-import {ProblemError, json, request, stream} from './net.js';
+import {ProblemError, json, request, stream, streamsCarryCredentials} from './net.js';
 
 const EVENT_LOG_SIZE = 50;
 const POLL_MS = 2000;
@@ -69,7 +69,8 @@ export function thingPanel(td, onOpen) {
   const start = () => {
     stops = [];
     const observed = new Set();
-    const allForm = sse(td, 'thing', null, 'observeallproperties');
+    const streams = streamsCarryCredentials();
+    const allForm = streams && sse(td, 'thing', null, 'observeallproperties');
     if (allForm) {
       const names = properties.filter(([, p]) => p.observable && !p.writeOnly).map(([name]) => name);
       names.forEach((name) => observed.add(name));
@@ -78,7 +79,7 @@ export function thingPanel(td, onOpen) {
       }
     } else {
       for (const [name, p] of properties) {
-        const f = sse(td, 'property', p, 'observeproperty');
+        const f = streams && sse(td, 'property', p, 'observeproperty');
         if (f && !p.writeOnly) {
           observed.add(name);
           stops.push(stream(resolve(td, f), [name], (_, v) => rows.get(name)?.set(v), setState(name)));
@@ -106,12 +107,12 @@ export function thingPanel(td, onOpen) {
         el('strong', {text: (td.events[name] || {}).title || name}), ' ', el('code', {text: show(data)})));
       while (log.children.length > EVENT_LOG_SIZE) log.lastChild.remove();
     };
-    const allEvents = sse(td, 'thing', null, 'subscribeallevents');
+    const allEvents = streams && sse(td, 'thing', null, 'subscribeallevents');
     if (allEvents && eventNames.length) {
       stops.push(stream(resolve(td, allEvents), eventNames, onEvent, setState('events')));
     } else {
       for (const [name, e] of events) {
-        const f = sse(td, 'event', e, 'subscribeevent');
+        const f = streams && sse(td, 'event', e, 'subscribeevent');
         if (f) stops.push(stream(resolve(td, f), [name], onEvent, setState(name)));
       }
     }
