@@ -63,11 +63,11 @@ TOKEN="explorer-$RANDOM$RANDOM"
 serve GUARDED --auth "bearer:$TOKEN"
 echo "wot serve at $OPEN and, under --auth, at $GUARDED"
 
-"$VENV/bin/python" - "$OPEN" "$GUARDED" "$TOKEN" "$(command -v chromium)" <<'PY'
-import json, subprocess, sys, time, urllib.request
+"$VENV/bin/python" - "$OPEN" "$GUARDED" "$TOKEN" "$(command -v chromium)" "$THINGS" <<'PY'
+import json, os, subprocess, sys, time, urllib.request
 from playwright.sync_api import sync_playwright
 
-open_url, guarded_url, token, chromium = sys.argv[1:5]
+open_url, guarded_url, token, chromium, things_dir = sys.argv[1:6]
 failures = []
 
 def check(ok, what):
@@ -232,6 +232,54 @@ with sync_playwright() as p:
     exercise(page, open_url, shot="target/explorer-screenshot")
     check(not page.problems, f"no page errors, CSP violations or dialogs: {page.problems}")
     weight = sum(sizes)
+
+    # The TD view's commands are taken from the forms and work as printed.
+    lamp = panel(page, "Lamp")
+    lamp.locator("details.td > summary").click()
+    commands = lamp.locator("details.td .commands").text_content()
+    read = next((l for l in commands.split("\n") if l.startswith("curl") and l.endswith("/properties/brightness'")
+                 and " -X " not in l and "event-stream" not in l), None)
+    out = subprocess.run(["sh", "-c", read or "false"], capture_output=True, text=True)
+    check(read is not None and out.stdout.strip() == "80", f"the TD view's curl command reads brightness: {read!r} -> {out.stdout!r}")
+    check("coap-client -m get 'coap://" in commands, "a coap-client command for the CoAP forms")
+    lamp.locator("details.td > summary").click()
+
+    # A lost stream says so and comes back: changing a property's schema in lamp.json reloads
+    # the lamp, which ends its property streams (a change of text only would not); the page
+    # reconnects (backoff from 1 s), reads the values again and shows writes again.
+    streams = lamp.locator("p.streams")
+    page.evaluate("""(e) => { window.streamStates = []; new MutationObserver(() => window.streamStates.push(e.textContent))
+        .observe(e, {childList: true, subtree: true, characterData: true}); }""", streams.element_handle())
+    path = f"{things_dir}/lamp.json"
+    model = json.load(open(path))
+    model["properties"]["brightness"]["multipleOf"] = 1
+    json.dump(model, open(path + ".tmp", "w"))
+    os.replace(path + ".tmp", path)
+    try:
+        page.wait_for_function("() => window.streamStates.some(s => /reconnecting in/.test(s))", timeout=10000)
+        page.wait_for_function("(e) => /properties: live/.test(e.textContent) && /events: live/.test(e.textContent)",
+                               arg=streams.element_handle(), timeout=10000)
+        lost = [s for s in page.evaluate("window.streamStates") if "reconnecting" in s]
+        check(True, f"a lost stream said so and came back: {lost[0]!r}")
+    except Exception:
+        check(False, f"a lost stream said so and came back: {page.evaluate('window.streamStates')}")
+    subprocess.run(["curl", "-sS", "-f", "-X", "PUT", "-H", "Content-Type: application/json", "-d", "55",
+                    f"{open_url}/things/lamp/properties/brightness"], check=True)
+    try:
+        page.wait_for_function("(e) => e.value === '55'", arg=lamp.get_by_label("Brightness", exact=True).element_handle(), timeout=1000)
+        check(True, "after reconnecting, a curl write shows up within 1 s")
+    except Exception:
+        check(False, "after reconnecting, a curl write shows up within 1 s")
+
+    # A paged list is followed to its end (Link: rel="next").
+    paged = new_page(browser)
+    paged.goto(f"{open_url}/?td={open_url}/things?limit=1")
+    try:
+        paged.wait_for_function("() => document.querySelectorAll('#things > li').length === 4", timeout=10000)
+        check(True, "a list paged one TD at a time is followed to its 4 things")
+    except Exception:
+        check(False, f"paged list: {paged.locator('#list-state').text_content()!r}")
+    paged.close()
 
     # The same page explores another server pasted into it (another origin, under --auth):
     # it asks for that server's token and shows live values.

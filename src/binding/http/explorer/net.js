@@ -116,18 +116,25 @@ export function withToken(url) {
 
 /**
  * An SSE stream that reconnects with exponential backoff (1 s .. 30 s) after it is lost, and
- * reports its state to `status(text, ok)`. `onEvent(name, data)` gets each named event.
+ * reports its state to `status(text, ok)`. `onEvent(name, data)` gets each named event;
+ * `reopened()` is called when it is back after a loss (what changed meanwhile was not seen).
  * Returns a function that closes it for good.
  */
-export function stream(url, names, onEvent, status) {
+export function stream(url, names, onEvent, status, reopened = () => {}) {
   let source = null;
   let delay = 1000;
   let timer = null;
   let closed = false;
+  let lost = false;
   const open = () => {
     if (closed) return;
     source = new EventSource(withToken(url));
-    source.onopen = () => { delay = 1000; status('live', true); };
+    source.onopen = () => {
+      delay = 1000;
+      status('live', true);
+      if (lost) reopened();
+      lost = false;
+    };
     const deliver = (e) => {
       let data;
       try { data = JSON.parse(e.data); } catch (_) { data = e.data; }
@@ -137,6 +144,7 @@ export function stream(url, names, onEvent, status) {
     source.onerror = () => {
       source.close();
       if (closed) return;
+      lost = true;
       status(`connection lost; reconnecting in ${Math.round(delay / 1000)} s`, false);
       timer = setTimeout(open, delay);
       delay = Math.min(delay * 2, 30000);

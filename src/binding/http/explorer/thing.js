@@ -75,27 +75,33 @@ export function thingPanel(td, onOpen) {
       const names = properties.filter(([, p]) => p.observable && !p.writeOnly).map(([name]) => name);
       names.forEach((name) => observed.add(name));
       if (names.length) {
-        stops.push(stream(resolve(td, allForm), names, (name, v) => rows.get(name)?.set(v), setState('properties')));
+        stops.push(stream(resolve(td, allForm), names, (name, v) => rows.get(name)?.set(v), setState('properties'),
+          () => readEverything()));
       }
     } else {
       for (const [name, p] of properties) {
         const f = streams && sse(td, 'property', p, 'observeproperty');
         if (f && !p.writeOnly) {
           observed.add(name);
-          stops.push(stream(resolve(td, f), [name], (_, v) => rows.get(name)?.set(v), setState(name)));
+          stops.push(stream(resolve(td, f), [name], (_, v) => rows.get(name)?.set(v), setState(name),
+            () => rows.get(name).read()));
         }
       }
     }
-    // A first value for every readable property, then polling for those nothing observes.
+    // A first value for every readable property (and again after a stream was lost), then
+    // polling for those nothing observes.
     const readAll = plain(td, 'thing', null, 'readallproperties');
     const readOne = (name) => rows.get(name).read();
-    if (readAll) {
-      request(resolve(td, readAll), {headers: {Accept: JSON_TYPES}}).then(json).then((values) => {
-        for (const [name, v] of Object.entries(values || {})) rows.get(name)?.set(v);
-      }).catch(() => properties.forEach(([name]) => readOne(name)));
-    } else {
-      properties.forEach(([name]) => readOne(name));
-    }
+    const readEverything = () => {
+      if (readAll) {
+        request(resolve(td, readAll), {headers: {Accept: JSON_TYPES}}).then(json).then((values) => {
+          for (const [name, v] of Object.entries(values || {})) rows.get(name)?.set(v);
+        }).catch(() => properties.forEach(([name]) => readOne(name)));
+      } else {
+        properties.forEach(([name]) => readOne(name));
+      }
+    };
+    readEverything();
     const unobserved = properties.filter(([name, p]) => !observed.has(name) && !p.writeOnly).map(([name]) => name);
     if (unobserved.length) {
       const timer = setInterval(() => unobserved.forEach(readOne), POLL_MS);
