@@ -294,6 +294,17 @@ with sync_playwright() as p:
     temperature = other.get_by_label("Temperature", exact=True)
     page.wait_for_function("(e) => e.dataset.value !== undefined", arg=temperature.element_handle(), timeout=10000)
     check(True, f"another server pasted in (another origin, --auth): temperature {temperature.input_value()}")
+    # That server's token goes to that server only: back on this one, no request carries it.
+    sent = []
+    page.on("request", lambda r: sent.append((r.url, r.headers.get("authorization"))))
+    page.get_by_label("TD or list of TDs").fill(f"{open_url}/things")
+    page.get_by_role("button", name="Explore").click()
+    page.wait_for_function("() => document.querySelectorAll('#things > li').length === 4", timeout=10000)
+    panel(page, "Lamp").locator(":scope > summary").click()
+    page.wait_for_function("(e) => e.dataset.value !== undefined",
+                           arg=panel(page, "Lamp").get_by_label("On/Off", exact=True).element_handle(), timeout=10000)
+    leaked = [u for u, a in sent if u.startswith(open_url) and (a or "access_token" in u)]
+    check(sent and not leaked, f"the other server's token is not sent here ({len(sent)} requests): {leaked}")
     check(not page.problems, f"no page errors exploring another origin: {page.problems}")
     page.close()
 

@@ -1,10 +1,13 @@
 // Talking to a WoT server from the page: fetch with the credentials the user gave (asked for
-// once, on the first 401, kept in sessionStorage), problem+json read into an Error, and
-// EventSource streams that reconnect with backoff and say so. Nothing here knows a URL path:
+// once per server, on its first 401, kept in sessionStorage), problem+json read into an Error,
+// and EventSource streams that reconnect with backoff and say so. Nothing here knows a URL path:
 // callers pass hrefs taken from TD forms.
+//
+// Credentials are kept per origin and sent only to the origin they were given for: a TD pasted
+// in from elsewhere, or a form pointing at another host, never receives this device's token.
 
 const TOKEN_KEY = 'wot-explorer-token';
-let asking = null; // the one pending token prompt, shared by every request refused meanwhile
+const asking = new Map(); // origin → the pending prompt, shared by every request refused meanwhile
 
 /** A refused request: status and the problem+json members the page shows next to a control. */
 export class ProblemError extends Error {
@@ -15,36 +18,57 @@ export class ProblemError extends Error {
   }
 }
 
-function token() {
-  return sessionStorage.getItem(TOKEN_KEY);
+function keyOf(url) {
+  return `${TOKEN_KEY}:${new URL(url).origin}`;
 }
 
-function authorization(challenge) {
-  const t = token();
+function token(url) {
+  return sessionStorage.getItem(keyOf(url));
+}
+
+function basic(url) {
+  return sessionStorage.getItem(keyOf(url) + ':scheme') === 'basic';
+}
+
+function authorization(url) {
+  const t = token(url);
   if (!t) return null;
-  // Basic takes "user:password", encoded; anything else is a bearer token.
-  if (/^basic/i.test(challenge || sessionStorage.getItem(TOKEN_KEY + '-scheme') || '')) {
-    return 'Basic ' + btoa(unescape(encodeURIComponent(t)));
-  }
+  // Basic takes "user:password", encoded as UTF-8; anything else is a bearer token.
+  if (basic(url)) return 'Basic ' + btoa(String.fromCharCode(...new TextEncoder().encode(t)));
   return 'Bearer ' + t;
 }
 
-/** Shows the credentials dialog and resolves once the user submitted something. */
-function askForToken(challenge, wrong) {
-  if (asking) return asking;
+/**
+ * Asks for credentials for `url`'s origin; resolves to whether the user gave any. Requests
+ * refused meanwhile share the question; questions for other origins wait their turn.
+ */
+function askForToken(url, challenge, wrong) {
+  const origin = new URL(url).origin;
+  if (!asking.has(origin)) {
+    const pending = queue.then(() => prompt(url, challenge, wrong));
+    queue = pending;
+    asking.set(origin, pending.finally(() => asking.delete(origin)));
+  }
+  return asking.get(origin);
+}
+
+let queue = Promise.resolve(true); // the dialog shows one question at a time
+
+function prompt(url, challenge, wrong) {
+  const origin = new URL(url).origin;
   const dialog = document.getElementById('auth');
   const form = dialog.querySelector('form');
   const input = dialog.querySelector('input');
-  const basic = /^basic/i.test(challenge || '');
+  const isBasic = /^basic/i.test(challenge || '');
   dialog.querySelector('#auth-hint').textContent = (wrong ? 'Those credentials were refused. ' : '')
-    + (basic ? 'This server wants HTTP Basic credentials: user:password.' : 'This server wants a bearer token.');
-  dialog.querySelector('label').textContent = basic ? 'user:password' : 'Token';
+    + `${origin} wants ` + (isBasic ? 'HTTP Basic credentials: user:password.' : 'a bearer token.');
+  dialog.querySelector('label').textContent = isBasic ? 'user:password' : 'Token';
   input.value = '';
-  asking = new Promise((resolve) => {
+  return new Promise((resolve) => {
     const submit = (e) => {
       e.preventDefault();
-      sessionStorage.setItem(TOKEN_KEY, input.value);
-      sessionStorage.setItem(TOKEN_KEY + '-scheme', basic ? 'basic' : 'bearer');
+      sessionStorage.setItem(keyOf(url), input.value);
+      sessionStorage.setItem(keyOf(url) + ':scheme', isBasic ? 'basic' : 'bearer');
       done(true);
     };
     // Escape (or closing the dialog otherwise) gives up: the request fails with its 401.
@@ -53,15 +77,13 @@ function askForToken(challenge, wrong) {
       form.removeEventListener('submit', submit);
       dialog.removeEventListener('close', cancelled);
       if (dialog.open) dialog.close();
-      asking = null;
       resolve(given);
     };
     form.addEventListener('submit', submit);
     dialog.addEventListener('close', cancelled);
+    dialog.showModal();
+    input.focus();
   });
-  dialog.showModal();
-  input.focus();
-  return asking;
 }
 
 async function problemOf(res) {
@@ -79,11 +101,11 @@ async function problemOf(res) {
 export async function request(url, init = {}) {
   for (let attempt = 0; ; attempt++) {
     const headers = new Headers(init.headers || {});
-    const auth = authorization();
+    const auth = authorization(url);
     if (auth) headers.set('Authorization', auth);
     const res = await fetch(url, {...init, headers});
     if (res.status === 401 && attempt < 5
-        && await askForToken(res.headers.get('www-authenticate'), attempt > 0 || !!token())) {
+        && await askForToken(url, res.headers.get('www-authenticate'), !!auth)) {
       continue;
     }
     if (!res.ok) throw new ProblemError(res.status, await problemOf(res));
@@ -101,14 +123,14 @@ export async function json(res) {
  * Whether EventSource can carry the credentials given: a bearer token goes in the query, Basic
  * credentials cannot (the page polls instead).
  */
-export function streamsCarryCredentials() {
-  return !token() || sessionStorage.getItem(TOKEN_KEY + '-scheme') !== 'basic';
+export function streamsCarryCredentials(url) {
+  return !token(url) || !basic(url);
 }
 
 /** A URL for EventSource/WebSocket, which cannot send headers: the token goes in the query. */
 export function withToken(url) {
-  const t = token();
-  if (!t || sessionStorage.getItem(TOKEN_KEY + '-scheme') === 'basic') return url;
+  const t = token(url);
+  if (!t || basic(url)) return url;
   const u = new URL(url);
   u.searchParams.set('access_token', t);
   return u.href;

@@ -69,7 +69,7 @@ export function thingPanel(td, onOpen) {
   const start = () => {
     stops = [];
     const observed = new Set();
-    const streams = streamsCarryCredentials();
+    const streams = streamsCarryCredentials(resolve(td, {href: ''}));
     const allForm = streams && sse(td, 'thing', null, 'observeallproperties');
     if (allForm) {
       const names = properties.filter(([, p]) => p.observable && !p.writeOnly).map(([name]) => name);
