@@ -97,6 +97,11 @@ async fn the_page_is_for_browsers_and_the_api_answers_everyone_else() {
         let res = req.send().await.unwrap();
         assert_eq!(res.status(), StatusCode::NOT_FOUND, "Accept {accept:?}");
         assert_eq!(header(res.headers(), CONTENT_TYPE), "application/problem+json");
+        assert_eq!(
+            header(res.headers(), "vary"),
+            "Accept",
+            "no cache may give it to a browser"
+        );
         let problem: Value = res.json().await.unwrap();
         assert_eq!(problem["status"], 404);
     }

@@ -12,7 +12,7 @@ use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, guard, web};
 
 use super::not_allowed;
-use super::routes::not_found;
+use super::problem::HttpError;
 
 /// Where the page's assets live on the port.
 const ASSET_PREFIX: &str = "/explorer/";
@@ -129,11 +129,22 @@ async fn page() -> HttpResponse {
         .body(PAGE)
 }
 
-async fn serve_asset(req: HttpRequest) -> Result<HttpResponse, super::problem::HttpError> {
+async fn serve_asset(req: HttpRequest) -> Result<HttpResponse, HttpError> {
     match asset(req.path()) {
         Some(a) => Ok(hardened(HttpResponse::Ok(), a.content_type).body(a.bytes)),
-        None => Err(super::problem::HttpError::NotFound(req.path().to_owned())),
+        None => Err(HttpError::NotFound(req.path().to_owned())),
     }
+}
+
+/// `/` for anything but HTML: the 404 problem it always was, saying that the answer depends on
+/// `Accept`, so that no cache hands it to a browser (or the page to an API client).
+async fn not_for_html(req: HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    let mut response = HttpError::NotFound(req.path().to_owned()).error_response();
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
+    response
 }
 
 fn html_guard() -> impl guard::Guard {
@@ -146,7 +157,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/")
             .route(web::get().guard(html_guard()).to(page))
             .route(web::head().guard(html_guard()).to(page))
-            .default_service(web::to(not_found)),
+            .default_service(web::to(not_for_html)),
     )
     .service(
         web::resource("/explorer/{file}")
