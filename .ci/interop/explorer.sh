@@ -64,7 +64,7 @@ serve GUARDED --auth "bearer:$TOKEN"
 echo "wot serve at $OPEN and, under --auth, at $GUARDED"
 
 "$VENV/bin/python" - "$OPEN" "$GUARDED" "$TOKEN" "$(command -v chromium)" "$THINGS" <<'PY'
-import json, os, subprocess, sys, time, urllib.request
+import json, os, shutil, subprocess, sys, time, urllib.request
 from playwright.sync_api import sync_playwright
 
 open_url, guarded_url, token, chromium, things_dir = sys.argv[1:6]
@@ -241,7 +241,19 @@ with sync_playwright() as p:
                  and " -X " not in l and "event-stream" not in l), None)
     out = subprocess.run(["sh", "-c", read or "false"], capture_output=True, text=True)
     check(read is not None and out.stdout.strip() == "80", f"the TD view's curl command reads brightness: {read!r} -> {out.stdout!r}")
-    check("coap-client -m get 'coap://" in commands, "a coap-client command for the CoAP forms")
+    # libcoap's client (Debian's package names it coap-client-notls), run as printed.
+    coap = shutil.which("coap-client") or shutil.which("coap-client-notls")
+    lines = commands.split("\n")
+    coap_read = next((l for l in lines if l.startswith("coap-client -m get '") and l.endswith("/properties/brightness'")), None)
+    coap_write = next((l for l in lines if l.startswith("coap-client -m put") and l.endswith("/properties/brightness'")), None)
+    if coap and coap_read and coap_write:
+        wrote = subprocess.run(["sh", "-c", coap_write.replace("coap-client", coap, 1)], capture_output=True, text=True)
+        out = subprocess.run(["sh", "-c", coap_read.replace("coap-client", coap, 1)], capture_output=True, text=True)
+        check(wrote.returncode == 0 and out.stdout.strip() == "50",
+              f"the TD view's coap-client lines write and read brightness: {coap_write!r}, {coap_read!r} -> {out.stdout!r}")
+        subprocess.run(["sh", "-c", read.replace("curl -sS", "curl -sS -f -X PUT -H 'Content-Type: application/json' -d 80", 1)], check=True)
+    else:
+        check(coap_read is not None and coap_write is not None, f"coap-client commands for the CoAP forms ({coap or 'no coap-client here'})")
     lamp.locator("details.td > summary").click()
 
     # A lost stream says so and comes back: changing a property's schema in lamp.json reloads

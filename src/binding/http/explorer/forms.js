@@ -87,7 +87,7 @@ export function commands(td, kind, name, affordance, example) {
         let line = `curl -sS${auth}`;
         if (form.subprotocol === 'sse') line += ' -N -H "Accept: text/event-stream"';
         if (method !== 'GET') line += ` -X ${method}`;
-        if (op === 'writeproperty' || (op === 'invokeaction' && example !== undefined)) {
+        if (op === 'writeproperty' || op === 'writemultipleproperties' || (op === 'invokeaction' && example !== undefined)) {
           line += ` -H "Content-Type: application/json" -d ${quote(JSON.stringify(example ?? null))}`;
         }
         lines.push({op, text: `${line} ${quote(url.href)}`});
@@ -95,8 +95,9 @@ export function commands(td, kind, name, affordance, example) {
         const method = (form['cov:method'] || DEFAULT_METHOD[op] || 'GET').toLowerCase();
         let line = `coap-client -m ${method}`;
         if (op.startsWith('observe') || op.startsWith('subscribe')) line += ' -s 60';
-        if (op === 'writeproperty' || op === 'invokeaction') {
-          line += ` -t application/json -e ${quote(JSON.stringify(example ?? null))}`;
+        if (op === 'writeproperty' || op === 'writemultipleproperties' || (op === 'invokeaction' && example !== undefined)) {
+          // Content-Format 50 is application/json (RFC 7252 §12.3).
+          line += ` -t 50 -e ${quote(JSON.stringify(example ?? null))}`;
         }
         lines.push({op, text: `${line} ${quote(url.href)}`});
       }

@@ -304,6 +304,13 @@ function tdView(td, prefix) {
   const download = el('a', {class: 'button', download: `${(td.title || 'thing').replace(/[^\w.-]+/g, '_')}.td.json`, text: 'Download TD'});
   download.href = URL.createObjectURL(new Blob([text], {type: 'application/td+json'}));
   const cmds = el('div', {class: 'commands'});
+  const writable = Object.fromEntries(Object.entries(td.properties || {})
+    .filter(([, p]) => !p.readOnly).map(([name, p]) => [name, exampleOf(p)]));
+  const whole = commands(td, 'thing', '', {forms: td.forms || []}, writable);
+  if (whole.length) {
+    cmds.append(el('h4', {text: 'The whole thing'}),
+      el('pre', {}, el('code', {text: whole.map((l) => `# ${l.op}\n${l.text}`).join('\n')})));
+  }
   for (const [kind, key] of [['property', 'properties'], ['action', 'actions'], ['event', 'events']]) {
     for (const [name, a] of Object.entries(td[key] || {})) {
       const example = kind === 'property' ? exampleOf(a) : kind === 'action' && a.input ? exampleOf(a.input) : undefined;
