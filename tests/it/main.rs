@@ -16,6 +16,7 @@ mod coap;
 mod coap_multicast;
 mod discovery;
 mod durable;
+mod explorer;
 mod fuzz;
 mod http_bad_input;
 mod http_consumers;

@@ -2,12 +2,14 @@
 //! (HTTP Basic + SSE), TDs, `GET /things`, `/.well-known/wot`, CORS and problem+json errors.
 //!
 //! It translates HTTP into core operations and back (`routes`), streams notifications (`sse`),
-//! maps errors once (`problem`) and describes itself in TDs (`forms`). It must not reach into
+//! maps errors once (`problem`), describes itself in TDs (`forms`) and serves the browser page
+//! at `/` (`explorer`). It must not reach into
 //! another binding or keep thing state of its own.
 //!
 //! As library API: the port's [`Security`] and [`Timeouts`], the default body limit, the
 //! binding's [`HttpForms`], and [`Mount`], how another adapter adds routes to the port.
 
+pub(crate) mod explorer;
 pub(crate) mod forms;
 pub(crate) mod problem;
 pub(crate) mod routes;
@@ -85,6 +87,7 @@ fn preflight() -> HttpResponse {
 /// Registers every route of the binding.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     use routes::*;
+    explorer::configure(cfg);
     cfg.service(
         web::resource("/.well-known/wot")
             .route(web::get().to(well_known))
@@ -336,7 +339,9 @@ impl Security {
             return Some(problem::HttpError::HostNotAllowed.error_response());
         }
         let auth = self.auth.as_ref()?;
-        if req.method() == Method::OPTIONS {
+        // The explorer page and its assets hold no secret: served to anyone allowed by Host, so
+        // that the page can load and then ask for the token the API wants.
+        if req.method() == Method::OPTIONS || explorer::is_public(req.method(), req.path(), req.headers()) {
             return None;
         }
         // Browsers cannot set headers on WebSocket and EventSource requests: GETs may carry the
