@@ -69,6 +69,7 @@
 
 mod behavior;
 pub mod binding;
+pub mod consumer;
 pub mod core;
 pub mod discovery;
 pub mod fd_limit;
