@@ -725,3 +725,108 @@ mod tests {
         assert!(decode(Some(41), b"<x/>").is_err());
     }
 }
+
+/// The message layer against a raw UDP peer on loopback, which answers the way RFC 7252 lets a
+/// server answer: late (the client must retransmit) or separately (the client must wait, and
+/// acknowledge the confirmable response).
+#[cfg(test)]
+mod exchange_tests {
+    use super::*;
+
+    async fn peer() -> (UdpSocket, Url) {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("coap://{}/p", socket.local_addr().unwrap())).unwrap();
+        (socket, url)
+    }
+
+    async fn receive(socket: &UdpSocket) -> (Packet, SocketAddr) {
+        let mut buf = [0; 2048];
+        let (n, from) = socket.recv_from(&mut buf).await.unwrap();
+        (Packet::from_bytes(&buf[..n]).unwrap(), from)
+    }
+
+    fn answer(to: &Packet, kind: MessageType, mid: u16, body: &[u8]) -> Vec<u8> {
+        let mut p = Packet::new();
+        p.header.set_type(kind);
+        p.header.message_id = mid;
+        p.header.code = MessageClass::Response(ResponseType::Content);
+        p.set_token(to.get_token().to_vec());
+        p.add_option(CoapOption::ContentFormat, vec![50]);
+        p.payload = body.to_vec();
+        p.to_bytes().unwrap()
+    }
+
+    fn get(url: &Url) -> Request {
+        Request {
+            method: RequestType::Get,
+            url: url.clone(),
+            payload: Vec::new(),
+            content_format: None,
+            accept: None,
+            observe: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_request_is_retransmitted_with_the_same_message_id() {
+        let (server, url) = peer().await;
+        let consumer = Consumer::new(super::super::ConsumerConfig::default()).unwrap();
+        let client =
+            tokio::spawn(async move { perform(&consumer, &get(&url)).await.map(|(_, r, _)| r.payload) });
+        let (first, _) = receive(&server).await;
+        let sent = Instant::now();
+        let (again, from) = receive(&server).await;
+        let waited = sent.elapsed();
+        assert_eq!(first.header.get_type(), MessageType::Confirmable);
+        assert_eq!(again.header.message_id, first.header.message_id);
+        assert_eq!(again.get_token(), first.get_token());
+        // ACK_TIMEOUT to ACK_TIMEOUT * ACK_RANDOM_FACTOR.
+        assert!(
+            waited >= Duration::from_millis(1900) && waited <= Duration::from_millis(3200),
+            "{waited:?}"
+        );
+        let ack = answer(
+            &again,
+            MessageType::Acknowledgement,
+            again.header.message_id,
+            b"7",
+        );
+        server.send_to(&ack, from).await.unwrap();
+        assert_eq!(client.await.unwrap().unwrap(), b"7");
+    }
+
+    #[tokio::test]
+    async fn a_separate_response_is_awaited_and_acknowledged() {
+        let (server, url) = peer().await;
+        let consumer = Consumer::new(super::super::ConsumerConfig::default()).unwrap();
+        let client =
+            tokio::spawn(async move { perform(&consumer, &get(&url)).await.map(|(_, r, _)| r.payload) });
+        let (request, from) = receive(&server).await;
+        let mut empty = Packet::new();
+        empty.header.set_type(MessageType::Acknowledgement);
+        empty.header.message_id = request.header.message_id;
+        server.send_to(&empty.to_bytes().unwrap(), from).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let response = answer(&request, MessageType::Confirmable, 4242, b"\"late\"");
+        server.send_to(&response, from).await.unwrap();
+        let (ack, _) = receive(&server).await;
+        assert_eq!(ack.header.get_type(), MessageType::Acknowledgement);
+        assert_eq!(ack.header.message_id, 4242);
+        assert_eq!(ack.header.code, MessageClass::Empty);
+        assert_eq!(client.await.unwrap().unwrap(), b"\"late\"");
+    }
+
+    #[tokio::test]
+    async fn silence_ends_in_a_timeout_within_the_consumers_limit() {
+        let (_server, url) = peer().await;
+        let config = super::super::ConsumerConfig {
+            timeout: Duration::from_millis(500),
+            ..Default::default()
+        };
+        let consumer = Consumer::new(config).unwrap();
+        let started = Instant::now();
+        let err = perform(&consumer, &get(&url)).await.err().expect("a timeout");
+        assert!(matches!(err, ConsumerError::Timeout { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+}

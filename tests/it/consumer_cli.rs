@@ -333,3 +333,52 @@ async fn the_token_opens_a_protected_thing() {
         assert_eq!(ok(&run), "false\n", "{via}");
     }
 }
+
+/// NAME instead of URL: `wot read Lamp on` finds the Thing by title (and by id) over mDNS, as
+/// `wot discover` does. Multicast: only under netns-run with WOT_MDNS_TESTS=1.
+#[tokio::test]
+async fn a_name_is_found_by_discovery() {
+    let Some(_one_at_a_time) = common::mdns_allowed_async().await else {
+        return;
+    };
+    let things = concat!(env!("CARGO_MANIFEST_DIR"), "/things");
+    let mut child = Command::new(WOT)
+        .args([
+            "serve",
+            things,
+            "--host",
+            "0.0.0.0",
+            "--http-port",
+            "0",
+            "--no-coap",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("wot serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("a ready line");
+    let server = Server {
+        child,
+        http: serde_json::from_str::<Value>(&line).expect("ready line")["http"]
+            .as_str()
+            .expect("http")
+            .replace("0.0.0.0", "127.0.0.1"),
+        coap: None,
+    };
+    assert_eq!(ok(&wot(&["read", "Lamp", "brightness", "--json"]).await), "50\n");
+    let td = server_value(&server, "on").await;
+    assert_eq!(td, json!(false));
+    let id = common::get_json::<Value>(&common::client(), format!("{}/things/lamp", server.http)).await["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    assert_eq!(ok(&wot(&["read", &id, "on", "--json"]).await), "false\n");
+    failed(
+        &wot(&["read", "No Such Thing", "on"]).await,
+        3,
+        "no Thing titled or identified",
+    );
+}
