@@ -51,7 +51,7 @@ pub(crate) fn default_ops(kind: &str) -> &'static [&'static str] {
 }
 
 /// Picks the first form in TD order that performs `op` over a protocol this consumer speaks,
-/// restricted to `via` when given. Forms whose scheme or subprotocol no client here handles are
+/// restricted to `via` when given, except that SSE beats longpoll. Forms whose scheme or subprotocol no client here handles are
 /// skipped; when none is left the error says what the forms offered.
 pub(crate) fn choose(
     forms: Option<&Value>,
@@ -72,6 +72,7 @@ pub(crate) fn choose(
         _ => return Err(none("it has no forms".into())),
     };
     let mut seen: Vec<String> = Vec::new();
+    let mut usable: Vec<Chosen> = Vec::new();
     for form in forms.iter().filter_map(Value::as_object) {
         if !ops_of(form, default).iter().any(|o| o == op) {
             continue;
@@ -98,13 +99,22 @@ pub(crate) fn choose(
             .and_then(Value::as_str)
             .map(str::to_owned);
         let content_type = form.get("contentType").and_then(Value::as_str).map(str::to_owned);
-        return Ok(Chosen {
+        usable.push(Chosen {
             protocol,
             url,
             method,
             http_mode,
             content_type,
         });
+    }
+    // A longpoll form loses the changes between two polls; when the TD also offers SSE (ours
+    // list longpoll first, for consumers that cannot stream), the stream wins.
+    let has_sse = usable.iter().any(|c| c.http_mode == HttpMode::Sse);
+    if let Some(chosen) = usable
+        .into_iter()
+        .find(|c| !(has_sse && c.http_mode == HttpMode::Longpoll))
+    {
+        return Ok(chosen);
     }
     if seen.is_empty() {
         Err(none(format!("no form has op '{op}'")))
@@ -186,6 +196,21 @@ mod tests {
             "http://127.0.0.1:8080/things/lamp/properties/on"
         );
         let chosen = choose(Some(&forms()), &[], "observeproperty", Some("on"), &base(), None).unwrap();
+        assert_eq!(
+            chosen.http_mode,
+            HttpMode::Sse,
+            "SSE beats the longpoll form listed before it"
+        );
+        let longpoll_only = json!([{"op": "observeproperty", "href": "lp", "subprotocol": "longpoll"}]);
+        let chosen = choose(
+            Some(&longpoll_only),
+            &[],
+            "observeproperty",
+            Some("on"),
+            &base(),
+            None,
+        )
+        .unwrap();
         assert_eq!(chosen.http_mode, HttpMode::Longpoll);
     }
 

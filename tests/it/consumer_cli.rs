@@ -382,3 +382,51 @@ async fn a_name_is_found_by_discovery() {
         "no Thing titled or identified",
     );
 }
+
+/// The library's consumer on a TD whose only HTTP observation forms are longpoll (our TDs offer
+/// SSE too, which the consumer prefers): each change comes back from one GET.
+#[tokio::test]
+async fn longpoll_forms_observe_when_there_is_no_sse() {
+    use wot_runtime::consumer::{Consumer, ConsumerConfig, Protocol};
+
+    let server = serve(&["--no-coap"]);
+    let url = format!("{}/things/lamp", server.http);
+    let mut td: Value = common::get_json(&common::client(), &url).await;
+    let forms = td["properties"]["brightness"]["forms"]
+        .as_array_mut()
+        .expect("forms");
+    forms.retain(|f| f["subprotocol"] != "sse");
+    let config = ConsumerConfig {
+        via: Some(Protocol::Http),
+        ..Default::default()
+    };
+    let lamp = Consumer::new(config)
+        .unwrap()
+        .consume(td, url.parse().unwrap())
+        .expect("a TD");
+    let mut observation = lamp.observe_property("brightness").await.expect("observing");
+    let client = common::client();
+    let http = server.http.clone();
+    let writer = tokio::spawn(async move {
+        for level in 60..100 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = client
+                .put(format!("{http}/things/lamp/properties/brightness"))
+                .json(&json!(level))
+                .send()
+                .await;
+        }
+    });
+    let first = tokio::time::timeout(Duration::from_secs(10), observation.next())
+        .await
+        .expect("a change within 10 s")
+        .expect("open")
+        .expect("a notice");
+    assert_eq!(first.name, "brightness");
+    let second = observation.next().await.expect("open").expect("a notice");
+    assert!(
+        second.value.as_u64() > first.value.as_u64(),
+        "{first:?} then {second:?}"
+    );
+    writer.abort();
+}
