@@ -472,6 +472,8 @@ mod client {
             }
             seen += 1;
         }
+        // The process exits next: let the cancellation (Observe 1, unobserve) go out first.
+        observation.close().await;
         Ok(())
     }
 }

@@ -829,4 +829,67 @@ mod exchange_tests {
         assert!(matches!(err, ConsumerError::Timeout { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(1));
     }
+
+    fn notification(to: &Packet, kind: MessageType, mid: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+        let mut p = Packet::from_bytes(&answer(to, kind, mid, body)).unwrap();
+        p.add_option(CoapOption::Observe, crate::binding::coap::block::encode_uint(seq));
+        p.to_bytes().unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_observation_acks_notifications_drops_stale_ones_and_deregisters_on_close() {
+        let (server, url) = peer().await;
+        let td = serde_json::json!({
+            "@context": "https://www.w3.org/2022/wot/td/v1.1", "title": "x",
+            "properties": {"p": {"type": "integer", "observable": true, "forms": [
+                {"op": "observeproperty", "href": url.as_str(), "subprotocol": "cov:observe"}
+            ]}}
+        });
+        let thing = Consumer::new(super::super::ConsumerConfig::default())
+            .unwrap()
+            .consume(td, Url::parse("http://127.0.0.1:1/").unwrap())
+            .unwrap();
+        let observing = tokio::spawn(async move { thing.observe_property("p").await });
+        let (register, from) = receive(&server).await;
+        assert_eq!(uint(&register, option::OBSERVE), Some(0));
+        let mid = register.header.message_id;
+        server
+            .send_to(
+                &notification(&register, MessageType::Acknowledgement, mid, 5, b"1"),
+                from,
+            )
+            .await
+            .unwrap();
+        let mut observation = observing.await.unwrap().expect("registered");
+
+        // A confirmable notification is acknowledged and passed on; a stale one (4 after 6) is not.
+        for (mid, seq, body) in [(900, 6, &b"2"[..]), (901, 4, b"3"), (902, 7, b"4")] {
+            server
+                .send_to(
+                    &notification(&register, MessageType::Confirmable, mid, seq, body),
+                    from,
+                )
+                .await
+                .unwrap();
+            let (ack, _) = receive(&server).await;
+            assert_eq!(
+                (ack.header.get_type(), ack.header.message_id),
+                (MessageType::Acknowledgement, mid)
+            );
+        }
+        let values: Vec<Value> = vec![
+            observation.next().await.unwrap().unwrap().value,
+            observation.next().await.unwrap().unwrap().value,
+        ];
+        assert_eq!(
+            values,
+            vec![serde_json::json!(2), serde_json::json!(4)],
+            "the registration's own value and the stale one are not changes"
+        );
+
+        observation.close().await;
+        let (deregister, _) = receive(&server).await;
+        assert_eq!(uint(&deregister, option::OBSERVE), Some(1));
+        assert_eq!(deregister.get_token(), register.get_token());
+    }
 }

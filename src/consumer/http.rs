@@ -230,7 +230,13 @@ pub(super) async fn stream(op: &Op<'_>) -> Result<Observation, ConsumerError> {
 async fn sse(response: reqwest::Response, url: Url, name: String, tx: NoticeSender) {
     let mut stream = response.bytes_stream();
     let mut parser = SseParser::default();
-    while let Some(chunk) = stream.next().await {
+    loop {
+        // Returning drops the response, which closes the stream: HTTP's unsubscribe.
+        let chunk = tokio::select! {
+            chunk = stream.next() => chunk,
+            () = tx.closed() => return,
+        };
+        let Some(chunk) = chunk else { break };
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
@@ -283,8 +289,11 @@ async fn longpoll(consumer: Consumer, url: Url, name: String, tx: NoticeSender) 
                 return Err(refused(&url, status, &body));
             }
             parse(&url, &body)
-        }
-        .await;
+        };
+        let answer = tokio::select! {
+            answer = answer => answer,
+            () = tx.closed() => return,
+        };
         let notice = match answer {
             Ok(Some(value)) => Ok(Notice {
                 name: name.clone(),

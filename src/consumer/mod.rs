@@ -189,13 +189,17 @@ pub struct Notice {
     pub value: Value,
 }
 
-/// An observation or subscription: notices until the remote ends it or it is dropped (dropping
-/// it stops the task and, where the protocol has one, sends the cancellation).
+/// An observation or subscription: notices until the remote ends it or it is dropped. Dropping
+/// it ends its task, which cancels on the wire where the protocol can (CoAP Observe 1, WTP
+/// unobserve/unsubscribe; an HTTP stream is closed); [`Observation::close`] waits for that.
 #[derive(Debug)]
 pub struct Observation {
     rx: mpsc::Receiver<Result<Notice, ConsumerError>>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
+
+/// How long [`Observation::close`] waits for the cancellation to be sent.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 impl Observation {
     /// The next notice; None once the observation is over (after an error, or when ended).
@@ -203,29 +207,37 @@ impl Observation {
         self.rx.recv().await
     }
 
+    /// Ends the observation and waits (briefly) until its cancellation has been sent: for a
+    /// process about to exit, where a dropped task would never get to send it.
+    pub async fn close(mut self) {
+        self.rx.close();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(CLOSE_WAIT, task).await;
+        }
+    }
+
     fn merge(observations: Vec<Observation>) -> Observation {
-        let (tx, rx) = mpsc::channel(64);
-        let task = tokio::spawn(async move {
+        observation(move |tx: NoticeSender| async move {
             let mut set = tokio::task::JoinSet::new();
             for mut o in observations {
                 let tx = tx.clone();
                 set.spawn(async move {
-                    while let Some(n) = o.next().await {
-                        if tx.send(n).await.is_err() {
-                            return;
+                    loop {
+                        tokio::select! {
+                            notice = o.next() => {
+                                let Some(n) = notice else { break };
+                                if tx.send(n).await.is_err() {
+                                    break;
+                                }
+                            }
+                            () = tx.closed() => break,
                         }
                     }
+                    o.close().await;
                 });
             }
             while set.join_next().await.is_some() {}
-        });
-        Observation { rx, task }
-    }
-}
-
-impl Drop for Observation {
-    fn drop(&mut self) {
-        self.task.abort();
+        })
     }
 }
 
@@ -238,7 +250,7 @@ where
 {
     let (tx, rx) = mpsc::channel(64);
     let task = tokio::spawn(run(tx));
-    Observation { rx, task }
+    Observation { rx, task: Some(task) }
 }
 
 /// A remote Thing, from its TD: its operations over the forms the TD offers.
