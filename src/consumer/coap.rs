@@ -2,14 +2,13 @@
 //! confirmable and retransmitted with exponential back-off (RFC 7252 §4.2: ACK_TIMEOUT 2 s,
 //! ACK_RANDOM_FACTOR 1.5, MAX_RETRANSMIT 4), bounded by the consumer's timeout; separate
 //! responses (an empty ACK, then the response as CON) are acknowledged; large answers are
-//! fetched block by block (RFC 7959 Block2); observations register with Observe 0, drop stale
+//! fetched block by block (RFC 7959 Block2) and large bodies sent so (Block1); observations register with Observe 0, drop stale
 //! notifications by sequence number (RFC 7641 §3.4), acknowledge confirmable ones, and
 //! deregister (Observe 1) when dropped. Option numbers, Block values and Content-Format decoding
 //! are the CoAP binding's sans-IO modules, not copies.
 //!
-//! It must not choose forms or validate values (the caller did both). Not done here: Block1
-//! for large request bodies (values and action inputs are small), Block2 inside notifications,
-//! coaps.
+//! It must not choose forms or validate values (the caller did both). Not done here: Block2
+//! inside notifications, coaps.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -32,6 +31,9 @@ const ACK_RANDOM_FACTOR: f64 = 1.5;
 const MAX_RETRANSMIT: u32 = 4;
 /// Largest answer assembled from blocks.
 const MAX_BODY: usize = 16 * 1024 * 1024;
+/// Request bodies beyond one 1024-byte block (RFC 7252 §4.6's safe size) go in Block1 blocks.
+const BLOCK1_SZX: u8 = 6;
+const BLOCK1_SIZE: usize = 1024;
 
 /// A request, before it is cut into messages.
 #[derive(Debug, Clone)]
@@ -316,8 +318,12 @@ async fn perform(
     let deadline = Instant::now() + timeout;
     let mut endpoint = Endpoint::open(&request.url).await?;
     let token: [u8; 8] = rand::random();
-    let mut p = packet(request, &token, None);
-    let answer = endpoint.exchange(&mut p, deadline, timeout).await?;
+    let answer = if request.payload.len() > BLOCK1_SIZE {
+        upload(&mut endpoint, request, &token, deadline, timeout).await?
+    } else {
+        let mut p = packet(request, &token, None);
+        endpoint.exchange(&mut p, deadline, timeout).await?
+    };
     let block = answer
         .get_first_option(CoapOption::from(option::BLOCK2))
         .and_then(|v| Block::decode(v));
@@ -368,6 +374,53 @@ async fn perform(
         r.payload = body;
         (e, r, t)
     })
+}
+
+/// Sends a body larger than one block in Block1 blocks (RFC 7959 §2.5): each intermediate block
+/// is answered 2.31 Continue (whose Block1 may ask for smaller blocks); the last block's answer
+/// is the response. An error answer on the way is returned as the response.
+async fn upload(
+    endpoint: &mut Endpoint,
+    request: &Request,
+    token: &[u8],
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Packet, ConsumerError> {
+    let body = &request.payload;
+    let mut szx = BLOCK1_SZX;
+    let mut offset = 0;
+    loop {
+        let size = 1usize << (szx + 4);
+        let end = (offset + size).min(body.len());
+        let block = Block {
+            num: u32::try_from(offset / size).unwrap_or(u32::MAX),
+            more: end < body.len(),
+            szx,
+        };
+        let mut part = request.clone();
+        part.payload = body[offset..end].to_vec();
+        let mut p = packet(&part, token, None);
+        p.add_option(CoapOption::from(option::BLOCK1), block.encode());
+        if block.num == 0 {
+            p.add_option(
+                CoapOption::from(option::SIZE1),
+                crate::binding::coap::block::encode_uint(u32::try_from(body.len()).unwrap_or(u32::MAX)),
+            );
+        }
+        let answer = endpoint.exchange(&mut p, deadline, timeout).await?;
+        if !block.more || answer.header.code != MessageClass::Response(ResponseType::Continue) {
+            return Ok(answer);
+        }
+        if let Some(asked) = answer
+            .get_first_option(CoapOption::from(option::BLOCK1))
+            .and_then(|v| Block::decode(v))
+            && asked.szx < szx
+        {
+            // Smaller blocks still start at a multiple of their size: `end` is one.
+            szx = asked.szx;
+        }
+        offset = end;
+    }
 }
 
 fn refused(url: &Url, response: &Response) -> ConsumerError {
@@ -891,5 +944,51 @@ mod exchange_tests {
         let (deregister, _) = receive(&server).await;
         assert_eq!(uint(&deregister, option::OBSERVE), Some(1));
         assert_eq!(deregister.get_token(), register.get_token());
+    }
+
+    #[tokio::test]
+    async fn a_large_body_goes_in_block1_blocks_of_the_size_the_server_asks() {
+        let (server, url) = peer().await;
+        let consumer = Consumer::new(super::super::ConsumerConfig::default()).unwrap();
+        let body: Vec<u8> = (0..2500u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let sent = body.clone();
+        let client = tokio::spawn(async move {
+            let mut request = get(&url);
+            request.method = RequestType::Post;
+            request.payload = sent;
+            perform(&consumer, &request).await.map(|(_, r, _)| r.payload)
+        });
+        let mut received = Vec::new();
+        let mut blocks = Vec::new();
+        loop {
+            let (part, from) = receive(&server).await;
+            let block = Block::decode(part.get_first_option(CoapOption::Block1).unwrap()).unwrap();
+            blocks.push((block.num, block.szx, part.payload.len()));
+            received.extend_from_slice(&part.payload);
+            let mut reply = Packet::from_bytes(&answer(
+                &part,
+                MessageType::Acknowledgement,
+                part.header.message_id,
+                b"",
+            ))
+            .unwrap();
+            if !block.more {
+                reply.payload = b"\"done\"".to_vec();
+                server.send_to(&reply.to_bytes().unwrap(), from).await.unwrap();
+                break;
+            }
+            reply.header.code = MessageClass::Response(ResponseType::Continue);
+            // After the first block, the server asks for 512-byte blocks.
+            let asked = Block {
+                num: block.num,
+                more: true,
+                szx: 5,
+            };
+            reply.add_option(CoapOption::Block1, asked.encode());
+            server.send_to(&reply.to_bytes().unwrap(), from).await.unwrap();
+        }
+        assert_eq!(client.await.unwrap().unwrap(), b"\"done\"");
+        assert_eq!(received, body);
+        assert_eq!(blocks, vec![(0, 6, 1024), (2, 5, 512), (3, 5, 512), (4, 5, 452)]);
     }
 }

@@ -430,3 +430,15 @@ async fn longpoll_forms_observe_when_there_is_no_sse() {
     );
     writer.abort();
 }
+
+/// An action input larger than one CoAP block (1024 bytes) reaches our CoAP server in Block1
+/// blocks and is performed.
+#[tokio::test]
+async fn a_large_input_goes_over_coap_in_blocks() {
+    let server = serve(&[]);
+    let lamp = format!("{}/things/lamp", server.http);
+    let input = json!({"level": 33, "duration": 0, "note": "x".repeat(3000)}).to_string();
+    let run = wot(&["invoke", &lamp, "fade", &input, "--via", "coap", "--json"]).await;
+    assert_eq!(ok(&run), "33\n");
+    assert_eq!(server_value(&server, "brightness").await, json!(33));
+}
