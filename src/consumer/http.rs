@@ -249,7 +249,19 @@ async fn sse(response: reqwest::Response, url: Url, name: String, tx: NoticeSend
                 return;
             }
         };
-        for (event, data) in parser.push(&chunk) {
+        let events = match parser.push(&chunk) {
+            Ok(events) => events,
+            Err(reason) => {
+                let _ = tx
+                    .send(Err(ConsumerError::Malformed {
+                        url: url.to_string(),
+                        reason,
+                    }))
+                    .await;
+                return;
+            }
+        };
+        for (event, data) in events {
             let notice = match serde_json::from_str::<Value>(&data) {
                 Ok(value) => Ok(Notice {
                     name: event.unwrap_or_else(|| name.clone()),
@@ -318,9 +330,15 @@ pub(crate) struct SseParser {
 }
 
 impl SseParser {
-    /// Feeds bytes; returns the events completed by them, as (event name, data).
-    pub(crate) fn push(&mut self, bytes: &[u8]) -> Vec<(Option<String>, String)> {
+    /// Feeds bytes; returns the events completed by them, as (event name, data). A line or an
+    /// event longer than MAX_BODY is an error (a server that never ends one would otherwise
+    /// grow the buffer without bound).
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<Vec<(Option<String>, String)>, String> {
         self.buffer.extend_from_slice(bytes);
+        let pending = self.buffer.len() + self.data.as_ref().map_or(0, String::len);
+        if pending > MAX_BODY {
+            return Err(format!("an SSE event longer than {MAX_BODY} bytes"));
+        }
         let mut out = Vec::new();
         while let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.buffer.drain(..=end).collect();
@@ -352,7 +370,7 @@ impl SseParser {
                 _ => {}
             }
         }
-        out
+        Ok(out)
     }
 }
 
@@ -363,8 +381,14 @@ mod tests {
     #[test]
     fn sse_events_are_cut_at_blank_lines_across_chunks() {
         let mut p = SseParser::default();
-        assert!(p.push(b": subscribed\n\nid: 1\nevent: bright").is_empty());
-        let events = p.push(b"ness\ndata: 30\n\ndata: {\"a\":\ndata: 1}\r\n\r\n");
+        assert!(
+            p.push(b": subscribed\n\nid: 1\nevent: bright")
+                .unwrap()
+                .is_empty()
+        );
+        let events = p
+            .push(b"ness\ndata: 30\n\ndata: {\"a\":\ndata: 1}\r\n\r\n")
+            .unwrap();
         assert_eq!(
             events,
             vec![
@@ -372,6 +396,20 @@ mod tests {
                 (None, "{\"a\":\n1}".into())
             ]
         );
+    }
+
+    #[test]
+    fn an_endless_sse_line_is_an_error_not_unbounded_memory() {
+        let mut p = SseParser::default();
+        let chunk = vec![b'x'; 1024 * 1024];
+        let mut result = Ok(Vec::new());
+        for _ in 0..17 {
+            result = p.push(&chunk);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(result.is_err());
     }
 
     #[test]
