@@ -110,6 +110,10 @@ struct ClientArgs {
     /// Over CoAP, send and ask for CBOR instead of JSON.
     #[arg(long)]
     cbor: bool,
+    /// Trust only the certificates in this PEM file for https (e.g. a `wot serve
+    /// --tls-self-signed` server's tls/cert.pem).
+    #[arg(long, value_name = "PEM")]
+    cacert: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -236,16 +240,22 @@ fn open_file_limit(max_connections: usize) {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A client verb's stderr is its one line of diagnosis: libraries' logs (a TLS verifier's
+    // ERROR line, say) only when RUST_LOG asks for them.
+    let client = !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Discover { .. } | Command::Validate { .. }
+    );
+    let default_filter = if client { "off" } else { "info,actix_server=warn" };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,actix_server=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
         )
         .init();
     // One TLS crypto provider for the whole process (ring: no C toolchain, no OpenSSL).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Validate { files } => validate_files(&files),
@@ -327,7 +337,17 @@ mod client {
             Ok(rt) => rt,
             Err(e) => return super::fail(format!("cannot start the async runtime: {e}"), ExitCode::FAILURE),
         };
+        let roots_pem = match &args.cacert {
+            Some(path) => match std::fs::read(path) {
+                Ok(pem) => vec![pem],
+                Err(e) => {
+                    return super::fail(format!("wot: {}: {e}", path.display()), ExitCode::from(BAD_INPUT));
+                }
+            },
+            None => Vec::new(),
+        };
         let config = ConsumerConfig {
+            roots_pem,
             timeout: args.timeout,
             token: args.token.clone(),
             via: args.via.as_deref().and_then(|v| v.parse::<Protocol>().ok()),

@@ -73,6 +73,9 @@ pub struct ConsumerConfig {
     pub via: Option<Protocol>,
     /// The CoAP content format.
     pub coap_format: CoapFormat,
+    /// PEM certificates that are the only roots trusted for https (a self-signed server's
+    /// certificate); empty means the platform's roots.
+    pub roots_pem: Vec<Vec<u8>>,
 }
 
 impl Default for ConsumerConfig {
@@ -82,6 +85,7 @@ impl Default for ConsumerConfig {
             token: None,
             via: None,
             coap_format: CoapFormat::Json,
+            roots_pem: Vec::new(),
         }
     }
 }
@@ -99,13 +103,23 @@ impl Consumer {
         // reqwest carries no TLS provider of its own (it would panic without one); ring, as the
         // rest of the runtime uses. A provider the process installed first is kept.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.timeout)
-            .build()
-            .map_err(|e| ConsumerError::BadUrl {
-                url: String::new(),
-                reason: format!("cannot build the HTTP client: {e}"),
-            })?;
+        let mut builder = reqwest::Client::builder().connect_timeout(config.timeout);
+        if !config.roots_pem.is_empty() {
+            let mut roots = Vec::new();
+            for pem in &config.roots_pem {
+                let certs =
+                    reqwest::Certificate::from_pem_bundle(pem).map_err(|e| ConsumerError::BadUrl {
+                        url: String::new(),
+                        reason: format!("the trusted certificates are not PEM: {e}"),
+                    })?;
+                roots.extend(certs);
+            }
+            builder = builder.tls_certs_only(roots);
+        }
+        let http = builder.build().map_err(|e| ConsumerError::BadUrl {
+            url: String::new(),
+            reason: format!("cannot build the HTTP client: {e}"),
+        })?;
         Ok(Consumer { config, http })
     }
 

@@ -69,7 +69,7 @@ struct Run {
 async fn wot(args: &[&str]) -> Run {
     let output = tokio::process::Command::new(WOT)
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env_remove("RUST_LOG")
         .output()
         .await
         .expect("wot runs");
@@ -116,7 +116,7 @@ where
     let mut child = tokio::process::Command::new(WOT)
         .args(args)
         .args(["--count", "1", "--json"])
-        .env("RUST_LOG", "warn")
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -441,4 +441,35 @@ async fn a_large_input_goes_over_coap_in_blocks() {
     let run = wot(&["invoke", &lamp, "fade", &input, "--via", "coap", "--json"]).await;
     assert_eq!(ok(&run), "33\n");
     assert_eq!(server_value(&server, "brightness").await, json!(33));
+}
+
+/// https: the TD and the operations over TLS, trusting the server's self-signed certificate
+/// with --cacert; without it the certificate is refused and nothing is read.
+#[tokio::test]
+async fn https_with_a_trusted_self_signed_certificate() {
+    let state = std::env::temp_dir().join(format!("wot-consumer-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let server = serve(&[
+        "--no-coap",
+        "--tls-self-signed",
+        "--state-dir",
+        state.to_str().expect("a path"),
+    ]);
+    assert!(server.http.starts_with("https://"), "{}", server.http);
+    let lamp = format!("{}/things/lamp", server.http);
+    let cacert = state.join("tls/cert.pem");
+    let cacert = cacert.to_str().expect("a path");
+    let td: Value =
+        serde_json::from_str(ok(&wot(&["td", &lamp, "--json", "--cacert", cacert]).await)).expect("a TD");
+    assert_eq!(td["title"], "Lamp");
+    assert_eq!(
+        ok(&wot(&["write", &lamp, "brightness", "12", "--cacert", cacert]).await),
+        ""
+    );
+    assert_eq!(
+        ok(&wot(&["read", &lamp, "brightness", "--cacert", cacert]).await),
+        "12\n"
+    );
+    failed(&wot(&["td", &lamp]).await, 3, "certificate");
+    let _ = std::fs::remove_dir_all(&state);
 }
