@@ -43,13 +43,16 @@ enum Command {
     /// Print a Thing's TD (THING: a TD URL over http, https or coap, or a title or id found by
     /// `wot discover`).
     Td {
+        /// A TD URL (http, https or coap), or a title or id that `wot discover` finds.
         thing: String,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Read a property, or every property when PROP is left out.
     Read {
+        /// A TD URL (http, https or coap), or a title or id that `wot discover` finds.
         thing: String,
+        /// The property; every property when left out.
         property: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
@@ -57,8 +60,11 @@ enum Command {
     /// Write a property (VALUE is JSON; text that is not JSON is a string), checked against its
     /// schema first.
     Write {
+        /// A TD URL (http, https or coap), or a title or id that `wot discover` finds.
         thing: String,
+        /// The property.
         property: String,
+        /// JSON; text that is not JSON is sent as a string.
         value: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -66,15 +72,20 @@ enum Command {
     /// Invoke an action (INPUT is JSON, checked against its schema first) and print its output;
     /// an asynchronous action is followed until it ends.
     Invoke {
+        /// A TD URL (http, https or coap), or a title or id that `wot discover` finds.
         thing: String,
+        /// The action.
         action: String,
+        /// JSON; text that is not JSON is sent as a string.
         input: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Print each change of a property until interrupted (or --count changes).
     Observe {
+        /// A TD URL (http, https or coap), or a title or id that `wot discover` finds.
         thing: String,
+        /// The property.
         property: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -83,7 +94,9 @@ enum Command {
     },
     /// Print each event (of EVENT, or of every event) until interrupted (or --count events).
     Events {
+        /// A TD URL (http, https or coap), or a title or id that `wot discover` finds.
         thing: String,
+        /// The event; every event when left out.
         event: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
