@@ -2,7 +2,10 @@
 //! observation, subprotocol `webthingprotocol`, requests framed with the WebSocket binding's own
 //! envelope builder (`binding::ws::protocol`), answers matched by correlationID. An asynchronous
 //! action is followed through the status notifications the Thing pushes on the same socket.
-//! It must not choose forms or validate values (the caller did both). `wss:` is not spoken here.
+//! Answers are read here, not in `binding::ws::protocol`: that module decodes what a server
+//! receives (requests), and a client's response decoder there would put consumer code inside a
+//! server binding. It must not choose forms or validate values (the caller did both). `wss:` is
+//! not spoken here.
 
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Url;

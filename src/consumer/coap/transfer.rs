@@ -3,7 +3,9 @@
 //! exponential back-off (RFC 7252 §4.2: ACK_TIMEOUT 2 s, ACK_RANDOM_FACTOR 1.5, MAX_RETRANSMIT 4),
 //! bounded by the consumer's timeout; a separate response (an empty ACK, then the response as
 //! CON) is awaited and acknowledged; a large answer is fetched block by block (RFC 7959 Block2)
-//! and a large body sent so (Block1). Option numbers and Block values are the CoAP binding's.
+//! and a large body sent so (Block1). Option numbers and Block values are the CoAP binding's;
+//! responses are read here, since the binding's `message` classifies what a server receives
+//! and its `Block1Store` reassembles a server's uploads, neither of which a client does.
 //! It must not know operations, forms or payload formats.
 
 use std::net::SocketAddr;
