@@ -19,6 +19,10 @@
 //!   state store, the open-file limit, mDNS announcing and browsing; what `wot serve` sets up
 //!   around a runtime.
 //!
+//! To use things: [`consumer::Consumer`] fetches a TD (http, https, coap) and hands out a
+//! [`consumer::ConsumedThing`], whose operations run over HTTP, CoAP or the Web Thing Protocol
+//! by the TD's forms; observations are [`consumer::Observation`] streams.
+//!
 //! To check documents: [`td::definition`] reads thing files (each mistake a [`td::Problem`]);
 //! [`td::validate`] checks TDs and Thing Models against the W3C JSON Schemas.
 //!
@@ -69,6 +73,7 @@
 
 mod behavior;
 pub mod binding;
+pub mod consumer;
 pub mod core;
 pub mod discovery;
 pub mod fd_limit;

@@ -40,6 +40,100 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print a Thing's TD (THING: a TD URL over http, https or coap, or a title or id found by
+    /// `wot discover`).
+    Td {
+        /// A TD URL (http, https or coap), or a title or id that `wot discover` finds.
+        thing: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Read a property, or every property when PROP is left out.
+    Read {
+        /// A TD URL (http, https or coap), or a title or id that `wot discover` finds.
+        thing: String,
+        /// The property; every property when left out.
+        property: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Write a property (VALUE is JSON; text that is not JSON is a string), checked against its
+    /// schema first.
+    Write {
+        /// A TD URL (http, https or coap), or a title or id that `wot discover` finds.
+        thing: String,
+        /// The property.
+        property: String,
+        /// JSON; text that is not JSON is sent as a string.
+        value: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Invoke an action (INPUT is JSON, checked against its schema first) and print its output;
+    /// an asynchronous action is followed until it ends.
+    Invoke {
+        /// A TD URL (http, https or coap), or a title or id that `wot discover` finds.
+        thing: String,
+        /// The action.
+        action: String,
+        /// JSON; text that is not JSON is sent as a string.
+        input: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print each change of a property until interrupted (or --count changes).
+    Observe {
+        /// A TD URL (http, https or coap), or a title or id that `wot discover` finds.
+        thing: String,
+        /// The property.
+        property: String,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        stream: StreamArgs,
+    },
+    /// Print each event (of EVENT, or of every event) until interrupted (or --count events).
+    Events {
+        /// A TD URL (http, https or coap), or a title or id that `wot discover` finds.
+        thing: String,
+        /// The event; every event when left out.
+        event: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        stream: StreamArgs,
+    },
+}
+
+/// What every client verb takes.
+#[derive(clap::Args, Clone)]
+struct ClientArgs {
+    /// Use only forms of this protocol (default: the first usable form of the TD).
+    #[arg(long, value_parser = ["http", "coap", "ws"])]
+    via: Option<String>,
+    /// Bearer token for HTTP and WebSocket.
+    #[arg(long)]
+    token: Option<String>,
+    /// One JSON value per line on stdout, instead of readable text.
+    #[arg(long)]
+    json: bool,
+    /// Seconds one request (or setting up an observation) may take.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
+    timeout: Duration,
+    /// Over CoAP, send and ask for CBOR instead of JSON.
+    #[arg(long)]
+    cbor: bool,
+    /// Trust only the certificates in this PEM file for https (e.g. a `wot serve
+    /// --tls-self-signed` server's tls/cert.pem).
+    #[arg(long, value_name = "PEM")]
+    cacert: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Clone)]
+struct StreamArgs {
+    /// Stop after this many notifications.
+    #[arg(long)]
+    count: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -159,20 +253,261 @@ fn open_file_limit(max_connections: usize) {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A client verb's stderr is its one line of diagnosis: libraries' logs (a TLS verifier's
+    // ERROR line, say) only when RUST_LOG asks for them.
+    let client = !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Discover { .. } | Command::Validate { .. }
+    );
+    let default_filter = if client { "off" } else { "info,actix_server=warn" };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,actix_server=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
         )
         .init();
     // One TLS crypto provider for the whole process (ring: no C toolchain, no OpenSSL).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Validate { files } => validate_files(&files),
         Command::Discover { timeout, json } => discover(timeout, json),
+        Command::Td { thing, client } => client::run(&thing, &client, client::Verb::Td),
+        Command::Read {
+            thing,
+            property,
+            client,
+        } => client::run(&thing, &client, client::Verb::Read(property)),
+        Command::Write {
+            thing,
+            property,
+            value,
+            client,
+        } => client::run(&thing, &client, client::Verb::Write(property, value)),
+        Command::Invoke {
+            thing,
+            action,
+            input,
+            client,
+        } => client::run(&thing, &client, client::Verb::Invoke(action, input)),
+        Command::Observe {
+            thing,
+            property,
+            client,
+            stream,
+        } => client::run(&thing, &client, client::Verb::Observe(property, stream.count)),
+        Command::Events {
+            thing,
+            event,
+            client,
+            stream,
+        } => client::run(&thing, &client, client::Verb::Events(event, stream.count)),
+    }
+}
+
+/// The client verbs (`wot td/read/write/invoke/observe/events`) on the library's consumer.
+/// stdout carries data only; every failure is one line on stderr and an exit code by kind.
+mod client {
+    use std::io::Write;
+    use std::process::ExitCode;
+
+    use serde_json::Value;
+    use wot_runtime::consumer::{
+        CoapFormat, ConsumedThing, Consumer, ConsumerConfig, ConsumerError, ConsumerErrorKind, Protocol,
+    };
+
+    use super::ClientArgs;
+
+    /// Exit codes, one per kind of failure (2 is also clap's for a usage error).
+    pub(super) const REMOTE: u8 = 1;
+    pub(super) const BAD_INPUT: u8 = 2;
+    pub(super) const UNREACHABLE: u8 = 3;
+    pub(super) const NOT_A_TD: u8 = 4;
+    pub(super) const NO_FORM: u8 = 5;
+
+    pub(super) enum Verb {
+        Td,
+        Read(Option<String>),
+        Write(String, String),
+        Invoke(String, Option<String>),
+        Observe(String, Option<u64>),
+        Events(Option<String>, Option<u64>),
+    }
+
+    fn code(e: &ConsumerError) -> ExitCode {
+        ExitCode::from(match e.kind() {
+            ConsumerErrorKind::BadInput => BAD_INPUT,
+            ConsumerErrorKind::Unreachable => UNREACHABLE,
+            ConsumerErrorKind::NotATd => NOT_A_TD,
+            ConsumerErrorKind::NoForm => NO_FORM,
+            ConsumerErrorKind::Remote => REMOTE,
+        })
+    }
+
+    pub(super) fn run(thing: &str, args: &ClientArgs, verb: Verb) -> ExitCode {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => return super::fail(format!("cannot start the async runtime: {e}"), ExitCode::FAILURE),
+        };
+        let roots_pem = match &args.cacert {
+            Some(path) => match std::fs::read(path) {
+                Ok(pem) => vec![pem],
+                Err(e) => {
+                    return super::fail(format!("wot: {}: {e}", path.display()), ExitCode::from(BAD_INPUT));
+                }
+            },
+            None => Vec::new(),
+        };
+        let config = ConsumerConfig {
+            roots_pem,
+            timeout: args.timeout,
+            token: args.token.clone(),
+            via: args.via.as_deref().and_then(|v| v.parse::<Protocol>().ok()),
+            coap_format: if args.cbor {
+                CoapFormat::Cbor
+            } else {
+                CoapFormat::Json
+            },
+        };
+        let json = args.json;
+        rt.block_on(async move {
+            let result = async {
+                let consumer = Consumer::new(config)?;
+                let url = resolve(thing, &consumer).await?;
+                let thing = consumer.fetch(&url).await?;
+                perform(&thing, verb, json).await
+            }
+            .await;
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(Failure::Consumer(e)) => super::fail(format!("wot: {e}"), code(&e)),
+                Err(Failure::Other(why, exit)) => super::fail(format!("wot: {why}"), ExitCode::from(exit)),
+            }
+        })
+    }
+
+    enum Failure {
+        Consumer(ConsumerError),
+        Other(String, u8),
+    }
+
+    impl From<ConsumerError> for Failure {
+        fn from(e: ConsumerError) -> Self {
+            Failure::Consumer(e)
+        }
+    }
+
+    /// A URL as given; anything else is a title or id looked up with `wot discover`'s browser.
+    async fn resolve(thing: &str, consumer: &Consumer) -> Result<String, Failure> {
+        if thing.contains("://") {
+            return Ok(thing.to_owned());
+        }
+        let browse = consumer.config().timeout.min(std::time::Duration::from_secs(3));
+        let found = wot_runtime::discovery::discover(browse)
+            .await
+            .map_err(|e| Failure::Other(format!("cannot browse for {thing:?}: {e}"), UNREACHABLE))?;
+        let matches: Vec<_> = found
+            .iter()
+            .filter(|d| d.title.eq_ignore_ascii_case(thing) || d.id.as_deref() == Some(thing))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.url.clone()),
+            [] => Err(Failure::Other(
+                format!("no Thing titled or identified {thing:?} was found on the network"),
+                UNREACHABLE,
+            )),
+            many => Err(Failure::Other(
+                format!(
+                    "{} Things answer to {thing:?}: {}; give a URL",
+                    many.len(),
+                    many.iter().map(|d| d.url.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+                BAD_INPUT,
+            )),
+        }
+    }
+
+    /// A value typed on the command line: JSON, or else the text as a JSON string.
+    fn value_of(text: &str) -> Value {
+        serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+    }
+
+    fn out(line: &str) -> Result<(), Failure> {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{line}")
+            .and_then(|()| stdout.flush())
+            .map_err(|e| Failure::Other(format!("cannot write to stdout: {e}"), 1))
+    }
+
+    /// A value as printed: compact JSON with --json; otherwise strings bare and the rest pretty.
+    fn shown(value: &Value, json: bool) -> String {
+        match value {
+            _ if json => value.to_string(),
+            Value::String(s) => s.clone(),
+            other => serde_json::to_string_pretty(other).unwrap_or_else(|_| other.to_string()),
+        }
+    }
+
+    async fn perform(thing: &ConsumedThing, verb: Verb, json: bool) -> Result<(), Failure> {
+        match verb {
+            Verb::Td => out(&shown(thing.td(), json)),
+            Verb::Read(Some(property)) => out(&shown(&thing.read_property(&property).await?, json)),
+            Verb::Read(None) => {
+                let values = thing.read_all_properties().await?;
+                if json {
+                    return out(&Value::Object(values).to_string());
+                }
+                for (name, value) in values {
+                    out(&format!("{name}: {value}"))?;
+                }
+                Ok(())
+            }
+            Verb::Write(property, value) => Ok(thing.write_property(&property, value_of(&value)).await?),
+            Verb::Invoke(action, input) => {
+                let output = thing
+                    .invoke_action(&action, input.as_deref().map(value_of))
+                    .await?;
+                match output {
+                    Some(output) => out(&shown(&output, json)),
+                    None if json => out("null"),
+                    None => Ok(()),
+                }
+            }
+            Verb::Observe(property, count) => {
+                let observation = thing.observe_property(&property).await?;
+                follow(observation, count, json).await
+            }
+            Verb::Events(event, count) => {
+                let observation = thing.subscribe_event(event.as_deref()).await?;
+                follow(observation, count, json).await
+            }
+        }
+    }
+
+    /// Prints notices as they come: `{"name": .., "value": ..}` per line with --json, else
+    /// `name: value`.
+    async fn follow(
+        mut observation: wot_runtime::consumer::Observation,
+        count: Option<u64>,
+        json: bool,
+    ) -> Result<(), Failure> {
+        let mut seen = 0;
+        while count.is_none_or(|c| seen < c) {
+            let Some(notice) = observation.next().await else {
+                return Ok(());
+            };
+            let notice = notice?;
+            if json {
+                out(&serde_json::json!({"name": notice.name, "value": notice.value}).to_string())?;
+            } else {
+                out(&format!("{}: {}", notice.name, notice.value))?;
+            }
+            seen += 1;
+        }
+        // The process exits next: let the cancellation (Observe 1, unobserve) go out first.
+        observation.close().await;
+        Ok(())
     }
 }
 

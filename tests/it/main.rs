@@ -14,6 +14,7 @@ mod behaviours;
 mod cli;
 mod coap;
 mod coap_multicast;
+mod consumer_cli;
 mod discovery;
 mod durable;
 mod explorer;
