@@ -17,7 +17,7 @@ cargo build --quiet --bin wot
 cargo test --no-run --test it
 
 echo "-- multicast tests (cargo test --offline, WOT_MDNS_TESTS=1, inside netns-run)"
-"$NETNS" env WOT_MDNS_TESTS=1 cargo test --offline --test it -- discovery::
+"$NETNS" env WOT_MDNS_TESTS=1 cargo test --offline --test it -- discovery:: consumer_cli::a_name_is_found_by_discovery
 
 echo "-- python-zeroconf against wot serve (inside netns-run)"
 "$NETNS" "$VENV/bin/python" .ci/interop/discovery.py target/debug/wot
