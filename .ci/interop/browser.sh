@@ -9,14 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 cargo build --quiet --bin wot
-if ! command -v chromium >/dev/null 2>&1; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq chromium >/dev/null
-fi
-VENV=target/interop-browser-venv
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install --quiet --disable-pip-version-check 'playwright>=1.40,<2'
+. .ci/lib/browser-env.sh
+VENV=$BROWSER_VENV
 
 TOKEN="browser-$RANDOM$RANDOM"
 OUT=$(mktemp)
