@@ -81,7 +81,7 @@ impl Resolver<'_> {
             .and_then(Value::as_array)
             .is_some_and(Vec::is_empty)
         {
-            doc.as_object_mut().map(|o| o.remove("links"));
+            doc.as_object_mut().map(|o| o.shift_remove("links"));
         }
         let mut merged = Value::Object(Map::new());
         for href in parents {
@@ -97,7 +97,7 @@ impl Resolver<'_> {
     fn refs(&mut self, value: Value, root: &Value, dir: &Path, at: String) -> Result<Value, Problem> {
         match value {
             Value::Object(mut map) => {
-                if let Some(reference) = map.remove("tm:ref") {
+                if let Some(reference) = map.shift_remove("tm:ref") {
                     let reference = reference
                         .as_str()
                         .ok_or_else(|| {
@@ -154,7 +154,7 @@ pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(target) = target else { return };
     for (key, value) in patch {
         if value.is_null() {
-            target.remove(key);
+            target.shift_remove(key);
         } else {
             merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
         }
@@ -261,7 +261,7 @@ pub(crate) fn instantiate(instance_path: &Path, instance: &Value) -> Result<Valu
     }
     // The instance's own members override the model's.
     let mut local = instance.clone();
-    local.as_object_mut().map(|o| o.remove("instance"));
+    local.as_object_mut().map(|o| o.shift_remove("instance"));
     merge_patch(&mut doc, &local);
     Ok(doc)
 }
@@ -310,7 +310,7 @@ fn drop_thing_model_type(doc: &mut Value) {
         .and_then(Value::as_array)
         .is_some_and(Vec::is_empty)
     {
-        doc.as_object_mut().map(|o| o.remove("@type"));
+        doc.as_object_mut().map(|o| o.shift_remove("@type"));
     }
 }
 

@@ -60,7 +60,7 @@ fn copy_affordance(affordance: &Value) -> Map<String, Value> {
 fn affordance_type(vocabulary: &Vocabulary, affordance: &Value, kind: Kind, a: &mut Map<String, Value>) {
     match vocabulary.names(affordance.get("@type"), kind).first() {
         Some(name) => a.insert("@type".into(), json!(name)),
-        None => a.remove("@type"),
+        None => a.shift_remove("@type"),
     };
 }
 
