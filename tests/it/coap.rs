@@ -1204,3 +1204,27 @@ async fn observers_per_endpoint_are_limited() {
     assert!(has_observe(&other.call(p).await));
     running.stop().await;
 }
+
+/// More running actions than a thing allows: 5.03 with Max-Age, when to try again (RFC 7252
+/// §5.9.3.4), and nothing started.
+#[tokio::test]
+async fn too_many_running_actions_answer_5_03_with_max_age() {
+    let running = start().await;
+    let client = Client::new(&running).await;
+    let mut refused = None;
+    for _ in 0..200 {
+        let mut p = client.req(RequestType::Post, "/things/lamp/actions/fade");
+        p.add_option(CoapOption::ContentFormat, uint(50));
+        p.payload = br#"{"level": 1, "duration": 600000}"#.to_vec();
+        let r = client.call(p).await;
+        if code(&r) != "2.01" {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("the running actions are limited");
+    assert_eq!(code(&r), "5.03");
+    let max_age = r.get_first_option(CoapOption::MaxAge).expect("Max-Age");
+    assert_eq!(read_uint(max_age), 1);
+    running.stop().await;
+}

@@ -179,8 +179,16 @@ fn code_of(kind: ErrorKind) -> ResponseType {
 /// The one mapping of core errors to CoAP: a response code and a diagnostic payload that says
 /// what was wrong and where (the JSON pointer and rule for schema violations).
 pub(crate) fn error_response(e: &Error) -> Response {
-    Response::diagnostic(code_of(e.kind()), format!("{}: {e}", e.title()))
+    let mut response = Response::diagnostic(code_of(e.kind()), format!("{}: {e}", e.title()));
+    if e.kind() == ErrorKind::Unavailable {
+        // RFC 7252 §5.9.3.4: a 5.03 says when to try again, as HTTP's Retry-After does here.
+        response.uint(option::MAX_AGE, RETRY_AFTER_SECONDS);
+    }
+    response
 }
+
+/// How long a client told 5.03 waits before trying again (the HTTP binding's `Retry-After`).
+const RETRY_AFTER_SECONDS: u32 = 1;
 
 fn method_name(code: u8) -> &'static str {
     match code {
