@@ -1,7 +1,8 @@
 // A thing produced and exposed by node-wot's own servient, for nodewot-server.sh: `wot`'s client
 // verbs are run against it. Usage: node nodewot-server.mjs MODULES_DIR http|coap
 // MODULES_DIR holds node_modules with @node-wot/core and the binding. Prints one JSON line
-// {"td": URL} when the thing is exposed, then serves until killed.
+// {"td": URL} when the thing is exposed (over CoAP the URL node-wot lists in /.well-known/core),
+// then serves until killed.
 import { createRequire } from "node:module";
 import net from "node:net";
 import dgram from "node:dgram";
@@ -72,6 +73,24 @@ thing.setActionHandler("add", async (params) => {
 });
 await thing.expose();
 
-const td =
-  binding === "http" ? `http://127.0.0.1:${port}/counter` : `coap://127.0.0.1:${port}/counter`;
+// The TD URL as node-wot lists it over CoAP: the `rt="wot.thing"` link of /.well-known/core.
+// Over HTTP its list at `/` is always empty in 0.9.2 (thingsRoute iterates a Map with for…in),
+// so the URL is the thing's path on the server.
+async function listedOverCoap() {
+  const coap = require("coap");
+  const links = await new Promise((ok, ko) => {
+    const req = coap.request({ hostname: "127.0.0.1", port, pathname: "/.well-known/core" });
+    req.on("response", (res) => ok(res.payload.toString()));
+    req.on("error", ko);
+    req.end();
+  });
+  const path = links
+    .split(",")
+    .find((link) => link.includes('rt="wot.thing"'))
+    ?.match(/^<([^>]*)>/)?.[1];
+  if (!path) throw new Error(`no wot.thing link in /.well-known/core: ${links}`);
+  return `coap://127.0.0.1:${port}${path}`;
+}
+
+const td = binding === "http" ? `http://127.0.0.1:${port}/counter` : await listedOverCoap();
 console.log(JSON.stringify({ td }));
