@@ -36,7 +36,7 @@ trap cleanup EXIT
 npm_install() { # DIR PACKAGE@VERSION...
   mkdir -p "$1"
   (cd "$1" && npm init -y >/dev/null && shift \
-    && npm install --no-audit --no-fund --save-exact --loglevel=error "$@" >/dev/null)
+    && timeout 300 npm install --no-audit --no-fund --save-exact --loglevel=error "$@" >/dev/null)
 }
 echo "installing @node-wot/core@$NODE_WOT @node-wot/binding-http@$NODE_WOT"
 npm_install "$work/http" "@node-wot/core@$NODE_WOT" "@node-wot/binding-http@$NODE_WOT"
