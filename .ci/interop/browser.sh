@@ -13,15 +13,9 @@ cargo build --quiet --bin wot
 VENV=$BROWSER_VENV
 
 TOKEN="browser-$RANDOM$RANDOM"
-OUT=$(mktemp)
-target/debug/wot serve --host 127.0.0.1 --http-port 0 --no-coap --no-mdns --auth "bearer:$TOKEN" >"$OUT" 2>/dev/null &
-PID=$!
-trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -f "$OUT"' EXIT
-for _ in $(seq 100); do
-  grep -q '"event":"ready"' "$OUT" && break
-  sleep 0.1
-done
-HTTP=$("$VENV/bin/python" -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["http"])' "$OUT")
+. .ci/lib/wot-serve.sh
+trap end_wot EXIT
+start_wot --http-port 0 --no-coap --auth "bearer:$TOKEN"
 echo "wot serve at $HTTP"
 
 "$VENV/bin/python" - "$HTTP" "$TOKEN" "$(command -v chromium)" <<'PY'

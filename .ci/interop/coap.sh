@@ -24,26 +24,16 @@ if ! python3 -c 'import aiocoap' 2>/dev/null; then
 fi
 
 work=$(mktemp -d)
-server_pid=""
+. .ci/lib/wot-serve.sh
 cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  end_wot
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 # Starts `wot serve` on free ports with extra flags; sets HTTP and COAP from its ready line.
 start_server() {
-  : >"$work/ready"
-  target/debug/wot serve --host 127.0.0.1 --http-port 0 --coap-port 0 --no-mdns "$@" >"$work/ready" 2>"$work/log" &
-  server_pid=$!
-  for _ in $(seq 1 100); do
-    [ -s "$work/ready" ] && break
-    kill -0 "$server_pid" 2>/dev/null || { cat "$work/log" >&2; fail "wot serve exited"; }
-    sleep 0.1
-  done
-  [ -s "$work/ready" ] || fail "no ready line"
-  HTTP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["http"])' "$work/ready")
-  COAP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["coap"])' "$work/ready")
+  start_wot --http-port 0 --coap-port 0 "$@"
   echo "server: $HTTP $COAP $*"
 }
 start_server
@@ -132,8 +122,8 @@ async def main():
 asyncio.run(main())
 PY
 
-kill -0 "$server_pid" 2>/dev/null || fail "the server died"
-kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
+kill -0 "$WOT_PID" 2>/dev/null || fail "the server died"
+stop_wot
 
 echo "-- coap-client under --auth with --coap-open read: reads served, writes and invocations 4.01"
 start_server --auth bearer:interop-token --coap-open read
@@ -150,5 +140,5 @@ echo "$denied" | grep -q "4.01" || fail "an unauthenticated CoAP invocation was 
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$HTTP/things/lamp/properties/brightness")" = "401" ] \
   || fail "HTTP without credentials was not refused"
 
-kill -0 "$server_pid" 2>/dev/null || fail "the server died"
+kill -0 "$WOT_PID" 2>/dev/null || fail "the server died"
 echo "coap interop passed"

@@ -20,9 +20,9 @@ if [ ! -d "$NODE_DIR/node_modules/ajv" ]; then
 fi
 
 work=$(mktemp -d)
-server_pid=""
+. .ci/lib/wot-serve.sh
 cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  end_wot
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -55,15 +55,7 @@ cat >"$work/things/plug.json" <<'JSON'
 }
 JSON
 
-target/debug/wot serve --host 127.0.0.1 --http-port 0 --no-coap --no-mdns "$work/things" >"$work/ready" 2>"$work/log" &
-server_pid=$!
-for _ in $(seq 1 100); do
-  [ -s "$work/ready" ] && break
-  kill -0 "$server_pid" 2>/dev/null || { cat "$work/log" >&2; fail "wot serve exited"; }
-  sleep 0.1
-done
-[ -s "$work/ready" ] || fail "no ready line"
-HTTP=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["http"])' "$work/ready")
+start_wot --http-port 0 --no-coap "$work/things"
 echo "wot serve at $HTTP"
 curl -sf "$HTTP/webthing/" >"$work/list.json" || fail "GET /webthing/"
 
@@ -154,5 +146,5 @@ assert "@type" not in plug["actions"]["schedule"]
 print("capabilities ok")
 PY
 
-kill -0 "$server_pid" 2>/dev/null || fail "the server died"
+kill -0 "$WOT_PID" 2>/dev/null || fail "the server died"
 echo "webthings interop passed"
