@@ -72,6 +72,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod behavior;
+pub mod bridge;
 pub mod binding;
 pub mod consumer;
 pub mod core;

@@ -515,13 +515,13 @@ mod client {
 /// and ends it), then the runtime until SIGINT or SIGTERM.
 fn serve(args: ServeArgs) -> ExitCode {
     open_file_limit(args.max_connections);
-    let (config, hosted, ids) = match prepare(&args) {
-        Ok(prepared) => prepared,
-        Err(code) => return code,
-    };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the async runtime: {e}"), ExitCode::FAILURE),
+    };
+    let (config, hosted, ids) = match prepare(&args, &rt) {
+        Ok(prepared) => prepared,
+        Err(code) => return code,
     };
     rt.block_on(async move {
         let running = match Running::start_with_ids(config, hosted, ids).await {
@@ -548,9 +548,10 @@ fn fail(why: impl std::fmt::Display, code: ExitCode) -> ExitCode {
 }
 
 /// What `wot serve` needs before the runtime starts, in this order: the configuration, the
-/// thing files, the state store, and the things built from the files (a file that does not
-/// build is logged and skipped; none at all is an error).
-fn prepare(args: &ServeArgs) -> Result<(Config, Vec<Hosted>, IdStore), ExitCode> {
+/// thing files (proxy files with their remote TDs, fetched at once on `rt`), the state store,
+/// and the things built from the files (a file that does not build is logged and skipped; none
+/// at all is an error).
+fn prepare(args: &ServeArgs, rt: &tokio::runtime::Runtime) -> Result<(Config, Vec<Hosted>, IdStore), ExitCode> {
     let config = serve_config(args)?;
     let things_dir = match &args.things_dir {
         Some(dir) => Some(dir.clone()),
@@ -565,6 +566,11 @@ fn prepare(args: &ServeArgs) -> Result<(Config, Vec<Hosted>, IdStore), ExitCode>
             things::bundled()
         }
     };
+    let definitions = rt.block_on(futures_util::future::join_all(
+        definitions
+            .into_iter()
+            .map(|d| async move { wot_runtime::bridge::resolve(d?).await }),
+    ));
     let store = match &args.state_dir {
         Some(dir) => Some(
             wot_runtime::state::Store::open(dir, args.durability)

@@ -126,7 +126,11 @@ async fn watch_from(dir: PathBuf, mut seen: BTreeMap<PathBuf, Signature>, host: 
         }
         for path in changes.added.iter().chain(&changes.changed) {
             let replacing = changes.changed.contains(path);
-            match definition::load_file(path) {
+            let loaded = match definition::load_file(path) {
+                Ok(def) => crate::bridge::resolve(def).await,
+                Err(problems) => Err(problems),
+            };
+            match loaded {
                 Ok(mut def) => {
                     if replacing {
                         let n = reloads.entry(def.slug.clone()).or_insert(0);

@@ -90,8 +90,19 @@ pub fn expose(definition: ThingDefinition, ids: &mut IdStore) -> Result<Hosted, 
     if let Some(store) = ids.store() {
         builder = builder.persistence(store.clone());
     }
+    if definition.proxy.is_some() && definition.behaviors.remote().is_none() {
+        return Err(Problem::new(
+            &path,
+            "/proxy",
+            "proxy",
+            "the remote TD has not been fetched (crate::bridge::resolve)",
+        ));
+    }
     for (name, handler) in definition.behaviors.action_handlers() {
-        builder = builder.on_action_handler(name, handler);
+        builder = builder.on_action_handler(&name, handler);
+    }
+    if let Some(remote) = definition.behaviors.remote() {
+        builder = builder.remote(remote);
     }
     let thing = builder.build().map_err(|v| Problem::from_violation(&path, v))?;
     Ok(Hosted {

@@ -17,7 +17,7 @@ use rand::RngExt;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::core::{ActionHandler, Error, ExposedThing, Received, Target, Topic};
+use crate::core::{ActionHandler, Error, ExposedThing, Received, Remote, Target, Topic};
 use spec::{
     ActionRuntime, Condition, Drift, Effect, EventRuntime, FileSource, PropertyRuntime, PropertySource,
     RampEffect, Simulated, SimulatedKind,
@@ -31,6 +31,29 @@ pub struct Behaviors {
     pub(crate) properties: IndexMap<String, PropertyRuntime>,
     pub(crate) actions: IndexMap<String, ActionRuntime>,
     pub(crate) events: IndexMap<String, EventRuntime>,
+    /// What drives a thing from outside its file (a proxy's remote), if anything.
+    pub(crate) driver: Option<Arc<dyn Driver>>,
+}
+
+/// A behaviour that does not come from a thing file's `runtime` keys: the bridge's link to a
+/// remote Thing, which answers the reads, writes and actions and feeds the changes.
+pub(crate) trait Driver: Send + Sync + std::fmt::Debug {
+    /// Where the thing's reads and writes go.
+    fn remote(&self) -> Arc<dyn Remote>;
+    /// The handler of every action the driver performs.
+    fn action_handlers(&self) -> Vec<(String, ActionHandler)>;
+    /// Starts the tasks that keep the thing in step; aborted when the thing goes away.
+    fn start(&self, thing: &Arc<ExposedThing>) -> Vec<JoinHandle<()>>;
+}
+
+impl Behaviors {
+    /// Behaviours that are all the driver's.
+    pub(crate) fn driven(driver: Arc<dyn Driver>) -> Self {
+        Behaviors {
+            driver: Some(driver),
+            ..Behaviors::default()
+        }
+    }
 }
 
 /// A reference from a behaviour to something that does not fit: (JSON pointer, message).
@@ -169,16 +192,27 @@ impl Behaviors {
     }
 
     /// The core action handler for each action with a declared effect.
-    pub(crate) fn action_handlers(&self) -> impl Iterator<Item = (&str, ActionHandler)> {
-        self.actions
+    pub(crate) fn action_handlers(&self) -> Vec<(String, ActionHandler)> {
+        let mut handlers: Vec<(String, ActionHandler)> = self
+            .actions
             .iter()
-            .map(|(name, runtime)| (name.as_str(), action_handler(name.clone(), runtime.clone())))
+            .map(|(name, runtime)| (name.clone(), action_handler(name.clone(), runtime.clone())))
+            .collect();
+        if let Some(driver) = &self.driver {
+            handlers.extend(driver.action_handlers());
+        }
+        handlers
+    }
+
+    /// Where the thing's reads and writes go, when a driver answers them.
+    pub(crate) fn remote(&self) -> Option<Arc<dyn Remote>> {
+        self.driver.as_ref().map(|d| d.remote())
     }
 
     /// Starts the background tasks (sources and conditions) of a thing. The caller aborts the
     /// returned handles when the thing goes away.
     pub(crate) fn start(&self, thing: &Arc<ExposedThing>) -> Vec<JoinHandle<()>> {
-        let mut tasks = Vec::new();
+        let mut tasks = self.driver.as_ref().map(|d| d.start(thing)).unwrap_or_default();
         for (name, runtime) in &self.properties {
             match &runtime.source {
                 PropertySource::Stored => {}

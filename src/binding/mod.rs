@@ -85,6 +85,9 @@ mod tests {
             Error::AlreadyEnded(_) => (409, "4.09", 409, 409),
             Error::Busy(_) => (503, "5.03", 503, 503),
             Error::ActionFailed(_) | Error::Internal(_) => (500, "5.00", 500, 500),
+            Error::Upstream(_) => (502, "5.02", 502, 502),
+            Error::UpstreamTimeout(_) => (504, "5.04", 504, 504),
+            Error::UpstreamAway(_) => (503, "5.03", 503, 503),
         }
     }
 

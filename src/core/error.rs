@@ -67,8 +67,13 @@ pub enum ErrorKind {
     WrongDirection,
     /// The request contradicts the target's state: the action instance has already ended.
     Conflict,
-    /// A limit is full for now (running actions); the same request may succeed later.
+    /// A limit is full for now (running actions), or a proxied thing's remote is away; the
+    /// same request may succeed later.
     Unavailable,
+    /// A proxied thing's remote answered with an error or with something unusable.
+    BadGateway,
+    /// A proxied thing's remote did not answer in time.
+    GatewayTimeout,
     /// The runtime or the thing's behaviour failed; the client is not at fault.
     Internal,
 }
@@ -126,6 +131,16 @@ pub enum Error {
     /// The runtime failed (a TD that cannot be built, storage that failed, ...).
     #[error("internal error: {0}")]
     Internal(String),
+    /// A proxied thing's remote failed the request (an error answer, an unusable answer, a
+    /// refused connection), saying how.
+    #[error("the remote thing failed: {0}")]
+    Upstream(String),
+    /// A proxied thing's remote did not answer in time.
+    #[error("the remote thing did not answer: {0}")]
+    UpstreamTimeout(String),
+    /// A proxied thing's remote is known to be away; the bridge is reconnecting.
+    #[error("the remote thing is unreachable: {0}")]
+    UpstreamAway(String),
 }
 
 impl Error {
@@ -160,8 +175,10 @@ impl Error {
             | Error::NotQueryable(_) => ErrorKind::BadRequest,
             Error::ReadOnly(_) | Error::WriteOnly(_) => ErrorKind::WrongDirection,
             Error::AlreadyEnded(_) => ErrorKind::Conflict,
-            Error::Busy(_) => ErrorKind::Unavailable,
+            Error::Busy(_) | Error::UpstreamAway(_) => ErrorKind::Unavailable,
             Error::ActionFailed(_) | Error::Internal(_) => ErrorKind::Internal,
+            Error::Upstream(_) => ErrorKind::BadGateway,
+            Error::UpstreamTimeout(_) => ErrorKind::GatewayTimeout,
         }
     }
 
@@ -181,6 +198,9 @@ impl Error {
             Error::Busy(_) => "Too many running actions",
             Error::ActionFailed(_) => "Action failed",
             Error::Internal(_) => "Internal error",
+            Error::Upstream(_) => "Remote thing failed",
+            Error::UpstreamTimeout(_) => "Remote thing timed out",
+            Error::UpstreamAway(_) => "Remote thing unreachable",
         }
     }
 
@@ -200,6 +220,9 @@ impl Error {
             Error::Busy(_) => "/problems/busy",
             Error::ActionFailed(_) => "/problems/action-failed",
             Error::Internal(_) => "/problems/internal",
+            Error::Upstream(_) => "/problems/upstream-failed",
+            Error::UpstreamTimeout(_) => "/problems/upstream-timeout",
+            Error::UpstreamAway(_) => "/problems/upstream-away",
         }
     }
 }
@@ -210,7 +233,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 impl Error {
     /// How many variants `Error` has; [`Error::one_of_each`] holds one value of each.
-    pub(crate) const VARIANTS: usize = 13;
+    pub(crate) const VARIANTS: usize = 16;
 
     /// One value of every variant, for tests that must cover them all (each binding's mapping).
     pub(crate) fn one_of_each() -> Vec<Error> {
@@ -235,6 +258,9 @@ impl Error {
             Error::Busy(64),
             Error::ActionFailed("the command exited with 3".into()),
             Error::Internal("the state writer stopped".into()),
+            Error::Upstream("coap://device/things/lamp answered 4.04".into()),
+            Error::UpstreamTimeout("coap://device/things/lamp did not answer within 5 s".into()),
+            Error::UpstreamAway("coap://device/things/lamp since 12:00:00Z".into()),
         ]
     }
 
@@ -255,6 +281,9 @@ impl Error {
             Error::Busy(_) => 10,
             Error::ActionFailed(_) => 11,
             Error::Internal(_) => 12,
+            Error::Upstream(_) => 13,
+            Error::UpstreamTimeout(_) => 14,
+            Error::UpstreamAway(_) => 15,
         }
     }
 }
@@ -280,6 +309,9 @@ mod tests {
             Unavailable,
             Internal,
             Internal,
+            BadGateway,
+            GatewayTimeout,
+            Unavailable,
         ];
         for e in Error::one_of_each() {
             assert_eq!(e.kind(), want[e.ordinal()], "{e:?}");

@@ -19,6 +19,7 @@ pub(crate) mod clock;
 pub(crate) mod error;
 pub(crate) mod events;
 pub(crate) mod operation;
+pub(crate) mod remote;
 pub(crate) mod schema;
 pub(crate) mod servient;
 pub(crate) mod store;
@@ -29,6 +30,7 @@ pub use error::{AffordanceKind, Error, ErrorKind, Result, SchemaViolation};
 pub(crate) use events::EncodingSlot;
 pub use events::{Ended, Notification, Received, SeenUpTo, Subscription, Target, Topic};
 pub use operation::{Operation, Reply};
+pub use remote::{Remote, RemoteFuture};
 pub use schema::DataSchema;
 pub use servient::Servient;
 pub use thing::{

@@ -121,8 +121,16 @@ impl Servient {
     }
 }
 
-/// Performs one operation on one thing.
+/// Performs one operation on one thing: a proxied thing's reads and writes go to its remote.
 pub(crate) async fn perform(thing: &Arc<ExposedThing>, op: Operation) -> Result<Reply, Error> {
+    match thing.remote() {
+        Some(remote) => super::remote::perform(thing, remote.clone(), op).await,
+        None => perform_locally(thing, op).await,
+    }
+}
+
+/// Performs one operation on a thing's own values and action registry.
+pub(crate) async fn perform_locally(thing: &Arc<ExposedThing>, op: Operation) -> Result<Reply, Error> {
     match op {
         Operation::ReadProperty(name) => thing.read_property(&name).map(Reply::Value),
         Operation::WriteProperty(name, value) => {

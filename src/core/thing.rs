@@ -24,6 +24,7 @@ use super::actions::{ActionLimits, ActionRegistry, ActionStatus, Failure};
 use super::error::{Error, SchemaViolation};
 use super::events::{Continues, Ended, EventHub, SeenUpTo, Subscription, Target, Topic};
 use super::schema::DataSchema;
+use super::remote::Remote;
 use super::store::Persistence;
 use tokio::sync::oneshot;
 
@@ -143,6 +144,8 @@ pub struct ExposedThing {
     /// Shared with the things that replace this one, so that instances outlive a reload.
     registry: RwLock<Arc<ActionRegistry>>,
     persistence: Option<Arc<dyn Persistence>>,
+    /// Where a proxied thing's reads and writes go (None: its values are its own).
+    remote: Option<Arc<dyn Remote>>,
     /// Whether this thing still serves, and where to forward once it does not. Changes (read)
     /// are applied under the read lock; the hand-over takes the write lock, so a change is
     /// either in the values handed over or forwarded, never in between.
@@ -238,11 +241,30 @@ impl ExposedThing {
 
     /// readproperty: the serialised value.
     pub fn read_property(&self, name: &str) -> Result<Bytes, Error> {
+        Ok(self.readable(name)?.bytes())
+    }
+
+    /// The property `name`, if a client may read it.
+    pub(crate) fn readable(&self, name: &str) -> Result<&Property, Error> {
         let property = self.property(name)?;
         if property.write_only {
             return Err(Error::WriteOnly(name.into()));
         }
-        Ok(property.bytes())
+        Ok(property)
+    }
+
+    /// A client's value for property `name`, checked (readOnly, schema) and normalised.
+    pub(crate) fn client_value(&self, name: &str, value: Value) -> Result<(Arc<str>, Value), Error> {
+        let property = self.property(name)?;
+        if property.read_only {
+            return Err(Error::ReadOnly(name.into()));
+        }
+        Ok((property.name.clone(), property.schema.check_write(value)?))
+    }
+
+    /// Where this thing's reads and writes go when it is a proxy.
+    pub(crate) fn remote(&self) -> Option<&Arc<dyn Remote>> {
+        self.remote.as_ref()
     }
 
     /// readallproperties / readmultipleproperties: an object of the readable properties,
@@ -280,31 +302,28 @@ impl ExposedThing {
     /// writeproperty from a client: checks readOnly and the schema, then stores (durably when
     /// the thing persists) and notifies. Returns once readers see the new value.
     pub async fn write_property(self: &Arc<Self>, name: &str, value: Value) -> Result<(), Error> {
-        let property = self.property(name)?;
-        if property.read_only {
-            return Err(Error::ReadOnly(name.into()));
-        }
-        let value = property.schema.check_write(value)?;
-        self.apply(vec![(property.name.clone(), value)], Writer::Client)
-            .await
+        let checked = self.client_value(name, value)?;
+        self.apply(vec![checked], Writer::Client).await
     }
 
     /// writemultipleproperties: every value is checked before any is stored, so a rejected
     /// request changes nothing; the accepted ones are stored in one batch.
     pub(crate) async fn write_properties(self: &Arc<Self>, values: Map<String, Value>) -> Result<(), Error> {
+        let checked = self.client_values(values)?;
+        self.apply(checked, Writer::Client).await
+    }
+
+    /// Every value of a writemultipleproperties, checked as [`Self::client_value`] does, before
+    /// any is used.
+    pub(crate) fn client_values(&self, values: Map<String, Value>) -> Result<Vec<(Arc<str>, Value)>, Error> {
         let mut checked = Vec::with_capacity(values.len());
         for (name, value) in values {
-            let property = self.property(&name)?;
-            if property.read_only {
-                return Err(Error::ReadOnly(name));
-            }
-            let value = property
-                .schema
-                .check_write(value)
+            let value = self
+                .client_value(&name, value)
                 .map_err(|e| prefix_pointer(e, &name))?;
-            checked.push((property.name.clone(), value));
+            checked.push(value);
         }
-        self.apply(checked, Writer::Client).await
+        Ok(checked)
     }
 
     /// Sets a property from inside the thing (an action's effect) and waits until readers see it.
@@ -766,6 +785,7 @@ pub struct ThingBuilder {
     limits: ActionLimits,
     hub_capacity: usize,
     persistence: Option<Arc<dyn Persistence>>,
+    remote: Option<Arc<dyn Remote>>,
 }
 
 impl ThingBuilder {
@@ -780,7 +800,15 @@ impl ThingBuilder {
             limits: ActionLimits::default(),
             hub_capacity: 1024,
             persistence: None,
+            remote: None,
         }
+    }
+
+    /// Makes the thing a proxy: reads and writes, once checked against the model, go to
+    /// `remote` instead of the local values (which then only mirror what the remote reports).
+    pub fn remote(mut self, remote: Arc<dyn Remote>) -> Self {
+        self.remote = Some(remote);
+        self
     }
 
     /// Makes the client-writable properties durable: their stored values are restored now
@@ -849,6 +877,7 @@ impl ThingBuilder {
             hub: Arc::new(EventHub::new(self.hub_capacity)),
             registry: RwLock::new(Arc::new(ActionRegistry::new(self.limits))),
             persistence: self.persistence,
+            remote: self.remote,
             lifecycle: RwLock::new(Lifecycle::Serving),
         }))
     }

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::model;
 use super::problem::Problem;
+use super::proxy::{self, Proxy};
 use crate::behavior::Behaviors;
 
 /// One thing loaded from a file.
@@ -26,6 +27,9 @@ pub struct ThingDefinition {
     pub model: Value,
     /// What the file's `runtime` keys declare.
     pub behaviors: Behaviors,
+    /// A proxy file's remote: the model is the remote TD's, filled in by the bridge before the
+    /// thing is built (until then it is empty).
+    pub proxy: Option<Proxy>,
 }
 
 /// Keys the runtime writes into every TD; a thing file must not set them.
@@ -56,6 +60,15 @@ pub(crate) fn slug_of(path: &Path) -> Result<String, Problem> {
 pub fn parse(path: &Path, text: &str) -> Result<ThingDefinition, Vec<Problem>> {
     let slug = slug_of(path).map_err(|p| vec![p])?;
     let mut doc = document(path, text)?;
+    if proxy::is_proxy(&doc) {
+        return Ok(ThingDefinition {
+            proxy: Some(proxy::parse(path, &doc)?),
+            slug,
+            path: path.to_owned(),
+            model: Value::Object(Map::new()),
+            behaviors: Behaviors::default(),
+        });
+    }
     let Some(root) = doc.as_object_mut() else {
         return Err(vec![Problem::new(
             path,
@@ -90,6 +103,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ThingDefinition, Vec<Problem>> {
         path: path.to_owned(),
         model: doc,
         behaviors,
+        proxy: None,
     })
 }
 

@@ -17,12 +17,14 @@ pub(crate) mod directory;
 mod forms;
 mod model;
 mod problem;
+mod proxy;
 mod publish;
 pub mod validate;
 
 pub use definition::ThingDefinition;
 pub use forms::{Form, FormProvider, Origins, TdExt, form};
 pub use problem::Problem;
+pub use proxy::Proxy;
 pub(crate) use publish::nosec;
 pub use publish::{ACTION_ID_VARIABLE, BuildError, TD_MEDIA_TYPE, TdPublisher};
 /// The TD operation types a [`form`] names (wot-td's).

@@ -202,10 +202,30 @@ impl TdPublisher {
                 prefixes.insert((*prefix).into(), json!(iri));
             }
         }
-        context.push(Value::Object(prefixes));
-        // The thing file's own vocabularies (for its `@type` terms) come after the runtime's.
+        // The thing file's own vocabularies (for its `@type` terms) come after the runtime's;
+        // terms the runtime already maps to the same IRI are not repeated (a bridged remote's
+        // TD carries the same `cov` and `@language` as ours).
         if let Some(Value::Array(extra)) = thing.model.get("@context") {
-            context.extend(extra.iter().cloned());
+            let mut own = Vec::with_capacity(extra.len());
+            for entry in extra {
+                match entry {
+                    Value::Object(terms) => {
+                        let new: Map<String, Value> = terms
+                            .iter()
+                            .filter(|(term, iri)| prefixes.get(*term) != Some(iri))
+                            .map(|(term, iri)| (term.clone(), iri.clone()))
+                            .collect();
+                        if !new.is_empty() {
+                            own.push(Value::Object(new));
+                        }
+                    }
+                    other => own.push(other.clone()),
+                }
+            }
+            context.push(Value::Object(prefixes));
+            context.extend(own);
+        } else {
+            context.push(Value::Object(prefixes));
         }
         root.insert("@context".into(), Value::Array(context));
         root.insert("id".into(), json!(thing.id));

@@ -173,6 +173,8 @@ fn code_of(kind: ErrorKind) -> ResponseType {
         ErrorKind::Conflict => ResponseType::Conflict,
         ErrorKind::Unavailable => ResponseType::ServiceUnavailable,
         ErrorKind::Internal => ResponseType::InternalServerError,
+        ErrorKind::BadGateway => ResponseType::BadGateway,
+        ErrorKind::GatewayTimeout => ResponseType::GatewayTimeout,
     }
 }
 

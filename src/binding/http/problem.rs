@@ -83,6 +83,8 @@ pub(crate) fn kind_status(kind: ErrorKind) -> StatusCode {
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::BadGateway => StatusCode::BAD_GATEWAY,
+        ErrorKind::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
     }
 }
 
@@ -194,6 +196,9 @@ mod tests {
             r#"{"type":"/problems/busy","title":"Too many running actions","status":503,"detail":"too many running actions (64); try again later"}"#,
             r#"{"type":"/problems/action-failed","title":"Action failed","status":500,"detail":"action failed: the command exited with 3"}"#,
             r#"{"type":"/problems/internal","title":"Internal error","status":500,"detail":"internal error: the state writer stopped"}"#,
+            r#"{"type":"/problems/upstream-failed","title":"Remote thing failed","status":502,"detail":"the remote thing failed: coap://device/things/lamp answered 4.04"}"#,
+            r#"{"type":"/problems/upstream-timeout","title":"Remote thing timed out","status":504,"detail":"the remote thing did not answer: coap://device/things/lamp did not answer within 5 s"}"#,
+            r#"{"type":"/problems/upstream-away","title":"Remote thing unreachable","status":503,"detail":"the remote thing is unreachable: coap://device/things/lamp since 12:00:00Z"}"#,
         ];
         for e in Error::one_of_each() {
             let ordinal = e.ordinal();

@@ -48,6 +48,8 @@ pub(crate) fn core_status(e: &Error) -> StatusCode {
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::BadGateway => StatusCode::BAD_GATEWAY,
+        ErrorKind::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
     }
 }
 

@@ -554,6 +554,8 @@ pub(crate) fn kind_status(kind: ErrorKind) -> u16 {
         ErrorKind::Conflict => 409,
         ErrorKind::Unavailable => 503,
         ErrorKind::Internal => 500,
+        ErrorKind::BadGateway => 502,
+        ErrorKind::GatewayTimeout => 504,
     }
 }
 

@@ -1,0 +1,61 @@
+//! The bridge: a proxy thing file (`{"proxy": {"td": "coap://device/things/lamp"}}`, read by
+//! `td::proxy`) becomes a local thing that serves a remote Thing again on every enabled binding.
+//! [`resolve`] fetches the remote TD through the consumer and turns it into the thing's model
+//! (`model`: the description stays, the remote's endpoints go) and its behaviour
+//! (`upstream`: reads, writes and actions forwarded after the local checks, one upstream
+//! observation per affordance mirrored into the thing, reconnection with backoff).
+//!
+//! The bridge uses the consumer and the core's public methods; no binding knows it exists: to
+//! them a proxied thing is a thing whose answers may be 502, 503 or 504.
+
+mod model;
+mod upstream;
+
+use std::sync::Arc;
+
+use crate::behavior::Behaviors;
+use crate::consumer::{Consumer, ConsumerConfig, Protocol};
+use crate::td::definition::{self, ThingDefinition};
+use crate::td::{Problem, Proxy};
+
+/// Fetches a proxy definition's remote TD and returns the definition with the remote's
+/// description as its model and the link to the remote as its behaviour; any other definition
+/// is returned as it is. A remote that cannot be reached, a document that is no TD, or a TD
+/// that does not make a thing here is a problem of the proxy file.
+pub async fn resolve(definition: ThingDefinition) -> Result<ThingDefinition, Vec<Problem>> {
+    let Some(proxy) = definition.proxy.clone() else {
+        return Ok(definition);
+    };
+    let path = definition.path.clone();
+    let at_td = |message: String| vec![Problem::new(&path, "/proxy/td", "remote", message)];
+    let consumer = Consumer::new(consumer_config(&proxy)).map_err(|e| at_td(e.to_string()))?;
+    let remote = consumer.fetch(&proxy.td).await.map_err(|e| at_td(e.to_string()))?;
+    let text = model::thing_file(remote.td()).to_string();
+    let described = definition::parse(&path, &text).map_err(|problems| {
+        problems
+            .into_iter()
+            .map(|p| {
+                let message = format!("the remote TD at {}: {}", proxy.td, p.message);
+                Problem::new(&path, p.pointer, &p.rule, message)
+            })
+            .collect::<Vec<_>>()
+    })?;
+    let upstream = upstream::Upstream::new(proxy.clone(), consumer, remote);
+    Ok(ThingDefinition {
+        model: described.model,
+        behaviors: Behaviors::driven(Arc::new(upstream)),
+        ..definition
+    })
+}
+
+fn consumer_config(proxy: &Proxy) -> ConsumerConfig {
+    ConsumerConfig {
+        timeout: proxy.timeout,
+        via: proxy.via.as_deref().map(|via| match via {
+            "coap" => Protocol::Coap,
+            "ws" => Protocol::Ws,
+            _ => Protocol::Http,
+        }),
+        ..ConsumerConfig::default()
+    }
+}
