@@ -72,8 +72,8 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod behavior;
-pub mod bridge;
 pub mod binding;
+pub mod bridge;
 pub mod consumer;
 pub mod core;
 pub mod discovery;

@@ -551,7 +551,10 @@ fn fail(why: impl std::fmt::Display, code: ExitCode) -> ExitCode {
 /// thing files (proxy files with their remote TDs, fetched at once on `rt`), the state store,
 /// and the things built from the files (a file that does not build is logged and skipped; none
 /// at all is an error).
-fn prepare(args: &ServeArgs, rt: &tokio::runtime::Runtime) -> Result<(Config, Vec<Hosted>, IdStore), ExitCode> {
+fn prepare(
+    args: &ServeArgs,
+    rt: &tokio::runtime::Runtime,
+) -> Result<(Config, Vec<Hosted>, IdStore), ExitCode> {
     let config = serve_config(args)?;
     let things_dir = match &args.things_dir {
         Some(dir) => Some(dir.clone()),

@@ -80,10 +80,16 @@ impl IdStore {
 /// Builds the exposed thing of a definition.
 pub fn expose(definition: ThingDefinition, ids: &mut IdStore) -> Result<Hosted, Problem> {
     let path = definition.path.clone();
+    // A proxy's id is its own, not its remote's; keyed by the remote too, so that a bridge and
+    // the thing it bridges on one machine (same slug) do not derive the same id.
+    let key = match &definition.proxy {
+        Some(proxy) => format!("{} proxy of {}", definition.slug, proxy.td),
+        None => definition.slug.clone(),
+    };
     let id = match definition.model.get("id").and_then(Value::as_str) {
         Some(id) => id.to_owned(),
         None => ids
-            .id_for(&definition.slug)
+            .id_for(&key)
             .map_err(|e| Problem::new(&path, "", "state", e.to_string()))?,
     };
     let mut builder = ThingBuilder::new(definition.slug.clone(), definition.model).id(id);

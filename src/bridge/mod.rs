@@ -29,7 +29,10 @@ pub async fn resolve(definition: ThingDefinition) -> Result<ThingDefinition, Vec
     let path = definition.path.clone();
     let at_td = |message: String| vec![Problem::new(&path, "/proxy/td", "remote", message)];
     let consumer = Consumer::new(consumer_config(&proxy)).map_err(|e| at_td(e.to_string()))?;
-    let remote = consumer.fetch(&proxy.td).await.map_err(|e| at_td(e.to_string()))?;
+    let remote = consumer
+        .fetch(&proxy.td)
+        .await
+        .map_err(|e| at_td(e.to_string()))?;
     let text = model::thing_file(remote.td()).to_string();
     let described = definition::parse(&path, &text).map_err(|problems| {
         problems

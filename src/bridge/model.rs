@@ -19,7 +19,8 @@ const ENDPOINT_KEYS: &[&str] = &[
 
 /// Affordance members that describe the remote's endpoints (and `runtime`, which a thing
 /// file would take as a behaviour).
-const AFFORDANCE_ENDPOINT_KEYS: &[&str] = &["forms", "uriVariables", "subscription", "cancellation", "runtime"];
+const AFFORDANCE_ENDPOINT_KEYS: &[&str] =
+    &["forms", "uriVariables", "subscription", "cancellation", "runtime"];
 
 /// The thing file document of a remote TD.
 pub(crate) fn thing_file(td: &Value) -> Value {

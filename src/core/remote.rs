@@ -37,7 +37,11 @@ pub trait Remote: Send + Sync + fmt::Debug {
 /// Performs one operation on a proxied thing: checked here, then sent to the remote (reads and
 /// writes) or run by the local registry, whose handlers forward (actions). Nothing is sent
 /// while the remote is away.
-pub(crate) async fn perform(thing: &Arc<ExposedThing>, remote: Arc<dyn Remote>, op: Operation) -> Result<Reply, Error> {
+pub(crate) async fn perform(
+    thing: &Arc<ExposedThing>,
+    remote: Arc<dyn Remote>,
+    op: Operation,
+) -> Result<Reply, Error> {
     match op {
         Operation::ReadProperty(name) => {
             thing.readable(&name)?;

@@ -23,8 +23,8 @@ use serde_json::{Map, Value};
 use super::actions::{ActionLimits, ActionRegistry, ActionStatus, Failure};
 use super::error::{Error, SchemaViolation};
 use super::events::{Continues, Ended, EventHub, SeenUpTo, Subscription, Target, Topic};
-use super::schema::DataSchema;
 use super::remote::Remote;
+use super::schema::DataSchema;
 use super::store::Persistence;
 use tokio::sync::oneshot;
 

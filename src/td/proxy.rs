@@ -107,7 +107,9 @@ fn td_url(proxy: &Map<String, Value>) -> Result<String, String> {
     match url.scheme() {
         "http" | "https" | "coap" if url.host().is_some() => Ok(td.to_owned()),
         "http" | "https" | "coap" => Err(format!("'{td}' names no host")),
-        other => Err(format!("'{td}': the bridge fetches TDs over http, https or coap, not {other}")),
+        other => Err(format!(
+            "'{td}': the bridge fetches TDs over http, https or coap, not {other}"
+        )),
     }
 }
 
@@ -129,8 +131,11 @@ mod tests {
     use super::*;
 
     fn parsed(doc: Value) -> Result<Proxy, Vec<String>> {
-        parse(Path::new("things/x.json"), &doc)
-            .map_err(|ps| ps.into_iter().map(|p| format!("{} {}", p.pointer, p.rule)).collect())
+        parse(Path::new("things/x.json"), &doc).map_err(|ps| {
+            ps.into_iter()
+                .map(|p| format!("{} {}", p.pointer, p.rule))
+                .collect()
+        })
     }
 
     #[test]
@@ -138,10 +143,14 @@ mod tests {
         let proxy = parsed(json!({"proxy": {"td": "coap://127.0.0.1:5683/things/lamp"}})).expect("parses");
         assert_eq!(proxy.td, "coap://127.0.0.1:5683/things/lamp");
         assert_eq!((proxy.via, proxy.timeout), (None, Duration::from_secs(5)));
-        let proxy = parsed(json!({"proxy": {"td": "http://h/things/a", "via": "ws", "timeout": 0.5, "probe": 2}}))
-            .expect("parses");
+        let proxy =
+            parsed(json!({"proxy": {"td": "http://h/things/a", "via": "ws", "timeout": 0.5, "probe": 2}}))
+                .expect("parses");
         assert_eq!(proxy.via.as_deref(), Some("ws"));
-        assert_eq!((proxy.timeout, proxy.probe), (Duration::from_millis(500), Duration::from_secs(2)));
+        assert_eq!(
+            (proxy.timeout, proxy.probe),
+            (Duration::from_millis(500), Duration::from_secs(2))
+        );
     }
 
     #[test]
@@ -153,10 +162,25 @@ mod tests {
         .expect_err("refused");
         assert_eq!(
             errors,
-            ["/title proxy", "/proxy/color proxy", "/proxy/td td", "/proxy/via enum", "/proxy/timeout seconds"]
+            [
+                "/title proxy",
+                "/proxy/color proxy",
+                "/proxy/td td",
+                "/proxy/via enum",
+                "/proxy/timeout seconds"
+            ]
         );
-        assert_eq!(parsed(json!({"proxy": "coap://h/x"})).expect_err("refused"), ["/proxy type"]);
-        assert_eq!(parsed(json!({"proxy": {}})).expect_err("refused"), ["/proxy/td td"]);
-        assert_eq!(parsed(json!({"proxy": {"td": "things/x"}})).expect_err("refused"), ["/proxy/td td"]);
+        assert_eq!(
+            parsed(json!({"proxy": "coap://h/x"})).expect_err("refused"),
+            ["/proxy type"]
+        );
+        assert_eq!(
+            parsed(json!({"proxy": {}})).expect_err("refused"),
+            ["/proxy/td td"]
+        );
+        assert_eq!(
+            parsed(json!({"proxy": {"td": "things/x"}})).expect_err("refused"),
+            ["/proxy/td td"]
+        );
     }
 }

@@ -11,6 +11,7 @@
 mod common;
 
 mod behaviours;
+mod bridge;
 mod cli;
 mod coap;
 mod coap_multicast;
