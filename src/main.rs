@@ -803,7 +803,16 @@ fn validate_one(file: &Path) -> Result<&'static str, Vec<Problem>> {
             return check(validate::td_violations(&doc), "Thing Description");
         }
     }
-    let definition = definition::parse(file, &text)?;
+    let mut definition = definition::parse(file, &text)?;
+    let proxy = definition.proxy.is_some();
+    if proxy {
+        // A proxy file is checked as the bridge would serve it: its remote TD is fetched.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| vec![Problem::new(file, "", "io", e.to_string())])?;
+        definition = rt.block_on(wot_runtime::bridge::resolve(definition))?;
+    }
     let mut ids = IdStore::new(None);
     let hosted = things::expose(definition, &mut ids).map_err(|p| vec![p])?;
     let publisher = TdPublisher::new(vec![std::sync::Arc::new(wot_runtime::binding::http::HttpForms)]);
@@ -816,7 +825,11 @@ fn validate_one(file: &Path) -> Result<&'static str, Vec<Problem>> {
         .map_err(|e| vec![Problem::new(file, "", "td", e.to_string())])?;
     let violations = validate::td_violations(&td);
     if violations.is_empty() {
-        Ok("thing definition")
+        Ok(if proxy {
+            "proxy definition (remote TD fetched)"
+        } else {
+            "thing definition"
+        })
     } else {
         Err(violations
             .into_iter()

@@ -6,12 +6,16 @@
 //! that still fit, and get their TD `version.instance` bumped; what happens to the old thing's
 //! subscriptions and in-flight requests is the core's hand-over (`core::thing`).
 //!
+//! A proxy file whose remote cannot be reached (at start or when the file changes) waits: it is
+//! tried again on its own, 1 s after the failure and then at doubling intervals up to a minute,
+//! until it loads, changes or goes.
+//!
 //! Scanning and diffing are plain functions; only `watch` sleeps.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
@@ -108,15 +112,39 @@ pub(crate) fn watch(dir: PathBuf, host: Arc<Host>, period: Duration) -> impl Fut
     watch_from(dir, seen, host, period)
 }
 
+/// Proxy files waiting for their remote: when to try next, and the wait after that.
+type Waiting = HashMap<PathBuf, (Instant, Duration)>;
+
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LAST_RETRY: Duration = Duration::from_secs(60);
+
 async fn watch_from(dir: PathBuf, mut seen: BTreeMap<PathBuf, Signature>, host: Arc<Host>, period: Duration) {
     let mut reloads: HashMap<String, u64> = HashMap::new();
+    // Proxy files that did not make a thing at start: their remote was away.
+    let mut waiting: Waiting = seen
+        .keys()
+        .filter(|path| {
+            definition::load_file(path)
+                .is_ok_and(|def| def.proxy.is_some() && host.servient.thing(&def.slug).is_err())
+        })
+        .map(|path| (path.clone(), (Instant::now() + FIRST_RETRY, FIRST_RETRY)))
+        .collect();
     loop {
         tokio::time::sleep(period).await;
+        retry_waiting(&host, &mut waiting).await;
         let now = scan(&dir);
         let changes = diff(&seen, &now);
         seen = now;
         if changes.is_empty() {
             continue;
+        }
+        for path in changes
+            .removed
+            .iter()
+            .chain(&changes.added)
+            .chain(&changes.changed)
+        {
+            waiting.remove(path);
         }
         for path in &changes.removed {
             if let Ok(slug) = definition::slug_of(path) {
@@ -126,10 +154,15 @@ async fn watch_from(dir: PathBuf, mut seen: BTreeMap<PathBuf, Signature>, host: 
         }
         for path in changes.added.iter().chain(&changes.changed) {
             let replacing = changes.changed.contains(path);
-            let loaded = match definition::load_file(path) {
+            let parsed = definition::load_file(path);
+            let proxy = parsed.as_ref().is_ok_and(|def| def.proxy.is_some());
+            let loaded = match parsed {
                 Ok(def) => crate::bridge::resolve(def).await,
                 Err(problems) => Err(problems),
             };
+            if proxy && loaded.is_err() {
+                waiting.insert(path.clone(), (Instant::now() + FIRST_RETRY, FIRST_RETRY));
+            }
             match loaded {
                 Ok(mut def) => {
                     if replacing {
@@ -143,6 +176,40 @@ async fn watch_from(dir: PathBuf, mut seen: BTreeMap<PathBuf, Signature>, host: 
                     for p in problems {
                         tracing::error!("not (re)loaded: {p}");
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Tries the proxy files whose time has come; one that loads stops waiting, one that does not
+/// waits twice as long.
+async fn retry_waiting(host: &Host, waiting: &mut Waiting) {
+    let due: Vec<PathBuf> = waiting
+        .iter()
+        .filter(|(_, (at, _))| *at <= Instant::now())
+        .map(|(path, _)| path.clone())
+        .collect();
+    for path in due {
+        let resolved = match definition::load_file(&path) {
+            Ok(def) => crate::bridge::resolve(def).await,
+            Err(_) => {
+                // No longer a proxy file that parses: its change is the scan's to report.
+                waiting.remove(&path);
+                continue;
+            }
+        };
+        match resolved {
+            Ok(def) => {
+                waiting.remove(&path);
+                load(host, def, false);
+            }
+            Err(problems) => {
+                if let Some((at, wait)) = waiting.get_mut(&path) {
+                    *wait = (*wait * 2).min(LAST_RETRY);
+                    *at = Instant::now() + *wait;
+                    let why = problems.first().map(ToString::to_string).unwrap_or_default();
+                    tracing::debug!("still waiting ({}): {why}", path.display());
                 }
             }
         }

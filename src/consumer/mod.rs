@@ -19,6 +19,7 @@ mod form;
 mod http;
 mod ws;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
@@ -95,6 +96,8 @@ impl Default for ConsumerConfig {
 pub struct Consumer {
     config: ConsumerConfig,
     http: reqwest::Client,
+    /// CoAP endpoints kept between requests (shared by the clones of this consumer).
+    coap_idle: Arc<coap::IdleEndpoints>,
 }
 
 impl Consumer {
@@ -120,7 +123,11 @@ impl Consumer {
             url: String::new(),
             reason: format!("cannot build the HTTP client: {e}"),
         })?;
-        Ok(Consumer { config, http })
+        Ok(Consumer {
+            config,
+            http,
+            coap_idle: Arc::default(),
+        })
     }
 
     /// The configuration.

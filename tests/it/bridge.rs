@@ -3,7 +3,8 @@
 //! proxied by a second `wot serve` child whose things/ holds one proxy file. curl's requests
 //! (reqwest), an SSE stream, a Web Thing Protocol socket and a CoAP client (`wot`) read, write,
 //! invoke and observe the bridged lamp; the upstream is stopped and started again on the same
-//! port while the bridge keeps running.
+//! port while the bridge keeps running. Proxy files that cannot be used are one error each, and
+//! one whose remote is not up yet is served once it is.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -402,6 +403,21 @@ async fn a_proxy_that_cannot_be_used_is_one_clear_error_and_the_rest_serves() {
     );
     assert!(line("nota").contains("is not a Thing Description"), "{log}");
     assert!(line("typo").contains("/proxy/tdd"), "{log}");
+
+    // The unreachable one waits for its remote: once something serves there, it is served too.
+    let _late = serve(bundled(), &gone.to_string(), dir.path(), "late-upstream");
+    common::eventually(
+        "the waiting proxy is served once its remote is up",
+        Duration::from_secs(15),
+        || {
+            let url = format!("{}/things/gone/properties/brightness", bridge.http);
+            async move {
+                let r = common::client().get(url).send().await.expect("answered");
+                r.status() == 200
+            }
+        },
+    )
+    .await;
 }
 
 async fn wtp_observe(

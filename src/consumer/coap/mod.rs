@@ -10,6 +10,8 @@
 
 mod transfer;
 
+pub(crate) use transfer::IdleEndpoints;
+
 use std::time::Duration;
 
 use coap_lite::{MessageType, RequestType, ResponseType};
@@ -124,7 +126,8 @@ pub(super) async fn fetch_td(consumer: &Consumer, url: &Url) -> Result<Value, Co
         accept: None,
         observe: None,
     };
-    let (_, response, _) = perform(consumer, &request).await?;
+    let (endpoint, response, _) = perform(consumer, &request).await?;
+    consumer.coap_idle.put(endpoint);
     if response.code.is_error() {
         return Err(refused(url, &response));
     }
@@ -151,7 +154,8 @@ pub(super) async fn get_json(thing: &ConsumedThing, url: &Url) -> Result<Value, 
         accept: Some(format_number(format)),
         observe: None,
     };
-    let (_, response, _) = perform(thing.consumer(), &request).await?;
+    let (endpoint, response, _) = perform(thing.consumer(), &request).await?;
+    thing.consumer().coap_idle.put(endpoint);
     if response.code.is_error() {
         return Err(refused(url, &response));
     }
@@ -164,7 +168,8 @@ pub(super) async fn get_json(thing: &ConsumedThing, url: &Url) -> Result<Value, 
 pub(super) async fn one_shot(op: &Op<'_>, body: Option<Value>) -> Result<Option<Value>, ConsumerError> {
     let consumer = op.thing.consumer();
     let request = request_for(consumer, op.op, &op.form, body)?;
-    let (_, response, _) = perform(consumer, &request).await?;
+    let (endpoint, response, _) = perform(consumer, &request).await?;
+    consumer.coap_idle.put(endpoint);
     if response.code.is_error() {
         return Err(refused(&request.url, &response));
     }
@@ -177,7 +182,8 @@ pub(super) async fn invoke(
     input: Option<Value>,
 ) -> Result<Invoked, ConsumerError> {
     let request = request_for(thing.consumer(), "invokeaction", form, input)?;
-    let (_, response, _) = perform(thing.consumer(), &request).await?;
+    let (endpoint, response, _) = perform(thing.consumer(), &request).await?;
+    thing.consumer().coap_idle.put(endpoint);
     if response.code.is_error() {
         return Err(refused(&request.url, &response));
     }

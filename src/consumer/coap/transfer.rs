@@ -8,6 +8,7 @@
 //! and its `Block1Store` reassembles a server's uploads, neither of which a client does.
 //! It must not know operations, forms or payload formats.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -49,6 +50,46 @@ pub(super) struct Response {
     pub(super) payload: Vec<u8>,
     pub(super) observe: Option<u32>,
     pub(super) location: Vec<String>,
+}
+
+/// Endpoints whose last exchange ended with an answer, kept for the next request to the same
+/// server (by host and port): a bridge forwarding many requests does not open, bind and
+/// register a socket and zero a buffer for each. An endpoint whose exchange failed is dropped.
+#[derive(Default)]
+pub(crate) struct IdleEndpoints(std::sync::Mutex<HashMap<(String, u16), Vec<Endpoint>>>);
+
+/// How many idle endpoints are kept per server.
+const IDLE_PER_SERVER: usize = 64;
+
+impl std::fmt::Debug for IdleEndpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdleEndpoints")
+    }
+}
+
+fn server_of(url: &Url) -> (String, u16) {
+    (
+        url.host_str().unwrap_or_default().to_owned(),
+        url.port().unwrap_or(5683),
+    )
+}
+
+impl IdleEndpoints {
+    fn take(&self, url: &Url) -> Option<Endpoint> {
+        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut endpoint = idle.get_mut(&server_of(url))?.pop()?;
+        endpoint.url = url.clone();
+        Some(endpoint)
+    }
+
+    /// Keeps an endpoint whose exchange ended with an answer.
+    pub(super) fn put(&self, endpoint: Endpoint) {
+        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = idle.entry(server_of(&endpoint.url)).or_default();
+        if kept.len() < IDLE_PER_SERVER {
+            kept.push(endpoint);
+        }
+    }
 }
 
 /// One client endpoint: a UDP socket connected to the server.
@@ -310,7 +351,10 @@ pub(super) async fn perform(
 ) -> Result<(Endpoint, Response, Vec<u8>), ConsumerError> {
     let timeout = consumer.config.timeout;
     let deadline = Instant::now() + timeout;
-    let mut endpoint = Endpoint::open(&request.url).await?;
+    let mut endpoint = match consumer.coap_idle.take(&request.url) {
+        Some(endpoint) => endpoint,
+        None => Endpoint::open(&request.url).await?,
+    };
     let token: [u8; 8] = rand::random();
     let answer = if request.payload.len() > BLOCK1_SIZE {
         upload(&mut endpoint, request, &token, deadline, timeout).await?
@@ -457,6 +501,35 @@ mod exchange_tests {
             accept: None,
             observe: None,
         }
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_got_its_answer_serves_the_next_request_and_a_failed_one_does_not() {
+        let (server, url) = peer().await;
+        let consumer = Consumer::new(super::super::super::ConsumerConfig::default()).unwrap();
+        let mut seen_from = Vec::new();
+        for body in [&b"1"[..], b"2"] {
+            let client = {
+                let (consumer, url) = (consumer.clone(), url.clone());
+                tokio::spawn(async move {
+                    let (endpoint, response, _) = perform(&consumer, &get(&url)).await?;
+                    consumer.coap_idle.put(endpoint);
+                    Ok::<_, ConsumerError>(response.payload)
+                })
+            };
+            let (request, from) = receive(&server).await;
+            seen_from.push(from);
+            let ack = answer(&request, MessageType::Acknowledgement, request.header.message_id, body);
+            server.send_to(&ack, from).await.unwrap();
+            assert_eq!(client.await.unwrap().unwrap(), body);
+        }
+        // One socket (one source port) for both requests, with a new message id each time.
+        assert_eq!(seen_from[0], seen_from[1]);
+        // A request whose server has gone (ICMP port unreachable) fails, and its endpoint is not
+        // kept: the next request opens a fresh one.
+        drop(server);
+        assert!(perform(&consumer, &get(&url)).await.is_err());
+        assert!(consumer.coap_idle.take(&url).is_none());
     }
 
     #[tokio::test]
