@@ -6,6 +6,7 @@
 # core and binding-coap. Both are installed from npm, pinned, into a temporary directory. Each verb
 # is checked by its stdout, its exit code and its effect: a write is read back, observe sees the
 # write this script makes, events sees the event the action emits, invoke prints the output.
+# Last, the same verbs through a bridge (`wot serve` with a proxy file) to node-wot's HTTP thing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -84,7 +85,7 @@ check() { # BINDING TD_URL
     const td = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
     if (td.title !== "counter") throw new Error("title " + td.title);
     for (const [kind, name] of [["properties", "count"], ["properties", "label"], ["actions", "add"], ["events", "changed"]])
-      if (!td[kind]?.[name]?.forms?.some((f) => f.href.startsWith(process.argv[2] + ":")))
+      if (!td[kind]?.[name]?.forms?.some((f) => new URL(f.href, td.base ?? "x:/").protocol === process.argv[2] + ":"))
         throw new Error(`no ${process.argv[2]} form for ${kind}.${name}`);
   ' "$work/td.json" "$via" || fail "the TD over $via"
   echo "td ok"
@@ -146,6 +147,21 @@ coap_notifications() { # TD_URL
   expect 16 wotv read "$td" count --json
 }
 
+# A bridge in front of node-wot's HTTP thing (a fresh one): `wot serve` with a proxy file, and the
+# same verbs through it. node-wot's observations are longpoll; the bridge holds one per affordance
+# and serves them again (SSE first in its TDs).
+bridge() { # TD_URL → TD (the bridged thing's TD URL)
+  mkdir -p "$work/bridged"
+  printf '{"proxy": {"td": "%s", "probe": 1}}\n' "$1" >"$work/bridged/counter.json"
+  "$WOT" serve "$work/bridged" --host 127.0.0.1 --http-port 0 --no-coap --no-mdns \
+    >"$work/bridge.ready" 2>"$work/bridge.log" &
+  pids+=($!)
+  for _ in $(seq 100); do [ -s "$work/bridge.ready" ] && break; sleep 0.1; done
+  [ -s "$work/bridge.ready" ] || { cat "$work/bridge.log" >&2; fail "the bridge did not start"; }
+  TD="$(node -p "JSON.parse(require('fs').readFileSync('$work/bridge.ready', 'utf8').split('\n')[0]).http")/things/counter"
+}
+
 start http; check http "$TD"
 start coap; check coap "$TD"
-echo "nodewot-server interop passed: wot against node-wot $NODE_WOT (HTTP) and $NODE_WOT_COAP (CoAP)"
+start http; bridge "$TD"; check http "$TD"
+echo "nodewot-server interop passed: wot against node-wot $NODE_WOT (HTTP) and $NODE_WOT_COAP (CoAP), and through a bridge to node-wot's HTTP thing"

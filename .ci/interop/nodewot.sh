@@ -7,6 +7,8 @@
 # gets the WoT Profile's named events. The consumer is nodewot.mjs beside this script.
 # Then node-wot 0.7.5, the version the WebThings Gateway's wot-adapter runs, subscribes and
 # observes the way that adapter does (nodewot07.mjs): default forms, changes received.
+# Last, node-wot 0.9 again, through a bridge (a `wot serve` proxying the bundled things of a
+# second one over CoAP).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -28,7 +30,9 @@ cargo build --quiet --bin wot
 
 work=$(mktemp -d)
 server_pid=""
+upstream_pid=""
 cleanup() {
+  if [ -n "$upstream_pid" ]; then kill "$upstream_pid" 2>/dev/null || true; wait "$upstream_pid" 2>/dev/null || true; fi
   if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
@@ -73,4 +77,28 @@ node .ci/interop/nodewot07.mjs "$HTTP" "$work/v07" >"$work/v07.log" 2>&1 \
 grep -E '^(0\.7\.5 |node-wot 0\.7\.5)' "$work/v07.log"
 
 kill -0 "$server_pid" 2>/dev/null || fail "the server died"
-echo "nodewot interop passed: node-wot $installed and $NODE_WOT_ADAPTER"
+
+# The same consumer through a bridge: a second `wot serve` whose things/ holds a proxy file for
+# each bundled thing of the first, used over CoAP only. node-wot sees the bridge's TDs and forms.
+COAP_UPSTREAM_LOG="$work/upstream.log"
+target/debug/wot serve --host 127.0.0.1 --http-port 0 --coap-port 0 --no-mdns \
+  >"$work/upstream.ready" 2>"$COAP_UPSTREAM_LOG" &
+upstream_pid=$!
+for _ in $(seq 100); do [ -s "$work/upstream.ready" ] && break; sleep 0.1; done
+COAP=$(node -p "JSON.parse(require('fs').readFileSync('$work/upstream.ready', 'utf8').split('\n')[0]).coap")
+mkdir "$work/bridged"
+for thing in lamp thermostat host; do
+  printf '{"proxy": {"td": "%s/things/%s", "via": "coap"}}\n' "$COAP" "$thing" >"$work/bridged/$thing.json"
+done
+kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null || true
+: >"$work/ready"
+target/debug/wot serve "$work/bridged" --host 127.0.0.1 --http-port 0 --no-coap --no-mdns >"$work/ready" 2>"$work/log" &
+server_pid=$!
+for _ in $(seq 100); do [ -s "$work/ready" ] && break; sleep 0.1; done
+BRIDGE=$(node -p "JSON.parse(require('fs').readFileSync('$work/ready', 'utf8').split('\n')[0]).http")
+echo "--- node-wot $installed through a bridge at $BRIDGE to $COAP"
+node .ci/interop/nodewot.mjs "$BRIDGE" "$work" 2> >(grep -v 'unknown format "iri-reference"' >&2) \
+  || { echo "--- bridge log" >&2; tail -20 "$work/log" >&2; fail "the node-wot consumer through the bridge"; }
+kill "$upstream_pid" 2>/dev/null; wait "$upstream_pid" 2>/dev/null || true
+
+echo "nodewot interop passed: node-wot $installed and $NODE_WOT_ADAPTER, directly and through a bridge"

@@ -107,6 +107,7 @@ impl Upstream {
 
     /// Keeps `thing` in step with the remote until aborted.
     async fn run(self, thing: Arc<ExposedThing>) {
+        let ceiling = self.0.proxy.probe.max(BACKOFF_MIN);
         let mut backoff = BACKOFF_MIN;
         // The TD was fetched just before the thing was built: the first round uses it.
         let mut fetch = false;
@@ -114,16 +115,20 @@ impl Upstream {
             match self.connect(&thing, fetch).await {
                 Ok(follow) => {
                     self.set(Link::Up);
-                    backoff = BACKOFF_MIN;
+                    let since = tokio::time::Instant::now();
                     let why = self.follow(&thing, follow).await;
                     self.set(Link::Away(why));
+                    // Only a connection that held for a while starts the backoff again: a
+                    // remote that ends an observation as soon as it is made must not be
+                    // asked again in a tight loop.
+                    if since.elapsed() >= ceiling * 2 {
+                        backoff = BACKOFF_MIN;
+                    }
                 }
-                Err(e) => {
-                    self.set(Link::Away(e.to_string()));
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.0.proxy.probe.max(BACKOFF_MIN));
-                }
+                Err(e) => self.set(Link::Away(e.to_string())),
             }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(ceiling);
             fetch = true;
         }
     }
@@ -141,21 +146,47 @@ impl Upstream {
         let mut forwarders = Vec::new();
         for (name, property) in &thing.properties {
             if property.observable && !property.write_only {
-                let observation = remote.observe_property(name).await?;
-                forwarders.push(forward(observation, Kind::Property, tx.clone()));
+                let observation = remote.observe_property(name).await;
+                if let Some(observation) = self.usable(thing, name, observation)? {
+                    forwarders.push(forward(observation, Kind::Property, tx.clone()));
+                }
             }
         }
         for name in thing.events.keys() {
-            let observation = remote.subscribe_event(Some(name)).await?;
-            forwarders.push(forward(observation, Kind::Event, tx.clone()));
+            let observation = remote.subscribe_event(Some(name)).await;
+            if let Some(observation) = self.usable(thing, name, observation)? {
+                forwarders.push(forward(observation, Kind::Event, tx.clone()));
+            }
         }
         let readable = thing.properties.iter().filter(|(_, p)| !p.write_only);
         let remote = &remote;
         let reads = readable.map(|(name, _)| async move { (name, remote.read_property(name).await) });
         for (name, value) in futures_util::future::join_all(reads).await {
-            mirror(thing, Kind::Property, name, value?);
+            if let Some(value) = self.usable(thing, name, value)? {
+                mirror(thing, Kind::Property, name, value);
+            }
         }
         Ok(Followed { rx, forwarders })
+    }
+
+    /// What one affordance's observation or read at connection gave: a remote that cannot be
+    /// reached fails the connection; one that answers but refuses this affordance (a server
+    /// whose Observe does not work, a property it will not read) leaves just this affordance
+    /// without notifications, said once per connection, so the rest is still bridged.
+    fn usable<T>(
+        &self,
+        thing: &ExposedThing,
+        name: &str,
+        outcome: Result<T, ConsumerError>,
+    ) -> Result<Option<T>, ConsumerError> {
+        match outcome {
+            Ok(value) => Ok(Some(value)),
+            Err(e) if e.kind() == ConsumerErrorKind::Unreachable => Err(e),
+            Err(e) => {
+                tracing::warn!(thing = %thing.slug, remote = %self.url(), "'{name}' is bridged without notifications: {e}");
+                Ok(None)
+            }
+        }
     }
 
     /// Applies the remote's notices to the thing until an observation ends or a probe fails;
