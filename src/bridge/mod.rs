@@ -14,7 +14,7 @@ mod upstream;
 use std::sync::Arc;
 
 use crate::behavior::Behaviors;
-use crate::consumer::{Consumer, ConsumerConfig, Protocol};
+use crate::consumer::{ConsumedThing, Consumer, ConsumerConfig, Protocol};
 use crate::td::definition::{self, ThingDefinition};
 use crate::td::{Problem, Proxy};
 
@@ -43,12 +43,73 @@ pub async fn resolve(definition: ThingDefinition) -> Result<ThingDefinition, Vec
             })
             .collect::<Vec<_>>()
     })?;
+    unusable_forms(&path, &proxy, &remote)?;
     let upstream = upstream::Upstream::new(proxy.clone(), consumer, remote);
     Ok(ThingDefinition {
         model: described.model,
         behaviors: Behaviors::driven(Arc::new(upstream)),
         ..definition
     })
+}
+
+/// The operations of the remote TD that no form of it can perform here (a protocol `via`
+/// excludes, a scheme or subprotocol the consumer does not speak): each is a warning, and a TD
+/// of which nothing at all can be used is a problem of the proxy file.
+fn unusable_forms(path: &std::path::Path, proxy: &Proxy, remote: &ConsumedThing) -> Result<(), Vec<Problem>> {
+    let td = remote.td();
+    let flag = |kind: &str, name: &str, key: &str| td[kind][name][key].as_bool() == Some(true);
+    let mut wanted: Vec<(&'static str, String, &'static str)> = Vec::new();
+    for name in remote.names("properties") {
+        if !flag("properties", &name, "writeOnly") {
+            wanted.push(("properties", name.clone(), "readproperty"));
+        }
+        if !flag("properties", &name, "readOnly") {
+            wanted.push(("properties", name.clone(), "writeproperty"));
+        }
+        if flag("properties", &name, "observable") {
+            wanted.push(("properties", name, "observeproperty"));
+        }
+    }
+    wanted.extend(
+        remote
+            .names("actions")
+            .into_iter()
+            .map(|n| ("actions", n, "invokeaction")),
+    );
+    wanted.extend(
+        remote
+            .names("events")
+            .into_iter()
+            .map(|n| ("events", n, "subscribeevent")),
+    );
+    let failed: Vec<String> = wanted
+        .iter()
+        .filter_map(|(kind, name, op)| remote.usable(kind, name, op).err())
+        .map(|e| e.to_string())
+        .collect();
+    if !wanted.is_empty() && failed.len() == wanted.len() {
+        let pointer = if proxy.via.is_some() {
+            "/proxy/via"
+        } else {
+            "/proxy/td"
+        };
+        return Err(vec![Problem::new(
+            path,
+            pointer,
+            "forms",
+            format!(
+                "no form of the remote TD at {} can be used: {}",
+                proxy.td, failed[0]
+            ),
+        )]);
+    }
+    for why in failed {
+        tracing::warn!(
+            "{}: bridged with an operation it cannot forward: {why}",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 fn consumer_config(proxy: &Proxy) -> ConsumerConfig {

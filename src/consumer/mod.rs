@@ -338,6 +338,17 @@ impl ConsumedThing {
             })
     }
 
+    /// Whether some form of the affordance can perform `op` with the protocols allowed (nothing
+    /// is sent): the bridge checks a remote TD with it before serving it.
+    pub(crate) fn usable(
+        &self,
+        kind: &'static str,
+        name: &str,
+        op: &'static str,
+    ) -> Result<(), ConsumerError> {
+        self.choose(kind, name, op).map(|_| ())
+    }
+
     fn choose(&self, kind: &'static str, name: &str, op: &'static str) -> Result<Chosen, ConsumerError> {
         let affordance = self.affordance(kind, name)?;
         self.choose_in(affordance.get("forms"), form::default_ops(kind), op, Some(name))

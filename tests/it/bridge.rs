@@ -35,21 +35,19 @@ impl Drop for Server {
     }
 }
 
-/// Serves `things` with the given CoAP port ("0": any), logging to a file in `logs`.
+/// Serves `things` with the given CoAP port ("0": any; "off": no CoAP), logging to a file in
+/// `logs`.
 fn serve(things: &Path, coap_port: &str, logs: &Path, name: &str) -> Server {
     let stderr = logs.join(format!("{name}.log"));
+    let coap = match coap_port {
+        "off" => vec!["--no-coap"],
+        port => vec!["--coap-port", port],
+    };
     let mut child = Command::new(WOT)
         .args(["serve"])
         .arg(things)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--http-port",
-            "0",
-            "--coap-port",
-            coap_port,
-            "--no-mdns",
-        ])
+        .args(["--host", "127.0.0.1", "--http-port", "0", "--no-mdns"])
+        .args(coap)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr).expect("log file"))
@@ -66,7 +64,7 @@ fn serve(things: &Path, coap_port: &str, logs: &Path, name: &str) -> Server {
     Server {
         child,
         http: ready["http"].as_str().expect("http").to_owned(),
-        coap: ready["coap"].as_str().expect("coap").to_owned(),
+        coap: ready["coap"].as_str().unwrap_or_default().to_owned(),
         stderr,
     }
 }
@@ -360,6 +358,7 @@ async fn a_stopped_upstream_gives_502_or_503_and_its_restart_restores_observatio
 async fn a_proxy_that_cannot_be_used_is_one_clear_error_and_the_rest_serves() {
     let dir = TempDir::new("c");
     let upstream = serve(bundled(), "0", dir.path(), "upstream");
+    let http_only = serve(bundled(), "off", dir.path(), "http-only");
     let things = dir.path().join("things");
     std::fs::create_dir_all(&things).expect("things dir");
     // Nothing listens there: the port of a socket just closed.
@@ -376,6 +375,10 @@ async fn a_proxy_that_cannot_be_used_is_one_clear_error_and_the_rest_serves() {
             json!({"proxy": {"td": format!("{}/things/lamp/properties/on", upstream.http)}}),
         ),
         ("typo", json!({"proxy": {"tdd": "coap://127.0.0.1/things/lamp"}})),
+        (
+            "noform",
+            json!({"proxy": {"td": format!("{}/things/lamp", http_only.http), "via": "coap"}}),
+        ),
     ];
     for (name, doc) in &files {
         std::fs::write(things.join(format!("{name}.json")), doc.to_string()).expect("write");
@@ -403,6 +406,10 @@ async fn a_proxy_that_cannot_be_used_is_one_clear_error_and_the_rest_serves() {
     );
     assert!(line("nota").contains("is not a Thing Description"), "{log}");
     assert!(line("typo").contains("/proxy/tdd"), "{log}");
+    assert!(
+        line("noform").contains("/proxy/via") && line("noform").contains("no form of the remote TD"),
+        "{log}"
+    );
 
     // The unreachable one waits for its remote: once something serves there, it is served too.
     let _late = serve(bundled(), &gone.to_string(), dir.path(), "late-upstream");
