@@ -826,7 +826,7 @@ fn validate_one(file: &Path) -> Result<&'static str, Vec<Problem>> {
     let violations = validate::td_violations(&td);
     if violations.is_empty() {
         Ok(if proxy {
-            "proxy definition (remote TD fetched)"
+            "proxy definition, its remote TD fetched"
         } else {
             "thing definition"
         })
