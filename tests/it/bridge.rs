@@ -411,6 +411,33 @@ async fn a_proxy_that_cannot_be_used_is_one_clear_error_and_the_rest_serves() {
         "{log}"
     );
 
+    // `wot validate` checks a proxy file as the bridge would load it.
+    let validated = Command::new(WOT)
+        .arg("validate")
+        .args(["gone", "typo"].map(|f| things.join(format!("{f}.json"))))
+        .output()
+        .expect("wot validate runs");
+    let said =
+        String::from_utf8_lossy(&validated.stdout).into_owned() + &String::from_utf8_lossy(&validated.stderr);
+    assert!(!validated.status.success(), "{said}");
+    assert!(
+        said.contains("gone.json: at /proxy/td") && said.contains("typo.json: at /proxy/tdd"),
+        "{said}"
+    );
+    let good = dir.path().join("good.json");
+    let proxy = json!({"proxy": {"td": format!("{}/things/lamp", upstream.coap)}});
+    std::fs::write(&good, proxy.to_string()).expect("write");
+    let validated = Command::new(WOT)
+        .arg("validate")
+        .arg(&good)
+        .output()
+        .expect("runs");
+    assert!(validated.status.success(), "{validated:?}");
+    assert!(
+        String::from_utf8_lossy(&validated.stdout).contains("its remote TD fetched"),
+        "{validated:?}"
+    );
+
     // The unreachable one waits for its remote: once something serves there, it is served too.
     let _late = serve(bundled(), &gone.to_string(), dir.path(), "late-upstream");
     common::eventually(
