@@ -225,10 +225,17 @@ pub(super) async fn stream(op: &Op<'_>) -> Result<Observation, ConsumerError> {
             detail: Some("the server did not register the observation (no Observe option)".into()),
         });
     }
-    let name = op.name.unwrap_or_default().to_owned();
-    let first = response.observe;
+    let observed = Observed {
+        name: op.name.unwrap_or_default().to_owned(),
+        is_event: op.op == "subscribeevent",
+        timeout: consumer.config.timeout,
+        token,
+        first: response.observe,
+        fresh_for: fresh_for(response.max_age),
+        last_value: decoded(&request.url, &response).ok().flatten(),
+    };
     Ok(super::observation(move |tx| {
-        notifications(endpoint, request, token, name, first, tx)
+        notifications(endpoint, request, observed, tx)
     }))
 }
 
@@ -238,19 +245,80 @@ pub(crate) fn fresher(v1: u32, t1: Instant, v2: u32, t2: Instant) -> bool {
     (v1 < v2 && v2 - v1 < HALF) || (v1 > v2 && v1 - v2 > HALF) || t2 > t1 + Duration::from_secs(128)
 }
 
-async fn notifications(
-    mut endpoint: Endpoint,
-    request: Request,
-    token: Vec<u8>,
+/// What an observation task keeps besides its endpoint and request.
+struct Observed {
     name: String,
+    /// An event's registration answer is no occurrence; a property's is its value.
+    is_event: bool,
+    /// How long a re-registration may go unanswered.
+    timeout: Duration,
+    token: Vec<u8>,
     first: Option<u32>,
-    tx: NoticeSender,
-) {
-    let mut last = first.map(|v| (v, Instant::now()));
+    fresh_for: Duration,
+    /// The value last passed on (or registered with), so that a re-registration's answer is
+    /// passed on only when it is a change.
+    last_value: Option<Value>,
+}
+
+/// How long after a notification the observation is taken as current: its Max-Age (60 s when
+/// absent, RFC 7252 §5.10.5), plus a margin for the server's own notification timing.
+fn fresh_for(max_age: Option<u32>) -> Duration {
+    Duration::from_secs(u64::from(max_age.unwrap_or(60).max(1))) + Duration::from_secs(2)
+}
+
+/// A re-registration on its way: its message id, when to send it again, and when to give up.
+struct Reregistering {
+    mid: u16,
+    resend_at: Instant,
+    wait: Duration,
+    deadline: Instant,
+}
+
+/// Notices until the remote ends the observation or it is dropped. When nothing arrived for a
+/// notification's Max-Age, the client registers again with the same token (RFC 7641 §3.3.1):
+/// a server that restarted registers it anew, and one that does not answer within the
+/// consumer's timeout ends the observation with an error instead of leaving it silent forever.
+async fn notifications(mut endpoint: Endpoint, request: Request, mut observed: Observed, tx: NoticeSender) {
+    let token = std::mem::take(&mut observed.token);
+    let mut last = observed.first.map(|v| (v, Instant::now()));
+    let mut fresh_until = Instant::now() + observed.fresh_for;
+    let mut again: Option<Reregistering> = None;
     let url = request.url.clone();
     loop {
+        let wake = again
+            .as_ref()
+            .map_or(fresh_until, |a| a.resend_at.min(a.deadline));
         let packet = tokio::select! {
             received = endpoint.recv() => received,
+            () = tokio::time::sleep_until(wake) => {
+                let now = Instant::now();
+                match &mut again {
+                    Some(a) if now >= a.deadline => {
+                        let _ = tx.send(Err(ConsumerError::Timeout { url: url.to_string(), after: observed.timeout })).await;
+                        return;
+                    }
+                    Some(a) => {
+                        a.wait *= 2;
+                        a.resend_at = now + a.wait;
+                        let _ = endpoint.send(&reregistration(&request, &token, a.mid)).await;
+                    }
+                    None => {
+                        let mid = endpoint.mid();
+                        if endpoint.send(&reregistration(&request, &token, mid)).await.is_err() {
+                            // An ICMP error may surface on send: the recv branch reports it.
+                        }
+                        // The answer starts a new sequence if the server restarted.
+                        last = None;
+                        again = Some(Reregistering {
+                            mid,
+                            resend_at: now + transfer::ACK_TIMEOUT,
+                            wait: transfer::ACK_TIMEOUT,
+                            deadline: now + observed.timeout,
+                        });
+                    }
+                }
+                continue;
+            }
             () = tx.closed() => {
                 // Deregister (RFC 7641 §3.6): a GET with Observe 1 and the same token.
                 let mut off = request.clone();
@@ -270,6 +338,16 @@ async fn notifications(
             }
         };
         let kind = packet.header.get_type();
+        let answers_reregistration = again
+            .as_ref()
+            .is_some_and(|a| kind == MessageType::Acknowledgement && packet.header.message_id == a.mid);
+        if answers_reregistration && packet.header.code == coap_lite::MessageClass::Empty {
+            // A separate response follows; the server is there.
+            if let Some(a) = &mut again {
+                a.resend_at = a.deadline;
+            }
+            continue;
+        }
         if packet.get_token() != token.as_slice() {
             if kind == MessageType::Confirmable {
                 let _ = endpoint.empty(MessageType::Reset, packet.header.message_id).await;
@@ -292,14 +370,28 @@ async fn notifications(
             return;
         }
         let now = Instant::now();
+        let reregistered = again.take().is_some();
+        fresh_until = now + fresh_for(response.max_age);
         match (response.observe, last) {
             (Some(v), Some((v1, t1))) if !fresher(v1, t1, v, now) => continue,
             (Some(v), _) => last = Some((v, now)),
             (None, _) => {}
         }
-        let notice = match decoded(&url, &response) {
+        let decoded = decoded(&url, &response);
+        if reregistered && response.observe.is_some() {
+            // The answer to registering again is the current state, not an occurrence: passed
+            // on only when a property changed meanwhile.
+            let value = decoded.as_ref().ok().cloned().flatten();
+            if observed.is_event || value == observed.last_value {
+                continue;
+            }
+        }
+        if let Ok(value) = &decoded {
+            observed.last_value.clone_from(value);
+        }
+        let notice = match decoded {
             Ok(value) => Ok(Notice {
-                name: name.clone(),
+                name: observed.name.clone(),
                 value: value.unwrap_or(Value::Null),
             }),
             Err(e) => Err(e),
@@ -318,6 +410,16 @@ async fn notifications(
             return;
         }
     }
+}
+
+/// GET with Observe 0 and the observation's token, confirmable: registering again.
+fn reregistration(request: &Request, token: &[u8], mid: u16) -> coap_lite::Packet {
+    let mut again = request.clone();
+    again.observe = Some(0);
+    let mut p = packet(&again, token, None);
+    p.header.set_type(MessageType::Confirmable);
+    p.header.message_id = mid;
+    p
 }
 
 #[cfg(test)]

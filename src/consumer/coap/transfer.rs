@@ -21,7 +21,7 @@ use super::super::{Consumer, ConsumerError};
 use crate::binding::coap::block::Block;
 use crate::binding::coap::message::option;
 
-const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 const ACK_RANDOM_FACTOR: f64 = 1.5;
 const MAX_RETRANSMIT: u32 = 4;
 /// Largest answer assembled from blocks.
@@ -49,6 +49,8 @@ pub(super) struct Response {
     pub(super) content_format: Option<u16>,
     pub(super) payload: Vec<u8>,
     pub(super) observe: Option<u32>,
+    /// Max-Age (RFC 7252 §5.10.5): how long the representation stays fresh; None means 60 s.
+    pub(super) max_age: Option<u32>,
     pub(super) location: Vec<String>,
 }
 
@@ -339,6 +341,7 @@ pub(super) fn response_of(packet: Packet, url: &Url) -> Result<Response, Consume
         code_text: packet.header.get_code(),
         content_format: uint(&packet, option::CONTENT_FORMAT).and_then(|v| u16::try_from(v).ok()),
         observe: uint(&packet, option::OBSERVE),
+        max_age: uint(&packet, option::MAX_AGE),
         location,
         payload: packet.payload,
     })
@@ -661,6 +664,74 @@ mod exchange_tests {
         let (deregister, _) = receive(&server).await;
         assert_eq!(uint(&deregister, option::OBSERVE), Some(1));
         assert_eq!(deregister.get_token(), register.get_token());
+    }
+
+    #[tokio::test]
+    async fn a_silent_observation_registers_again_after_max_age_and_ends_when_unanswered() {
+        let (server, url) = peer().await;
+        let td = serde_json::json!({
+            "@context": "https://www.w3.org/2022/wot/td/v1.1", "title": "x",
+            "properties": {"p": {"type": "integer", "observable": true, "forms": [
+                {"op": "observeproperty", "href": url.as_str(), "subprotocol": "cov:observe"}
+            ]}}
+        });
+        let config = super::super::super::ConsumerConfig {
+            timeout: Duration::from_secs(3),
+            ..Default::default()
+        };
+        let thing = Consumer::new(config)
+            .unwrap()
+            .consume(td, Url::parse("http://127.0.0.1:1/").unwrap())
+            .unwrap();
+        let observing = tokio::spawn(async move { thing.observe_property("p").await });
+        let (register, from) = receive(&server).await;
+        let with_max_age = |kind, mid, seq, body: &[u8]| {
+            let mut p = Packet::from_bytes(&notification(&register, kind, mid, seq, body)).unwrap();
+            p.add_option(CoapOption::MaxAge, vec![1]);
+            p.to_bytes().unwrap()
+        };
+        server
+            .send_to(
+                &with_max_age(MessageType::Acknowledgement, register.header.message_id, 5, b"1"),
+                from,
+            )
+            .await
+            .unwrap();
+        let mut observation = observing.await.unwrap().expect("registered");
+
+        // Silence for longer than Max-Age: the same token is registered again, confirmable.
+        let (again, _) = receive(&server).await;
+        assert_eq!(uint(&again, option::OBSERVE), Some(0));
+        assert_eq!(again.get_token(), register.get_token());
+        assert_eq!(again.header.get_type(), MessageType::Confirmable);
+        // A restarted server answers with a fresh sequence and the same value: no notice.
+        server
+            .send_to(
+                &with_max_age(MessageType::Acknowledgement, again.header.message_id, 2, b"1"),
+                from,
+            )
+            .await
+            .unwrap();
+        // Then a change, with the new (lower) sequence: passed on.
+        server
+            .send_to(&with_max_age(MessageType::NonConfirmable, 77, 3, b"9"), from)
+            .await
+            .unwrap();
+        assert_eq!(
+            observation.next().await.unwrap().unwrap().value,
+            serde_json::json!(9)
+        );
+
+        // Silent again, and this time nobody answers the re-registration (sent again after
+        // ACK_TIMEOUT): the observation ends with a timeout instead of waiting forever.
+        let (third, _) = receive(&server).await;
+        assert_eq!(uint(&third, option::OBSERVE), Some(0));
+        let (resent, _) = receive(&server).await;
+        assert_eq!(resent.header.message_id, third.header.message_id);
+        match observation.next().await {
+            Some(Err(ConsumerError::Timeout { .. })) => {}
+            other => panic!("expected a timeout, got {other:?}"),
+        }
     }
 
     #[tokio::test]
