@@ -140,14 +140,7 @@ async fn sse(server: &Server, path: &str) -> common::SseReader {
 
 /// What `wot` printed on stdout (and that it succeeded).
 async fn wot(args: &[&str]) -> String {
-    let output = tokio::process::Command::new(WOT)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .await
-        .expect("wot runs");
-    assert!(output.status.success(), "{args:?}: {output:?}");
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    common::ok(&common::wot(args).await).trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

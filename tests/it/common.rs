@@ -397,3 +397,33 @@ pub fn assert_pinged_then_closed_as_dead(frames: &[(u8, Vec<u8>)]) {
     assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1008);
     assert!(String::from_utf8_lossy(&close[2..]).contains("keepalive"));
 }
+
+/// What one run of the `wot` CLI printed and how it ended.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the `wot` binary (library logs off) to its end.
+pub async fn wot(args: &[&str]) -> CliRun {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_wot"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .expect("wot runs");
+    CliRun {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The stdout of a run that succeeded without a word on stderr.
+pub fn ok(run: &CliRun) -> &str {
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.is_empty(), "{run:?}");
+    &run.stdout
+}

@@ -58,33 +58,7 @@ fn serve(extra: &[&str]) -> Server {
     }
 }
 
-/// What one run of the CLI printed and how it ended.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn wot(args: &[&str]) -> Run {
-    let output = tokio::process::Command::new(WOT)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .await
-        .expect("wot runs");
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-fn ok(run: &Run) -> &str {
-    assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stderr.is_empty(), "{run:?}");
-    &run.stdout
-}
+use common::{CliRun as Run, ok, wot};
 
 /// A failure: no data on stdout, one line on stderr starting with `wot: `, the exit code.
 fn failed(run: &Run, code: i32, says: &str) {
