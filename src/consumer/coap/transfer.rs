@@ -519,7 +519,12 @@ mod exchange_tests {
             };
             let (request, from) = receive(&server).await;
             seen_from.push(from);
-            let ack = answer(&request, MessageType::Acknowledgement, request.header.message_id, body);
+            let ack = answer(
+                &request,
+                MessageType::Acknowledgement,
+                request.header.message_id,
+                body,
+            );
             server.send_to(&ack, from).await.unwrap();
             assert_eq!(client.await.unwrap().unwrap(), body);
         }
