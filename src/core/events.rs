@@ -12,6 +12,17 @@
 //! which every subscriber receives them, and a subscriber that resumes after a sequence number
 //! (SSE `Last-Event-ID`) gets exactly what came after it: no gap, no duplicate.
 //!
+//! Memory: a hub allocates its broadcast buffer (`capacity` slots) only when the first subscriber
+//! comes, and gives it back when a publication finds nobody listening, so the thousands of things
+//! of a bridge that nobody watches cost a sequence number and a replay ring each. Creating the
+//! channel under the hub's lock keeps the sequence rules: a subscriber's position is taken under
+//! the same lock, and every number published after it goes through the channel it reads.
+//!
+//! Taps: a binding that must see every notification of every thing from the start, such as the
+//! legacy adapter's event log, registers a [`Tap`] instead of subscribing, so that a thing nobody
+//! subscribes to keeps no buffer and no task. A tap runs inside the hub's critical section (it sees
+//! notifications in sequence order, none twice, none missed), so it only copies.
+//!
 //! Reload: when a thing is replaced, its hub is *handed over* to the new thing's hub (which
 //! continues the sequence and starts with the old replay ring) and then closed. A subscription
 //! that reaches the end of a closed hub follows the hand-over when its target still means the
@@ -153,15 +164,34 @@ impl std::fmt::Debug for Handover {
     }
 }
 
+/// A synchronous observer of every notification a hub publishes, called in sequence order inside
+/// the hub's critical section: it must be short and must neither publish nor subscribe. It returns
+/// whether it wants more (false: its owner is gone and the hub forgets it).
+pub(crate) type Tap = Box<dyn Fn(&Arc<Notification>) -> bool + Send + Sync>;
+
 /// Everything a publication changes, guarded by one lock.
-#[derive(Debug)]
 struct HubState {
-    /// `None` once the hub is closed: receivers then drain what was sent and see `Closed`.
+    /// `None` while nobody subscribes (created by the first subscriber), and for good once the
+    /// hub is closed: receivers then drain what was sent and see `Closed`.
     sender: Option<broadcast::Sender<Arc<Notification>>>,
+    closed: bool,
     seq: u64,
     recent: VecDeque<Arc<Notification>>,
     /// Set when the hub is closed because its thing was replaced.
     handover: Option<Handover>,
+    taps: Vec<Tap>,
+}
+
+impl std::fmt::Debug for HubState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubState")
+            .field("subscribed", &self.sender.is_some())
+            .field("closed", &self.closed)
+            .field("seq", &self.seq)
+            .field("recent", &self.recent.len())
+            .field("taps", &self.taps.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The sending side, owned by an exposed thing.
@@ -173,15 +203,16 @@ pub(crate) struct EventHub {
 
 impl EventHub {
     pub(crate) fn new(capacity: usize) -> Self {
-        let capacity = capacity.max(1);
-        let (sender, _) = broadcast::channel(capacity);
         EventHub {
-            capacity,
+            capacity: capacity.max(1),
             state: Mutex::new(HubState {
-                sender: Some(sender),
+                sender: None,
+                closed: false,
                 seq: 0,
-                recent: VecDeque::with_capacity(REPLAY_DEPTH),
+                // Grows as notifications come, up to REPLAY_DEPTH: most things never publish.
+                recent: VecDeque::new(),
                 handover: None,
+                taps: Vec::new(),
             }),
         }
     }
@@ -195,7 +226,9 @@ impl EventHub {
         // Formatted before taking the lock: the critical section stays a few pointer moves.
         let timestamp: Arc<str> = crate::core::clock::now_rfc3339().into();
         let mut state = self.state();
-        let sender = state.sender.clone()?;
+        if state.closed {
+            return None;
+        }
         state.seq += 1;
         let notification = Arc::new(Notification {
             seq: state.seq,
@@ -208,18 +241,24 @@ impl EventHub {
             state.recent.pop_front();
         }
         state.recent.push_back(notification.clone());
-        // Sent inside the lock so that receivers get notifications in sequence order. No
-        // receivers is not an error: nobody is listening right now.
-        let _ = sender.send(notification.clone());
+        state.taps.retain(|tap| tap(&notification));
+        // Sent inside the lock so that receivers get notifications in sequence order. With no
+        // receiver left the buffer goes (it holds up to `capacity` notifications nobody will
+        // read); the next subscriber makes a new one.
+        if let Some(sender) = &state.sender
+            && sender.send(notification.clone()).is_err()
+        {
+            state.sender = None;
+        }
         Some(notification)
     }
 
     /// Subscribes to everything published from now on.
     pub(crate) fn subscribe(self: &Arc<Self>, target: Target) -> Subscription {
-        let state = self.state();
+        let mut state = self.state();
         let seen = state.seq;
         Subscription {
-            receiver: receiver_of(&state),
+            receiver: self.receiver(&mut state),
             hub: self.clone(),
             target,
             backlog: VecDeque::new(),
@@ -232,7 +271,7 @@ impl EventHub {
     /// still holds that notification. A position older than the ring starts with
     /// [`Received::Lagged`] (how many cannot be replayed); an unknown one replays nothing.
     pub(crate) fn subscribe_after(self: &Arc<Self>, target: Target, after: &SeenUpTo) -> Subscription {
-        let state = self.state();
+        let mut state = self.state();
         let position = state.recent.iter().position(|n| {
             n.seq == after.seq && after.timestamp.as_deref().is_none_or(|t| t == &*n.timestamp)
         });
@@ -260,7 +299,7 @@ impl EventHub {
         };
         let missed = missed.unwrap_or(0);
         Subscription {
-            receiver: receiver_of(&state),
+            receiver: self.receiver(&mut state),
             hub: self.clone(),
             target,
             backlog,
@@ -288,6 +327,29 @@ impl EventHub {
         let mut state = self.state();
         state.handover = successor.map(|(hub, continues)| Handover { hub, continues });
         state.sender = None;
+        state.closed = true;
+        state.taps.clear();
+    }
+
+    /// Calls `tap` with every notification published from now on, until the hub closes or
+    /// `tap` returns false. On a closed hub it is never called.
+    pub(crate) fn tap(&self, tap: Tap) {
+        let mut state = self.state();
+        if !state.closed {
+            state.taps.push(tap);
+        }
+    }
+
+    /// A receiver of the hub's broadcast, made under the hub's lock (`state`); one that is
+    /// already closed when the hub is.
+    fn receiver(&self, state: &mut HubState) -> broadcast::Receiver<Arc<Notification>> {
+        if state.closed {
+            return broadcast::channel(1).1;
+        }
+        state
+            .sender
+            .get_or_insert_with(|| broadcast::channel(self.capacity).0)
+            .subscribe()
     }
 
     /// How many notifications a subscriber may fall behind before it lags.
@@ -310,14 +372,6 @@ fn evicted_from(after: &SeenUpTo, first: &Notification) -> bool {
         Some(Some(at)) => parse(&first.timestamp).is_some_and(|first| at <= first),
         Some(None) => false,
         None => true,
-    }
-}
-
-/// A receiver of the hub's broadcast; one that is already closed when the hub is.
-fn receiver_of(state: &HubState) -> broadcast::Receiver<Arc<Notification>> {
-    match &state.sender {
-        Some(sender) => sender.subscribe(),
-        None => broadcast::channel(1).1,
     }
 }
 
@@ -404,7 +458,7 @@ impl Subscription {
         if !(handover.continues)(&self.target) {
             return Err(Ended::Changed);
         }
-        let state = handover.hub.state();
+        let mut state = handover.hub.state();
         let first = state.recent.front().map_or(state.seq + 1, |n| n.seq);
         if first > self.seen + 1 {
             self.missed_on_resume = first - self.seen - 1;
@@ -417,7 +471,7 @@ impl Subscription {
             .collect();
         // The backlog holds everything up to here that matters to this subscription.
         self.seen = state.seq;
-        self.receiver = receiver_of(&state);
+        self.receiver = handover.hub.receiver(&mut state);
         drop(state);
         self.hub = handover.hub;
         Ok(())
@@ -553,6 +607,90 @@ mod tests {
         assert_eq!(next_data(kept.recv().await), "5");
         newer.close(None);
         assert!(matches!(kept.recv().await, Received::Closed(Ended::Removed)));
+    }
+
+    fn has_buffer(hub: &EventHub) -> bool {
+        hub.state().sender.is_some()
+    }
+
+    #[tokio::test]
+    async fn the_buffer_comes_with_the_first_subscriber_and_goes_after_the_last() {
+        let hub = Arc::new(EventHub::new(8));
+        hub.publish(Topic::Event("e".into()), Bytes::from_static(b"1"));
+        assert!(!has_buffer(&hub), "nobody subscribed: no buffer");
+        let mut first = hub.subscribe(Target::AllEvents);
+        assert!(has_buffer(&hub));
+        hub.publish(Topic::Event("e".into()), Bytes::from_static(b"2"));
+        let Received::Notification(two) = first.recv().await else {
+            panic!("closed")
+        };
+        assert_eq!((two.seq, &two.data[..]), (2, &b"2"[..]));
+        drop(first);
+        // The publication that finds nobody listening gives the buffer back...
+        hub.publish(Topic::Event("e".into()), Bytes::from_static(b"3"));
+        assert!(!has_buffer(&hub));
+        // ...and the sequence and the replay ring go on without it.
+        let after = SeenUpTo {
+            seq: two.seq,
+            timestamp: Some(two.timestamp.to_string()),
+        };
+        let mut again = hub.subscribe_after(Target::AllEvents, &after);
+        hub.publish(Topic::Event("e".into()), Bytes::from_static(b"4"));
+        for (seq, data) in [(3, "3"), (4, "4")] {
+            let Received::Notification(n) = again.recv().await else {
+                panic!("closed")
+            };
+            assert_eq!((n.seq, String::from_utf8_lossy(&n.data).as_ref()), (seq, data));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_made_after_the_buffer_went_still_lags_by_the_right_count() {
+        let hub = Arc::new(EventHub::new(2));
+        drop(hub.subscribe(Target::Everything));
+        hub.publish(Topic::Event("e".into()), Bytes::from_static(b"0"));
+        let mut slow = hub.subscribe(Target::Everything);
+        for i in 1..=5 {
+            hub.publish(Topic::Event("e".into()), Bytes::from(i.to_string()));
+        }
+        assert!(matches!(slow.recv().await, Received::Lagged(3)));
+        assert_eq!(next_data(slow.recv().await), "4");
+    }
+
+    #[tokio::test]
+    async fn a_closed_hub_makes_no_buffer_and_ends_new_subscriptions() {
+        let hub = Arc::new(EventHub::new(8));
+        hub.close(None);
+        let mut late = hub.subscribe(Target::Everything);
+        assert!(!has_buffer(&hub));
+        assert!(matches!(late.recv().await, Received::Closed(Ended::Removed)));
+    }
+
+    #[test]
+    fn taps_see_every_notification_in_order_until_they_or_the_hub_stop() {
+        let hub = EventHub::new(8);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let all = seen.clone();
+        hub.tap(Box::new(move |n| {
+            all.lock().unwrap().push(n.seq);
+            true
+        }));
+        let once = Arc::new(Mutex::new(0));
+        let counted = once.clone();
+        hub.tap(Box::new(move |_| {
+            *counted.lock().unwrap() += 1;
+            false
+        }));
+        for i in 0..3 {
+            hub.publish(Topic::Property("p".into()), Bytes::from(i.to_string()));
+        }
+        assert_eq!(*seen.lock().unwrap(), [1, 2, 3]);
+        assert_eq!(*once.lock().unwrap(), 1, "a tap that said false is forgotten");
+        assert!(!has_buffer(&hub), "a tap is no subscriber");
+        hub.close(None);
+        hub.tap(Box::new(|_| panic!("a closed hub calls no tap")));
+        assert!(hub.publish(Topic::Property("p".into()), Bytes::new()).is_none());
+        assert_eq!(seen.lock().unwrap().len(), 3);
     }
 
     #[tokio::test]

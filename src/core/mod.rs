@@ -27,7 +27,7 @@ pub(crate) mod thing;
 
 pub use actions::{ActionLimits, ActionStatus, Failure, Status};
 pub use error::{AffordanceKind, Error, ErrorKind, Result, SchemaViolation};
-pub(crate) use events::EncodingSlot;
+pub(crate) use events::{EncodingSlot, Tap};
 pub use events::{Ended, Notification, Received, SeenUpTo, Subscription, Target, Topic};
 pub use operation::{Operation, Reply};
 pub use remote::{Remote, RemoteFuture};

@@ -7,19 +7,29 @@
 //! reads, and integer values normalised so `5.0` is stored and emitted as `5`.
 //! It must not know about any binding or about where values come from.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
 use serde_json::{Map, Value};
 
 use super::error::{Error, SchemaViolation};
 
-/// A compiled DataSchema.
-pub struct DataSchema {
+/// A compiled DataSchema. Cloning shares it.
+///
+/// Compiled validators are shared by the schema's JSON text: a bridge's thousand lamps of one
+/// kind have a thousand identical brightness schemas and one validator (a compiled validator
+/// takes kilobytes; the text that finds it, a few hundred bytes, once per distinct schema).
+#[derive(Clone)]
+pub struct DataSchema(Arc<Compiled>);
+
+struct Compiled {
     raw: Value,
     validator: jsonschema::Validator,
 }
 
 impl std::fmt::Debug for DataSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataSchema").field("raw", &self.raw).finish()
+        f.debug_struct("DataSchema").field("raw", &self.0.raw).finish()
     }
 }
 
@@ -27,19 +37,60 @@ impl std::fmt::Debug for DataSchema {
 /// PropertyAffordance is an InteractionAffordance and a DataSchema at once).
 const AFFORDANCE_ONLY_KEYS: &[&str] = &["forms", "observable", "uriVariables", "titles", "descriptions"];
 
+/// Annotations that no validation, normalisation or readOnly/writeOnly rule reads: left out of
+/// the schema at its top level so that affordances told apart only by them share a validator.
+const ANNOTATIONS: &[&str] = &["title", "description", "@type", "unit", "$comment"];
+
+/// The compiled schemas alive, by JSON text. Entries of dropped schemas are swept when the map
+/// has doubled since the last sweep, so it holds at most twice the distinct schemas alive.
+struct Interner {
+    by_text: HashMap<String, Weak<Compiled>>,
+    sweep_at: usize,
+}
+
+static INTERNER: Mutex<Option<Interner>> = Mutex::new(None);
+
+fn interned(text: &str) -> Option<Arc<Compiled>> {
+    let interner = INTERNER.lock().unwrap_or_else(|p| p.into_inner());
+    interner.as_ref()?.by_text.get(text)?.upgrade()
+}
+
+/// Keeps `compiled` under `text`, unless a schema with that text was kept meanwhile: then that one.
+fn intern(text: String, compiled: Arc<Compiled>) -> Arc<Compiled> {
+    let mut guard = INTERNER.lock().unwrap_or_else(|p| p.into_inner());
+    let interner = guard.get_or_insert_with(|| Interner {
+        by_text: HashMap::new(),
+        sweep_at: 64,
+    });
+    if let Some(kept) = interner.by_text.get(&text).and_then(Weak::upgrade) {
+        return kept;
+    }
+    interner.by_text.insert(text, Arc::downgrade(&compiled));
+    if interner.by_text.len() >= interner.sweep_at {
+        interner.by_text.retain(|_, c| c.strong_count() > 0);
+        interner.sweep_at = (2 * interner.by_text.len()).max(64);
+    }
+    compiled
+}
+
 impl DataSchema {
     /// Compiles a TD DataSchema. Fails when the schema itself is not valid JSON Schema; the
     /// violation's pointer is relative to the schema.
     pub fn compile(raw: &Value) -> Result<Self, SchemaViolation> {
         let mut schema = raw.clone();
         if let Value::Object(map) = &mut schema {
-            for key in AFFORDANCE_ONLY_KEYS {
+            for key in AFFORDANCE_ONLY_KEYS.iter().chain(ANNOTATIONS) {
                 map.remove(*key);
             }
             // readOnly/writeOnly on the affordance itself are handled by the operation check.
             map.remove("readOnly");
             map.remove("writeOnly");
         }
+        let text = schema.to_string();
+        if let Some(compiled) = interned(&text) {
+            return Ok(DataSchema(compiled));
+        }
+        // Compiled outside the interner's lock; two threads compiling the same text keep one.
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft7)
             .build(&schema)
@@ -48,55 +99,57 @@ impl DataSchema {
                 rule: e.kind().keyword().to_owned(),
                 message: format!("invalid DataSchema: {e}"),
             })?;
-        Ok(DataSchema {
+        let compiled = Arc::new(Compiled {
             raw: schema,
             validator,
-        })
+        });
+        Ok(DataSchema(intern(text, compiled)))
     }
 
-    /// The schema as written in the model.
+    /// The schema it validates with: the model's, without the affordance's own terms and the
+    /// annotations at its top level.
     pub fn raw(&self) -> &Value {
-        &self.raw
+        &self.0.raw
     }
 
     /// Validates a value that a client wants to write or send as input. On success returns the
     /// value normalised (integers without fraction).
     pub fn check_write(&self, value: Value) -> Result<Value, Error> {
-        if let Some(err) = self.validator.iter_errors(&value).next() {
+        if let Some(err) = self.0.validator.iter_errors(&value).next() {
             return Err(Error::Schema(SchemaViolation {
                 pointer: err.instance_path().to_string(),
                 rule: err.kind().keyword().to_owned(),
                 message: err.to_string(),
             }));
         }
-        if let Some(pointer) = find_read_only_member(&self.raw, &value, String::new()) {
+        if let Some(pointer) = find_read_only_member(&self.0.raw, &value, String::new()) {
             return Err(Error::Schema(SchemaViolation {
                 message: format!("member {pointer} is read-only and cannot be written"),
                 pointer,
                 rule: "readOnly".into(),
             }));
         }
-        Ok(normalise_integers(&self.raw, value))
+        Ok(normalise_integers(&self.0.raw, value))
     }
 
     /// Validates without the write-side rules (used for values produced by the thing itself).
     pub fn is_valid(&self, value: &Value) -> bool {
-        self.validator.is_valid(value)
+        self.0.validator.is_valid(value)
     }
 
     /// Normalises a value the thing produced (integers emitted without fraction).
     pub(crate) fn normalise(&self, value: Value) -> Value {
-        normalise_integers(&self.raw, value)
+        normalise_integers(&self.0.raw, value)
     }
 
     /// True when reads must hide nested writeOnly members.
     pub(crate) fn has_write_only_members(&self) -> bool {
-        has_nested(&self.raw, "writeOnly")
+        has_nested(&self.0.raw, "writeOnly")
     }
 
     /// Removes nested writeOnly members from a value about to be read.
     pub(crate) fn strip_write_only(&self, value: &mut Value) {
-        strip_write_only(&self.raw, value);
+        strip_write_only(&self.0.raw, value);
     }
 }
 
@@ -193,6 +246,49 @@ mod tests {
             Err(Error::Schema(v)) => v,
             other => panic!("expected a violation, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn identical_schemas_share_one_validator_while_one_is_alive() {
+        let brightness = |title: &str| {
+            json!({"title": title, "description": "level", "@type": "x:Level", "unit": "percent",
+                   "observable": true, "type": "integer", "minimum": 0, "maximum": 100})
+        };
+        let a = DataSchema::compile(&brightness("Kitchen")).unwrap();
+        let b = DataSchema::compile(&brightness("Hall")).unwrap();
+        assert!(
+            Arc::ptr_eq(&a.0, &b.0),
+            "annotations alone do not make another schema"
+        );
+        let other = DataSchema::compile(&json!({"type": "integer", "minimum": 1, "maximum": 100})).unwrap();
+        assert!(!Arc::ptr_eq(&a.0, &other.0));
+        // Shared, each still validates as its own.
+        assert!(matches!(b.check_write(json!(101)), Err(Error::Schema(_))));
+        assert!(matches!(other.check_write(json!(0)), Err(Error::Schema(_))));
+        assert_eq!(b.check_write(json!(0)).unwrap(), json!(0));
+        // Once every holder is gone the validator goes too; the next compile makes a new one.
+        let text = a.raw().to_string();
+        drop((a, b));
+        assert!(interned(&text).is_none());
+        assert!(
+            DataSchema::compile(&brightness("Porch"))
+                .unwrap()
+                .is_valid(&json!(5))
+        );
+    }
+
+    #[test]
+    fn the_interner_keeps_no_more_than_twice_the_schemas_alive() {
+        let alive: Vec<DataSchema> = (0..10)
+            .map(|i| DataSchema::compile(&json!({"type": "integer", "maximum": 1_000_000 + i})).unwrap())
+            .collect();
+        for i in 0..1000 {
+            drop(DataSchema::compile(&json!({"type": "integer", "maximum": 2_000_000 + i})).unwrap());
+        }
+        let kept = INTERNER.lock().unwrap().as_ref().unwrap().by_text.len();
+        // Other tests compile at the same time; their schemas count as alive too.
+        assert!(kept < 200, "{kept} entries kept");
+        assert!(alive.iter().all(|s| s.is_valid(&json!(1))));
     }
 
     #[test]

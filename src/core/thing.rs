@@ -507,6 +507,13 @@ impl ExposedThing {
         })
     }
 
+    /// Calls `tap` with every notification this thing publishes from now on, in sequence order,
+    /// without a subscription (see `core::events`, taps). It ends with the thing: a tap does not
+    /// follow a replacement, and one put on a thing already replaced or removed is never called.
+    pub(crate) fn tap(&self, tap: crate::core::Tap) {
+        self.hub.tap(tap);
+    }
+
     /// How many notifications a subscriber may fall behind before it lags.
     pub(crate) fn notification_capacity(&self) -> usize {
         self.hub.capacity()

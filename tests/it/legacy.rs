@@ -621,6 +621,35 @@ async fn bad_action_requests_are_refused_before_queueing() {
 }
 
 #[tokio::test]
+async fn events_are_logged_from_the_start_without_any_listener() {
+    let running = common::start().await;
+    let client = common::client();
+    let base = running.http_url();
+    let lamp = running.servient.thing("lamp").unwrap();
+    // No hub has asked for anything yet: the log still has every event, at once, in order.
+    for level in [3, 1, 2] {
+        lamp.emit_event("faded", Some(json!(level))).unwrap();
+    }
+    let (_, log) = get_json(&client, &format!("{base}/webthing/lamp/events")).await;
+    let levels: Vec<Value> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["faded"]["data"].clone())
+        .collect();
+    assert_eq!(levels, [json!(3), json!(1), json!(2)]);
+    // Bounded: the oldest go first.
+    for level in 0..100 {
+        lamp.emit_event("faded", Some(json!(level))).unwrap();
+    }
+    let (_, log) = get_json(&client, &format!("{base}/webthing/lamp/events")).await;
+    let log = log.as_array().unwrap();
+    assert_eq!(log.len(), 64);
+    assert_eq!(log[0]["faded"]["data"], json!(36));
+    running.stop().await;
+}
+
+#[tokio::test]
 async fn event_timestamps_are_unique_even_in_one_millisecond() {
     let running = common::start().await;
     let client = common::client();

@@ -17,7 +17,7 @@ pub(crate) mod socket;
 pub(crate) mod wire;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use actix_web::web;
 use bytes::Bytes;
@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use crate::core::{EncodingSlot, Error, ExposedThing, Notification, Received, Servient, Target, Topic};
+use crate::core::{EncodingSlot, Error, ExposedThing, Notification, Servient, Topic};
 use queue::{ActionQueue, Record, Runner};
 
 /// Event occurrences kept per thing for `GET .../events` (the Gateway polls it every 5 s).
@@ -37,31 +37,52 @@ pub(crate) const MAX_ADAPTER_RUNS: usize = 64;
 /// Largest WebSocket message and request body accepted.
 pub(crate) const MAX_MESSAGE: usize = 64 * 1024;
 
+/// Buffered `actionStatus` messages per thing before a slow legacy socket lags.
+const STATUS_BUFFER: usize = 256;
+
 /// The adapter's view of one thing.
+///
+/// What only a hub's request needs is made by the first one (the description template, the
+/// `actionStatus` channel): a bridge's thousands of things cost little until a hub looks at
+/// them. The event log is kept from the start, through a tap on the thing rather than a
+/// subscription, so it holds no broadcast buffer or task either.
 pub(crate) struct LegacyThing {
     pub(crate) thing: Arc<ExposedThing>,
-    template: Value,
+    template: OnceLock<Value>,
     clock: wire::StampClock,
     events: Mutex<VecDeque<(Arc<str>, Bytes)>>,
     queue: Mutex<ActionQueue>,
-    /// `actionStatus` messages of actions requested here (to every legacy socket of the thing).
-    statuses: broadcast::Sender<Bytes>,
+    /// `actionStatus` messages of actions requested here (to every legacy socket of the thing),
+    /// made when the first socket subscribes.
+    statuses: OnceLock<broadcast::Sender<Bytes>>,
 }
 
 impl LegacyThing {
-    fn new(thing: Arc<ExposedThing>, security: &(Value, Value)) -> Self {
-        LegacyThing {
-            template: describe::template(&thing, security),
+    fn new(thing: Arc<ExposedThing>) -> Arc<Self> {
+        let legacy = Arc::new(LegacyThing {
+            template: OnceLock::new(),
             thing,
             clock: wire::StampClock::default(),
-            events: Mutex::new(VecDeque::with_capacity(EVENT_LOG)),
+            events: Mutex::new(VecDeque::new()),
             queue: Mutex::new(ActionQueue::new(ACTION_QUEUE)),
-            statuses: broadcast::channel(256).0,
+            statuses: OnceLock::new(),
+        });
+        if !legacy.thing.events.is_empty() {
+            // Weak: the thing owns the tap, and the adapter owns the thing.
+            let log = Arc::downgrade(&legacy);
+            legacy.thing.tap(Box::new(move |n| keep_event_log(&log, n)));
         }
+        legacy
     }
 
     pub(crate) fn slug(&self) -> &str {
         &self.thing.slug
+    }
+
+    /// The origin-independent description (see `describe::for_origin`).
+    pub(crate) fn template(&self, security: &(Value, Value)) -> &Value {
+        self.template
+            .get_or_init(|| describe::template(&self.thing, security))
     }
 
     fn queue(&self) -> std::sync::MutexGuard<'_, ActionQueue> {
@@ -142,12 +163,16 @@ impl LegacyThing {
     }
 
     fn announce(&self, record: &Record) {
+        // No socket has ever subscribed: nobody to tell.
+        let Some(statuses) = self.statuses.get() else {
+            return;
+        };
         let frame = wire::message(
             "actionStatus",
             record.describe(self.slug()).to_string().as_bytes(),
         );
         // Nobody listening is fine.
-        let _ = self.statuses.send(frame);
+        let _ = statuses.send(frame);
     }
 
     /// Queues an action request (`POST .../actions` or WebSocket `requestAction`); `params` is
@@ -288,7 +313,9 @@ impl LegacyThing {
     }
 
     pub(crate) fn subscribe_statuses(&self) -> broadcast::Receiver<Bytes> {
-        self.statuses.subscribe()
+        self.statuses
+            .get_or_init(|| broadcast::channel(STATUS_BUFFER).0)
+            .subscribe()
     }
 }
 
@@ -308,10 +335,8 @@ pub(crate) struct LegacyState {
     pub(crate) servient: Arc<Servient>,
     /// The adapter of each thing the servient exposes, kept in step with it (hot reload).
     things: RwLock<HashMap<String, Arc<LegacyThing>>>,
-    /// The event-log task of each thing with events.
-    logs: Mutex<HashMap<String, JoinHandle<()>>>,
     /// `securityDefinitions` and `security` every description states.
-    security: (Value, Value),
+    pub(crate) security: (Value, Value),
     /// `--base-url`; when None, the request's scheme and Host give the origin.
     pub(crate) base_url: Option<String>,
     /// The pool of SSE streams and sockets shared with the other bindings of the HTTP port.
@@ -341,33 +366,21 @@ impl LegacyState {
             .collect()
     }
 
-    /// Brings the adapters in line with the servient: a thing added gets an adapter (and an
-    /// event log), a thing removed or replaced loses its own. Must run inside a tokio runtime.
+    /// Brings the adapters in line with the servient: a thing added gets an adapter (with its
+    /// event log), a thing removed or replaced loses its own.
     fn sync(&self) {
         let current = self.servient.things();
         let mut things = self.things.write().unwrap_or_else(|p| p.into_inner());
-        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        // By slug, not by scanning `current` per adapter: a bridge has tens of thousands.
+        let live: HashMap<&str, &Arc<ExposedThing>> = current.iter().map(|t| (t.slug.as_str(), t)).collect();
         things.retain(|slug, legacy| {
-            let live = current.iter().any(|t| Arc::ptr_eq(t, &legacy.thing));
-            if !live && let Some(log) = logs.remove(slug) {
-                log.abort();
-            }
-            live
+            live.get(slug.as_str())
+                .is_some_and(|t| Arc::ptr_eq(t, &legacy.thing))
         });
-        for thing in current {
-            if things.contains_key(&thing.slug) {
-                continue;
+        for thing in &current {
+            if !things.contains_key(&thing.slug) {
+                things.insert(thing.slug.clone(), LegacyThing::new(thing.clone()));
             }
-            let legacy = Arc::new(LegacyThing::new(thing.clone(), &self.security));
-            if !thing.events.is_empty()
-                && let Ok(subscription) = thing.subscribe(Target::AllEvents)
-            {
-                logs.insert(
-                    thing.slug.clone(),
-                    tokio::spawn(keep_event_log(legacy.clone(), subscription)),
-                );
-            }
-            things.insert(thing.slug.clone(), legacy);
         }
     }
 }
@@ -395,7 +408,6 @@ impl Legacy {
         let state = web::Data::new(LegacyState {
             servient,
             things: RwLock::default(),
-            logs: Mutex::default(),
             security: security.clone(),
             base_url: base_url.map(|b| b.trim_end_matches('/').to_owned()),
             subscribers,
@@ -420,29 +432,21 @@ impl Legacy {
         move |cfg: &mut web::ServiceConfig| routes::configure(cfg, state.clone())
     }
 
-    /// Stops following the servient and the event-log tasks.
+    /// Stops following the servient.
     pub(crate) fn stop(self) {
         self.follower.abort();
-        let mut logs = self.state.logs.lock().unwrap_or_else(|p| p.into_inner());
-        for (_, log) in logs.drain() {
-            log.abort();
-        }
     }
 }
 
-async fn keep_event_log(legacy: Arc<LegacyThing>, mut subscription: crate::core::Subscription) {
-    loop {
-        match subscription.recv().await {
-            Received::Notification(n) => {
-                if let Topic::Event(name) = &n.topic {
-                    let frame = legacy.frame(&n);
-                    legacy.log_event(name.clone(), wire::event_object_of(&frame));
-                }
-            }
-            Received::Lagged(missed) => {
-                tracing::warn!(thing = legacy.slug(), missed, "legacy event log fell behind");
-            }
-            Received::Closed(_) => break,
-        }
+/// The event log's tap: logs an event (its frame, made here, is the one the legacy sockets
+/// send, so an event has one timestamp everywhere); false once the adapter is gone.
+fn keep_event_log(legacy: &Weak<LegacyThing>, n: &Arc<Notification>) -> bool {
+    let Some(legacy) = legacy.upgrade() else {
+        return false;
+    };
+    if let Topic::Event(name) = &n.topic {
+        let frame = legacy.frame(n);
+        legacy.log_event(name.clone(), wire::event_object_of(&frame));
     }
+    true
 }

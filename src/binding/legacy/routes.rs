@@ -111,7 +111,7 @@ async fn list(state: State, req: HttpRequest) -> Result {
     let all: Vec<Value> = state
         .all()
         .iter()
-        .map(|t| describe::for_origin(&t.template, t.slug(), &origin))
+        .map(|t| describe::for_origin(t.template(&state.security), t.slug(), &origin))
         .collect();
     Ok(json(StatusCode::OK, Value::Array(all).to_string()))
 }
@@ -134,7 +134,11 @@ async fn thing(state: State, req: HttpRequest, path: web::Path<String>) -> Resul
         let watches = (state.shutdown.clone(), state.servient.watch_changes());
         return socket::open(&req, legacy, permit, watches, state.ping_interval);
     }
-    let d = describe::for_origin(&legacy.template, legacy.slug(), &origin(&state, &req));
+    let d = describe::for_origin(
+        legacy.template(&state.security),
+        legacy.slug(),
+        &origin(&state, &req),
+    );
     Ok(json(StatusCode::OK, d.to_string()))
 }
 
