@@ -148,7 +148,19 @@ struct ServeArgs {
     /// CoAP port; 0 = any free port.
     #[arg(long, default_value_t = 5683)]
     coap_port: u16,
-    /// Do not serve CoAP.
+    /// coaps (CoAP over DTLS 1.2) port; 0 = any free port. coaps runs when there is a
+    /// pre-shared key: --coap-psk, --coap-psk-file, or the one derived from --auth.
+    #[arg(long, default_value_t = 5684)]
+    coaps_port: u16,
+    /// A pre-shared key coaps accepts, IDENTITY:KEY (the key is the text after the first ':');
+    /// repeat for several. A client with one may do what HTTP with credentials may.
+    #[arg(long = "coap-psk", value_name = "IDENTITY:KEY", value_parser = wot_runtime::binding::coap::Psk::parse)]
+    coap_psks: Vec<wot_runtime::binding::coap::Psk>,
+    /// A file of IDENTITY:KEY lines (blank lines and lines starting with # skipped), as
+    /// --coap-psk.
+    #[arg(long, value_name = "PATH")]
+    coap_psk_file: Option<PathBuf>,
+    /// Do not serve CoAP (nor coaps).
     #[arg(long)]
     no_coap: bool,
     /// Do not announce over mDNS (also keeps CoAP off the multicast groups).
@@ -178,8 +190,9 @@ struct ServeArgs {
     /// basic:USER:PASSWORD. Secrets are kept hashed and never logged.
     #[arg(long, value_name = "SPEC")]
     auth: Option<String>,
-    /// With --auth: what CoAP (which has no secure transport here) serves to anyone: read,
-    /// observe, read,observe or none. Writes and invocations can never be opened.
+    /// With --auth: what plain coap:// (which carries no credentials) serves to anyone: read,
+    /// observe, read,observe or none. Writes and invocations can never be opened there; coaps
+    /// sessions with a pre-shared key may do everything.
     #[arg(long, value_name = "KINDS", default_value = "none", value_parser = wot_runtime::binding::coap::Opened::parse)]
     coap_open: wot_runtime::binding::coap::Opened,
     /// Also accept requests whose Host is this name (DNS rebinding protection); repeat for several.
@@ -617,11 +630,26 @@ fn serve_config(args: &ServeArgs) -> Result<Config, ExitCode> {
         ));
     }
     let security = security(args).map_err(|e| fail(e, ExitCode::from(2)))?;
+    let mut keys = args.coap_psks.clone();
+    if let Some(path) = &args.coap_psk_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(format!("{}: {e}", path.display()), ExitCode::from(2)))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let psk = wot_runtime::binding::coap::Psk::parse(line)
+                .map_err(|e| fail(format!("{}:{}: {e}", path.display(), n + 1), ExitCode::from(2)))?;
+            keys.push(psk);
+        }
+    }
     Ok(Config {
         security,
         host: args.host,
         http_port: args.http_port,
         coap_port: args.coap_port,
+        coaps_port: args.coaps_port,
         no_coap: args.no_coap,
         no_mdns: args.no_mdns,
         no_coap_multicast: args.no_coap_multicast,
@@ -639,6 +667,10 @@ fn serve_config(args: &ServeArgs) -> Result<Config, ExitCode> {
         },
         coap: wot_runtime::binding::coap::CoapConfig {
             open: args.coap_open,
+            dtls: wot_runtime::binding::coap::DtlsConfig {
+                keys,
+                ..Default::default()
+            },
             ..Default::default()
         },
         ws: WsConfig {
@@ -831,6 +863,7 @@ fn validate_one(file: &Path) -> Result<&'static str, Vec<Problem>> {
     let origins = Origins {
         http: Some("http://localhost:8080".into()),
         coap: None,
+        coaps: None,
     };
     let td = publisher
         .build(&hosted.thing, &origins)

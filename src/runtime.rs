@@ -40,6 +40,10 @@ pub struct Config {
     pub http_port: u16,
     /// The CoAP port (0: any free one).
     pub coap_port: u16,
+    /// The coaps (CoAP over DTLS) port (0: any free one). coaps runs with CoAP when it has a
+    /// pre-shared key: `coap.dtls.keys`, or the one derived from `--auth`
+    /// ([`crate::security::Auth::coaps_key`]).
+    pub coaps_port: u16,
     /// Do not run CoAP.
     pub no_coap: bool,
     /// Do not announce over mDNS (also keeps CoAP off the multicast groups).
@@ -99,6 +103,7 @@ impl Default for Config {
             host: IpAddr::from([0, 0, 0, 0]),
             http_port: 8080,
             coap_port: 5683,
+            coaps_port: 5684,
             no_coap: false,
             no_mdns: false,
             no_coap_multicast: false,
@@ -127,6 +132,7 @@ impl Config {
             host: IpAddr::from([127, 0, 0, 1]),
             http_port: 0,
             coap_port: 0,
+            coaps_port: 0,
             no_coap: true,
             no_mdns: true,
             workers: 1,
@@ -146,6 +152,8 @@ pub struct Running {
     tls: bool,
     /// The CoAP unicast address, when CoAP runs.
     pub coap_addr: Option<SocketAddr>,
+    /// The coaps (DTLS) address, when coaps runs.
+    pub coaps_addr: Option<SocketAddr>,
     coap: Option<CoapServer>,
     http: actix_web::dev::ServerHandle,
     http_task: JoinHandle<std::io::Result<()>>,
@@ -170,6 +178,9 @@ pub enum StartError {
         /// What the system said.
         source: std::io::Error,
     },
+    /// The coaps (DTLS) layer could not be set up.
+    #[error("coaps: {0}")]
+    Coaps(#[source] coap::DtlsSetupError),
     /// An id could not be kept in the state store.
     #[error("state store: {0}")]
     State(#[source] crate::state::StoreError),
@@ -204,10 +215,26 @@ fn origin_host(origin: &str) -> Option<&str> {
 /// The CoAP origin TD forms use: the `--base-url` host when one is given, else the bound
 /// address made connectable.
 fn coap_origin(base_url: Option<&str>, addr: SocketAddr) -> String {
+    scheme_origin("coap", base_url, addr)
+}
+
+fn scheme_origin(scheme: &str, base_url: Option<&str>, addr: SocketAddr) -> String {
     match base_url.and_then(origin_host) {
-        Some(host) => format!("coap://{host}:{}", addr.port()),
-        None => origin("coap", addr),
+        Some(host) => format!("{scheme}://{host}:{}", addr.port()),
+        None => origin(scheme, addr),
     }
+}
+
+/// The coaps keys: those configured, then the one derived from `--auth`.
+fn coaps_config(config: &Config) -> coap::DtlsConfig {
+    let mut dtls = config.coap.dtls.clone();
+    if let Some(auth) = &config.security.auth {
+        let (identity, key) = auth.coaps_key();
+        if !dtls.keys.iter().any(|k| k.identity == identity) {
+            dtls.keys.push(coap::Psk { identity, key });
+        }
+    }
+    dtls
 }
 
 impl Running {
@@ -234,9 +261,18 @@ impl Running {
             Some(_) => Access::Restricted(config.coap.open),
             None => Access::Open,
         };
-        let publisher = publisher(&config, listeners.coap.is_some().then_some(coap_access));
+        let coaps_identity = listeners
+            .coaps_runs()
+            .then(|| coaps_config(&config).keys)
+            .and_then(|keys| (keys.len() == 1).then(|| keys[0].identity.clone()));
+        let publisher = publisher(
+            &config,
+            listeners.coap.is_some().then_some(coap_access),
+            listeners.coaps_runs().then_some(coaps_identity),
+        );
         let parts = Parts {
             coap_origin: listeners.coap_origin(base_url.as_deref()),
+            coaps_origin: listeners.coaps_origin(base_url.as_deref()),
             host: Arc::new(Host::new(servient.clone(), Arc::new(publisher), ids)),
             servient,
             base_url,
@@ -259,12 +295,17 @@ impl Running {
         let http_task = tokio::spawn(server);
         let http_addr = listeners.http_addr;
         let coap_addr = listeners.coap.as_ref().and_then(|b| b.addrs.first().copied());
+        let coaps_addr = listeners
+            .coap
+            .as_ref()
+            .and_then(|b| b.secure_addrs.first().copied());
         let coap = listeners
             .coap
             .map(|bound| start_coap(bound, &config, coap_access, &parts, http_addr));
         let ports = discovery::Ports {
             http: http_addr.port(),
             coap: coap_addr.map(|a| a.port()),
+            coaps: coaps_addr.map(|a| a.port()),
             tls: config.security.tls.is_some(),
         };
         let mdns = (!config.no_mdns)
@@ -276,6 +317,7 @@ impl Running {
             http_addr,
             tls: config.security.tls.is_some(),
             coap_addr,
+            coaps_addr,
             coap,
             http,
             http_task,
@@ -297,11 +339,19 @@ impl Running {
         self.coap_addr.map(|a| origin("coap", a))
     }
 
+    /// The coaps (CoAP over DTLS) origin, when it runs.
+    pub fn coaps_url(&self) -> Option<String> {
+        self.coaps_addr.map(|a| origin("coaps", a))
+    }
+
     /// The one JSON line `wot serve` prints when every listener is bound.
     pub fn ready_line(&self) -> String {
         let mut line = json!({"event": "ready", "http": self.http_url()});
         if let Some(coap) = self.coap_url() {
             line["coap"] = json!(coap);
+        }
+        if let Some(coaps) = self.coaps_url() {
+            line["coaps"] = json!(coaps);
         }
         line["things"] = json!(self.servient.slugs());
         line.to_string()
@@ -353,16 +403,20 @@ impl Listeners {
         let coap = if config.no_coap {
             None
         } else {
-            let addr = SocketAddr::new(config.host, config.coap_port);
-            Some(
-                coap::bind(config.host, config.coap_port, config.coap.loops).map_err(|source| {
-                    StartError::Bind {
-                        what: "CoAP",
-                        addr,
-                        source,
-                    }
-                })?,
-            )
+            let dtls = coaps_config(config);
+            let secure = (!dtls.keys.is_empty()).then_some((config.coaps_port, &dtls));
+            let bound = coap::bind(config.host, config.coap_port, config.coap.loops, secure);
+            Some(bound.map_err(|(secure, e)| {
+                let (what, port) = match secure {
+                    true => ("coaps", config.coaps_port),
+                    false => ("CoAP", config.coap_port),
+                };
+                let addr = SocketAddr::new(config.host, port);
+                match e {
+                    coap::BindError::Io(source) => StartError::Bind { what, addr, source },
+                    coap::BindError::Dtls(e) => StartError::Coaps(e),
+                }
+            })?)
         };
         let http_at = SocketAddr::new(config.host, config.http_port);
         let bind_error = |source| StartError::Bind {
@@ -385,6 +439,16 @@ impl Listeners {
         let addr = self.coap.as_ref()?.addrs.first()?;
         Some(coap_origin(base_url, *addr))
     }
+
+    fn coaps_runs(&self) -> bool {
+        self.coap.as_ref().is_some_and(|b| !b.secure_addrs.is_empty())
+    }
+
+    /// The coaps origin TD forms use, when coaps runs.
+    fn coaps_origin(&self, base_url: Option<&str>) -> Option<String> {
+        let addr = self.coap.as_ref()?.secure_addrs.first()?;
+        Some(scheme_origin("coaps", base_url, *addr))
+    }
 }
 
 /// What the parts of a starting runtime share once its listeners are bound.
@@ -395,6 +459,7 @@ struct Parts {
     /// `--base-url` without its trailing slash.
     base_url: Option<String>,
     coap_origin: Option<String>,
+    coaps_origin: Option<String>,
     /// The id of the directory TD (`/.well-known/wot`, CoAP's too).
     directory_id: String,
     /// Turns true when the runtime stops: streams and sockets end.
@@ -416,6 +481,7 @@ fn start_http(
         publisher: parts.host.publisher.clone(),
         base_url: parts.base_url.clone(),
         coap_origin: parts.coap_origin.clone(),
+        coaps_origin: parts.coaps_origin.clone(),
         directory_id: parts.directory_id.clone(),
         body_limit: config.body_limit,
         keepalive: config.sse_keepalive,
@@ -486,6 +552,7 @@ fn start_coap(
                 .unwrap_or_else(|| origin("http", http_addr)),
         ),
         coap: parts.coap_origin.clone(),
+        coaps: parts.coaps_origin.clone(),
     };
     let mut coap_config = CoapConfig {
         multicast: !config.no_mdns && !config.no_coap_multicast,
@@ -503,8 +570,9 @@ fn start_coap(
 }
 
 /// The TD publisher: forms of HTTP, WebSocket and (when it runs, with `coap_access`) CoAP, and
-/// the security of `--auth` (opened CoAP forms naming theirs: none).
-fn publisher(config: &Config, coap_access: Option<Access>) -> TdPublisher {
+/// the security of `--auth` (opened CoAP forms naming theirs: none). `coaps`: coaps runs, with
+/// the one PSK identity its forms name (none when there are several).
+fn publisher(config: &Config, coap_access: Option<Access>, coaps: Option<Option<String>>) -> TdPublisher {
     let mut providers: Vec<Arc<dyn FormProvider>> = vec![Arc::new(HttpForms), Arc::new(WsForms)];
     if let Some(access) = coap_access {
         providers.push(Arc::new(CoapForms::new(access)));
@@ -518,10 +586,20 @@ fn publisher(config: &Config, coap_access: Option<Access>) -> TdPublisher {
     }
     providers.extend(config.adapters.iter().filter_map(|a| a.forms()));
     let publisher = TdPublisher::new(providers);
-    let Some(auth) = &config.security.auth else {
-        return publisher;
+    let (mut definitions, security) = match &config.security.auth {
+        Some(auth) => auth.td_security(),
+        None if coaps.is_some() => crate::td::nosec(),
+        None => return publisher,
     };
-    let (mut definitions, security) = auth.td_security();
+    // coaps forms name the pre-shared-key scheme (TD 1.1 PSKSecurityScheme).
+    if let (Some(identity), Some(defs)) = (coaps, definitions.as_object_mut()) {
+        let mut psk = json!({"scheme": "psk",
+            "description": "CoAP over DTLS 1.2 with a pre-shared key (TLS_PSK_WITH_AES_128_CCM_8)"});
+        if let Some(identity) = identity {
+            psk["identity"] = json!(identity);
+        }
+        defs.insert(coap::access::PSK.into(), psk);
+    }
     // Opened CoAP forms name the scheme they really have: none.
     if let (Some(name), Some(defs)) = (
         coap_access.and_then(Access::form_security),

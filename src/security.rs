@@ -173,6 +173,20 @@ impl Auth {
         }
     }
 
+    /// The pre-shared key a `coaps://` client proves under this `--auth` (RFC 4279 PSK): the
+    /// identity is `wot` for a bearer token and the user for basic credentials; the key is the
+    /// lower-case hex SHA-256 of the token or password (64 ASCII characters, what
+    /// `printf %s SECRET | sha256sum` prints). It is made from the digest kept here, so the
+    /// secret itself is still not kept; never log it.
+    pub fn coaps_key(&self) -> (String, Vec<u8>) {
+        let (identity, digest) = match self {
+            Auth::Bearer { token } => ("wot", token),
+            Auth::Basic { user, password } => (user.as_str(), password),
+        };
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        (identity.to_owned(), hex.into_bytes())
+    }
+
     /// `securityDefinitions` and `security` for TDs: exactly what is enforced.
     pub(crate) fn td_security(&self) -> (Value, Value) {
         match self {
@@ -456,6 +470,19 @@ mod tests {
         assert_eq!(auth.check(None, Some("jwt=s3cre%74")), Ok(()));
         assert_eq!(auth.check(Some("Basic czNjcmV0"), None), Err(Denied::Missing));
         assert!(!format!("{auth:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn coaps_keys_are_the_hex_digest_of_the_secret() {
+        let (identity, key) = Auth::parse("bearer:secret").unwrap().coaps_key();
+        assert_eq!(identity, "wot");
+        // printf %s secret | sha256sum
+        assert_eq!(
+            String::from_utf8(key).unwrap(),
+            "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+        );
+        let (identity, key) = Auth::parse("basic:ann:secret").unwrap().coaps_key();
+        assert_eq!((identity.as_str(), key.len()), ("ann", 64));
     }
 
     #[test]

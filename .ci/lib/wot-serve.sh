@@ -1,7 +1,7 @@
 # Sourced by interop steps: one way to run `target/debug/wot serve` in the background.
 #   start_wot ARGS...  starts it on 127.0.0.1 without mDNS, with ARGS (ports, things dir, auth),
 #                      waits for its ready line (failing at once, with its log, if it exits) and
-#                      sets WOT_PID, HTTP, and COAP when CoAP is served
+#                      sets WOT_PID, HTTP, COAP when CoAP is served and COAPS when coaps is
 #   stop_wot           ends it (safe to call when none runs)
 #   end_wot            ends it and removes its files: put it in the step's EXIT trap
 # Uses `fail MESSAGE` when the step defines one.
@@ -39,4 +39,5 @@ start_wot() {
   [ -s "$WOT_DIR/ready" ] || { echo "wot serve printed no ready line" >&2; exit 1; }
   HTTP=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["http"])' "$WOT_DIR/ready")
   COAP=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline()).get("coap", ""))' "$WOT_DIR/ready")
+  COAPS=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline()).get("coaps", ""))' "$WOT_DIR/ready")
 }

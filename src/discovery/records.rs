@@ -1,6 +1,7 @@
 //! What the runtime announces over DNS-SD, as plain data (DESIGN.md §1.4, HUBS.md §2g): one
 //! instance per thing under `_wot._tcp` (TXT td, type, scheme, path), `_webthing._tcp` (TXT path)
-//! and, when CoAP runs, `_wot._udp` (TXT td, type, scheme=coap); plus one
+//! and, when CoAP runs, `_wot._udp` (TXT td, type, scheme=coap; with coaps a second instance,
+//! named with ` (coaps)`, on the coaps port with scheme=coaps); plus one
 //! `_directory._sub._wot._tcp` instance when several things run. Also the naming rules: friendly
 //! instance names of at most 63 bytes, a DNS-legal host label, TXT records within ~200 bytes.
 //!
@@ -61,9 +62,14 @@ pub struct Ports {
     pub http: u16,
     /// The CoAP port when CoAP runs: then `_wot._udp` is announced too.
     pub coap: Option<u16>,
+    /// The coaps (DTLS) port when it runs: a second `_wot._udp` instance, `scheme=coaps`.
+    pub coaps: Option<u16>,
     /// HTTP is served over TLS: `scheme=https` and `tls=1`.
     pub tls: bool,
 }
+
+/// What tells a thing's coaps instance from its coap one under `_wot._udp`.
+const SECURE_SUFFIX: &str = " (coaps)";
 
 /// Cuts a string to at most `max` bytes on a character boundary.
 fn truncate(s: &str, max: usize) -> &str {
@@ -158,9 +164,25 @@ pub fn plan(things: &[ThingInfo], ports: Ports, host: &str) -> Vec<Announcement>
                 instance: instance.clone(),
                 port: coap,
                 txt: vec![
-                    ("td", td),
+                    ("td", td.clone()),
                     ("type", "Thing".to_owned()),
                     ("scheme", "coap".to_owned()),
+                ],
+                thing: Some(t.slug.clone()),
+            });
+        }
+        if let Some(coaps) = ports.coaps {
+            out.push(Announcement {
+                service_type: WOT_UDP,
+                instance: format!(
+                    "{}{SECURE_SUFFIX}",
+                    truncate(&instance, MAX_INSTANCE - SECURE_SUFFIX.len())
+                ),
+                port: coaps,
+                txt: vec![
+                    ("td", td),
+                    ("type", "Thing".to_owned()),
+                    ("scheme", "coaps".to_owned()),
                 ],
                 thing: Some(t.slug.clone()),
             });
@@ -208,6 +230,7 @@ mod tests {
             Ports {
                 http: 8080,
                 coap: Some(5683),
+                coaps: None,
                 tls: false,
             },
             "box",
@@ -243,12 +266,35 @@ mod tests {
     }
 
     #[test]
+    fn coaps_is_a_second_udp_instance_with_its_scheme_and_port() {
+        let title = "A title that is long enough to be cut to sixty-three bytes, and then some";
+        let plan = plan(
+            &[thing("lamp", title)],
+            Ports {
+                http: 8080,
+                coap: Some(5683),
+                coaps: Some(5684),
+                tls: false,
+            },
+            "box",
+        );
+        let udp: Vec<_> = plan.iter().filter(|a| a.service_type == WOT_UDP).collect();
+        assert_eq!(udp.len(), 2);
+        assert_eq!((udp[0].port, udp[1].port), (5683, 5684));
+        assert!(udp[1].txt.contains(&("scheme", "coaps".into())));
+        assert!(udp[1].instance.ends_with(" (coaps)"), "{}", udp[1].instance);
+        assert!(udp[1].instance.len() <= MAX_INSTANCE);
+        assert_ne!(udp[0].instance, udp[1].instance);
+    }
+
+    #[test]
     fn no_udp_without_coap_no_directory_for_one_thing_and_tls_keys() {
         let plan = plan(
             &[thing("lamp", "Lamp")],
             Ports {
                 http: 443,
                 coap: None,
+                coaps: None,
                 tls: true,
             },
             "box",
@@ -268,6 +314,7 @@ mod tests {
             Ports {
                 http: 1,
                 coap: Some(2),
+                coaps: None,
                 tls: true,
             },
             "h",

@@ -113,6 +113,7 @@ mod tests {
             &Origins {
                 http: Some("http://h:1".into()),
                 coap: None,
+                coaps: None,
             },
         );
         let violations = crate::td::validate::td_violations(&td);

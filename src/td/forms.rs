@@ -24,6 +24,8 @@ pub struct Origins {
     pub http: Option<String>,
     /// `coap://host:port`.
     pub coap: Option<String>,
+    /// `coaps://host:port`, when the coaps (DTLS) port runs.
+    pub coaps: Option<String>,
 }
 
 /// A binding's contribution to every TD: it appends the forms through which it serves each

@@ -393,6 +393,7 @@ mod tests {
         Origins {
             http: Some("http://127.0.0.1:8080".into()),
             coap: None,
+            coaps: None,
         }
     }
 
@@ -453,6 +454,7 @@ mod tests {
         let origins = |i: usize| Origins {
             http: Some(format!("http://host-{i}")),
             coap: None,
+            coaps: None,
         };
         for i in 0..MAX_CACHED_ORIGINS + 4 {
             publisher.td_bytes(&thing, &origins(i)).expect("a TD");

@@ -1145,14 +1145,16 @@ async fn under_auth_coap_serves_only_what_is_opened() {
         );
     }
     assert!(forms.iter().any(|(ops, _)| ops == &["readproperty"]));
-    // Every other form (HTTP, relative to `base`, and WebSocket) keeps the top-level security.
-    let others: Vec<&Value> = td["properties"]["brightness"]["forms"]
+    // Every other form (HTTP, relative to `base`, and WebSocket) keeps the top-level security;
+    // the coaps forms (coaps runs with the key derived from --auth) state the PSK scheme.
+    let (secure, others): (Vec<&Value>, Vec<&Value>) = td["properties"]["brightness"]["forms"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|f| !f["href"].as_str().unwrap().starts_with("coap://"))
-        .collect();
+        .partition(|f| f["href"].as_str().unwrap().starts_with("coaps://"));
     assert!(!others.is_empty() && others.iter().all(|f| f.get("security").is_none()));
+    assert!(!secure.is_empty() && secure.iter().all(|f| f["security"] == json!("psk_sc")));
     running.stop().await;
 }
 

@@ -471,6 +471,7 @@ fn coap_port_adds_wot_udp_and_withdrawn_things_say_goodbye() {
         let ports = Ports {
             http: 18080,
             coap: Some(15683),
+            coaps: None,
             tls: false,
         };
         let config = MdnsConfig {
@@ -544,6 +545,7 @@ fn a_name_conflict_is_resolved_by_renaming() {
                 Ports {
                     http: port,
                     coap: None,
+                    coaps: None,
                     tls: false,
                 },
                 "h",

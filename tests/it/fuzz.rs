@@ -53,7 +53,7 @@ proptest! {
                     let publisher = wot_runtime::td::TdPublisher::new(vec![
                         std::sync::Arc::new(wot_runtime::binding::http::HttpForms),
                     ]);
-                    let origins = wot_runtime::td::Origins { http: Some("http://h:1".into()), coap: None };
+                    let origins = wot_runtime::td::Origins { http: Some("http://h:1".into()), coap: None, coaps: None };
                     let _ = publisher.build(&hosted.thing, &origins);
                 }
             }

@@ -15,6 +15,7 @@ mod bridge;
 mod cli;
 mod coap;
 mod coap_multicast;
+mod coaps;
 mod consumer_cli;
 mod discovery;
 mod durable;

@@ -1,8 +1,10 @@
-//! Who may do what over CoAP. This binding has no secure transport (no DTLS, no OSCORE), so it
-//! cannot check the credentials the HTTP port requires. When the runtime is started with
-//! `--auth`, CoAP therefore serves only the kinds of request the configuration explicitly opens
-//! (`read`, `observe`) to anyone, and refuses everything else with 4.01; writes, invocations and
-//! cancellations can never be opened. Without `--auth` everything is open, as on HTTP.
+//! Who may do what over CoAP. Plain `coap://` carries no credentials, so it cannot check the
+//! ones the HTTP port requires. When the runtime is started with `--auth`, plain CoAP therefore
+//! serves only the kinds of request the configuration explicitly opens (`read`, `observe`) to
+//! anyone, and refuses everything else with 4.01; writes, invocations and cancellations can never
+//! be opened. Without `--auth` everything is open, as on HTTP. A `coaps://` session whose client
+//! proved a pre-shared key (`dtls`) is served as [`Access::Open`], like HTTP with credentials; an
+//! anonymous (certificate-mode) coaps session gets the plain policy.
 //!
 //! Pure policy: a request's kind in, a yes or no out, and the same answer for TD forms, so a TD
 //! never offers a CoAP form the server would refuse. It must not look at sockets or messages.
@@ -35,8 +37,8 @@ pub struct Opened {
 pub enum OpenedError {
     /// A kind of request that changes things: it never goes unauthenticated.
     #[error(
-        "'{0}' cannot be opened: CoAP has no secure transport here, so writes, \
-         invocations and cancellations never go unauthenticated"
+        "'{0}' cannot be opened: plain CoAP carries no credentials, so writes, \
+         invocations and cancellations never go unauthenticated (use coaps:// with a pre-shared key)"
     )]
     Change(String),
     /// A word that names no kind of request.
@@ -111,14 +113,17 @@ impl Access {
             Kind::Change => "writes, invocations and cancellations",
         };
         format!(
-            "this runtime requires credentials (--auth) and CoAP has no secure transport here: \
-             {what} over CoAP are not served; use HTTP with credentials"
+            "this runtime requires credentials (--auth) and plain CoAP carries none: \
+             {what} over coap:// are not served; use coaps:// with a pre-shared key, or HTTP \
+             with credentials"
         )
     }
 }
 
 /// The security definition name opened CoAP forms refer to.
 pub(crate) const NOSEC: &str = "nosec_sc";
+/// The security definition name `coaps://` forms refer to (TD 1.1 PSKSecurityScheme).
+pub(crate) const PSK: &str = "psk_sc";
 
 /// The access kind of a TD operation over CoAP.
 pub(crate) fn kind_of(op: &Op) -> Kind {
@@ -151,8 +156,8 @@ mod tests {
         assert_eq!(Opened::parse("bogus"), Err(OpenedError::Unknown("bogus".into())));
         assert_eq!(
             OpenedError::Change("write".into()).to_string(),
-            "'write' cannot be opened: CoAP has no secure transport here, so writes, invocations \
-             and cancellations never go unauthenticated"
+            "'write' cannot be opened: plain CoAP carries no credentials, so writes, invocations \
+             and cancellations never go unauthenticated (use coaps:// with a pre-shared key)"
         );
         let opened = Opened::parse("read, observe").unwrap();
         assert_eq!(

@@ -95,6 +95,8 @@ pub(crate) struct Exchange {
     observe: Option<(ObserverId, Subscription)>,
     /// An empty ACK was sent: the response goes out as a separate CON.
     acked: bool,
+    /// What the request's sender may do.
+    access: Access,
 }
 
 impl Exchange {
@@ -272,6 +274,30 @@ impl Engine {
         now: Instant,
         fx: &mut Effects,
     ) {
+        self.receive(peer, bytes, multicast, self.cfg.access, now, fx);
+    }
+
+    /// One datagram that came through a session whose client proved a credential (coaps with
+    /// a pre-shared key): it may do everything an HTTP request with credentials may.
+    pub(crate) fn on_authenticated_datagram(
+        &mut self,
+        peer: SocketAddr,
+        bytes: &[u8],
+        now: Instant,
+        fx: &mut Effects,
+    ) {
+        self.receive(peer, bytes, false, Access::Open, now, fx);
+    }
+
+    fn receive(
+        &mut self,
+        peer: SocketAddr,
+        bytes: &[u8],
+        multicast: bool,
+        access: Access,
+        now: Instant,
+        fx: &mut Effects,
+    ) {
         match message::classify(bytes) {
             Inbound::Ignore => {}
             Inbound::Reset(mid) => {
@@ -306,7 +332,7 @@ impl Engine {
                 if multicast {
                     self.on_multicast(peer, request, fx);
                 } else {
-                    self.on_request(peer, request, now, fx);
+                    self.on_request(peer, request, access, now, fx);
                 }
             }
         }
@@ -377,7 +403,14 @@ impl Engine {
         }
     }
 
-    fn on_request(&mut self, peer: SocketAddr, request: Request, now: Instant, fx: &mut Effects) {
+    fn on_request(
+        &mut self,
+        peer: SocketAddr,
+        request: Request,
+        access: Access,
+        now: Instant,
+        fx: &mut Effects,
+    ) {
         let key = (peer, request.mid);
         match self.dedup.check(key, request.confirmable, now) {
             Seen::New => {}
@@ -396,6 +429,7 @@ impl Engine {
             block1: None,
             observe: None,
             acked: false,
+            access,
         };
         match self.dispatch(&mut exchange, now, fx) {
             Step::Respond(response) => self.complete(exchange, response, now, fx),
@@ -422,10 +456,10 @@ impl Engine {
     fn admit(&mut self, x: &mut Exchange, now: Instant) -> Result<Resource, Response> {
         let resource = resource_of(&x.request)?;
         let kind = access_kind(&resource, &x.request);
-        if !self.cfg.access.allows(kind) {
+        if !x.access.allows(kind) {
             return Err(Response::diagnostic(
                 ResponseType::Unauthorized,
-                self.cfg.access.refusal(kind),
+                x.access.refusal(kind),
             ));
         }
         self.find_affordance(&resource, x)?;
@@ -1230,6 +1264,7 @@ mod tests {
         let origins = Origins {
             http: None,
             coap: Some("coap://127.0.0.1:5683".into()),
+            coaps: None,
         };
         let engine = Engine::new(
             EngineConfig::default(),

@@ -4,13 +4,16 @@
 //! `subprotocol: "cov:observe"` for the consumers that still require it (§8 item 6).
 //!
 //! It describes the routes of `router`; it must not invent paths the router does not serve,
-//! nor offer a form the access policy (`access`) refuses. Under `--auth` the forms it does
-//! offer state their own security (`nosec_sc`), since CoAP takes no credentials.
+//! nor offer a form the access policy (`access`) refuses. Under `--auth` the plain `coap://`
+//! forms it does offer state their own security (`nosec_sc`), since plain CoAP takes no
+//! credentials. When the coaps port runs (`Origins::coaps`), every operation also gets a
+//! `coaps://` form stating `psk_sc` (TD 1.1 PSKSecurityScheme): a session with a pre-shared key
+//! may do everything.
 
 use wot_td::protocol::coap::{Form as CovForm, Method};
 use wot_td::thing::{DefaultedFormOperations, FormOperation as Op};
 
-use super::access::Access;
+use super::access::{Access, PSK};
 
 use crate::core::ExposedThing;
 use crate::td::{Form, FormProvider, Origins, form};
@@ -30,11 +33,17 @@ impl CoapForms {
         CoapForms { access }
     }
 
-    /// Adds the form when the access policy serves every operation in it.
-    fn admit(&self, forms: &mut Vec<Form>, mut f: Form) {
+    /// Adds the form when the access policy serves every operation in it (plain CoAP), or
+    /// always, stating the PSK scheme (coaps).
+    fn admit(&self, forms: &mut Vec<Form>, secure: bool, mut f: Form) {
         let DefaultedFormOperations::Custom(ops) = &f.op else {
             return;
         };
+        if secure {
+            f.security = Some(vec![PSK.to_owned()]);
+            forms.push(f);
+            return;
+        }
         if !self.access.allows_form(ops) {
             return;
         }
@@ -43,6 +52,13 @@ impl CoapForms {
         }
         forms.push(f);
     }
+}
+
+/// The origins CoAP forms go to: plain, then secure.
+fn each_origin(origins: &Origins) -> impl Iterator<Item = (&str, bool)> {
+    [(&origins.coap, false), (&origins.coaps, true)]
+        .into_iter()
+        .filter_map(|(o, secure)| o.as_deref().map(|o| (o, secure)))
 }
 
 fn coap(ops: &[Op], href: String, method: Option<Method>) -> Form {
@@ -62,87 +78,107 @@ fn observe(ops: &[Op], href: String) -> Form {
 
 impl FormProvider for CoapForms {
     fn thing_forms(&self, thing: &ExposedThing, origins: &Origins, forms: &mut Vec<Form>) {
-        let Some(origin) = &origins.coap else {
-            return;
-        };
-        let t = format!("{origin}/things/{}", thing.slug);
-        if !thing.properties.is_empty() {
-            self.admit(
-                forms,
-                coap(&[Op::ReadAllProperties], format!("{t}/properties"), None),
-            );
-            if thing.properties.values().any(|p| !p.read_only) {
+        for (origin, secure) in each_origin(origins) {
+            let t = format!("{origin}/things/{}", thing.slug);
+            if !thing.properties.is_empty() {
                 self.admit(
                     forms,
-                    coap(&[Op::WriteMultipleProperties], format!("{t}/properties"), None),
+                    secure,
+                    coap(&[Op::ReadAllProperties], format!("{t}/properties"), None),
+                );
+                if thing.properties.values().any(|p| !p.read_only) {
+                    self.admit(
+                        forms,
+                        secure,
+                        coap(&[Op::WriteMultipleProperties], format!("{t}/properties"), None),
+                    );
+                }
+                self.admit(
+                    forms,
+                    secure,
+                    observe(
+                        &[Op::ObserveAllProperties, Op::UnobserveAllProperties],
+                        format!("{t}/properties"),
+                    ),
                 );
             }
-            self.admit(
-                forms,
-                observe(
-                    &[Op::ObserveAllProperties, Op::UnobserveAllProperties],
-                    format!("{t}/properties"),
-                ),
-            );
-        }
-        if thing.actions.values().any(|a| !a.synchronous) {
-            self.admit(forms, coap(&[Op::QueryAllActions], format!("{t}/actions"), None));
-        }
-        if !thing.events.is_empty() {
-            self.admit(
-                forms,
-                observe(
-                    &[Op::SubscribeAllEvents, Op::UnsubscribeAllEvents],
-                    format!("{t}/events"),
-                ),
-            );
+            if thing.actions.values().any(|a| !a.synchronous) {
+                self.admit(
+                    forms,
+                    secure,
+                    coap(&[Op::QueryAllActions], format!("{t}/actions"), None),
+                );
+            }
+            if !thing.events.is_empty() {
+                self.admit(
+                    forms,
+                    secure,
+                    observe(
+                        &[Op::SubscribeAllEvents, Op::UnsubscribeAllEvents],
+                        format!("{t}/events"),
+                    ),
+                );
+            }
         }
     }
 
     fn property_forms(&self, thing: &ExposedThing, name: &str, origins: &Origins, forms: &mut Vec<Form>) {
-        let (Some(origin), Some(p)) = (&origins.coap, thing.properties.get(name)) else {
+        let Some(p) = thing.properties.get(name) else {
             return;
         };
-        let href = format!("{origin}/things/{}/properties/{name}", thing.slug);
-        if !p.write_only {
-            self.admit(forms, coap(&[Op::ReadProperty], href.clone(), None));
-        }
-        if !p.read_only {
-            self.admit(forms, coap(&[Op::WriteProperty], href.clone(), None));
-        }
-        if p.observable && !p.write_only {
-            self.admit(
-                forms,
-                observe(&[Op::ObserveProperty, Op::UnobserveProperty], href),
-            );
+        for (origin, secure) in each_origin(origins) {
+            let href = format!("{origin}/things/{}/properties/{name}", thing.slug);
+            if !p.write_only {
+                self.admit(forms, secure, coap(&[Op::ReadProperty], href.clone(), None));
+            }
+            if !p.read_only {
+                self.admit(forms, secure, coap(&[Op::WriteProperty], href.clone(), None));
+            }
+            if p.observable && !p.write_only {
+                self.admit(
+                    forms,
+                    secure,
+                    observe(&[Op::ObserveProperty, Op::UnobserveProperty], href),
+                );
+            }
         }
     }
 
     fn action_forms(&self, thing: &ExposedThing, name: &str, origins: &Origins, forms: &mut Vec<Form>) {
-        let (Some(origin), Some(a)) = (&origins.coap, thing.actions.get(name)) else {
+        let Some(a) = thing.actions.get(name) else {
             return;
         };
-        let href = format!("{origin}/things/{}/actions/{name}", thing.slug);
-        self.admit(forms, coap(&[Op::InvokeAction], href.clone(), None));
-        if !a.synchronous {
-            let instance = format!("{href}/{{actionID}}");
-            self.admit(
-                forms,
-                coap(&[Op::QueryAction], instance.clone(), Some(Method::Get)),
-            );
-            self.admit(forms, coap(&[Op::CancelAction], instance, Some(Method::Delete)));
+        for (origin, secure) in each_origin(origins) {
+            let href = format!("{origin}/things/{}/actions/{name}", thing.slug);
+            self.admit(forms, secure, coap(&[Op::InvokeAction], href.clone(), None));
+            if !a.synchronous {
+                let instance = format!("{href}/{{actionID}}");
+                self.admit(
+                    forms,
+                    secure,
+                    coap(&[Op::QueryAction], instance.clone(), Some(Method::Get)),
+                );
+                self.admit(
+                    forms,
+                    secure,
+                    coap(&[Op::CancelAction], instance, Some(Method::Delete)),
+                );
+            }
         }
     }
 
     fn event_forms(&self, thing: &ExposedThing, name: &str, origins: &Origins, forms: &mut Vec<Form>) {
-        let Some(origin) = &origins.coap else {
-            return;
-        };
         if !thing.events.contains_key(name) {
             return;
         }
-        let href = format!("{origin}/things/{}/events/{name}", thing.slug);
-        self.admit(forms, observe(&[Op::SubscribeEvent, Op::UnsubscribeEvent], href));
+        for (origin, secure) in each_origin(origins) {
+            let href = format!("{origin}/things/{}/events/{name}", thing.slug);
+            self.admit(
+                forms,
+                secure,
+                observe(&[Op::SubscribeEvent, Op::UnsubscribeEvent], href),
+            );
+        }
     }
 
     fn context_prefixes(&self) -> &'static [(&'static str, &'static str)] {

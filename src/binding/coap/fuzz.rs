@@ -47,6 +47,7 @@ fn engine(config: EngineConfig) -> (Engine, Arc<Servient>) {
     let origins = Origins {
         http: Some("http://127.0.0.1:8080".into()),
         coap: Some("coap://127.0.0.1:5683".into()),
+        coaps: None,
     };
     (
         Engine::new(

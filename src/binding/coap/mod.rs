@@ -5,14 +5,17 @@
 //! The protocol lives in sans-IO modules (plain data and functions taking `now`): `message`
 //! (format checks, dedup, responses), `block`, `observe`, `content`, `router`, `link_format`,
 //! tied together by `engine`. `server` is the thin tokio socket loop; `forms` describes the
-//! binding in TDs. It must not reach into another binding or keep thing state of its own.
+//! binding in TDs. `coaps://` (RFC 7252 §9) is the same engine behind the sans-IO DTLS layer
+//! `dtls`, on its own port and loops. It must not reach into another binding or keep thing state
+//! of its own.
 //!
-//! As library API: [`CoapConfig`] (with the engine's limits, and what [`Opened`] serves under
-//! `--auth`) and the binding's [`CoapForms`].
+//! As library API: [`CoapConfig`] (with the engine's limits, what [`Opened`] serves under
+//! `--auth`, and the coaps keys and limits in [`DtlsConfig`]) and the binding's [`CoapForms`].
 
 pub(crate) mod access;
 pub(crate) mod block;
 pub(crate) mod content;
+pub(crate) mod dtls;
 pub(crate) mod engine;
 pub(crate) mod forms;
 #[cfg(test)]
@@ -34,6 +37,7 @@ use crate::core::Servient;
 use crate::td::{Origins, TdPublisher};
 pub use access::{Opened, OpenedError};
 pub use block::Block1Limits;
+pub use dtls::{DtlsConfig, DtlsLimits, DtlsSetupError, Psk, PskError};
 pub(crate) use engine::Engine;
 pub use engine::EngineConfig;
 pub use forms::CoapForms;
@@ -54,6 +58,8 @@ pub struct CoapConfig {
     /// What CoAP serves to anyone while `--auth` is on (nothing by default); the runtime turns
     /// it into `engine.access`.
     pub open: access::Opened,
+    /// The coaps (DTLS) port's keys, certificate and limits; coaps runs when there is a key.
+    pub dtls: DtlsConfig,
 }
 
 impl Default for CoapConfig {
@@ -64,6 +70,7 @@ impl Default for CoapConfig {
             multicast: false,
             loops: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             open: access::Opened::default(),
+            dtls: DtlsConfig::default(),
         }
     }
 }
@@ -77,16 +84,54 @@ pub(crate) struct CoapServer {
 pub(crate) struct Bound {
     sockets: Vec<tokio::net::UdpSocket>,
     pub(crate) addrs: Vec<SocketAddr>,
+    /// The coaps port's sockets, each with its DTLS sessions.
+    secure: Vec<(tokio::net::UdpSocket, dtls::Sessions)>,
+    /// The coaps port's addresses (empty when coaps does not run).
+    pub(crate) secure_addrs: Vec<SocketAddr>,
+}
+
+/// Why the CoAP ports could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BindError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Dtls(#[from] DtlsSetupError),
 }
 
 /// `loops`: sockets (each with its own loop and engine) sharing the port via SO_REUSEPORT.
-pub(crate) fn bind(host: IpAddr, port: u16, loops: usize) -> std::io::Result<Bound> {
-    let sockets = server::bind_unicast(host, port, loops)?;
-    let addrs = sockets
-        .iter()
-        .map(|s| s.local_addr())
-        .collect::<std::io::Result<Vec<_>>>()?;
-    Ok(Bound { sockets, addrs })
+/// With `secure` (the coaps port and its DTLS configuration), as many again on that port.
+pub(crate) fn bind(
+    host: IpAddr,
+    port: u16,
+    loops: usize,
+    secure: Option<(u16, &DtlsConfig)>,
+) -> Result<Bound, (bool, BindError)> {
+    let addrs_of = |sockets: &[tokio::net::UdpSocket]| {
+        sockets
+            .iter()
+            .map(|s| s.local_addr())
+            .collect::<std::io::Result<Vec<_>>>()
+    };
+    let plain = |e: std::io::Error| (false, BindError::Io(e));
+    let sockets = server::bind_unicast(host, port, loops).map_err(plain)?;
+    let addrs = addrs_of(&sockets).map_err(plain)?;
+    let mut bound = Bound {
+        sockets,
+        addrs,
+        secure: Vec::new(),
+        secure_addrs: Vec::new(),
+    };
+    if let Some((secure_port, cfg)) = secure {
+        let failed = |e: BindError| (true, e);
+        let sockets = server::bind_unicast(host, secure_port, loops).map_err(|e| failed(e.into()))?;
+        bound.secure_addrs = addrs_of(&sockets).map_err(|e| failed(e.into()))?;
+        for socket in sockets {
+            let sessions = dtls::Sessions::new(cfg).map_err(|e| failed(e.into()))?;
+            bound.secure.push((socket, sessions));
+        }
+    }
+    Ok(bound)
 }
 
 impl Bound {
@@ -118,6 +163,20 @@ impl Bound {
                 socket.clone(),
                 false,
                 engine(),
+                None,
+                servient.clone(),
+                config.separate_after,
+                shutdown.clone(),
+            ));
+        }
+        for (socket, sessions) in self.secure {
+            let socket = Arc::new(socket);
+            tasks.push(server::spawn_loop(
+                socket.clone(),
+                socket,
+                false,
+                engine(),
+                Some(sessions),
                 servient.clone(),
                 config.separate_after,
                 shutdown.clone(),
@@ -138,6 +197,7 @@ impl Bound {
                     reply,
                     true,
                     engine(),
+                    None,
                     servient.clone(),
                     config.separate_after,
                     shutdown.clone(),

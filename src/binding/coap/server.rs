@@ -1,7 +1,9 @@
 //! The thin tokio side of the CoAP binding: binds UDP sockets (IPv4, IPv6, and the multicast
 //! groups), runs one loop per socket that feeds datagrams, core replies, notifications and
 //! ticks into its sans-IO [`Engine`], and carries out the engine's effects (send, perform an
-//! operation, forward a subscription). No protocol decision is taken here.
+//! operation, forward a subscription). On the coaps port the same loop puts the sans-IO DTLS
+//! [`Sessions`] between the socket and the engine: datagrams are opened before the engine sees
+//! them, and everything the engine sends is sealed. No protocol decision is taken here.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,6 +17,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
+use super::dtls::{Io, Sessions};
 use super::engine::{Effects, Engine, Exchange, Pending};
 use super::observe::ObserverId;
 use crate::core::{Error, Received, Reply, Servient};
@@ -156,11 +159,15 @@ pub(crate) fn bind_multicast(port: u16) -> Vec<UdpSocket> {
 ///
 /// `reply` is the socket answers leave from (for a multicast socket: a unicast one, so the
 /// answer's source is our unicast address, RFC 7252 §8.1).
+///
+/// `dtls`: the coaps port's sessions; datagrams in and out pass through them.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn_loop(
     socket: Arc<UdpSocket>,
     reply: Arc<UdpSocket>,
     multicast: bool,
     engine: Engine,
+    dtls: Option<Sessions>,
     servient: Arc<Servient>,
     separate_after: Duration,
     shutdown: watch::Receiver<bool>,
@@ -170,21 +177,65 @@ pub(crate) fn spawn_loop(
         reply,
         multicast,
         engine,
+        dtls,
         servient,
         separate_after,
         shutdown,
     ))
 }
 
+/// The DTLS layer of a coaps loop: its sessions and what they want sent.
+struct Secure {
+    sessions: Sessions,
+    io: Io,
+}
+
+impl Secure {
+    /// Opens a datagram from the socket: records go out, plaintext goes to the engine.
+    async fn receive(
+        &mut self,
+        peer: SocketAddr,
+        bytes: &[u8],
+        engine: &mut Engine,
+        fx: &mut Effects,
+        socket: &UdpSocket,
+    ) {
+        let now = Instant::now();
+        self.sessions.on_datagram(peer, bytes, now, &mut self.io);
+        for plain in self.io.plain.drain(..) {
+            if plain.authenticated {
+                engine.on_authenticated_datagram(plain.peer, &plain.bytes, now, fx);
+            } else {
+                engine.on_datagram(plain.peer, &plain.bytes, false, now, fx);
+            }
+        }
+        self.flush(socket).await;
+    }
+
+    async fn flush(&mut self, socket: &UdpSocket) {
+        for (peer, bytes) in self.io.wire.drain(..) {
+            if let Err(e) = socket.send_to(&bytes, peer).await {
+                tracing::debug!("coaps send to {peer}: {e}");
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run(
     socket: Arc<UdpSocket>,
     reply: Arc<UdpSocket>,
     multicast: bool,
     mut engine: Engine,
+    dtls: Option<Sessions>,
     servient: Arc<Servient>,
     separate_after: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut secure = dtls.map(|sessions| Secure {
+        sessions,
+        io: Io::default(),
+    });
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
     let mut buf = vec![0u8; 65_536];
     let mut fx = Effects::default();
@@ -196,7 +247,10 @@ async fn run(
             biased;
             _ = shutdown.changed() => break,
             received = socket.recv_from(&mut buf) => match received {
-                Ok((n, peer)) => engine.on_datagram(peer, &buf[..n], multicast, Instant::now(), &mut fx),
+                Ok((n, peer)) => match &mut secure {
+                    Some(secure) => secure.receive(peer, &buf[..n], &mut engine, &mut fx, &reply).await,
+                    None => engine.on_datagram(peer, &buf[..n], multicast, Instant::now(), &mut fx),
+                },
                 // ICMP errors from earlier sends surface here (e.g. ECONNREFUSED); keep serving.
                 Err(e) => {
                     tracing::debug!("CoAP recv: {e}");
@@ -211,11 +265,19 @@ async fn run(
                 Event::Slow { peer, mid, confirmable } => engine.on_slow(peer, mid, confirmable, &mut fx),
                 Event::Notify(id, received) => engine.on_notification(id, received, Instant::now(), &mut fx),
             },
-            _ = tick.tick() => engine.on_tick(Instant::now(), &mut fx),
+            _ = tick.tick() => {
+                let now = Instant::now();
+                if let Some(secure) = &mut secure {
+                    secure.sessions.on_tick(now, &mut secure.io);
+                    secure.flush(&reply).await;
+                }
+                engine.on_tick(now, &mut fx)
+            }
         }
         apply(
             &mut engine,
             &mut fx,
+            &mut secure,
             &reply,
             &servient,
             &tx,
@@ -230,9 +292,11 @@ async fn run(
 }
 
 /// Carries out the engine's effects until there are none left.
+#[allow(clippy::too_many_arguments)]
 async fn apply(
     engine: &mut Engine,
     fx: &mut Effects,
+    secure: &mut Option<Secure>,
     socket: &Arc<UdpSocket>,
     servient: &Arc<Servient>,
     tx: &mpsc::Sender<Event>,
@@ -240,9 +304,21 @@ async fn apply(
     separate_after: Duration,
 ) {
     while !fx.is_empty() {
-        for (peer, bytes) in fx.send.drain(..) {
-            if let Err(e) = socket.send_to(&bytes, peer).await {
-                tracing::debug!("CoAP send to {peer}: {e}");
+        match secure {
+            Some(secure) => {
+                let now = Instant::now();
+                for (peer, bytes) in fx.send.drain(..) {
+                    // A peer without a session gets nothing; its CON times out in the engine.
+                    secure.sessions.seal(peer, &bytes, now, &mut secure.io);
+                }
+                secure.flush(socket).await;
+            }
+            None => {
+                for (peer, bytes) in fx.send.drain(..) {
+                    if let Err(e) = socket.send_to(&bytes, peer).await {
+                        tracing::debug!("CoAP send to {peer}: {e}");
+                    }
+                }
             }
         }
         for (delay, peer, bytes) in fx.send_later.drain(..) {

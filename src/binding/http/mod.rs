@@ -40,6 +40,8 @@ pub(crate) struct HttpState {
     pub(crate) base_url: Option<String>,
     /// The CoAP origin for TD forms, when CoAP runs.
     pub(crate) coap_origin: Option<String>,
+    /// The coaps (DTLS) origin for TD forms, when the coaps port runs.
+    pub(crate) coaps_origin: Option<String>,
     /// The id of the directory TD served at `/.well-known/wot` when several things run.
     pub(crate) directory_id: String,
     pub(crate) body_limit: usize,

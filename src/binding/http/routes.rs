@@ -29,6 +29,7 @@ fn origins(state: &HttpState, req: &HttpRequest) -> Origins {
     Origins {
         http: Some(http),
         coap: state.coap_origin.clone(),
+        coaps: state.coaps_origin.clone(),
     }
 }
 

@@ -108,6 +108,7 @@ mod tests {
         let o = |h: &str| Origins {
             http: Some(h.into()),
             coap: None,
+            coaps: None,
         };
         assert_eq!(
             endpoint(&o("http://127.0.0.1:8080"), "lamp").as_deref(),
