@@ -23,6 +23,7 @@ use crate::binding::coap::access::Access;
 use crate::binding::coap::{self, CoapConfig, CoapForms, CoapServer};
 use crate::binding::http::{self, HttpForms, HttpState};
 use crate::binding::legacy::Legacy;
+use crate::binding::mqtt::MqttForms;
 use crate::binding::ws::{self, WsConfig, WsForms, WsState};
 use crate::core::Servient;
 use crate::discovery::{self, Announcer, MdnsConfig};
@@ -76,6 +77,8 @@ pub struct Config {
     pub http_timeouts: http::Timeouts,
     /// Bindings from other crates, served on the HTTP port (see [`Adapter`]).
     pub adapters: Vec<Arc<dyn Adapter>>,
+    /// The MQTT broker to serve the things through, if any.
+    pub mqtt: Option<crate::binding::mqtt::MqttConfig>,
 }
 
 /// A binding from another crate. It serves on the HTTP port, behind the checks every request
@@ -116,6 +119,7 @@ impl Default for Config {
             body_timeout: Duration::from_secs(10),
             http_timeouts: http::Timeouts::default(),
             adapters: Vec::new(),
+            mqtt: None,
         }
     }
 }
@@ -155,6 +159,7 @@ pub struct Running {
     legacy: Legacy,
     /// The announcer and the task that keeps it in step with the things (hot reload).
     mdns: Option<(Arc<Announcer>, JoinHandle<()>)>,
+    mqtt: Option<crate::binding::mqtt::Mqtt>,
 }
 
 /// Why [`Running::start`] failed; nothing it started is left running.
@@ -173,6 +178,9 @@ pub enum StartError {
     /// An id could not be kept in the state store.
     #[error("state store: {0}")]
     State(#[source] crate::state::StoreError),
+    /// The MQTT broker URL cannot be used.
+    #[error(transparent)]
+    Mqtt(#[from] crate::binding::mqtt::BrokerError),
 }
 
 /// Makes a bound address something a client can connect to (0.0.0.0 → 127.0.0.1).
@@ -229,12 +237,25 @@ impl Running {
             .base_url
             .as_ref()
             .map(|b| b.trim_end_matches('/').to_owned());
+        let broker = config
+            .mqtt
+            .as_ref()
+            .map(|m| crate::binding::mqtt::Broker::parse(&m.broker))
+            .transpose()?;
         let listeners = Listeners::bind(&config)?;
         let coap_access = match config.security.auth {
             Some(_) => Access::Restricted(config.coap.open),
             None => Access::Open,
         };
-        let publisher = publisher(&config, listeners.coap.is_some().then_some(coap_access));
+        let mqtt_forms = match (&broker, &config.mqtt) {
+            (Some(broker), Some(mqtt)) => Some(MqttForms::new(broker.origin(), &mqtt.prefix)),
+            _ => None,
+        };
+        let publisher = publisher(
+            &config,
+            listeners.coap.is_some().then_some(coap_access),
+            mqtt_forms,
+        );
         let parts = Parts {
             coap_origin: listeners.coap_origin(base_url.as_deref()),
             host: Arc::new(Host::new(servient.clone(), Arc::new(publisher), ids)),
@@ -270,6 +291,29 @@ impl Running {
         let mdns = (!config.no_mdns)
             .then(|| start_mdns(&config, &parts.servient, ports))
             .flatten();
+        let mqtt = match (&broker, &config.mqtt) {
+            (Some(broker), Some(mqtt)) => {
+                let tls = config.security.tls.is_some();
+                let origins = Origins {
+                    http: Some(
+                        parts
+                            .base_url
+                            .clone()
+                            .unwrap_or_else(|| origin(if tls { "https" } else { "http" }, http_addr)),
+                    ),
+                    coap: parts.coap_origin.clone(),
+                };
+                let publisher = parts.host.publisher.clone();
+                Some(crate::binding::mqtt::start(
+                    mqtt,
+                    broker,
+                    parts.servient.clone(),
+                    publisher,
+                    origins,
+                ))
+            }
+            _ => None,
+        };
         Ok(Running {
             publisher: parts.host.publisher.clone(),
             servient: parts.servient,
@@ -284,6 +328,7 @@ impl Running {
             reloader,
             legacy,
             mdns,
+            mqtt,
         })
     }
 
@@ -318,6 +363,9 @@ impl Running {
         if let Some((announcer, follower)) = self.mdns {
             follower.abort();
             announcer.stop().await;
+        }
+        if let Some(mqtt) = self.mqtt {
+            mqtt.stop().await;
         }
         let _ = self.shutdown.send(true);
         self.http.stop(true).await;
@@ -504,8 +552,11 @@ fn start_coap(
 
 /// The TD publisher: forms of HTTP, WebSocket and (when it runs, with `coap_access`) CoAP, and
 /// the security of `--auth` (opened CoAP forms naming theirs: none).
-fn publisher(config: &Config, coap_access: Option<Access>) -> TdPublisher {
+fn publisher(config: &Config, coap_access: Option<Access>, mqtt: Option<MqttForms>) -> TdPublisher {
     let mut providers: Vec<Arc<dyn FormProvider>> = vec![Arc::new(HttpForms), Arc::new(WsForms)];
+    if let Some(mqtt) = mqtt {
+        providers.push(Arc::new(mqtt));
+    }
     if let Some(access) = coap_access {
         providers.push(Arc::new(CoapForms::new(access)));
         if let Access::Restricted(open) = access {

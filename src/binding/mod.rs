@@ -13,6 +13,7 @@ pub mod coap;
 pub mod http;
 pub(crate) mod keepalive;
 pub(crate) mod legacy;
+pub mod mqtt;
 pub(crate) mod problem;
 pub(crate) mod upgrade;
 pub mod ws;
