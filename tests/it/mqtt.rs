@@ -96,6 +96,8 @@ async fn runtime(broker: &Broker, prefix: &str) -> Running {
 struct Client {
     client: AsyncClient,
     rx: tokio::sync::mpsc::UnboundedReceiver<(String, Bytes, Option<Bytes>)>,
+    /// Messages received while waiting for another: the next `expect` looks here first.
+    backlog: Vec<(String, Bytes, Option<Bytes>)>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -124,7 +126,12 @@ impl Client {
                 }
             }
         });
-        Client { client, rx, task }
+        Client {
+            client,
+            rx,
+            backlog: Vec::new(),
+            task,
+        }
     }
 
     async fn subscribe(&self, filter: &str) {
@@ -141,14 +148,19 @@ impl Client {
             .expect("publish");
     }
 
-    /// The next message on `topic` whose payload satisfies `want` (others are skipped).
+    /// The first message on `topic` whose payload satisfies `want`; others are kept for later.
     async fn expect(&mut self, topic: &str, want: impl Fn(&[u8]) -> bool) -> (Bytes, Option<Bytes>) {
+        if let Some(i) = self.backlog.iter().position(|(t, p, _)| t == topic && want(p)) {
+            let (_, payload, correlation) = self.backlog.remove(i);
+            return (payload, correlation);
+        }
         tokio::time::timeout(WAIT, async {
             loop {
                 let (t, payload, correlation) = self.rx.recv().await.expect("client runs");
                 if t == topic && want(&payload) {
                     return (payload, correlation);
                 }
+                self.backlog.push((t, payload, correlation));
             }
         })
         .await
