@@ -148,6 +148,10 @@ fn options(config: &MqttConfig, broker: &Broker) -> MqttOptions {
     });
     let mut options = MqttOptions::new(id, broker.host.clone(), broker.port);
     options.set_keep_alive(Duration::from_secs(30));
+    // A value or a reply goes out at once, not after Nagle's wait for the broker's ACK.
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    options.set_network_options(network);
     options.set_manual_acks(true);
     // A session the broker keeps for an hour: requests published while the connection is down
     // (a network blip, not a broker restart without persistence) wait there for this client.

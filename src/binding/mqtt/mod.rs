@@ -17,6 +17,8 @@ mod topics;
 
 use std::time::Duration;
 
+#[cfg(test)]
+pub(crate) use client::problem;
 pub(crate) use client::{Mqtt, start};
 
 pub use forms::MqttForms;
