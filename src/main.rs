@@ -219,8 +219,8 @@ struct ServeArgs {
     /// addresses); repeat for several. Default: every interface.
     #[arg(long = "mdns-interface", value_name = "IFACE")]
     mdns_interfaces: Vec<String>,
-    /// Also serve every thing through this MQTT broker: mqtt://[USER:PASSWORD@]HOST[:1883] or
-    /// mqtts://... (TLS). The broker's own access control protects the topics.
+    /// Also serve every thing through this MQTT broker: `mqtt://[USER:PASSWORD@]HOST[:1883]`
+    /// or `mqtts://...` (TLS). The broker's own access control protects the topics.
     #[arg(long, value_name = "URL")]
     mqtt: Option<String>,
     /// The prefix of every MQTT topic.
