@@ -232,6 +232,45 @@ struct ServeArgs {
     /// addresses); repeat for several. Default: every interface.
     #[arg(long = "mdns-interface", value_name = "IFACE")]
     mdns_interfaces: Vec<String>,
+    /// Also serve every thing through this MQTT broker: `mqtt://[USER:PASSWORD@]HOST[:1883]`
+    /// or `mqtts://...` (TLS). The broker's own access control protects the topics.
+    #[arg(long, value_name = "URL")]
+    mqtt: Option<String>,
+    /// The prefix of every MQTT topic.
+    #[arg(long, value_name = "PREFIX", default_value = "wot/")]
+    mqtt_prefix: String,
+    /// mqtts://: trust only the certificates in this PEM file (default: the platform's roots).
+    #[arg(long, value_name = "PEM")]
+    mqtt_cacert: Option<PathBuf>,
+    /// mqtts://: a client certificate (PEM) to present; with --mqtt-key.
+    #[arg(long, value_name = "PEM", requires = "mqtt_key")]
+    mqtt_cert: Option<PathBuf>,
+    /// The private key (PEM) of --mqtt-cert.
+    #[arg(long, value_name = "PEM", requires = "mqtt_cert")]
+    mqtt_key: Option<PathBuf>,
+    /// The MQTT client id (default: wot-HOSTNAME-PID).
+    #[arg(long, value_name = "ID")]
+    mqtt_client_id: Option<String>,
+}
+
+/// The MQTT configuration of the flags; a file that cannot be read ends `wot serve` (exit 2).
+fn mqtt_config(args: &ServeArgs) -> Result<Option<wot_runtime::binding::mqtt::MqttConfig>, String> {
+    let Some(broker) = &args.mqtt else {
+        return Ok(None);
+    };
+    let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+    let client_auth = match (&args.mqtt_cert, &args.mqtt_key) {
+        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+        _ => None,
+    };
+    Ok(Some(wot_runtime::binding::mqtt::MqttConfig {
+        broker: broker.clone(),
+        prefix: args.mqtt_prefix.clone(),
+        ca_pem: args.mqtt_cacert.as_ref().map(read).transpose()?,
+        client_auth,
+        client_id: args.mqtt_client_id.clone(),
+        ..Default::default()
+    }))
 }
 
 /// A non-negative number of seconds (fractions allowed). A clap value parser: clap prints the
@@ -644,8 +683,10 @@ fn serve_config(args: &ServeArgs) -> Result<Config, ExitCode> {
             keys.push(psk);
         }
     }
+    let mqtt = mqtt_config(args).map_err(|e| fail(e, ExitCode::from(2)))?;
     Ok(Config {
         security,
+        mqtt,
         host: args.host,
         http_port: args.http_port,
         coap_port: args.coap_port,

@@ -23,6 +23,7 @@ use crate::binding::coap::access::Access;
 use crate::binding::coap::{self, CoapConfig, CoapForms, CoapServer};
 use crate::binding::http::{self, HttpForms, HttpState};
 use crate::binding::legacy::Legacy;
+use crate::binding::mqtt::MqttForms;
 use crate::binding::ws::{self, WsConfig, WsForms, WsState};
 use crate::core::Servient;
 use crate::discovery::{self, Announcer, MdnsConfig};
@@ -80,6 +81,8 @@ pub struct Config {
     pub http_timeouts: http::Timeouts,
     /// Bindings from other crates, served on the HTTP port (see [`Adapter`]).
     pub adapters: Vec<Arc<dyn Adapter>>,
+    /// The MQTT broker to serve the things through, if any.
+    pub mqtt: Option<crate::binding::mqtt::MqttConfig>,
 }
 
 /// A binding from another crate. It serves on the HTTP port, behind the checks every request
@@ -121,6 +124,7 @@ impl Default for Config {
             body_timeout: Duration::from_secs(10),
             http_timeouts: http::Timeouts::default(),
             adapters: Vec::new(),
+            mqtt: None,
         }
     }
 }
@@ -163,6 +167,7 @@ pub struct Running {
     legacy: Legacy,
     /// The announcer and the task that keeps it in step with the things (hot reload).
     mdns: Option<(Arc<Announcer>, JoinHandle<()>)>,
+    mqtt: Option<crate::binding::mqtt::Mqtt>,
 }
 
 /// Why [`Running::start`] failed; nothing it started is left running.
@@ -184,6 +189,9 @@ pub enum StartError {
     /// An id could not be kept in the state store.
     #[error("state store: {0}")]
     State(#[source] crate::state::StoreError),
+    /// The MQTT broker URL cannot be used.
+    #[error(transparent)]
+    Mqtt(#[from] crate::binding::mqtt::BrokerError),
 }
 
 /// Makes a bound address something a client can connect to (0.0.0.0 → 127.0.0.1).
@@ -256,6 +264,11 @@ impl Running {
             .base_url
             .as_ref()
             .map(|b| b.trim_end_matches('/').to_owned());
+        let broker = config
+            .mqtt
+            .as_ref()
+            .map(|m| crate::binding::mqtt::Broker::parse(&m.broker))
+            .transpose()?;
         let listeners = Listeners::bind(&config)?;
         let coap_access = match config.security.auth {
             Some(_) => Access::Restricted(config.coap.open),
@@ -265,10 +278,15 @@ impl Running {
             .coaps_runs()
             .then(|| coaps_config(&config).keys)
             .and_then(|keys| (keys.len() == 1).then(|| keys[0].identity.clone()));
+        let mqtt_forms = match (&broker, &config.mqtt) {
+            (Some(broker), Some(mqtt)) => Some(MqttForms::new(broker.origin(), &mqtt.prefix)),
+            _ => None,
+        };
         let publisher = publisher(
             &config,
             listeners.coap.is_some().then_some(coap_access),
             listeners.coaps_runs().then_some(coaps_identity),
+            mqtt_forms,
         );
         let parts = Parts {
             coap_origin: listeners.coap_origin(base_url.as_deref()),
@@ -311,6 +329,30 @@ impl Running {
         let mdns = (!config.no_mdns)
             .then(|| start_mdns(&config, &parts.servient, ports))
             .flatten();
+        let mqtt = match (&broker, &config.mqtt) {
+            (Some(broker), Some(mqtt)) => {
+                let tls = config.security.tls.is_some();
+                let origins = Origins {
+                    http: Some(
+                        parts
+                            .base_url
+                            .clone()
+                            .unwrap_or_else(|| origin(if tls { "https" } else { "http" }, http_addr)),
+                    ),
+                    coap: parts.coap_origin.clone(),
+                    coaps: parts.coaps_origin.clone(),
+                };
+                let publisher = parts.host.publisher.clone();
+                Some(crate::binding::mqtt::start(
+                    mqtt,
+                    broker,
+                    parts.servient.clone(),
+                    publisher,
+                    origins,
+                ))
+            }
+            _ => None,
+        };
         Ok(Running {
             publisher: parts.host.publisher.clone(),
             servient: parts.servient,
@@ -326,6 +368,7 @@ impl Running {
             reloader,
             legacy,
             mdns,
+            mqtt,
         })
     }
 
@@ -368,6 +411,9 @@ impl Running {
         if let Some((announcer, follower)) = self.mdns {
             follower.abort();
             announcer.stop().await;
+        }
+        if let Some(mqtt) = self.mqtt {
+            mqtt.stop().await;
         }
         let _ = self.shutdown.send(true);
         self.http.stop(true).await;
@@ -571,9 +617,17 @@ fn start_coap(
 
 /// The TD publisher: forms of HTTP, WebSocket and (when it runs, with `coap_access`) CoAP, and
 /// the security of `--auth` (opened CoAP forms naming theirs: none). `coaps`: coaps runs, with
-/// the one PSK identity its forms name (none when there are several).
-fn publisher(config: &Config, coap_access: Option<Access>, coaps: Option<Option<String>>) -> TdPublisher {
+/// the one PSK identity its forms name (none when there are several). `mqtt`: the MQTT forms.
+fn publisher(
+    config: &Config,
+    coap_access: Option<Access>,
+    coaps: Option<Option<String>>,
+    mqtt: Option<MqttForms>,
+) -> TdPublisher {
     let mut providers: Vec<Arc<dyn FormProvider>> = vec![Arc::new(HttpForms), Arc::new(WsForms)];
+    if let Some(mqtt) = mqtt {
+        providers.push(Arc::new(mqtt));
+    }
     if let Some(access) = coap_access {
         providers.push(Arc::new(CoapForms::new(access)));
         if let Access::Restricted(open) = access {

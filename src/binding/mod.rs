@@ -13,6 +13,7 @@ pub mod coap;
 pub mod http;
 pub(crate) mod keepalive;
 pub(crate) mod legacy;
+pub mod mqtt;
 pub(crate) mod problem;
 pub(crate) mod upgrade;
 pub mod ws;
@@ -58,7 +59,8 @@ pub(crate) fn request_origin(req: &actix_web::HttpRequest) -> String {
 
 /// What each binding answers for one error of every `core::Error` variant, side by side. The
 /// core classifies (`Error::kind`) and each binding maps the kind on its own (none imports
-/// another), so this is the one place that shows the four answers for every variant.
+/// another), so this is the one place that shows the answers for every variant. MQTT has no
+/// status codes: its problem details carry HTTP's number, checked here too.
 #[cfg(test)]
 mod tests {
     use actix_web::ResponseError;
@@ -123,6 +125,13 @@ mod tests {
                 problem["type"],
                 format!("{}{wtp}", super::ws::protocol::ERROR_TYPE_BASE),
                 "WTP: {e:?}"
+            );
+
+            let mqtt = json(&super::mqtt::problem(&e));
+            assert_eq!(
+                (mqtt["status"].as_u64(), mqtt["type"].as_str()),
+                (Some(u64::from(http)), Some(e.type_uri())),
+                "MQTT: {e:?}"
             );
 
             let response = super::legacy::error::LegacyError::Core(e.clone()).error_response();

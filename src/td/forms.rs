@@ -10,8 +10,50 @@ use wot_td::thing::{DefaultedFormOperations, FormOperation};
 
 use crate::core::ExposedThing;
 
-/// The binding vocabularies a TD of ours may carry in its forms (`htv:*`, `cov:*`).
-pub type TdExt = Cons<CoapProtocol, Cons<HttpProtocol, Nil>>;
+/// The binding vocabularies a TD of ours may carry in its forms (`htv:*`, `cov:*`, `mqv:*`).
+pub type TdExt = Cons<CoapProtocol, Cons<HttpProtocol, Cons<MqttProtocol, Nil>>>;
+
+/// The MQTT binding template's form terms as its current draft writes them
+/// (`"mqv:controlPacket": "publish"`, `"mqv:qos": "1"`); wot-td's own MQTT extension follows an
+/// older draft (`"mqv:publish"`, `"quality:1"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct MqvForm {
+    /// `publish`, `subscribe` or `unsubscribe`.
+    #[serde(
+        rename = "mqv:controlPacket",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub control_packet: Option<String>,
+    /// The topic a consumer publishes to.
+    #[serde(rename = "mqv:topic", skip_serializing_if = "Option::is_none", default)]
+    pub topic: Option<String>,
+    /// The topic filter a consumer subscribes to.
+    #[serde(rename = "mqv:filter", skip_serializing_if = "Option::is_none", default)]
+    pub filter: Option<String>,
+    /// `"0"`, `"1"` or `"2"`.
+    #[serde(rename = "mqv:qos", skip_serializing_if = "Option::is_none", default)]
+    pub qos: Option<String>,
+    /// Whether the messages are retained (the property can be read, not only observed).
+    #[serde(rename = "mqv:retain", skip_serializing_if = "Option::is_none", default)]
+    pub retain: Option<bool>,
+}
+
+/// The MQTT binding template as a wot-td extension: form terms only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct MqttProtocol {}
+
+impl wot_td::extend::ExtendableThing for MqttProtocol {
+    type InteractionAffordance = ();
+    type PropertyAffordance = ();
+    type ActionAffordance = ();
+    type EventAffordance = ();
+    type Form = MqvForm;
+    type ExpectedResponse = ();
+    type DataSchema = ();
+    type ObjectSchema = ();
+    type ArraySchema = ();
+}
 /// One form of a TD, as wot-td models it.
 pub type Form = wot_td::thing::Form<TdExt>;
 /// The typed TD, as wot-td models it.

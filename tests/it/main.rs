@@ -28,6 +28,7 @@ mod http_sse_actions;
 mod legacy;
 mod library_api;
 mod limits;
+mod mqtt;
 mod readme;
 mod reload;
 mod reload_integrity;
