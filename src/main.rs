@@ -163,6 +163,9 @@ struct ServeArgs {
     /// Do not serve CoAP (nor coaps).
     #[arg(long)]
     no_coap: bool,
+    /// Do not serve coaps, even under --auth or with keys (plain CoAP stays).
+    #[arg(long)]
+    no_coaps: bool,
     /// Do not announce over mDNS (also keeps CoAP off the multicast groups).
     #[arg(long)]
     no_mdns: bool,
@@ -691,6 +694,7 @@ fn serve_config(args: &ServeArgs) -> Result<Config, ExitCode> {
         http_port: args.http_port,
         coap_port: args.coap_port,
         coaps_port: args.coaps_port,
+        no_coaps: args.no_coaps,
         no_coap: args.no_coap,
         no_mdns: args.no_mdns,
         no_coap_multicast: args.no_coap_multicast,

@@ -45,6 +45,8 @@ pub struct Config {
     /// pre-shared key: `coap.dtls.keys`, or the one derived from `--auth`
     /// ([`crate::security::Auth::coaps_key`]).
     pub coaps_port: u16,
+    /// Do not run coaps, even when there are keys for it (plain CoAP is unaffected).
+    pub no_coaps: bool,
     /// Do not run CoAP.
     pub no_coap: bool,
     /// Do not announce over mDNS (also keeps CoAP off the multicast groups).
@@ -107,6 +109,7 @@ impl Default for Config {
             http_port: 8080,
             coap_port: 5683,
             coaps_port: 5684,
+            no_coaps: false,
             no_coap: false,
             no_mdns: false,
             no_coap_multicast: false,
@@ -236,6 +239,11 @@ fn scheme_origin(scheme: &str, base_url: Option<&str>, addr: SocketAddr) -> Stri
 /// The coaps keys: those configured, then the one derived from `--auth`.
 fn coaps_config(config: &Config) -> coap::DtlsConfig {
     let mut dtls = config.coap.dtls.clone();
+    if config.no_coaps {
+        // No key, no coaps.
+        dtls.keys.clear();
+        return dtls;
+    }
     if let Some(auth) = &config.security.auth {
         let (identity, key) = auth.coaps_key();
         if !dtls.keys.iter().any(|k| k.identity == identity) {

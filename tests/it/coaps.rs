@@ -395,3 +395,33 @@ async fn garbage_on_the_coaps_port_leaves_it_serving() {
     assert_eq!(code(&r), "2.04");
     running.stop().await;
 }
+
+#[tokio::test]
+async fn no_coaps_keeps_it_off_under_auth_and_with_keys_and_plain_coap_on() {
+    let auth = wot_runtime::security::Auth::parse(&format!("bearer:{TOKEN}")).unwrap();
+    let mut config = Config {
+        no_coap: false,
+        coap_port: 0,
+        coaps_port: 0,
+        no_coaps: true,
+        ..Config::loopback()
+    };
+    config.security.auth = Some(Arc::new(auth));
+    config.coap.dtls.keys = vec![wot_runtime::binding::coap::Psk::parse("device-1:device-key").unwrap()];
+    let running = common::start_with(config).await;
+    assert_eq!(running.coaps_url(), None);
+    assert!(running.coap_url().is_some());
+    assert!(
+        !running.ready_line().contains("coaps"),
+        "{}",
+        running.ready_line()
+    );
+    let td: serde_json::Value = common::json_of(
+        common::client()
+            .get(format!("{}/things/lamp", running.http_url()))
+            .bearer_auth(TOKEN),
+    )
+    .await;
+    assert!(!td.to_string().contains("coaps://"), "{td:#}");
+    running.stop().await;
+}
