@@ -79,8 +79,9 @@ fn broker(port: u16) -> Broker {
     panic!("mosquitto did not listen on {port}");
 }
 
+/// The bundled things (at test speed) and a `safe` whose `code` is write-only.
 async fn runtime(broker: &Broker, prefix: &str) -> Running {
-    common::start_at_test_speed(Config {
+    let config = Config {
         mqtt: Some(MqttConfig {
             broker: format!("mqtt://127.0.0.1:{}", broker.port),
             prefix: prefix.into(),
@@ -88,8 +89,19 @@ async fn runtime(broker: &Broker, prefix: &str) -> Running {
             ..MqttConfig::default()
         }),
         ..Config::loopback()
-    })
-    .await
+    };
+    let safe = wot_runtime::core::ThingBuilder::new(
+        "safe",
+        json!({"title": "Safe", "properties": {"code": {"type": "integer", "writeOnly": true}}}),
+    )
+    .build()
+    .expect("builds");
+    let mut things = common::bundled_things_every(Duration::from_millis(50));
+    things.push(wot_runtime::things::Hosted {
+        thing: safe,
+        behaviors: Default::default(),
+    });
+    Running::start(config, things).await.expect("runtime starts")
 }
 
 /// A test client: its event loop runs in a task and hands every publication to `rx`.
@@ -300,6 +312,21 @@ async fn values_writes_actions_and_events_through_mosquitto() {
         (json!(7), first["id"].clone())
     );
     assert_eq!(http_value(&running, "brightness").await, 7);
+
+    // A write-only property takes writes over MQTT but its value is never published.
+    c.publish("t1/safe/properties/code/write", b"1234").await;
+    c.publish("t1/lamp/properties/brightness/write", b"8").await;
+    c.expect("t1/lamp/properties/brightness", |p| json_of(p) == json!(8))
+        .await;
+    c.expect("t1/safe/td", |p| !p.is_empty()).await;
+    // Taken (its reply is empty: success), and nothing on the value's own topic.
+    c.expect("t1/safe/properties/code/write/reply", |p| p.is_empty())
+        .await;
+    let published: Vec<&String> = c.backlog.iter().map(|(t, _, _)| t).collect();
+    assert!(
+        !published.iter().any(|t| *t == "t1/safe/properties/code"),
+        "a write-only value was published: {published:?}"
+    );
     running.stop().await;
 }
 

@@ -470,9 +470,21 @@ async fn follow(shared: Arc<Shared>, slug: String) {
     let Ok(mut subscription) = shared.servient.subscribe(&slug, Target::Everything) else {
         return;
     };
+    // A write-only value is never published (no client may read it). The follower is made
+    // anew for a replaced thing, so this set stays the thing's own.
+    let write_only: Vec<Arc<str>> = match shared.servient.thing(&slug) {
+        Ok(thing) => thing
+            .properties
+            .values()
+            .filter(|p| p.write_only)
+            .map(|p| p.name.clone())
+            .collect(),
+        Err(_) => return,
+    };
     loop {
         match subscription.recv().await {
             Received::Notification(n) => match &n.topic {
+                Topic::Property(name) if write_only.contains(name) => {}
                 Topic::Property(name) => {
                     shared
                         .outbox()
