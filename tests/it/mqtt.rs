@@ -313,6 +313,19 @@ async fn values_writes_actions_and_events_through_mosquitto() {
     );
     assert_eq!(http_value(&running, "brightness").await, 7);
 
+    // Writes published in a burst are applied in their order: the last one stays.
+    for level in 51..=100 {
+        c.publish(
+            "t1/lamp/properties/brightness/write",
+            level.to_string().as_bytes(),
+        )
+        .await;
+    }
+    c.expect("t1/lamp/properties/brightness", |p| json_of(p) == json!(100))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(http_value(&running, "brightness").await, 100);
+
     // A write-only property takes writes over MQTT but its value is never published.
     c.publish("t1/safe/properties/code/write", b"1234").await;
     c.publish("t1/lamp/properties/brightness/write", b"8").await;

@@ -32,6 +32,10 @@ use crate::td::{Origins, TdPublisher};
 /// The first wait before reconnecting; it doubles up to the configured ceiling.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
+/// Requests performed at once; one more waits (and with it the reading of the connection, so
+/// the broker holds the rest: for QoS 1 it may not send more than this unacknowledged anyway).
+const MAX_REQUESTS: usize = 64;
+
 /// The running binding.
 #[derive(Debug)]
 pub(crate) struct Mqtt {
@@ -153,6 +157,7 @@ fn options(config: &MqttConfig, broker: &Broker) -> MqttOptions {
     network.set_tcp_nodelay(true);
     options.set_network_options(network);
     options.set_manual_acks(true);
+    options.set_receive_maximum(Some(MAX_REQUESTS as u16));
     // A session the broker keeps for an hour: requests published while the connection is down
     // (a network blip, not a broker restart without persistence) wait there for this client.
     options.set_clean_start(false);
@@ -186,6 +191,17 @@ async fn connection(
 ) {
     let mut connected = false;
     let mut backoff = FIRST_BACKOFF;
+    let requests = Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS));
+    let (writes, mut queued_writes) = tokio::sync::mpsc::channel::<Publish>(MAX_REQUESTS);
+    let writer = {
+        let (shared, client) = (shared.clone(), client.clone());
+        tokio::spawn(async move {
+            while let Some(publish) = queued_writes.recv().await {
+                request(shared.clone(), client.clone(), publish).await;
+            }
+        })
+    };
+    let _stop_writer = AbortOnDrop(writer);
     loop {
         tokio::select! {
             event = eventloop.poll() => match event {
@@ -204,7 +220,22 @@ async fn connection(
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    tokio::spawn(request(shared.clone(), client.clone(), publish));
+                    let topic = String::from_utf8_lossy(&publish.topic);
+                    if matches!(shared.topics.request(&topic), Some(Request::Write { .. })) {
+                        // Writes are applied in the order they arrived, as MQTT delivered them.
+                        if writes.send(publish).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    let Ok(permit) = requests.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let (shared, client) = (shared.clone(), client.clone());
+                    tokio::spawn(async move {
+                        request(shared, client, publish).await;
+                        drop(permit);
+                    });
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -232,6 +263,15 @@ async fn connection(
         if connected {
             drain(&shared, &client);
         }
+    }
+}
+
+/// Ends the write worker with the connection task.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
