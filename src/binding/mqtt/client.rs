@@ -510,35 +510,43 @@ async fn follow(shared: Arc<Shared>, slug: String) {
     let Ok(mut subscription) = shared.servient.subscribe(&slug, Target::Everything) else {
         return;
     };
-    // A write-only value is never published (no client may read it). The follower is made
-    // anew for a replaced thing, so this set stays the thing's own.
-    let write_only: Vec<Arc<str>> = match shared.servient.thing(&slug) {
-        Ok(thing) => thing
-            .properties
-            .values()
-            .filter(|p| p.write_only)
-            .map(|p| p.name.clone())
-            .collect(),
-        Err(_) => return,
+    // Each topic is made once per follower (one per thing version: a replaced thing gets a new
+    // follower). A write-only property has none: its value is never published.
+    let Ok(thing) = shared.servient.thing(&slug) else {
+        return;
     };
+    let value_topics: HashMap<Arc<str>, String> = thing
+        .properties
+        .values()
+        .filter(|p| !p.write_only)
+        .map(|p| (p.name.clone(), shared.topics.property(&slug, &p.name)))
+        .collect();
+    let event_topics: HashMap<Arc<str>, String> = thing
+        .events
+        .values()
+        .map(|e| (e.name.clone(), shared.topics.event(&slug, &e.name)))
+        .collect();
+    drop(thing);
     loop {
         match subscription.recv().await {
             Received::Notification(n) => match &n.topic {
-                Topic::Property(name) if write_only.contains(name) => {}
                 Topic::Property(name) => {
-                    shared
-                        .outbox()
-                        .retain(shared.topics.property(&slug, name), n.data.clone());
-                    shared.queued.notify_one();
+                    if let Some(topic) = value_topics.get(name) {
+                        shared.outbox().retain(topic.clone(), n.data.clone());
+                        shared.queued.notify_one();
+                    }
                 }
                 Topic::Event(name) => {
+                    let Some(topic) = event_topics.get(name) else {
+                        continue;
+                    };
                     let payload = if n.data.is_empty() {
                         Bytes::from_static(b"null")
                     } else {
                         n.data.clone()
                     };
                     shared.push(Message {
-                        topic: shared.topics.event(&slug, name),
+                        topic: topic.clone(),
                         payload,
                         retain: false,
                         correlation: None,
