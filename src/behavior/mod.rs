@@ -262,7 +262,7 @@ fn as_number(value: f64, schema_type: Option<&str>) -> Value {
 
 fn schema_type(thing: &ExposedThing, name: &str) -> Option<String> {
     thing
-        .model
+        .model()
         .pointer(&format!("/properties/{name}/type"))
         .and_then(Value::as_str)
         .map(str::to_owned)

@@ -4,6 +4,9 @@
 //!
 //! The thing's descriptive model (the TD without forms) is carried as opaque JSON for the `td`
 //! module; this module only reads the DataSchemas out of it. No protocol type appears here.
+//! The model is kept as compact JSON text, not as a value tree: it is read only when a TD or a
+//! description is built (both cached) and at reload, never per request, and as a tree of maps
+//! and strings it was half of an idle thing's memory (4.8 KB of a lamp's 9.8 KB).
 //!
 //! Replacement (hot reload): [`Servient::expose`](super::Servient::expose) hands a replaced thing
 //! over to its successor (`hand_over`): writable values carry over, the successor continues the
@@ -132,8 +135,10 @@ pub struct ExposedThing {
     pub slug: String,
     /// Stable `urn:uuid:` identifier.
     pub id: String,
-    /// The TD without forms, security, base or id: what the `td` module publishes from.
-    pub model: Value,
+    /// The TD without forms, security, base or id, as compact JSON text: see [`Self::model`].
+    model: Box<str>,
+    /// The model's `title` (the slug when it has none).
+    title: Box<str>,
     /// The properties, in the model's order.
     pub properties: IndexMap<String, Property>,
     /// The actions, in the model's order.
@@ -214,10 +219,14 @@ impl ExposedThing {
 
     /// The model's `title` (the slug when it has none).
     pub fn title(&self) -> &str {
-        self.model
-            .get("title")
-            .and_then(Value::as_str)
-            .unwrap_or(&self.slug)
+        &self.title
+    }
+
+    /// The TD without forms, security, base or id: what the `td` module publishes from. Parsed
+    /// from the text kept (a few microseconds): callers build something they cache from it.
+    pub fn model(&self) -> Value {
+        // The text is serde_json's own serialisation of a value: it always parses back.
+        serde_json::from_str(&self.model).unwrap_or(Value::Null)
     }
 
     /// The property `name`.
@@ -697,7 +706,7 @@ impl ExposedThing {
             }
         }
         let continues: Continues = if self.id == next.id {
-            continuity(&self.model, &next.model)
+            continuity(&self.model(), &next.model())
         } else {
             // Subscribers know the thing by its id: a new id is a new thing.
             Arc::new(|_: &Target| false)
@@ -874,10 +883,15 @@ impl ThingBuilder {
             });
         }
         let events = events(&self.model)?;
+        let title = match self.model.get("title").and_then(Value::as_str) {
+            Some(title) => title.into(),
+            None => self.slug.as_str().into(),
+        };
         Ok(Arc::new(ExposedThing {
+            model: self.model.to_string().into_boxed_str(),
+            title,
             slug: self.slug,
             id: self.id,
-            model: self.model,
             properties,
             actions,
             events,

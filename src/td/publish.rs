@@ -175,7 +175,7 @@ impl TdPublisher {
     /// The TD as JSON: the model with the members the runtime writes, checked as a TD by
     /// wot-td, with every binding's forms; members keep the model's order.
     pub fn build(&self, thing: &ExposedThing, origins: &Origins) -> Result<Value, BuildError> {
-        let mut doc = thing.model.clone();
+        let mut doc = thing.model();
         let root = doc.as_object_mut().ok_or(BuildError::NotAnObject)?;
         self.add_td_members(root, thing, origins);
         prepare_affordances(root, thing);
@@ -205,7 +205,8 @@ impl TdPublisher {
         // The thing file's own vocabularies (for its `@type` terms) come after the runtime's;
         // terms the runtime already maps to the same IRI are not repeated (a bridged remote's
         // TD carries the same `cov` and `@language` as ours).
-        if let Some(Value::Array(extra)) = thing.model.get("@context") {
+        // The model's own `@context`, still in `root` until it is replaced below.
+        if let Some(Value::Array(extra)) = root.get("@context").cloned() {
             let mut own = Vec::with_capacity(extra.len());
             for entry in extra {
                 match entry {
@@ -219,7 +220,7 @@ impl TdPublisher {
                             own.push(Value::Object(new));
                         }
                     }
-                    other => own.push(other.clone()),
+                    other => own.push(other),
                 }
             }
             context.push(Value::Object(prefixes));

@@ -90,7 +90,7 @@ fn section(
 
 /// The origin-independent description of a thing.
 pub(crate) fn template(thing: &ExposedThing, security: &(Value, Value)) -> Value {
-    let model = &thing.model;
+    let model = &thing.model();
     let base = prefix(&thing.slug);
     let vocabulary = Vocabulary::of(model);
     let m = (model, &vocabulary);
