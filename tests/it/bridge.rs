@@ -6,9 +6,8 @@
 //! port while the bridge keeps running. Proxy files that cannot be used are one error each, and
 //! one whose remote is not up yet is served once it is.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -20,53 +19,16 @@ use crate::common;
 const WOT: &str = env!("CARGO_BIN_EXE_wot");
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A `wot serve` child on loopback.
-struct Server {
-    child: Child,
-    http: String,
-    coap: String,
-    stderr: std::path::PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::WotServe as Server;
 
 /// Serves `things` with the given CoAP port ("0": any; "off": no CoAP), logging to a file in
 /// `logs`.
 fn serve(things: &Path, coap_port: &str, logs: &Path, name: &str) -> Server {
-    let stderr = logs.join(format!("{name}.log"));
     let coap = match coap_port {
         "off" => vec!["--no-coap"],
         port => vec!["--coap-port", port],
     };
-    let mut child = Command::new(WOT)
-        .args(["serve"])
-        .arg(things)
-        .args(["--host", "127.0.0.1", "--http-port", "0", "--no-mdns"])
-        .args(coap)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr).expect("log file"))
-        .spawn()
-        .expect("wot serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("a ready line");
-    let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-        let log = std::fs::read_to_string(&stderr).unwrap_or_default();
-        panic!("{name}: ready line {line:?}: {e}\n{log}")
-    });
-    Server {
-        child,
-        http: ready["http"].as_str().expect("http").to_owned(),
-        coap: ready["coap"].as_str().unwrap_or_default().to_owned(),
-        stderr,
-    }
+    Server::start(things, &coap, Some(&logs.join(format!("{name}.log"))))
 }
 
 /// A directory for one test's thing files and logs, removed at the end.
@@ -105,7 +67,7 @@ fn upstream_and_bridge(dir: &Path) -> (Server, Server) {
 fn bridge_of(upstream: &Server, dir: &Path) -> Server {
     let things = dir.join("things");
     std::fs::create_dir_all(&things).expect("things dir");
-    let proxy = json!({"proxy": {"td": format!("{}/things/lamp", upstream.coap), "via": "coap", "probe": 0.5, "timeout": 2}});
+    let proxy = json!({"proxy": {"td": format!("{}/things/lamp", upstream.coap_url()), "via": "coap", "probe": 0.5, "timeout": 2}});
     std::fs::write(things.join("lamp.json"), proxy.to_string()).expect("proxy file");
     serve(&things, "0", dir, "bridge")
 }
@@ -159,7 +121,7 @@ async fn a_coap_thing_is_served_again_over_http_sse_websocket_and_coap() {
     assert_ne!(td["id"], remote["id"]);
     let hrefs = td.to_string();
     assert!(
-        !hrefs.contains(&upstream.coap) && !hrefs.contains(&upstream.http),
+        !hrefs.contains(upstream.coap_url()) && !hrefs.contains(&upstream.http),
         "{td:#}"
     );
 
@@ -221,7 +183,7 @@ async fn a_coap_thing_is_served_again_over_http_sse_websocket_and_coap() {
     let mut property = sse(&bridge, "properties/brightness").await;
     let mut faded = sse(&bridge, "events/faded").await;
     let mut socket = wtp_observe(&bridge, &td["id"], "brightness").await;
-    let coap_url = format!("{}/things/lamp", bridge.coap);
+    let coap_url = format!("{}/things/lamp", bridge.coap_url());
     let coap_observer = tokio::spawn(async move {
         wot(&[
             "observe",
@@ -260,7 +222,7 @@ async fn a_coap_thing_is_served_again_over_http_sse_websocket_and_coap() {
     assert_eq!(frame.event.as_deref(), Some("faded"));
 
     // CoAP on the bridge reads what the upstream holds.
-    let coap = format!("{}/things/lamp", bridge.coap);
+    let coap = format!("{}/things/lamp", bridge.coap_url());
     common::eventually("the bridge's CoAP read follows", WAIT, || {
         let coap = coap.clone();
         async move { wot(&["read", &coap, "brightness"]).await == "3" }
@@ -278,9 +240,8 @@ async fn a_stopped_upstream_gives_502_or_503_and_its_restart_restores_observatio
     assert_eq!(put(&upstream, "brightness", json!(21)).await.status(), 204);
     assert_eq!(property.next(WAIT).await.data, "21");
 
-    let coap_port = upstream.coap.rsplit(':').next().expect("port").to_owned();
-    let _ = upstream.child.kill();
-    let _ = upstream.child.wait();
+    let coap_port = upstream.coap_url().rsplit(':').next().expect("port").to_owned();
+    upstream.stop();
 
     // The first request may find out (502); once the bridge knows, it answers 503 at once.
     let first = client
@@ -340,7 +301,7 @@ async fn a_stopped_upstream_gives_502_or_503_and_its_restart_restores_observatio
     }
     assert_eq!(put(&bridge, "brightness", json!(65)).await.status(), 204);
     assert_eq!(value(&upstream, "brightness").await, 65);
-    let log = std::fs::read_to_string(&bridge.stderr).expect("bridge log");
+    let log = bridge.logged();
     assert!(
         log.contains("the remote is away") && log.contains("the remote is back"),
         "{log}"
@@ -386,7 +347,7 @@ async fn a_proxy_that_cannot_be_used_is_one_clear_error_and_the_rest_serves() {
         .filter_map(|td| td["title"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(slugs, ["Thermostat"]);
-    let log = std::fs::read_to_string(&bridge.stderr).expect("bridge log");
+    let log = bridge.logged();
     let line = |file: &str| {
         log.lines()
             .find(|l| l.contains(&format!("{file}.json")))
@@ -418,7 +379,7 @@ async fn a_proxy_that_cannot_be_used_is_one_clear_error_and_the_rest_serves() {
         "{said}"
     );
     let good = dir.path().join("good.json");
-    let proxy = json!({"proxy": {"td": format!("{}/things/lamp", upstream.coap)}});
+    let proxy = json!({"proxy": {"td": format!("{}/things/lamp", upstream.coap_url())}});
     std::fs::write(&good, proxy.to_string()).expect("write");
     let validated = Command::new(WOT)
         .arg("validate")

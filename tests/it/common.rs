@@ -427,3 +427,93 @@ pub fn ok(run: &CliRun) -> &str {
     assert!(run.stderr.is_empty(), "{run:?}");
     &run.stdout
 }
+
+/// A `wot serve` child process on loopback, killed when dropped: for what only the binary
+/// shows (its ready line, its logs, a restart on the same port, thousands of thing files).
+pub struct WotServe {
+    child: std::process::Child,
+    /// The `http` URL of the ready line.
+    pub http: String,
+    /// The `coap` URL of the ready line, if CoAP runs.
+    pub coap: Option<String>,
+    /// The whole ready line.
+    pub ready: Value,
+    /// Where its stderr went (logged at `info`), if anywhere.
+    pub log: Option<std::path::PathBuf>,
+}
+
+impl WotServe {
+    /// Runs `wot serve THINGS --host 127.0.0.1 --http-port 0 --no-mdns ARGS...` and waits for its
+    /// ready line. Its stderr goes to `log` (at `RUST_LOG=info`) when given, else nowhere.
+    pub fn start(things: &std::path::Path, args: &[&str], log: Option<&std::path::Path>) -> WotServe {
+        let local: Vec<&str> = ["--host", "127.0.0.1", "--no-mdns"]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+        Self::run(things, &local, log)
+    }
+
+    /// Runs `wot serve THINGS --http-port 0 ARGS...` (mDNS on unless ARGS say otherwise: only
+    /// inside netns-run) and waits for its ready line; an `http` URL on 0.0.0.0 is given as
+    /// 127.0.0.1.
+    pub fn run(things: &std::path::Path, args: &[&str], log: Option<&std::path::Path>) -> WotServe {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_wot"));
+        command
+            .arg("serve")
+            .arg(things)
+            .args(["--http-port", "0"])
+            .args(args)
+            .stdout(Stdio::piped());
+        match log {
+            Some(path) => command
+                .env("RUST_LOG", "info")
+                .stderr(std::fs::File::create(path).expect("log file")),
+            None => command.env_remove("RUST_LOG").stderr(Stdio::null()),
+        };
+        let mut child = command.spawn().expect("wot serve starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("a ready line");
+        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            let logged = log.map(|p| std::fs::read_to_string(p).unwrap_or_default());
+            panic!("ready line {line:?}: {e}\n{}", logged.unwrap_or_default())
+        });
+        WotServe {
+            child,
+            http: ready["http"]
+                .as_str()
+                .expect("an http URL")
+                .replace("0.0.0.0", "127.0.0.1"),
+            coap: ready["coap"].as_str().map(str::to_owned),
+            ready,
+            log: log.map(std::path::Path::to_path_buf),
+        }
+    }
+
+    /// The `coap` URL of the ready line (the test started it with CoAP).
+    pub fn coap_url(&self) -> &str {
+        self.coap.as_deref().expect("wot serve runs CoAP")
+    }
+
+    /// Kills it and waits for it to end.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// What it logged so far.
+    pub fn logged(&self) -> String {
+        let path = self.log.as_ref().expect("started with a log file");
+        std::fs::read_to_string(path).expect("log file")
+    }
+}
+
+impl Drop for WotServe {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

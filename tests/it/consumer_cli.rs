@@ -3,8 +3,7 @@
 //! `--via http`, `--via coap` and `--via ws`; each checks stdout, the exit code and the effect
 //! on the server (read back over plain HTTP). Bad input gets one line on stderr and its exit code.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -13,49 +12,13 @@ use crate::common;
 
 const WOT: &str = env!("CARGO_BIN_EXE_wot");
 
+use common::WotServe as Server;
+
 /// A `wot serve` child on loopback (any free ports), serving the repository's things/.
-struct Server {
-    child: Child,
-    http: String,
-    coap: Option<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(extra: &[&str]) -> Server {
-    let things = concat!(env!("CARGO_MANIFEST_DIR"), "/things");
-    let mut child = Command::new(WOT)
-        .args([
-            "serve",
-            things,
-            "--host",
-            "127.0.0.1",
-            "--http-port",
-            "0",
-            "--coap-port",
-            "0",
-            "--no-mdns",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("wot serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("a ready line");
-    let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
-    Server {
-        child,
-        http: ready["http"].as_str().expect("an http URL").to_owned(),
-        coap: ready["coap"].as_str().map(str::to_owned),
-    }
+    let things = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/things"));
+    let args: Vec<&str> = ["--coap-port", "0"].iter().chain(extra).copied().collect();
+    Server::start(things, &args, None)
 }
 
 use common::{CliRun as Run, ok, wot};
@@ -315,33 +278,8 @@ async fn a_name_is_found_by_discovery() {
     let Some(_one_at_a_time) = common::mdns_allowed_async().await else {
         return;
     };
-    let things = concat!(env!("CARGO_MANIFEST_DIR"), "/things");
-    let mut child = Command::new(WOT)
-        .args([
-            "serve",
-            things,
-            "--host",
-            "0.0.0.0",
-            "--http-port",
-            "0",
-            "--no-coap",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("wot serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("a ready line");
-    let server = Server {
-        child,
-        http: serde_json::from_str::<Value>(&line).expect("ready line")["http"]
-            .as_str()
-            .expect("http")
-            .replace("0.0.0.0", "127.0.0.1"),
-        coap: None,
-    };
+    let things = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/things"));
+    let server = Server::run(things, &["--host", "0.0.0.0", "--no-coap"], None);
     assert_eq!(ok(&wot(&["read", "Lamp", "brightness", "--json"]).await), "50\n");
     let td = server_value(&server, "on").await;
     assert_eq!(td, json!(false));

@@ -32,6 +32,7 @@ mod mqtt;
 mod readme;
 mod reload;
 mod reload_integrity;
+mod scale;
 mod security;
 mod thing_models;
 mod upgrade;
