@@ -1,6 +1,8 @@
 //! `wot`: the command line. Parses arguments into a runtime `Config` and runs a subcommand;
 //! everything else lives in the library.
 
+mod footprint;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -308,6 +310,7 @@ fn open_file_limit(max_connections: usize) {
 }
 
 fn main() -> ExitCode {
+    footprint::limit_malloc_arenas();
     let cli = Cli::parse();
     // A client verb's stderr is its one line of diagnosis: libraries' logs (a TLS verifier's
     // ERROR line, say) only when RUST_LOG asks for them.
@@ -589,23 +592,12 @@ fn serve(args: ServeArgs) -> ExitCode {
             let _ = writeln!(out, "{}", running.ready_line());
             let _ = out.flush();
         }
-        give_back_start_up_memory();
+        footprint::give_back_start_up_memory();
         runtime::wait_for_signal().await;
         tracing::info!("shutting down");
         running.stop().await;
         ExitCode::SUCCESS
     })
-}
-
-/// Returns to the system the heap that loading the things used and freed (file texts, parse
-/// trees, definitions): glibc keeps freed memory mapped, and with thousands of thing files that
-/// is megabytes of RSS that nothing uses again.
-fn give_back_start_up_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks glibc's own arenas under their locks; it takes no pointer.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// Prints why `wot` stops, and returns its exit code.

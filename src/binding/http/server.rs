@@ -161,7 +161,9 @@ where
 }
 
 /// The upgrade service for connections of transport `T`: each worker builds its own instance of
-/// the routes (`make_app`) to run upgrade requests through.
+/// the routes (`make_app`) to run upgrade requests through, on its first upgrade request. Built
+/// with the worker, that second copy of every route pattern cost each worker about half a
+/// megabyte that a server nobody opens a WebSocket to never uses.
 fn upgrades<T, F, A, SF, B>(
     make_app: F,
 ) -> impl ServiceFactory<
@@ -173,22 +175,27 @@ fn upgrades<T, F, A, SF, B>(
 >
 where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
-    F: Fn() -> A + 'static,
+    F: Fn() -> A + Clone + 'static,
     A: IntoServiceFactory<SF, Request>,
     SF: AppFactory<B>,
     SF::Service: 'static,
     B: MessageBody + 'static,
 {
     fn_factory(move || {
-        let routes = routes(make_app());
+        let make_app = Rc::new(make_app.clone());
+        let built = Rc::new(tokio::sync::OnceCell::new());
         async move {
-            let routes = Rc::new(routes.new_service(()).await?);
             Ok::<_, ()>(fn_service(move |(req, framed)| {
-                let routes = routes.clone();
+                let make_app = make_app.clone();
+                let built = built.clone();
                 async move {
-                    upgrade(&*routes, req, framed)
+                    let routes = built
+                        .get_or_try_init(|| routes(make_app()).new_service(()))
                         .await
-                        .map_err(actix_web::Error::from)
+                        .map_err(|()| {
+                            actix_web::error::ErrorInternalServerError("the routes did not build")
+                        })?;
+                    upgrade(routes, req, framed).await.map_err(actix_web::Error::from)
                 }
             }))
         }
