@@ -3,8 +3,9 @@
 //! a session with a key may read, write, invoke and observe while plain `coap://` is still
 //! refused a write; the TD's coaps forms state `psk_sc` and the TD validates; a wrong key or
 //! identity fails the handshake (at once: the server answers with a fatal alert); the key
-//! derived from `--auth` works; a bounded garbage-datagram fuzz on the coaps port leaves it
-//! serving.
+//! derived from `--auth` works; certificate mode presents the HTTPS certificate and serves an
+//! anonymous client what plain CoAP serves; a bounded garbage-datagram fuzz on the coaps port
+//! (`FUZZ_SECONDS`, else `FUZZ_DATAGRAMS`) leaves it serving.
 
 use crate::common;
 
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use dimpl::crypto::{Dtls12CipherSuite, rust_crypto};
-use dimpl::{Dtls, Output, PskResolver};
+use dimpl::{Dtls, DtlsCertificate, Output, PskResolver};
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 use wot_runtime::runtime::{Config, Running};
@@ -40,6 +41,8 @@ struct Client {
     inbox: std::collections::VecDeque<Vec<u8>>,
     mid: u16,
     token: u32,
+    /// The certificate the server presented (DER), in certificate mode.
+    peer_certificate: Option<Vec<u8>>,
 }
 
 impl Client {
@@ -52,7 +55,31 @@ impl Client {
             .dtls13_cipher_suites(&[])
             .build()
             .map_err(|e| e.to_string())?;
-        let mut dtls = Dtls::new_12_psk(Arc::new(config), Instant::now());
+        Client::handshake(server, Dtls::new_12_psk(Arc::new(config), Instant::now())).await
+    }
+
+    /// A certificate-mode handshake (ECDHE-ECDSA): the client offers no key and, not being
+    /// asked for one, presents no certificate of its own.
+    async fn connect_with_certificate(server: SocketAddr) -> Result<Client, String> {
+        let config = dimpl::Config::builder()
+            .with_crypto_provider(rust_crypto::default_provider())
+            .dtls12_cipher_suites(&[
+                Dtls12CipherSuite::ECDHE_ECDSA_AES128_GCM_SHA256,
+                Dtls12CipherSuite::ECDHE_ECDSA_AES256_GCM_SHA384,
+            ])
+            .dtls13_cipher_suites(&[])
+            .build()
+            .map_err(|e| e.to_string())?;
+        // dimpl's client role needs a certificate of its own even when none is asked for.
+        let own = rcgen::generate_simple_self_signed(vec!["client".to_owned()]).map_err(|e| e.to_string())?;
+        let own = DtlsCertificate {
+            certificate: own.cert.der().to_vec(),
+            private_key: own.signing_key.serialize_der(),
+        };
+        Client::handshake(server, Dtls::new_12(Arc::new(config), own, Instant::now())).await
+    }
+
+    async fn handshake(server: SocketAddr, mut dtls: Dtls) -> Result<Client, String> {
         dtls.set_active(true);
         let mut client = Client {
             socket: UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?,
@@ -63,6 +90,7 @@ impl Client {
             inbox: Default::default(),
             mid: 100,
             token: 1,
+            peer_certificate: None,
         };
         let deadline = Instant::now() + WAIT;
         while !client.connected {
@@ -102,6 +130,7 @@ impl Client {
                 Output::BufferTooSmall { needed } => self.buf.resize(needed, 0),
                 Output::Timeout(_) => return Ok(()),
                 Output::Connected => self.connected = true,
+                Output::PeerCert(c) => self.peer_certificate = Some(c.to_vec()),
                 Output::ApplicationData(d) => self.inbox.push_back(d.to_vec()),
                 Output::CloseNotify => return Err("closed by the server".into()),
                 _ => {}
@@ -321,6 +350,138 @@ async fn the_key_derived_from_auth_works_and_wrong_keys_fail_the_handshake_at_on
         );
     }
     running.stop().await;
+}
+
+#[tokio::test]
+async fn certificate_mode_presents_the_https_certificate_and_serves_an_anonymous_client_as_plain_coap() {
+    // HTTPS with a self-signed (ECDSA P-256) certificate, handed to coaps as `wot serve` does.
+    let state = std::env::temp_dir().join(format!("wot-coaps-cert-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let tls = wot_runtime::security::self_signed(&state, vec!["127.0.0.1".into()]).unwrap();
+    let auth = wot_runtime::security::Auth::parse(&format!("bearer:{TOKEN}")).unwrap();
+    let mut config = Config {
+        no_coap: false,
+        coap_port: 0,
+        coaps_port: 0,
+        ..Config::loopback()
+    };
+    config.security.auth = Some(Arc::new(auth));
+    config.security.tls = Some(tls.config.clone());
+    config.coap.open = wot_runtime::binding::coap::Opened::parse("read").unwrap();
+    config.coap.dtls.keys = vec![wot_runtime::binding::coap::Psk::parse("device-1:device-key").unwrap()];
+    config.coap.dtls.certificate = Some(wot_runtime::binding::coap::ServerCertificate {
+        certificate: tls.certificate.to_vec(),
+        private_key: tls.private_key.secret_der().to_vec(),
+    });
+    let running = common::start_with(config).await;
+    let server = running.coaps_addr.expect("coaps runs");
+
+    // HTTPS presents the certificate in cert.pem (a client trusting only it gets through) ...
+    let https = common::trusting_client(&state.join("tls/cert.pem"));
+    let r = https
+        .get(format!("{}/things/lamp/properties/on", running.http_url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // ... and the coaps port presents the same one.
+    let mut c = Client::connect_with_certificate(server).await.unwrap();
+    let presented = c.peer_certificate.clone().expect("the server's certificate");
+    assert_eq!(presented, tls.certificate.to_vec());
+    let fingerprint: Vec<String> = ring::digest::digest(&ring::digest::SHA256, &presented)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    assert_eq!(fingerprint.join(":"), tls.fingerprint);
+
+    // Anonymous: a GET as plain CoAP gets it under --coap-open read (the TD block-wise too) ...
+    let p = c.req(RequestType::Get, "/things/lamp/properties/brightness");
+    let r = c.call(p).await;
+    assert_eq!((code(&r), json_body(&r)), ("2.05".into(), json!(50)));
+    let td: Value = serde_json::from_slice(&c.get_blockwise("/things/lamp", 2).await).unwrap();
+    assert_eq!(td["title"], "Lamp");
+    // ... and a write is refused as on plain CoAP, changing nothing.
+    let mut put = c.req(RequestType::Put, "/things/lamp/properties/brightness");
+    put.payload = b"9".to_vec();
+    put.set_content_format(coap_lite::ContentFormat::ApplicationJSON);
+    let r = c.call(put).await;
+    assert_eq!(code(&r), "4.01");
+    let p = c.req(RequestType::Post, "/things/lamp/actions/toggle");
+    assert_eq!(code(&c.call(p).await), "4.01");
+    let p = c.req(RequestType::Get, "/things/lamp/properties/brightness");
+    assert_eq!(json_body(&c.call(p).await), json!(50));
+
+    // PSK beside it on the same port: the key's session may write.
+    let mut keyed = Client::connect(server, "device-1", b"device-key").await.unwrap();
+    assert_eq!(keyed.peer_certificate, None);
+    let mut put = keyed.req(RequestType::Put, "/things/lamp/properties/brightness");
+    put.payload = b"9".to_vec();
+    assert_eq!(code(&keyed.call(put).await), "2.04");
+    running.stop().await;
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+/// `wot serve --tls-cert/--tls-key` with a key DTLS cannot sign with (Ed25519, which rustls
+/// serves over HTTPS): one warning line, coaps stays on with PSK only.
+#[tokio::test]
+async fn an_https_key_dtls_cannot_use_leaves_coaps_psk_only_with_one_warning() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = std::env::temp_dir().join(format!("wot-coaps-ed25519-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wot"))
+        .args(["serve", "--host", "127.0.0.1", "--no-mdns", "--http-port", "0"])
+        .args([
+            "--coap-port",
+            "0",
+            "--coaps-port",
+            "0",
+            "--coap-psk",
+            "device-1:device-key",
+        ])
+        .arg("--tls-cert")
+        .arg(dir.join("cert.pem"))
+        .arg("--tls-key")
+        .arg(dir.join("key.pem"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("wot serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("a ready line");
+    let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    assert!(ready["http"].as_str().unwrap().starts_with("https://"), "{ready}");
+    let server: SocketAddr = ready["coaps"].as_str().expect("coaps runs")["coaps://".len()..]
+        .parse()
+        .unwrap();
+    let refused = Client::connect_with_certificate(server).await.err();
+    let keyed = Client::connect(server, "device-1", b"device-key").await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(refused.is_some(), "no certificate mode with an Ed25519 key");
+    assert!(keyed.is_ok(), "PSK still works: {:?}", keyed.err());
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains("coaps: PSK only, no certificate mode")
+            && warnings[0].contains("not an ECDSA P-256 or P-384 key"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
