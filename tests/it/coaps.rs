@@ -31,8 +31,9 @@ impl PskResolver for FixedKey {
     }
 }
 
-/// A DTLS 1.2 PSK client on a tokio UDP socket, speaking CoAP inside the session.
-struct Client {
+/// A DTLS 1.2 client (PSK or certificate mode) on a tokio UDP socket, speaking CoAP inside the
+/// session. `discovery` uses it to follow a `_wot._udp` coaps record.
+pub(crate) struct Client {
     socket: UdpSocket,
     server: SocketAddr,
     dtls: Dtls,
@@ -47,7 +48,7 @@ struct Client {
 
 impl Client {
     /// Handshakes with `server`; an error when it does not complete within `WAIT`.
-    async fn connect(server: SocketAddr, identity: &str, key: &[u8]) -> Result<Client, String> {
+    pub(crate) async fn connect(server: SocketAddr, identity: &str, key: &[u8]) -> Result<Client, String> {
         let config = dimpl::Config::builder()
             .with_crypto_provider(rust_crypto::default_provider())
             .with_psk_client(identity.as_bytes().to_vec(), Arc::new(FixedKey(key.to_vec())))
@@ -191,7 +192,7 @@ impl Client {
     }
 
     /// A whole body fetched block-wise with blocks of 2^(szx+4) bytes.
-    async fn get_blockwise(&mut self, path: &str, szx: u8) -> Vec<u8> {
+    pub(crate) async fn get_blockwise(&mut self, path: &str, szx: u8) -> Vec<u8> {
         let mut body = Vec::new();
         for num in 0u32.. {
             let mut p = self.req(RequestType::Get, path);
