@@ -236,6 +236,30 @@ async fn start() -> Running {
     common::start_with(config).await
 }
 
+/// `start()` plus HTTPS with a self-signed (ECDSA P-256) certificate in a fresh state directory
+/// named after `name`, handed to coaps as `wot serve` does, and `--coap-open read`.
+async fn start_with_certificate(name: &str) -> (Running, std::path::PathBuf, wot_runtime::security::Tls) {
+    let state = std::env::temp_dir().join(format!("wot-coaps-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let tls = wot_runtime::security::self_signed(&state, vec!["127.0.0.1".into()]).unwrap();
+    let auth = wot_runtime::security::Auth::parse(&format!("bearer:{TOKEN}")).unwrap();
+    let mut config = Config {
+        no_coap: false,
+        coap_port: 0,
+        coaps_port: 0,
+        ..Config::loopback()
+    };
+    config.security.auth = Some(Arc::new(auth));
+    config.security.tls = Some(tls.config.clone());
+    config.coap.open = wot_runtime::binding::coap::Opened::parse("read").unwrap();
+    config.coap.dtls.keys = vec![wot_runtime::binding::coap::Psk::parse("device-1:device-key").unwrap()];
+    config.coap.dtls.certificate = Some(wot_runtime::binding::coap::ServerCertificate {
+        certificate: tls.certificate.to_vec(),
+        private_key: tls.private_key.secret_der().to_vec(),
+    });
+    (common::start_with(config).await, state, tls)
+}
+
 /// A plain CoAP request over UDP, no DTLS.
 async fn plain_call(server: SocketAddr, method: RequestType, path: &str, payload: &[u8]) -> Packet {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -355,26 +379,7 @@ async fn the_key_derived_from_auth_works_and_wrong_keys_fail_the_handshake_at_on
 
 #[tokio::test]
 async fn certificate_mode_presents_the_https_certificate_and_serves_an_anonymous_client_as_plain_coap() {
-    // HTTPS with a self-signed (ECDSA P-256) certificate, handed to coaps as `wot serve` does.
-    let state = std::env::temp_dir().join(format!("wot-coaps-cert-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state);
-    let tls = wot_runtime::security::self_signed(&state, vec!["127.0.0.1".into()]).unwrap();
-    let auth = wot_runtime::security::Auth::parse(&format!("bearer:{TOKEN}")).unwrap();
-    let mut config = Config {
-        no_coap: false,
-        coap_port: 0,
-        coaps_port: 0,
-        ..Config::loopback()
-    };
-    config.security.auth = Some(Arc::new(auth));
-    config.security.tls = Some(tls.config.clone());
-    config.coap.open = wot_runtime::binding::coap::Opened::parse("read").unwrap();
-    config.coap.dtls.keys = vec![wot_runtime::binding::coap::Psk::parse("device-1:device-key").unwrap()];
-    config.coap.dtls.certificate = Some(wot_runtime::binding::coap::ServerCertificate {
-        certificate: tls.certificate.to_vec(),
-        private_key: tls.private_key.secret_der().to_vec(),
-    });
-    let running = common::start_with(config).await;
+    let (running, state, tls) = start_with_certificate("cert").await;
     let server = running.coaps_addr.expect("coaps runs");
 
     // HTTPS presents the certificate in cert.pem (a client trusting only it gets through) ...
@@ -485,11 +490,31 @@ async fn an_https_key_dtls_cannot_use_leaves_coaps_psk_only_with_one_warning() {
     );
 }
 
+/// The first datagram (the ClientHello) a dimpl client in this configuration sends.
+fn client_hello(config: dimpl::Config, certificate: Option<DtlsCertificate>) -> Vec<u8> {
+    let config = Arc::new(config);
+    let mut d = match certificate {
+        Some(c) => Dtls::new_12(config, c, Instant::now()),
+        None => Dtls::new_12_psk(config, Instant::now()),
+    };
+    d.set_active(true);
+    d.handle_timeout(Instant::now()).unwrap();
+    let mut buf = vec![0u8; 2048];
+    let mut out = Vec::new();
+    while let Output::Packet(p) = d.poll_output(&mut buf) {
+        out = p.to_vec();
+    }
+    out
+}
+
+/// Bounded: at least `FUZZ_DATAGRAMS` (default 3000) random and mutated datagrams from a few
+/// sockets to a coaps port that serves PSK and certificate mode; with `FUZZ_SECONDS` set (CI),
+/// it keeps going until that much time has passed, checking every 5 s that a real client still
+/// gets a session and a write through.
 #[tokio::test]
 async fn garbage_on_the_coaps_port_leaves_it_serving() {
-    let running = start().await;
+    let (running, state, _tls) = start_with_certificate("fuzz").await;
     let server = running.coaps_addr.unwrap();
-    // Bounded: a few thousand datagrams from a few sockets, random and mutated DTLS records.
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut next = move || {
         rng ^= rng << 13;
@@ -497,39 +522,60 @@ async fn garbage_on_the_coaps_port_leaves_it_serving() {
         rng ^= rng << 17;
         rng
     };
-    // A real ClientHello to mutate.
-    let hello = {
-        let config = dimpl::Config::builder()
+    // Real ClientHellos to mutate: PSK, and certificate mode.
+    let psk_hello = client_hello(
+        dimpl::Config::builder()
             .with_crypto_provider(rust_crypto::default_provider())
             .with_psk_client(b"x".to_vec(), Arc::new(FixedKey(b"y".to_vec())))
             .dtls12_cipher_suites(&[Dtls12CipherSuite::PSK_AES128_CCM_8])
             .dtls13_cipher_suites(&[])
             .build()
-            .unwrap();
-        let mut d = Dtls::new_12_psk(Arc::new(config), Instant::now());
-        d.set_active(true);
-        d.handle_timeout(Instant::now()).unwrap();
-        let mut buf = vec![0u8; 2048];
-        let mut out = Vec::new();
-        while let Output::Packet(p) = d.poll_output(&mut buf) {
-            out = p.to_vec();
-        }
-        out
+            .unwrap(),
+        None,
+    );
+    let own = rcgen::generate_simple_self_signed(vec!["client".to_owned()]).unwrap();
+    let cert_hello = client_hello(
+        dimpl::Config::builder()
+            .with_crypto_provider(rust_crypto::default_provider())
+            .dtls12_cipher_suites(&[
+                Dtls12CipherSuite::ECDHE_ECDSA_AES128_GCM_SHA256,
+                Dtls12CipherSuite::PSK_AES128_CCM_8,
+            ])
+            .dtls13_cipher_suites(&[])
+            .build()
+            .unwrap(),
+        Some(DtlsCertificate {
+            certificate: own.cert.der().to_vec(),
+            private_key: own.signing_key.serialize_der(),
+        }),
+    );
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let count = env("FUZZ_DATAGRAMS").unwrap_or(3000);
+    let budget = Duration::from_secs(env("FUZZ_SECONDS").unwrap_or(0));
+    let started = Instant::now();
+    let mut checked = started;
+    let mut checks = 0;
+    let still_serving = |value: u64| async move {
+        let mut c = Client::connect(server, "device-1", b"device-key").await.unwrap();
+        let mut put = c.req(RequestType::Put, "/things/lamp/properties/brightness");
+        put.payload = (value % 100).to_string().into_bytes();
+        assert_eq!(code(&c.call(put).await), "2.04");
     };
-    let count: usize = std::env::var("FUZZ_DATAGRAMS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3000);
     let mut sockets = Vec::new();
     for _ in 0..8 {
         sockets.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     }
-    for i in 0..count {
+    let mut sent = 0u64;
+    while sent < count || started.elapsed() < budget {
         let r = next();
-        let datagram = match i % 4 {
+        let datagram = match sent % 5 {
             0 => (0..(r % 300) as usize).map(|_| next() as u8).collect::<Vec<u8>>(),
-            1 | 2 => {
-                let mut d = hello.clone();
+            1..=3 => {
+                let mut d = if sent % 5 == 3 {
+                    cert_hello.clone()
+                } else {
+                    psk_hello.clone()
+                };
                 for _ in 0..1 + r % 4 {
                     let at = (next() as usize) % d.len();
                     d[at] = next() as u8;
@@ -544,18 +590,25 @@ async fn garbage_on_the_coaps_port_leaves_it_serving() {
                 d
             }
         };
-        let _ = sockets[i % sockets.len()].send_to(&datagram, server).await;
-        if i % 256 == 0 {
+        let _ = sockets[(sent % 8) as usize].send_to(&datagram, server).await;
+        sent += 1;
+        if sent.is_multiple_of(256) {
             tokio::task::yield_now().await;
+            if !budget.is_zero() && checked.elapsed() >= Duration::from_secs(5) {
+                still_serving(sent).await;
+                checks += 1;
+                checked = Instant::now();
+            }
         }
     }
     // Still serving: a real client handshakes and writes.
-    let mut c = Client::connect(server, "device-1", b"device-key").await.unwrap();
-    let mut put = c.req(RequestType::Put, "/things/lamp/properties/brightness");
-    put.payload = b"5".to_vec();
-    let r = c.call(put).await;
-    assert_eq!(code(&r), "2.04");
+    still_serving(5).await;
+    eprintln!(
+        "coaps fuzz: {sent} datagrams in {:.1} s, {checks} checks on the way",
+        started.elapsed().as_secs_f64()
+    );
     running.stop().await;
+    let _ = std::fs::remove_dir_all(&state);
 }
 
 #[tokio::test]
