@@ -182,7 +182,8 @@ struct ServeArgs {
     /// Durable state: property values, thing ids, the self-signed certificate.
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// Serve HTTPS/WSS with this PEM certificate chain (with --tls-key).
+    /// Serve HTTPS/WSS with this PEM certificate chain (with --tls-key). When coaps runs and
+    /// the key is ECDSA P-256/P-384, coaps also serves certificate-mode DTLS with it.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
@@ -663,7 +664,12 @@ fn serve_config(args: &ServeArgs) -> Result<Config, ExitCode> {
             ExitCode::from(2),
         ));
     }
-    let security = security(args).map_err(|e| fail(e, ExitCode::from(2)))?;
+    let (security, tls) = security(args).map_err(|e| fail(e, ExitCode::from(2)))?;
+    // coaps' certificate mode: the HTTPS certificate (coap::bind checks the key type).
+    let certificate = tls.map(|tls| wot_runtime::binding::coap::ServerCertificate {
+        certificate: tls.certificate.to_vec(),
+        private_key: tls.private_key.secret_der().to_vec(),
+    });
     let mut keys = args.coap_psks.clone();
     if let Some(path) = &args.coap_psk_file {
         let text = std::fs::read_to_string(path)
@@ -706,6 +712,7 @@ fn serve_config(args: &ServeArgs) -> Result<Config, ExitCode> {
             open: args.coap_open,
             dtls: wot_runtime::binding::coap::DtlsConfig {
                 keys,
+                certificate,
                 ..Default::default()
             },
             ..Default::default()
@@ -794,8 +801,17 @@ enum SecurityArgsError {
     Auth(#[from] wot_runtime::security::AuthError),
 }
 
-/// TLS, credentials and the Host allow-list from the command line.
-fn security(args: &ServeArgs) -> Result<wot_runtime::binding::http::Security, SecurityArgsError> {
+/// TLS, credentials and the Host allow-list from the command line; the TLS certificate and key
+/// too, for coaps.
+fn security(
+    args: &ServeArgs,
+) -> Result<
+    (
+        wot_runtime::binding::http::Security,
+        Option<wot_runtime::security::Tls>,
+    ),
+    SecurityArgsError,
+> {
     use wot_runtime::security::{self as sec, Auth, HostPolicy};
     let tls = match (
         &args.tls_cert,
@@ -821,11 +837,12 @@ fn security(args: &ServeArgs) -> Result<wot_runtime::binding::http::Security, Se
     } else {
         HostPolicy::local(&args.allow_hosts, args.base_url.as_deref())
     };
-    Ok(wot_runtime::binding::http::Security {
-        tls: tls.map(|t| t.config),
+    let security = wot_runtime::binding::http::Security {
+        tls: tls.as_ref().map(|t| t.config.clone()),
         auth,
         hosts,
-    })
+    };
+    Ok((security, tls))
 }
 
 fn validate_files(files: &[PathBuf]) -> ExitCode {

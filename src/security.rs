@@ -1,5 +1,6 @@
 //! Security of the HTTP port (HTTP, SSE, the WebSocket bindings): TLS certificates, who may call
 //! (a bearer token or basic credentials), and which Host names may reach it (DNS rebinding).
+//! The TLS certificate and key are kept as DER too, for coaps' certificate mode.
 //!
 //! Every decision is a plain function of request headers, so the HTTP binding applies it in one
 //! middleware and tests call it without sockets. The TD's security description comes from the
@@ -367,6 +368,10 @@ pub struct Tls {
     pub config: Arc<rustls::ServerConfig>,
     /// The certificate's SHA-256 fingerprint: upper-case hex pairs joined by colons.
     pub fingerprint: String,
+    /// The leaf certificate (DER), for coaps' certificate mode.
+    pub certificate: CertificateDer<'static>,
+    /// Its private key (DER, as the key file holds it), for coaps' certificate mode.
+    pub private_key: PrivateKeyDer<'static>,
 }
 
 fn fingerprint(cert: &CertificateDer<'_>) -> String {
@@ -379,7 +384,9 @@ fn fingerprint(cert: &CertificateDer<'_>) -> String {
 }
 
 fn server_config(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Tls, TlsError> {
-    let fingerprint = chain.first().map(fingerprint).ok_or(TlsError::NoCertificate)?;
+    let certificate = chain.first().cloned().ok_or(TlsError::NoCertificate)?;
+    let fingerprint = fingerprint(&certificate);
+    let private_key = key.clone_key();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -390,6 +397,8 @@ fn server_config(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static
     Ok(Tls {
         config: Arc::new(config),
         fingerprint,
+        certificate,
+        private_key,
     })
 }
 

@@ -1,8 +1,9 @@
 """python-zeroconf against `wot serve`: run only inside ../shared/tools/netns-run.
 
-Starts the runtime, finds every thing under every service type it must announce, resolves each
-instance, checks its TXT keys, fetches what the record points to and checks the document, then
-sends SIGTERM and checks that every instance is removed (goodbyes) within 3 seconds.
+Starts the runtime (with CoAP and coaps: a pre-shared key), finds every thing under every service
+type it must announce (under _wot._udp twice: coap, and coaps on its own port with scheme=coaps),
+resolves each instance, checks its TXT keys, fetches what the record points to and checks the
+document, then sends SIGTERM and checks that every instance is removed (goodbyes) within 3 seconds.
 Exits non-zero with a message on the first thing that is wrong.
 """
 
@@ -65,7 +66,8 @@ def wait_for(predicate, what, timeout=15.0):
 def main():
     binary = sys.argv[1]
     server = subprocess.Popen(
-        [binary, "serve", "--http-port", "0", "--coap-port", "0"],
+        [binary, "serve", "--http-port", "0", "--coap-port", "0", "--coaps-port", "0",
+         "--coap-psk", "device-1:device-key"],
         stdout=subprocess.PIPE,
         stderr=sys.stderr,
         text=True,
@@ -77,6 +79,11 @@ def main():
         slugs = ready["things"]
         port = int(ready["http"].rsplit(":", 1)[1])
         coap = ready.get("coap")
+        coaps = ready.get("coaps")
+        if coap and not coaps:
+            fail(f"a key was given but coaps does not run: {ready}")
+        coap_port = int(coap.rsplit(":", 1)[1]) if coap else None
+        coaps_port = int(coaps.rsplit(":", 1)[1]) if coaps else None
         print(f"ready: {ready}")
         types = [WOT_TCP, WEBTHING, DIRECTORY] + ([WOT_UDP] if coap else [])
 
@@ -86,7 +93,8 @@ def main():
 
         expected = {WOT_TCP: len(slugs) + 1, WEBTHING: len(slugs), DIRECTORY: 1}
         if coap:
-            expected[WOT_UDP] = len(slugs)
+            # One coap and one coaps instance per thing.
+            expected[WOT_UDP] = 2 * len(slugs)
         wait_for(
             lambda: all(len(seen.names(t)) >= n for t, n in expected.items()),
             f"instances {expected}",
@@ -139,12 +147,19 @@ def main():
                         fail(f"{name}: no alternate ws link")
                     ids.setdefault(document["id"], set()).add("webthing")
                 elif service_type == WOT_UDP:
-                    if txt.get("scheme") != "coap" or not txt.get("td", "").startswith("/things/"):
-                        fail(f"{name}: _wot._udp TXT {txt}")
+                    if info.port not in (coap_port, coaps_port):
+                        continue
+                    secure = info.port == coaps_port
+                    scheme = "coaps" if secure else "coap"
+                    if set(txt) != {"td", "type", "scheme"} or txt["scheme"] != scheme \
+                            or txt["type"] != "Thing" or not txt["td"].startswith("/things/"):
+                        fail(f"{name} on port {info.port}: _wot._udp TXT {txt} (want scheme={scheme})")
+                    if name.endswith(" (coaps)._wot._udp.local.") != secure:
+                        fail(f"{name}: only the coaps instance is named '... (coaps)'")
                     # No CoAP client here: the same path over HTTP names the thing it stands for.
                     document = fetch(f"http://{host}:{port}{txt['td']}")
-                    ids.setdefault(document["id"], set()).add("coap")
-        wanted = {"wot", "webthing"} | ({"coap"} if coap else set())
+                    ids.setdefault(document["id"], set()).add(scheme)
+        wanted = {"wot", "webthing"} | ({"coap", "coaps"} if coap else set())
         things = {i: kinds for i, kinds in ids.items() if wanted <= kinds}
         if len(things) != len(slugs):
             fail(f"expected {len(slugs)} things under {sorted(wanted)}, found {ids}")

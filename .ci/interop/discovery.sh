@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Interop: discovery as the hubs do it. python-zeroconf (a third-party mDNS stack) browses
 # _wot._tcp, _webthing._tcp, the _directory subtype (and _wot._udp when the ready line has a CoAP
-# URL), resolves every instance of every thing, fetches what the records point to, then checks
+# URL: a coap and a coaps instance per thing, the latter with scheme=coaps on the coaps port),
+# resolves every instance of every thing, fetches what the records point to, then checks
 # that after SIGTERM the goodbyes remove every instance within 3 s. All of it runs inside
 # ../shared/tools/netns-run, so no multicast packet leaves the machine. Also runs the multicast
 # Rust tests (WOT_MDNS_TESTS=1) in the same kind of namespace.

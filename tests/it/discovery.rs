@@ -1,7 +1,8 @@
 //! Discovery over real sockets: `/.well-known/wot` (a thing's TD, or the directory TD), the TDD
 //! read API `GET /things` with pagination, and — behind `WOT_MDNS_TESTS=1`, only ever run under
 //! `../shared/tools/netns-run` — the mDNS announcements of `wot serve` browsed and resolved with
-//! mdns-sd, goodbyes, conflict renaming, the `_wot._udp` record, and `wot discover --json`.
+//! mdns-sd, goodbyes, conflict renaming, the `_wot._udp` records (coap, and coaps followed with a
+//! DTLS client), and `wot discover --json`.
 
 use crate::common::{self, mdns_allowed};
 
@@ -162,10 +163,16 @@ struct Serve {
 }
 
 impl Serve {
+    /// `wot serve` without CoAP, with `extra` flags.
     fn start(extra: &[&str]) -> Serve {
+        Serve::launch(&[&["--no-coap"], extra].concat())
+    }
+
+    /// `wot serve` with `args` after the host and HTTP port.
+    fn launch(args: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wot"))
-            .args(["serve", "--host", "0.0.0.0", "--http-port", "0", "--no-coap"])
-            .args(extra)
+            .args(["serve", "--host", "0.0.0.0", "--http-port", "0"])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -395,6 +402,98 @@ fn serve_announces_every_thing_under_every_type_and_the_records_lead_to_the_docu
             }
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = daemon.shutdown();
+}
+
+/// The port in a ready-line URL (`coap://127.0.0.1:5683`).
+fn port_of(url: &Value) -> u16 {
+    url.as_str()
+        .and_then(|u| u.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"))
+}
+
+#[test]
+fn coaps_is_announced_as_a_second_wot_udp_instance_that_a_dtls_client_can_follow() {
+    let Some(_one) = mdns_allowed() else { return };
+    let mut serve = Serve::launch(&[
+        "--coap-port",
+        "0",
+        "--coaps-port",
+        "0",
+        "--coap-psk",
+        "device-1:device-key",
+    ]);
+    let n = serve.ready["things"].as_array().unwrap().len();
+    let (coap, coaps) = (port_of(&serve.ready["coap"]), port_of(&serve.ready["coaps"]));
+    let (seen, daemon, _rx) = browse_until(&["_wot._udp.local."], |s| {
+        let on = |port| s.values().filter(|x| x.port == port).count();
+        on(coap) == n && on(coaps) == n
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut by_scheme: HashMap<&str, HashSet<String>> = HashMap::new();
+    for s in seen.values().filter(|s| s.port == coap || s.port == coaps) {
+        let secure = s.port == coaps;
+        assert_eq!(
+            s.txt.keys().map(String::as_str).collect::<HashSet<_>>(),
+            HashSet::from(["td", "type", "scheme"]),
+            "{s:?}"
+        );
+        assert_eq!(s.txt["type"], "Thing");
+        assert_eq!(s.txt["scheme"], if secure { "coaps" } else { "coap" }, "{s:?}");
+        assert_eq!(
+            s.fullname.ends_with(" (coaps)._wot._udp.local."),
+            secure,
+            "{}",
+            s.fullname
+        );
+        assert!(s.host.ends_with(".local."), "{}", s.host);
+        assert!(!s.addresses.is_empty(), "A/AAAA records for {}", s.host);
+        if secure {
+            // Follow the record as a coaps client would (on loopback, as the tests above): DTLS
+            // with the key to the announced port, the TD at `td`, block-wise.
+            let at = std::net::SocketAddr::from(([127, 0, 0, 1], s.port));
+            let td: Value = rt.block_on(async {
+                let mut c = crate::coaps::Client::connect(at, "device-1", b"device-key")
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: {e}", s.fullname));
+                serde_json::from_slice(&c.get_blockwise(&s.txt["td"], 6).await).unwrap()
+            });
+            assert!(
+                s.fullname.starts_with(td["title"].as_str().unwrap()),
+                "{} for {}",
+                s.fullname,
+                td["title"]
+            );
+            assert!(
+                td.to_string().contains(&format!(":{coaps}{}", s.txt["td"])),
+                "the TD has coaps forms on the announced port"
+            );
+        }
+        by_scheme
+            .entry(if secure { "coaps" } else { "coap" })
+            .or_default()
+            .insert(s.txt["td"].clone());
+    }
+    assert_eq!(by_scheme["coaps"].len(), n, "one coaps instance per thing");
+    assert_eq!(by_scheme["coaps"], by_scheme["coap"], "for the same things");
+    // SIGTERM: the coaps instances say goodbye with the others.
+    let watch = daemon.browse("_wot._udp.local.").unwrap();
+    serve.terminate();
+    let mut removed = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while removed.len() < 2 * n {
+        assert!(Instant::now() < deadline, "withdrawn so far: {removed:?}");
+        if let Ok(mdns_sd::ServiceEvent::ServiceRemoved(_, name)) =
+            watch.recv_timeout(Duration::from_millis(100))
+            && seen.get(&name).is_some_and(|s| s.port == coap || s.port == coaps)
+        {
+            removed.insert(name);
+        }
     }
     let _ = daemon.shutdown();
 }

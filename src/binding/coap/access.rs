@@ -113,9 +113,9 @@ impl Access {
             Kind::Change => "writes, invocations and cancellations",
         };
         format!(
-            "this runtime requires credentials (--auth) and plain CoAP carries none: \
-             {what} over coap:// are not served; use coaps:// with a pre-shared key, or HTTP \
-             with credentials"
+            "this runtime requires credentials (--auth) and this request carries none (plain \
+             coap://, or coaps:// in certificate mode): {what} are not served there; use \
+             coaps:// with a pre-shared key, or HTTP with credentials"
         )
     }
 }

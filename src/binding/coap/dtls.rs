@@ -15,10 +15,19 @@
 //!   RFC 6347 §4.2.8) starts a second handshake beside it; the old session is replaced only when
 //!   the new one completes, so a spoofed ClientHello cannot end an association.
 //!
+//! Certificate mode (RFC 7252 §9.1.3.3) runs beside PSK when there is a [`ServerCertificate`]
+//! (the HTTPS one, when dimpl can sign with its key: ECDSA P-256 or P-384). A dimpl DTLS 1.2
+//! server is either PSK or certificate from its construction on, so the mode is chosen per
+//! handshake from the ClientHello: the first suite the client offers that the port allows
+//! decides, as dimpl's own auto-sensing server decides it (`Dtls::new_auto`, which is not used:
+//! it starts as a DTLS 1.3 server and would refuse a client offering 1.3 and 1.2, since coaps
+//! enables no 1.3 suite). A ClientHello whose suites cannot be read gets a PSK server, which
+//! costs no key parse.
+//!
 //! A PSK session is authenticated: its plaintext is served as an HTTP request with credentials
-//! would be. A certificate-mode session (the server proves itself, the client stays anonymous) is
-//! not. It must not touch sockets, read the clock or know CoAP: the engine decides what a
-//! datagram asks for.
+//! would be. A certificate-mode session (the server proves itself, the client stays anonymous:
+//! no CertificateRequest is sent) is not. It must not touch sockets, read the clock or know
+//! CoAP: the engine decides what a datagram asks for.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -103,14 +112,60 @@ impl Default for DtlsLimits {
     }
 }
 
+/// The certificate coaps presents in certificate mode: the HTTPS certificate's leaf and its
+/// private key. dimpl sends the leaf alone (no intermediates) and signs only with ECDSA P-256
+/// or P-384 keys ([`ServerCertificate::check`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerCertificate {
+    /// The leaf certificate (DER).
+    pub certificate: Vec<u8>,
+    /// Its private key (DER: PKCS#8, or SEC1 for an EC key).
+    pub private_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ServerCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a key.
+        write!(f, "ServerCertificate({} bytes)", self.certificate.len())
+    }
+}
+
+/// Why a certificate cannot serve certificate-mode DTLS.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateError {
+    /// No certificate bytes.
+    #[error("the certificate is empty")]
+    Empty,
+    /// A key dimpl cannot sign with (RSA, Ed25519, another curve, or not a key at all).
+    #[error("its key is not an ECDSA P-256 or P-384 key, the only ones the DTLS library signs with")]
+    KeyType,
+}
+
+impl ServerCertificate {
+    /// Whether dimpl can serve certificate-mode handshakes with it: a certificate and an ECDSA
+    /// P-256 or P-384 key. (That the key is the certificate's is for the caller: `wot serve`
+    /// takes both from its HTTPS configuration, which checked it.)
+    pub fn check(&self) -> Result<(), CertificateError> {
+        if self.certificate.is_empty() {
+            return Err(CertificateError::Empty);
+        }
+        rust_crypto::default_provider()
+            .key_provider
+            .load_private_key(&self.private_key)
+            .map(|_| ())
+            .map_err(|_| CertificateError::KeyType)
+    }
+}
+
 /// What the coaps port accepts.
 #[derive(Debug, Clone, Default)]
 pub struct DtlsConfig {
     /// The pre-shared keys (at least one, or coaps does not run).
     pub keys: Vec<Psk>,
-    /// Certificate mode beside PSK: an ECDSA P-256/P-384 certificate (DER) and its PKCS#8 key
-    /// (DER), the HTTPS certificate when it is one.
-    pub certificate: Option<(Vec<u8>, Vec<u8>)>,
+    /// Certificate mode beside PSK (ECDHE-ECDSA with AES-GCM or ChaCha20-Poly1305; dimpl has no
+    /// TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8): the HTTPS certificate. One that fails
+    /// [`ServerCertificate::check`] is left out by `coap::bind` with a warning (PSK only).
+    pub certificate: Option<ServerCertificate>,
     /// Bounds and timings.
     pub limits: DtlsLimits,
 }
@@ -124,6 +179,9 @@ pub enum DtlsSetupError {
     /// dimpl refused the configuration.
     #[error("DTLS configuration: {0}")]
     Config(String),
+    /// The certificate cannot serve certificate mode.
+    #[error("the coaps certificate: {0}")]
+    Certificate(#[from] CertificateError),
 }
 
 /// The PSK lookup dimpl calls during a handshake. It also notes the identity it resolved, so
@@ -229,20 +287,65 @@ fn hello_has_cookie(bytes: &[u8]) -> bool {
         .is_some_and(|&cookie_len| cookie_len > 0)
 }
 
-/// A plaintext fatal `decrypt_error` alert at epoch 0 (RFC 5246 §7.2.2). dimpl sends none when
-/// the client's Finished does not decrypt (a wrong key); the client has not switched its read
-/// epoch yet, so it reads this one and fails at once instead of retransmitting until its own
-/// timeout. The sequence number lies beyond anything the handshake used.
-fn decrypt_error_alert() -> Bytes {
+/// Whether a ClientHello (first fragment) asks for certificate mode: the first suite it offers
+/// that `allowed` holds is not a PSK suite. A ClientHello whose suite list cannot be read (a
+/// later fragment, a truncated or mutated datagram) counts as PSK.
+fn wants_certificate(bytes: &[u8], allowed: &[Dtls12CipherSuite]) -> bool {
+    let suites = || -> Option<&[u8]> {
+        let record_len = usize::from(u16::from_be_bytes([*bytes.get(11)?, *bytes.get(12)?]));
+        let record = bytes.get(HEADER..)?;
+        let record = record.get(..record_len).unwrap_or(record);
+        // Handshake header: type (1), length (3), message_seq (2), fragment_offset (3),
+        // fragment_length (3); then client_version (2) and random (32).
+        if record.get(6..9)? != [0, 0, 0] {
+            return None;
+        }
+        let mut at = 12 + 2 + 32;
+        at += 1 + usize::from(*record.get(at)?); // session_id
+        at += 1 + usize::from(*record.get(at)?); // cookie
+        let len = usize::from(u16::from_be_bytes([*record.get(at)?, *record.get(at + 1)?]));
+        record.get(at + 2..at + 2 + len)
+    };
+    let Some(suites) = suites() else {
+        return false;
+    };
+    suites
+        .chunks_exact(2)
+        .map(|c| Dtls12CipherSuite::from_u16(u16::from_be_bytes([c[0], c[1]])))
+        .find(|s| allowed.contains(s))
+        .is_some_and(|s| !s.is_psk())
+}
+
+/// A fatal alert's description (RFC 5246 §7.2): `handshake_failure`.
+const HANDSHAKE_FAILURE: u8 = 40;
+/// `decrypt_error`.
+const DECRYPT_ERROR: u8 = 51;
+
+/// A plaintext fatal alert at epoch 0 (RFC 5246 §7.2.2) for a handshake dimpl gave up on: it
+/// sends none itself, e.g. when the client's Finished does not decrypt (a wrong key). The
+/// client has not switched its read epoch yet, so it reads this one and fails at once instead
+/// of retransmitting until its own timeout. The sequence number lies beyond anything the
+/// handshake used. `handshake_failure` when no offered suite fits (a certificate-mode client
+/// where coaps has no certificate), `decrypt_error` otherwise.
+fn fatal_alert(error: &dimpl::Error) -> Bytes {
+    let description = match error {
+        dimpl::Error::SecurityError(dimpl::SecurityError::NoMutuallyAcceptableCipherSuite) => {
+            HANDSHAKE_FAILURE
+        }
+        _ => DECRYPT_ERROR,
+    };
     let mut alert = vec![ALERT, 0xFE, 0xFD, 0, 0];
     alert.extend_from_slice(&(1u64 << 40).to_be_bytes()[2..]);
-    alert.extend_from_slice(&[0, 2, 2, 51]);
+    alert.extend_from_slice(&[0, 2, 2, description]);
     Bytes::from(alert)
 }
 
 /// The DTLS sessions of one coaps socket loop.
 pub(crate) struct Sessions {
     config: Arc<dimpl::Config>,
+    /// The suites offered: PSK, and ECDHE-ECDSA with a certificate.
+    suites: Vec<Dtls12CipherSuite>,
+    /// Checked ([`ServerCertificate::check`]): dimpl panics on a key it cannot load.
     certificate: Option<DtlsCertificate>,
     resolved: Arc<Mutex<Option<Vec<u8>>>>,
     limits: DtlsLimits,
@@ -255,9 +358,10 @@ pub(crate) struct Sessions {
 /// How a conn's feeding ended.
 enum Fed {
     Alive,
-    /// A fatal error (with whether it happened during the handshake) or close_notify.
+    /// A fatal error (with an alert when a handshake failed on a datagram) or close_notify.
     Over {
-        handshake_failed: bool,
+        /// The alert for a handshake that failed on a datagram.
+        alert: Option<Bytes>,
     },
 }
 
@@ -265,6 +369,9 @@ impl Sessions {
     pub(crate) fn new(cfg: &DtlsConfig) -> Result<Sessions, DtlsSetupError> {
         if cfg.keys.is_empty() {
             return Err(DtlsSetupError::NoKeys);
+        }
+        if let Some(certificate) = &cfg.certificate {
+            certificate.check()?;
         }
         let resolved = Arc::new(Mutex::new(None));
         let keys = Keys {
@@ -288,8 +395,8 @@ impl Sessions {
             .with_psk_server(None, Arc::new(keys))
             .dtls12_cipher_suites(&suites)
             .dtls13_cipher_suites(&[])
-            // CoAP clients in certificate mode rarely present one (RFC 7252 §9.1.3.3 leaves it
-            // to policy); such a client is anonymous here.
+            // No CertificateRequest: a certificate-mode client stays anonymous (dimpl does no
+            // PKI validation of a client's certificate, and HTTPS asks for none either).
             .require_client_certificate(false)
             .use_server_cookie(true)
             .handshake_timeout(cfg.limits.handshake_timeout)
@@ -297,13 +404,11 @@ impl Sessions {
             .map_err(|e| DtlsSetupError::Config(e.to_string()))?;
         Ok(Sessions {
             config: Arc::new(config),
-            certificate: cfg
-                .certificate
-                .clone()
-                .map(|(certificate, private_key)| DtlsCertificate {
-                    certificate,
-                    private_key,
-                }),
+            suites,
+            certificate: cfg.certificate.clone().map(|c| DtlsCertificate {
+                certificate: c.certificate,
+                private_key: c.private_key,
+            }),
             resolved,
             limits: cfg.limits,
             peers: HashMap::new(),
@@ -336,10 +441,13 @@ impl Sessions {
             + self.replacements.keys().filter(|a| a.ip() == ip).count()
     }
 
-    fn new_conn(&self, now: Instant) -> Conn {
+    /// A conn for a ClientHello, in the mode it asks for.
+    fn new_conn(&self, hello: &[u8], now: Instant) -> Conn {
         let dtls = match &self.certificate {
-            Some(cert) => Dtls::new_auto(self.config.clone(), cert.clone(), now),
-            None => Dtls::new_12_psk(self.config.clone(), now),
+            Some(cert) if wants_certificate(hello, &self.suites) => {
+                Dtls::new_12(self.config.clone(), cert.clone(), now)
+            }
+            _ => Dtls::new_12_psk(self.config.clone(), now),
         };
         Conn {
             dtls,
@@ -410,11 +518,7 @@ impl Sessions {
                     Fed::Alive => {
                         self.replacements.insert(peer, conn);
                     }
-                    Fed::Over { handshake_failed } => {
-                        if handshake_failed {
-                            io.wire.push((peer, decrypt_error_alert()));
-                        }
-                    }
+                    Fed::Over { alert } => io.wire.extend(alert.map(|a| (peer, a))),
                 }
                 return;
             }
@@ -426,7 +530,7 @@ impl Sessions {
             if !self.admit_handshake(peer) {
                 return;
             }
-            let mut conn = self.new_conn(now);
+            let mut conn = self.new_conn(bytes, now);
             if let Fed::Alive = self.feed(&mut conn, peer, Some(bytes), now, io) {
                 self.replacements.insert(peer, conn);
             }
@@ -438,7 +542,7 @@ impl Sessions {
                 if !self.admit_handshake(peer) {
                     return;
                 }
-                self.new_conn(now)
+                self.new_conn(bytes, now)
             }
             // Not a ClientHello and no session: nothing is created for strays.
             None => return,
@@ -447,11 +551,7 @@ impl Sessions {
             Fed::Alive => {
                 self.peers.insert(peer, conn);
             }
-            Fed::Over { handshake_failed } => {
-                if handshake_failed {
-                    io.wire.push((peer, decrypt_error_alert()));
-                }
-            }
+            Fed::Over { alert } => io.wire.extend(alert.map(|a| (peer, a))),
         }
     }
 
@@ -480,12 +580,10 @@ impl Sessions {
             Err(e) => {
                 tracing::debug!("coaps: {peer}: {e}");
                 Fed::Over {
-                    handshake_failed: handshaking && bytes.is_some(),
+                    alert: (handshaking && bytes.is_some()).then(|| fatal_alert(&e)),
                 }
             }
-            Ok(()) if closed => Fed::Over {
-                handshake_failed: false,
-            },
+            Ok(()) if closed => Fed::Over { alert: None },
             Ok(()) => Fed::Alive,
         }
     }
@@ -618,6 +716,17 @@ pub(crate) mod tests {
         buf: Vec<u8>,
         pub(crate) connected: bool,
         pub(crate) received: Vec<Vec<u8>>,
+        /// The server's certificate (DER), in certificate mode.
+        pub(crate) peer_certificate: Option<Vec<u8>>,
+    }
+
+    /// A self-signed ECDSA P-256 certificate and its PKCS#8 key (rcgen's default).
+    pub(crate) fn ecdsa_certificate() -> ServerCertificate {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        ServerCertificate {
+            certificate: made.cert.der().to_vec(),
+            private_key: made.signing_key.serialize_der(),
+        }
     }
 
     struct FixedKey(Vec<u8>);
@@ -636,13 +745,37 @@ pub(crate) mod tests {
                 .dtls13_cipher_suites(&[])
                 .build()
                 .unwrap();
-            let mut dtls = Dtls::new_12_psk(Arc::new(config), now);
+            Client::started(Dtls::new_12_psk(Arc::new(config), now))
+        }
+
+        /// A certificate-mode client offering the ECDHE-ECDSA suites dimpl has (its own
+        /// certificate is never asked for).
+        pub(crate) fn certificate(now: Instant) -> Client {
+            let config = dimpl::Config::builder()
+                .with_crypto_provider(rust_crypto::default_provider())
+                .dtls12_cipher_suites(&[
+                    Dtls12CipherSuite::ECDHE_ECDSA_AES128_GCM_SHA256,
+                    Dtls12CipherSuite::ECDHE_ECDSA_AES256_GCM_SHA384,
+                ])
+                .dtls13_cipher_suites(&[])
+                .build()
+                .unwrap();
+            let own = ecdsa_certificate();
+            let own = DtlsCertificate {
+                certificate: own.certificate,
+                private_key: own.private_key,
+            };
+            Client::started(Dtls::new_12(Arc::new(config), own, now))
+        }
+
+        fn started(mut dtls: Dtls) -> Client {
             dtls.set_active(true);
             Client {
                 dtls,
                 buf: vec![0u8; 2048],
                 connected: false,
                 received: Vec::new(),
+                peer_certificate: None,
             }
         }
 
@@ -657,6 +790,7 @@ pub(crate) mod tests {
                     Output::Timeout(_) => break,
                     Output::Connected => self.connected = true,
                     Output::ApplicationData(d) => self.received.push(d.to_vec()),
+                    Output::PeerCert(c) => self.peer_certificate = Some(c.to_vec()),
                     _ => {}
                 }
             }
@@ -746,6 +880,127 @@ pub(crate) mod tests {
             assert!(!client.connected);
             assert_eq!(server.len(), 0, "{identity}");
         }
+    }
+
+    #[test]
+    fn one_port_serves_psk_and_certificate_mode_each_by_its_client_hello() {
+        let now = Instant::now();
+        let certificate = ecdsa_certificate();
+        let mut server = Sessions::new(&DtlsConfig {
+            certificate: Some(certificate.clone()),
+            ..config(DtlsLimits::default())
+        })
+        .unwrap();
+        // Certificate mode: the server presents its certificate; the client is anonymous.
+        let mut anonymous = Client::certificate(now);
+        let peer = addr(1003);
+        exchange(&mut server, &mut anonymous, peer, now);
+        assert!(anonymous.connected);
+        assert_eq!(
+            anonymous.peer_certificate.as_ref(),
+            Some(&certificate.certificate)
+        );
+        anonymous.send(b"get");
+        let plain = exchange(&mut server, &mut anonymous, peer, now);
+        assert_eq!(plain.len(), 1);
+        assert!(!plain[0].authenticated);
+        let mut io = Io::default();
+        assert!(server.seal(peer, b"answer", now, &mut io));
+        for (_, d) in io.wire {
+            anonymous.input(&d);
+        }
+        anonymous.output(now);
+        assert_eq!(anonymous.received, vec![b"answer".to_vec()]);
+        // PSK on the same port, beside it: authenticated, no certificate shown.
+        let mut keyed = Client::new("wot", b"secretkey", now);
+        let peer = addr(1004);
+        exchange(&mut server, &mut keyed, peer, now);
+        assert!(keyed.connected);
+        assert_eq!(keyed.peer_certificate, None);
+        keyed.send(b"put");
+        let plain = exchange(&mut server, &mut keyed, peer, now);
+        assert!(plain.len() == 1 && plain[0].authenticated);
+        assert_eq!(server.established(), 2);
+        // Without a certificate, a certificate-mode client finds no common suite and is told
+        // so (handshake_failure) after the cookie exchange.
+        let mut psk_only = Sessions::new(&config(DtlsLimits::default())).unwrap();
+        let mut refused = Client::certificate(now);
+        let mut last = Vec::new();
+        for _ in 0..2 {
+            let mut io = Io::default();
+            for d in refused.output(now) {
+                psk_only.on_datagram(addr(1005), &d, now, &mut io);
+            }
+            for (_, d) in io.wire {
+                refused.input(&d);
+                last = d.to_vec();
+            }
+        }
+        assert!(!refused.connected);
+        assert_eq!(last[0], ALERT);
+        assert_eq!(last[last.len() - 2..], [2, HANDSHAKE_FAILURE]);
+        assert_eq!(psk_only.len(), 0);
+    }
+
+    #[test]
+    fn the_mode_follows_the_first_allowed_suite_and_an_unreadable_hello_is_psk() {
+        let now = Instant::now();
+        let allowed = [
+            Dtls12CipherSuite::PSK_AES128_CCM_8,
+            Dtls12CipherSuite::ECDHE_ECDSA_AES128_GCM_SHA256,
+        ];
+        let psk = Client::new("wot", b"k", now).output(now).remove(0);
+        let cert = Client::certificate(now).output(now).remove(0);
+        assert!(!wants_certificate(&psk, &allowed));
+        assert!(wants_certificate(&cert, &allowed));
+        // Only PSK allowed: a certificate-mode hello is PSK (and will find no suite).
+        assert!(!wants_certificate(&cert, &allowed[..1]));
+        // Cut anywhere, or a later fragment: PSK, and no panic.
+        for cut in 0..cert.len() {
+            let _ = wants_certificate(&cert[..cut], &allowed);
+        }
+        assert!(!wants_certificate(&cert[..HEADER + 40], &allowed));
+        let mut later = cert.clone();
+        later[HEADER + 8] = 1;
+        assert!(!wants_certificate(&later, &allowed));
+    }
+
+    #[test]
+    fn only_ecdsa_p256_or_p384_keys_serve_certificate_mode() {
+        assert_eq!(ecdsa_certificate().check(), Ok(()));
+        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&p384)
+            .unwrap();
+        let p384 = ServerCertificate {
+            certificate: cert.der().to_vec(),
+            private_key: p384.serialize_der(),
+        };
+        assert_eq!(p384.check(), Ok(()));
+        let ed25519 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&ed25519)
+            .unwrap();
+        let ed25519 = ServerCertificate {
+            certificate: cert.der().to_vec(),
+            private_key: ed25519.serialize_der(),
+        };
+        assert_eq!(ed25519.check(), Err(CertificateError::KeyType));
+        assert!(matches!(
+            Sessions::new(&DtlsConfig {
+                certificate: Some(ed25519),
+                ..config(DtlsLimits::default())
+            }),
+            Err(DtlsSetupError::Certificate(CertificateError::KeyType))
+        ));
+        let empty = ServerCertificate {
+            certificate: Vec::new(),
+            ..ecdsa_certificate()
+        };
+        assert_eq!(empty.check(), Err(CertificateError::Empty));
+        assert!(!format!("{:?}", ecdsa_certificate()).contains("key"));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! of its own.
 //!
 //! As library API: [`CoapConfig`] (with the engine's limits, what [`Opened`] serves under
-//! `--auth`, and the coaps keys and limits in [`DtlsConfig`]) and the binding's [`CoapForms`].
+//! `--auth`, and the coaps keys, certificate and limits in [`DtlsConfig`]) and the binding's
+//! [`CoapForms`].
 
 pub(crate) mod access;
 pub(crate) mod block;
@@ -37,7 +38,7 @@ use crate::core::Servient;
 use crate::td::{Origins, TdPublisher};
 pub use access::{Opened, OpenedError};
 pub use block::Block1Limits;
-pub use dtls::{DtlsConfig, DtlsLimits, DtlsSetupError, Psk, PskError};
+pub use dtls::{CertificateError, DtlsConfig, DtlsLimits, DtlsSetupError, Psk, PskError, ServerCertificate};
 pub(crate) use engine::Engine;
 pub use engine::EngineConfig;
 pub use forms::CoapForms;
@@ -100,7 +101,8 @@ pub(crate) enum BindError {
 }
 
 /// `loops`: sockets (each with its own loop and engine) sharing the port via SO_REUSEPORT.
-/// With `secure` (the coaps port and its DTLS configuration), as many again on that port.
+/// With `secure` (the coaps port and its DTLS configuration), as many again on that port; a
+/// certificate that fails [`ServerCertificate::check`] is left out with one warning (PSK only).
 pub(crate) fn bind(
     host: IpAddr,
     port: u16,
@@ -124,6 +126,23 @@ pub(crate) fn bind(
     };
     if let Some((secure_port, cfg)) = secure {
         let failed = |e: BindError| (true, e);
+        let checked;
+        let cfg = match &cfg.certificate {
+            Some(certificate) => match certificate.check() {
+                Ok(()) => cfg,
+                Err(e) => {
+                    tracing::warn!(
+                        "coaps: PSK only, no certificate mode: the HTTPS certificate cannot serve DTLS ({e})"
+                    );
+                    checked = DtlsConfig {
+                        certificate: None,
+                        ..cfg.clone()
+                    };
+                    &checked
+                }
+            },
+            None => cfg,
+        };
         let sockets = server::bind_unicast(host, secure_port, loops).map_err(|e| failed(e.into()))?;
         bound.secure_addrs = addrs_of(&sockets).map_err(|e| failed(e.into()))?;
         for socket in sockets {
