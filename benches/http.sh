@@ -11,10 +11,18 @@
 # the two bare runs around a case is the machine's drift (it is shared). The later cases are
 # compared with the mean of all bare runs.
 #   bash benches/http.sh [seconds]        (needs wrk: apt-get install wrk)
+# WOT_BIN=path/to/wot runs another build of `wot` (an A/B between two commits) against this
+# checkout's bare handler, without building.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
-cargo build --release --quiet --bin wot --example bare_http
+if [ -n "${WOT_BIN:-}" ]; then
+  cargo build --release --quiet --example bare_http
+  wot=$WOT_BIN
+else
+  cargo build --release --quiet --bin wot --example bare_http
+  wot=target/release/wot
+fi
 out=$(mktemp)
 bare_out=$(mktemp)
 pid=
@@ -30,7 +38,7 @@ ready() {
 target/release/examples/bare_http >"$bare_out" 2>/dev/null &
 bare_pid=$!
 bare=$(ready "$bare_out")
-target/release/wot serve things --host 127.0.0.1 --http-port 0 --no-coap --no-mdns >"$out" 2>/dev/null &
+"$wot" serve things --host 127.0.0.1 --http-port 0 --no-coap --no-mdns >"$out" 2>/dev/null &
 pid=$!
 url=$(ready "$out")
 
@@ -85,7 +93,7 @@ for durability in immediate periodic; do
   kill $pid 2>/dev/null; wait $pid 2>/dev/null || true
   state=$(mktemp -d)
   : >"$out"
-  target/release/wot serve things --host 127.0.0.1 --http-port 0 --no-coap --no-mdns \
+  "$wot" serve things --host 127.0.0.1 --http-port 0 --no-coap --no-mdns \
     --state-dir "$state" --durability $durability >"$out" 2>/dev/null &
   pid=$!
   url=$(ready "$out")
@@ -101,7 +109,7 @@ for auth in none bearer; do
   : >"$out"
   extra=()
   [ "$auth" = bearer ] && extra=(--auth bearer:bench-token)
-  target/release/wot serve things --host 127.0.0.1 --http-port 0 --no-coap --no-mdns \
+  "$wot" serve things --host 127.0.0.1 --http-port 0 --no-coap --no-mdns \
     --tls-self-signed --state-dir "$state" "${extra[@]}" >"$out" 2>/dev/null &
   pid=$!
   url=$(ready "$out")

@@ -24,6 +24,7 @@ mod fuzz;
 mod http_bad_input;
 mod http_consumers;
 mod http_forms;
+mod http_routes;
 mod http_sse_actions;
 mod legacy;
 mod library_api;

@@ -159,11 +159,14 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::head().guard(html_guard()).to(page))
             .default_service(web::to(not_for_html)),
     )
+    // Under a static prefix, so that other requests pay a string comparison, not a regex run.
     .service(
-        web::resource("/explorer/{file}")
-            .route(web::get().to(serve_asset))
-            .route(web::head().to(serve_asset))
-            .default_service(not_allowed("GET, HEAD")),
+        web::scope("/explorer").service(
+            web::resource("/{file}")
+                .route(web::get().to(serve_asset))
+                .route(web::head().to(serve_asset))
+                .default_service(not_allowed("GET, HEAD")),
+        ),
     );
 }
 

@@ -15,6 +15,7 @@ pub(crate) mod problem;
 pub(crate) mod routes;
 mod server;
 pub(crate) mod sse;
+mod table;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,97 +87,12 @@ fn preflight() -> HttpResponse {
         .finish()
 }
 
-/// Registers every route of the binding.
-pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    use routes::*;
-    explorer::configure(cfg);
-    cfg.service(
-        web::resource("/.well-known/wot")
-            .route(web::get().to(well_known))
-            .route(web::head().to(well_known))
-            .default_service(not_allowed("GET, HEAD")),
-    )
-    .service(
-        web::resource("/things")
-            .route(web::get().to(all_things))
-            .route(web::head().to(all_things))
-            .default_service(not_allowed("GET, HEAD")),
-    )
-    .service(
-        web::resource("/things/{id}")
-            .route(web::get().to(thing_description))
-            .route(web::head().to(thing_description))
-            .default_service(not_allowed("GET, HEAD")),
-    )
-    .service(
-        web::resource("/things/{id}/properties")
-            .route(web::get().to(read_all_properties))
-            .route(web::put().to(write_properties))
-            .default_service(not_allowed("GET, PUT")),
-    )
-    .service(
-        web::resource("/things/{id}/properties/{name}")
-            .route(web::get().to(read_property))
-            .route(web::put().to(write_property))
-            .default_service(not_allowed("GET, PUT")),
-    )
-    .service(
-        web::resource("/things/{id}/actions")
-            .route(web::get().to(query_all_actions))
-            .default_service(not_allowed("GET")),
-    )
-    .service(
-        web::resource("/things/{id}/actions/{name}")
-            .route(web::post().to(invoke_action))
-            .default_service(not_allowed("POST")),
-    )
-    .service(
-        web::resource("/things/{id}/actions/{name}/{action_id}")
-            .route(web::get().to(query_action))
-            .route(web::delete().to(cancel_action))
-            .default_service(not_allowed("GET, DELETE")),
-    )
-    .service(
-        web::resource("/things/{id}/events")
-            .route(web::get().to(subscribe_all_events))
-            .default_service(not_allowed("GET")),
-    )
-    .service(
-        web::resource("/things/{id}/events/{name}")
-            .route(web::get().to(subscribe_event))
-            .default_service(not_allowed("GET")),
-    )
-    // Longpoll: GET waits for the next change; HEAD is node-wot's handshake, answered at once.
-    .service(
-        web::resource("/things/{id}/longpoll/properties")
-            .route(web::get().to(longpoll_all_properties))
-            .route(web::head().to(longpoll_handshake_all_properties))
-            .default_service(not_allowed("GET, HEAD")),
-    )
-    .service(
-        web::resource("/things/{id}/longpoll/properties/{name}")
-            .route(web::get().to(longpoll_property))
-            .route(web::head().to(longpoll_handshake_property))
-            .default_service(not_allowed("GET, HEAD")),
-    )
-    .service(
-        web::resource("/things/{id}/longpoll/events")
-            .route(web::get().to(longpoll_all_events))
-            .route(web::head().to(longpoll_handshake_all_events))
-            .default_service(not_allowed("GET, HEAD")),
-    )
-    .service(
-        web::resource("/things/{id}/longpoll/events/{name}")
-            .route(web::get().to(longpoll_event))
-            .route(web::head().to(longpoll_handshake_event))
-            .default_service(not_allowed("GET, HEAD")),
-    );
-}
-
 /// Routes another adapter serves on the HTTP port (the WebSocket binding, the legacy WebThings
-/// API, a [`crate::runtime::Adapter`] from another crate). Mounts are registered before the
-/// HTTP binding's own routes, so a guarded resource (for example `GET /things/{id}` with
-/// `Upgrade: websocket`) is tried first. The runtime composes them; the HTTP binding never
+/// API, a [`crate::runtime::Adapter`] from another crate). Mounts are tried before the HTTP
+/// binding's own URLs, so a guarded resource (for example `GET /things/{id}` with
+/// `Upgrade: websocket`) is tried first. Every request passes the mounts' patterns on its way
+/// to the binding's table: a mount should sit under a static prefix (`web::scope`), which costs
+/// a string comparison, rather than a pattern with parameters, which costs a regex run. The runtime composes them; the HTTP binding never
 /// names another binding.
 pub type Mount = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 
@@ -283,8 +199,10 @@ impl Routes {
                     mount(cfg);
                 }
             })
-            .configure(configure)
-            .default_service(web::to(routes::not_found))
+            .configure(explorer::configure)
+            // The binding's own URLs are one table (`table`), not actix resources: tried last,
+            // after every mount, and without a regular expression per URL.
+            .default_service(web::to(routes::dispatch))
     }
 }
 

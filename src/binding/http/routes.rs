@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::problem::HttpError;
+use super::table::{self, Resource, Verb};
 use super::{HttpState, sse};
 use crate::core::{ActionStatus, Error, Operation, Reply, Target};
 use crate::td::{Origins, TD_MEDIA_TYPE};
@@ -123,18 +124,18 @@ async fn require_json(state: &HttpState, req: &HttpRequest, payload: web::Payloa
 
 // ---------------------------------------------------------------- Thing Descriptions
 
-pub(crate) async fn thing_description(state: State, req: HttpRequest, path: web::Path<String>) -> Result {
-    let thing = state.servient.thing(&path)?;
+fn thing_description(state: &HttpState, req: &HttpRequest, id: &str) -> Result {
+    let thing = state.servient.thing(id)?;
     let bytes = state
         .publisher
-        .td_bytes(&thing, &origins(&state, &req))
+        .td_bytes(&thing, &origins(state, req))
         .map_err(Error::from)?;
     Ok(HttpResponse::Ok().content_type(TD_MEDIA_TYPE).body(bytes))
 }
 
-pub(crate) async fn well_known(state: State, req: HttpRequest) -> Result {
+fn well_known(state: &HttpState, req: &HttpRequest) -> Result {
     let things = state.servient.things();
-    let origins = origins(&state, &req);
+    let origins = origins(state, req);
     let bytes = if let [only] = things.as_slice() {
         state.publisher.td_bytes(only, &origins).map_err(Error::from)?
     } else {
@@ -166,7 +167,7 @@ fn collection_etag(ids: &[&str]) -> String {
 /// `GET /things`: every TD, ordered by id (Unicode code points), with optional limit/offset
 /// pagination, `Link` next + canonical headers, and `format=collection` (WoT Discovery
 /// §7.3.2.1.5). Bad arguments are 400 problem+json, as the directory TD's form says.
-pub(crate) async fn all_things(state: State, req: HttpRequest) -> Result {
+fn all_things(state: &HttpState, req: &HttpRequest) -> Result {
     let page = web::Query::<Page>::from_query(req.query_string())
         .map_err(|e| HttpError::BadQuery(e.to_string()))?
         .into_inner();
@@ -182,7 +183,7 @@ pub(crate) async fn all_things(state: State, req: HttpRequest) -> Result {
     if page.limit == Some(0) {
         return Err(HttpError::BadQuery("limit must be a positive integer".into()));
     }
-    let origins = origins(&state, &req);
+    let origins = origins(state, req);
     let mut things = state.servient.things();
     things.sort_by(|a, b| a.id.cmp(&b.id));
     let total = things.len();
@@ -238,58 +239,53 @@ pub(crate) async fn all_things(state: State, req: HttpRequest) -> Result {
 
 // ---------------------------------------------------------------- properties
 
-pub(crate) async fn read_property(
-    state: State,
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
-) -> Result {
-    let (id, name) = path.into_inner();
-    if wants_event_stream(&req) {
-        return event_stream(&state, &req, &id, Target::Property(name));
+async fn read_property(state: &HttpState, req: &HttpRequest, id: &str, name: &str) -> Result {
+    if wants_event_stream(req) {
+        return event_stream(state, req, id, Target::Property(name.to_owned()));
     }
-    match state.servient.handle(&id, Operation::ReadProperty(name)).await? {
+    match state
+        .servient
+        .handle(id, Operation::ReadProperty(name.to_owned()))
+        .await?
+    {
         Reply::Value(bytes) => Ok(json_response(actix_web::http::StatusCode::OK, bytes)),
         other => Err(Error::Internal(format!("unexpected reply {other:?}")).into()),
     }
 }
 
-pub(crate) async fn write_property(
-    state: State,
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
+async fn write_property(
+    state: &HttpState,
+    req: &HttpRequest,
+    id: &str,
+    name: &str,
     payload: web::Payload,
 ) -> Result {
-    let (id, name) = path.into_inner();
     // Unknown names are reported before the body is judged.
-    state.servient.thing(&id)?.property(&name)?;
-    let value = require_json(&state, &req, payload).await?;
+    // The thing is looked up again after the body: a reload meanwhile replaces it, and a write
+    // to the replaced one would be lost.
+    state.servient.thing(id)?.property(name)?;
+    let value = require_json(state, req, payload).await?;
+    let name = name.to_owned();
     state
         .servient
-        .handle(&id, Operation::WriteProperty(name, value))
+        .handle(id, Operation::WriteProperty(name, value))
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub(crate) async fn read_all_properties(state: State, req: HttpRequest, path: web::Path<String>) -> Result {
-    let id = path.into_inner();
-    if wants_event_stream(&req) {
-        return event_stream(&state, &req, &id, Target::AllProperties);
+async fn read_all_properties(state: &HttpState, req: &HttpRequest, id: &str) -> Result {
+    if wants_event_stream(req) {
+        return event_stream(state, req, id, Target::AllProperties);
     }
-    match state.servient.handle(&id, Operation::ReadAllProperties).await? {
+    match state.servient.handle(id, Operation::ReadAllProperties).await? {
         Reply::Value(bytes) => Ok(json_response(actix_web::http::StatusCode::OK, bytes)),
         other => Err(Error::Internal(format!("unexpected reply {other:?}")).into()),
     }
 }
 
-pub(crate) async fn write_properties(
-    state: State,
-    req: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
-) -> Result {
-    let id = path.into_inner();
-    state.servient.thing(&id)?;
-    let Value::Object(values) = require_json(&state, &req, payload).await? else {
+async fn write_properties(state: &HttpState, req: &HttpRequest, id: &str, payload: web::Payload) -> Result {
+    state.servient.thing(id)?;
+    let Value::Object(values) = require_json(state, req, payload).await? else {
         return Err(Error::Schema(crate::core::SchemaViolation {
             pointer: String::new(),
             rule: "type".into(),
@@ -299,7 +295,7 @@ pub(crate) async fn write_properties(
     };
     state
         .servient
-        .handle(&id, Operation::WriteMultipleProperties(values))
+        .handle(id, Operation::WriteMultipleProperties(values))
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -319,18 +315,19 @@ fn status_body(origins: &Origins, thing: &str, status: &ActionStatus) -> Value {
     status.to_json(Some(&status_href(origins, thing, status)))
 }
 
-pub(crate) async fn invoke_action(
-    state: State,
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
+async fn invoke_action(
+    state: &HttpState,
+    req: &HttpRequest,
+    id: &str,
+    name: &str,
     payload: web::Payload,
 ) -> Result {
-    let (id, name) = path.into_inner();
-    state.servient.thing(&id)?.action(&name)?;
-    let input = read_json(&state, &req, payload).await?;
+    state.servient.thing(id)?.action(name)?;
+    let input = read_json(state, req, payload).await?;
+    let name = name.to_owned();
     match state
         .servient
-        .handle(&id, Operation::InvokeAction { name, input })
+        .handle(id, Operation::InvokeAction { name, input })
         .await?
     {
         Reply::Output(Some(output)) => Ok(json_response(
@@ -339,8 +336,8 @@ pub(crate) async fn invoke_action(
         )),
         Reply::Output(None) => Ok(HttpResponse::NoContent().finish()),
         Reply::Started(status) => {
-            let origins = origins(&state, &req);
-            let href = status_href(&origins, &id, &status);
+            let origins = origins(state, req);
+            let href = status_href(&origins, id, &status);
             Ok(HttpResponse::Created()
                 .insert_header((header::LOCATION, href.clone()))
                 .content_type(JSON)
@@ -350,45 +347,40 @@ pub(crate) async fn invoke_action(
     }
 }
 
-pub(crate) async fn query_action(
-    state: State,
-    req: HttpRequest,
-    path: web::Path<(String, String, String)>,
-) -> Result {
-    let (id, name, action_id) = path.into_inner();
+async fn query_action(state: &HttpState, req: &HttpRequest, id: &str, name: &str, action_id: &str) -> Result {
+    let (name, action_id) = (name.to_owned(), action_id.to_owned());
     match state
         .servient
-        .handle(&id, Operation::QueryAction { name, id: action_id })
+        .handle(id, Operation::QueryAction { name, id: action_id })
         .await?
     {
         Reply::Status(status) => Ok(HttpResponse::Ok()
             .content_type(JSON)
-            .body(status_body(&origins(&state, &req), &id, &status).to_string())),
+            .body(status_body(&origins(state, req), id, &status).to_string())),
         other => Err(Error::Internal(format!("unexpected reply {other:?}")).into()),
     }
 }
 
-pub(crate) async fn cancel_action(state: State, path: web::Path<(String, String, String)>) -> Result {
-    let (id, name, action_id) = path.into_inner();
+async fn cancel_action(state: &HttpState, id: &str, name: &str, action_id: &str) -> Result {
+    let (name, action_id) = (name.to_owned(), action_id.to_owned());
     state
         .servient
-        .handle(&id, Operation::CancelAction { name, id: action_id })
+        .handle(id, Operation::CancelAction { name, id: action_id })
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub(crate) async fn query_all_actions(state: State, req: HttpRequest, path: web::Path<String>) -> Result {
-    let id = path.into_inner();
-    let Reply::AllStatuses(grouped) = state.servient.handle(&id, Operation::QueryAllActions).await? else {
+async fn query_all_actions(state: &HttpState, req: &HttpRequest, id: &str) -> Result {
+    let Reply::AllStatuses(grouped) = state.servient.handle(id, Operation::QueryAllActions).await? else {
         return Err(Error::Internal("unexpected reply".into()).into());
     };
-    let origins = origins(&state, &req);
+    let origins = origins(state, req);
     let body: serde_json::Map<String, Value> = grouped
         .into_iter()
         .map(|(name, statuses)| {
             (
                 name,
-                Value::Array(statuses.iter().map(|s| status_body(&origins, &id, s)).collect()),
+                Value::Array(statuses.iter().map(|s| status_body(&origins, id, s)).collect()),
             )
         })
         .collect();
@@ -399,22 +391,12 @@ pub(crate) async fn query_all_actions(state: State, req: HttpRequest, path: web:
 
 // ---------------------------------------------------------------- events
 
-pub(crate) async fn subscribe_event(
-    state: State,
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
-) -> Result {
-    let (id, name) = path.into_inner();
-    event_stream(&state, &req, &id, Target::Event(name))
-}
-
-pub(crate) async fn subscribe_all_events(state: State, req: HttpRequest, path: web::Path<String>) -> Result {
-    event_stream(&state, &req, &path, Target::AllEvents)
-}
-
 // ---------------------------------------------------------------- longpoll
 
-async fn longpoll(state: &HttpState, id: &str, target: Target) -> Result {
+async fn longpoll(state: &HttpState, id: &str, target: Target, verb: Verb) -> Result {
+    if verb == Verb::Head {
+        return longpoll_handshake(state, id, target);
+    }
     let keyed = matches!(target, Target::AllProperties | Target::AllEvents);
     let subscription = state.servient.subscribe(id, target)?;
     let Some(n) = sse::next(subscription, state.shutdown.clone(), LONGPOLL_WAIT).await else {
@@ -433,24 +415,6 @@ async fn longpoll(state: &HttpState, id: &str, target: Target) -> Result {
     Ok(HttpResponse::Ok().content_type(JSON).body(body.to_string()))
 }
 
-pub(crate) async fn longpoll_property(state: State, path: web::Path<(String, String)>) -> Result {
-    let (id, name) = path.into_inner();
-    longpoll(&state, &id, Target::Property(name)).await
-}
-
-pub(crate) async fn longpoll_all_properties(state: State, path: web::Path<String>) -> Result {
-    longpoll(&state, &path, Target::AllProperties).await
-}
-
-pub(crate) async fn longpoll_event(state: State, path: web::Path<(String, String)>) -> Result {
-    let (id, name) = path.into_inner();
-    longpoll(&state, &id, Target::Event(name)).await
-}
-
-pub(crate) async fn longpoll_all_events(state: State, path: web::Path<String>) -> Result {
-    longpoll(&state, &path, Target::AllEvents).await
-}
-
 /// `HEAD` on a longpoll URL: 202 at once when a `GET` there would be accepted (the thing, the
 /// affordance, a readable property), and the `GET`'s error otherwise. node-wot 0.9 sends it
 /// before its first poll and waits 1 s for a 2xx; its own server answers it 202 too. Nothing is
@@ -460,24 +424,45 @@ fn longpoll_handshake(state: &HttpState, id: &str, target: Target) -> Result {
     Ok(HttpResponse::Accepted().finish())
 }
 
-pub(crate) async fn longpoll_handshake_property(state: State, path: web::Path<(String, String)>) -> Result {
-    let (id, name) = path.into_inner();
-    longpoll_handshake(&state, &id, Target::Property(name))
-}
+// ---------------------------------------------------------------- the table
 
-pub(crate) async fn longpoll_handshake_all_properties(state: State, path: web::Path<String>) -> Result {
-    longpoll_handshake(&state, &path, Target::AllProperties)
-}
-
-pub(crate) async fn longpoll_handshake_event(state: State, path: web::Path<(String, String)>) -> Result {
-    let (id, name) = path.into_inner();
-    longpoll_handshake(&state, &id, Target::Event(name))
-}
-
-pub(crate) async fn longpoll_handshake_all_events(state: State, path: web::Path<String>) -> Result {
-    longpoll_handshake(&state, &path, Target::AllEvents)
-}
-
-pub(crate) async fn not_found(req: HttpRequest) -> Result {
-    Err(HttpError::NotFound(req.path().to_owned()))
+/// Every request for the binding's own URLs, and any other that no mount took (the app's default
+/// service): `table` names the resource, the method picks the handler.
+pub(crate) async fn dispatch(state: State, req: HttpRequest, payload: web::Payload) -> Result {
+    use Resource as R;
+    let state = state.get_ref();
+    let Some(resource) = table::resource(req.path()) else {
+        return Err(HttpError::NotFound(req.path().to_owned()));
+    };
+    let req = &req;
+    let read = matches!(Verb::of(req.method()), Verb::Get | Verb::Head);
+    match (resource, Verb::of(req.method())) {
+        (R::WellKnown, _) if read => well_known(state, req),
+        (R::Things, _) if read => all_things(state, req),
+        (R::Thing(id), _) if read => thing_description(state, req, &id),
+        (R::Properties(id), Verb::Get) => read_all_properties(state, req, &id).await,
+        (R::Properties(id), Verb::Put) => write_properties(state, req, &id, payload).await,
+        (R::Property(id, name), Verb::Get) => read_property(state, req, &id, &name).await,
+        (R::Property(id, name), Verb::Put) => write_property(state, req, &id, &name, payload).await,
+        (R::Actions(id), Verb::Get) => query_all_actions(state, req, &id).await,
+        (R::Action(id, name), Verb::Post) => invoke_action(state, req, &id, &name, payload).await,
+        (R::ActionStatus(id, name, action), Verb::Get) => query_action(state, req, &id, &name, &action).await,
+        (R::ActionStatus(id, name, action), Verb::Delete) => cancel_action(state, &id, &name, &action).await,
+        (R::Events(id), Verb::Get) => event_stream(state, req, &id, Target::AllEvents),
+        (R::Event(id, name), Verb::Get) => event_stream(state, req, &id, Target::Event(name.into_owned())),
+        // Longpoll: GET waits for the next change; HEAD is node-wot's handshake, answered at once.
+        (R::LongpollProperties(id), verb @ (Verb::Get | Verb::Head)) => {
+            longpoll(state, &id, Target::AllProperties, verb).await
+        }
+        (R::LongpollProperty(id, name), verb @ (Verb::Get | Verb::Head)) => {
+            longpoll(state, &id, Target::Property(name.into_owned()), verb).await
+        }
+        (R::LongpollEvents(id), verb @ (Verb::Get | Verb::Head)) => {
+            longpoll(state, &id, Target::AllEvents, verb).await
+        }
+        (R::LongpollEvent(id, name), verb @ (Verb::Get | Verb::Head)) => {
+            longpoll(state, &id, Target::Event(name.into_owned()), verb).await
+        }
+        (resource, _) => Err(HttpError::MethodNotAllowed(resource.allow())),
+    }
 }

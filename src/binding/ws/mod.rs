@@ -92,15 +92,18 @@ fn wants_upgrade(ctx: &guard::GuardContext<'_>) -> bool {
 
 /// Registers the endpoint: `GET /things/{id}` guarded on `Upgrade: websocket`, so it must be
 /// configured before the HTTP binding's own `/things/{id}` (which then still serves the TD).
+/// The guards sit on a `/things` scope, checked before the `{id}` pattern is run: a request that
+/// does not upgrade costs a prefix comparison and a header lookup here, and an upgrade to any
+/// other URL under `/things` falls through to the app's default service, the HTTP binding.
 pub(crate) fn service(state: WsState) -> impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static {
     let data = web::Data::new(state);
     move |cfg: &mut web::ServiceConfig| {
         cfg.service(
-            web::resource("/things/{id}")
+            web::scope("/things")
                 .guard(guard::Get())
                 .guard(guard::fn_guard(wants_upgrade))
                 .app_data(data.clone())
-                .route(web::get().to(upgrade)),
+                .service(web::resource("/{id}").route(web::get().to(upgrade))),
         );
     }
 }
