@@ -10,12 +10,16 @@
 # with what actix costs anyway, within the same minute of the same run; a difference between
 # the two bare runs around a case is the machine's drift (it is shared). The later cases are
 # compared with the mean of all bare runs.
-#   bash benches/http.sh [seconds]        (needs wrk: apt-get install wrk)
+#   bash benches/http.sh [seconds] [rounds]        (needs wrk: apt-get install wrk)
+# With rounds > 1 the four cases against the bare handler are run that many times over, and a
+# last line per case gives the median ratio and the range: on a 2-core machine shared with wrk,
+# one run's ratio moves by about 0.05 from one minute to the next.
 # WOT_BIN=path/to/wot runs another build of `wot` (an A/B between two commits) against this
 # checkout's bare handler, without building.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
+rounds=${2:-1}
 if [ -n "${WOT_BIN:-}" ]; then
   cargo build --release --quiet --example bare_http
   wot=$WOT_BIN
@@ -68,7 +72,9 @@ versus_bare() {
   bares+=("$before" "$after")
   ratios+=("$(awk -v n="$name" -v c="$case_rps" -v b="$before" -v a="$after" \
     'BEGIN { printf "%-26s %.2fx of bare (%.0f req/s; bare %.0f before, %.0f after)", n, c / ((b + a) / 2), c, b, a }')")
+  per_round+=("$name	$(awk -v c="$case_rps" -v b="$before" -v a="$after" 'BEGIN { printf "%.3f", c / ((b + a) / 2) }')")
 }
+per_round=()
 # versus_mean NAME URL [wrk options]: against the mean of every bare run so far.
 versus_mean() {
   local name=$1 target=$2
@@ -82,11 +88,14 @@ wrk.method = "PUT"
 wrk.body = "42"
 wrk.headers["Content-Type"] = "application/json"
 LUA
-versus_bare "GET property" /things/lamp/properties/brightness
-versus_bare "GET TD" /things/lamp
-versus_bare "PUT property" /things/lamp/properties/brightness -s "$out.lua"
-sed -i 's/"PUT"/"POST"/; s/wrk.body = "42"/wrk.body = nil/' "$out.lua"
-versus_bare "POST action (toggle)" /things/lamp/actions/toggle -s "$out.lua"
+for _ in $(seq "$rounds"); do
+  versus_bare "GET property" /things/lamp/properties/brightness
+  versus_bare "GET TD" /things/lamp
+  versus_bare "PUT property" /things/lamp/properties/brightness -s "$out.lua"
+  sed -i 's/"PUT"/"POST"/; s/wrk.body = "42"/wrk.body = nil/' "$out.lua"
+  versus_bare "POST action (toggle)" /things/lamp/actions/toggle -s "$out.lua"
+  sed -i 's/"POST"/"PUT"/; s/wrk.body = nil/wrk.body = "42"/' "$out.lua"
+done
 
 # PUT with durable state: fsync per group commit, then fsync at most once a second.
 for durability in immediate periodic; do
@@ -97,7 +106,6 @@ for durability in immediate periodic; do
     --state-dir "$state" --durability $durability >"$out" 2>/dev/null &
   pid=$!
   url=$(ready "$out")
-  sed -i 's/"POST"/"PUT"/; s/wrk.body = nil/wrk.body = "42"/' "$out.lua"
   versus_mean "PUT durable $durability" "$url/things/lamp/properties/brightness" -s "$out.lua"
   rm -rf "$state"
 done
@@ -124,3 +132,15 @@ done
 
 echo "# load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%s\n' "${ratios[@]}"
+if [ "$rounds" -gt 1 ]; then
+  echo "# over $rounds rounds: median ratio (lowest-highest)"
+  printf '%s\n' "${per_round[@]}" | python3 -c '
+import statistics, sys
+cases = {}
+for line in sys.stdin:
+    name, ratio = line.rstrip("\n").split("\t")
+    cases.setdefault(name, []).append(float(ratio))
+for name, r in cases.items():
+    print(f"{name:<26} {statistics.median(r):.2f}x of bare ({min(r):.2f}-{max(r):.2f})")
+'
+fi

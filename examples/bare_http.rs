@@ -3,7 +3,10 @@
 //! routing, middleware or state).
 //! A benchmark fixture, not a test: nothing here is asserted.
 //!
-//!     cargo run --release --example bare_http [-- --port 0]
+//!     cargo run --release --example bare_http [-- --port 0] [--body-bytes N]
+//!
+//! `--body-bytes N` answers a JSON string of N bytes instead of `50`: the bare cost of sending
+//! as much as a TD, to tell the runtime's own work apart from the size of what it sends.
 //!
 //! It prints `{"http":"http://127.0.0.1:PORT"}` on one line once it listens, as `wot serve`
 //! prints its ready line, so the bench reads both the same way.
@@ -20,17 +23,22 @@ use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use futures_util::StreamExt;
 
-/// What the handler answers: the size of a property value (`GET /things/lamp/properties/...`).
+/// What the handler answers by default: the size of a property value
+/// (`GET /things/lamp/properties/...`).
 const BODY: &[u8] = b"50";
 
 fn main() -> std::io::Result<()> {
     let mut port = 0u16;
+    let mut body = bytes::Bytes::from_static(BODY);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        match (flag.as_str(), args.next().map(|v| v.parse::<u16>())) {
-            ("--port", Some(Ok(p))) => port = p,
+        match (flag.as_str(), args.next().map(|v| v.parse::<usize>())) {
+            ("--port", Some(Ok(p))) if p <= usize::from(u16::MAX) => port = p as u16,
+            ("--body-bytes", Some(Ok(n))) if n >= 2 => {
+                body = format!("\"{}\"", "x".repeat(n - 2)).into();
+            }
             _ => {
-                eprintln!("usage: bare_http [--port N]");
+                eprintln!("usage: bare_http [--port N] [--body-bytes N]");
                 std::process::exit(2);
             }
         }
@@ -41,18 +49,22 @@ fn main() -> std::io::Result<()> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
     let addr = listener.local_addr()?;
     actix_web::rt::System::new().block_on(async move {
-        let server = HttpServer::new(|| {
-            App::new().default_service(web::to(|mut body: web::Payload| async move {
-                // A body (a PUT's) is read to its end, or actix-http closes the connection after
-                // the answer; a GET has none, and this costs it nothing.
-                while let Some(chunk) = body.next().await {
-                    chunk?;
+        let server = HttpServer::new(move || {
+            let answer = body.clone();
+            App::new().default_service(web::to(move |mut body: web::Payload| {
+                let answer = answer.clone();
+                async move {
+                    // A body (a PUT's) is read to its end, or actix-http closes the connection after
+                    // the answer; a GET has none, and this costs it nothing.
+                    while let Some(chunk) = body.next().await {
+                        chunk?;
+                    }
+                    Ok::<_, actix_web::Error>(
+                        HttpResponse::Ok()
+                            .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+                            .body(answer),
+                    )
                 }
-                Ok::<_, actix_web::Error>(
-                    HttpResponse::Ok()
-                        .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
-                        .body(BODY),
-                )
             }))
         })
         .workers(workers)

@@ -311,8 +311,14 @@ impl HostPolicy {
         let (Some(allowed), Some(host)) = (&self.allowed, host) else {
             return true;
         };
-        let name = host_name(host).to_ascii_lowercase();
-        allowed.contains(&name)
+        // Checked on every request: lower-cased into a copy only when it has capitals.
+        let name = host_name(host);
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(name.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(name)
+        };
+        allowed.contains(name.as_ref())
             || name.ends_with(".localhost")
             || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }

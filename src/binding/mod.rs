@@ -39,7 +39,11 @@ pub(crate) fn request_origin(req: &actix_web::HttpRequest) -> String {
     let named = |names: &[&str]| names.iter().any(|name| req.headers().contains_key(*name));
     // Most requests name their origin in `Host` alone: read it without `connection_info`, which
     // allocates every field it parses, to the same result.
-    let forwarded = named(&["forwarded", "x-forwarded-proto", "x-forwarded-host"])
+    const X_FORWARDED_PROTO: header::HeaderName = header::HeaderName::from_static("x-forwarded-proto");
+    const X_FORWARDED_HOST: header::HeaderName = header::HeaderName::from_static("x-forwarded-host");
+    let forwarded = [header::FORWARDED, X_FORWARDED_PROTO, X_FORWARDED_HOST]
+        .iter()
+        .any(|name| req.headers().contains_key(name))
         || req.uri().scheme().is_some()
         || req.uri().authority().is_some();
     if let (false, Some(port)) = (forwarded, port) {

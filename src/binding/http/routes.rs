@@ -68,6 +68,11 @@ fn event_stream(state: &HttpState, req: &HttpRequest, id: &str, target: Target) 
     ))
 }
 
+/// A static header value: `content_type(&str)` would parse and copy it on every response.
+fn td_content_type() -> (header::HeaderName, HeaderValue) {
+    (header::CONTENT_TYPE, HeaderValue::from_static(TD_MEDIA_TYPE))
+}
+
 fn json_response(status: actix_web::http::StatusCode, body: Bytes) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((header::CONTENT_TYPE, HeaderValue::from_static(JSON)))
@@ -130,7 +135,7 @@ fn thing_description(state: &HttpState, req: &HttpRequest, id: &str) -> Result {
         .publisher
         .td_bytes(&thing, &origins(state, req))
         .map_err(Error::from)?;
-    Ok(HttpResponse::Ok().content_type(TD_MEDIA_TYPE).body(bytes))
+    Ok(HttpResponse::Ok().insert_header(td_content_type()).body(bytes))
 }
 
 fn well_known(state: &HttpState, req: &HttpRequest) -> Result {
@@ -145,7 +150,7 @@ fn well_known(state: &HttpState, req: &HttpRequest) -> Result {
         td["security"] = security.clone();
         Bytes::from(td.to_string())
     };
-    Ok(HttpResponse::Ok().content_type(TD_MEDIA_TYPE).body(bytes))
+    Ok(HttpResponse::Ok().insert_header(td_content_type()).body(bytes))
 }
 
 #[derive(serde::Deserialize)]
