@@ -10,6 +10,35 @@ use wot_td::thing::{DefaultedFormOperations, FormOperation};
 
 use crate::core::ExposedThing;
 
+/// Where an affordance name cannot stand as it is in one path segment of a URI (RFC 3986 §3.3):
+/// controls, space, the delimiters `/ ? # [ ]`, `%` itself, and what RFC 3986 never allows
+/// (`" < > \ ^ ` { | }`). Bytes beyond ASCII are always encoded.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// An affordance name as one path segment of a form's href, percent-encoded where it must be,
+/// so that `colour temp` or `a/b` stay one segment and the href a valid URI reference. Names of
+/// plain letters and digits come out unchanged. The HTTP binding decodes the segment back;
+/// a CoAP client decodes it into its Uri-Path option (RFC 7252 §6.4).
+pub fn path_segment(name: &str) -> impl std::fmt::Display + '_ {
+    percent_encoding::utf8_percent_encode(name, PATH_SEGMENT)
+}
+
 /// The binding vocabularies a TD of ours may carry in its forms (`htv:*`, `cov:*`, `mqv:*`).
 pub type TdExt = Cons<CoapProtocol, Cons<HttpProtocol, Cons<MqttProtocol, Nil>>>;
 

@@ -22,7 +22,7 @@ mod publish;
 pub mod validate;
 
 pub use definition::ThingDefinition;
-pub use forms::{Form, FormProvider, MqttProtocol, MqvForm, Origins, TdExt, form};
+pub use forms::{Form, FormProvider, MqttProtocol, MqvForm, Origins, TdExt, form, path_segment};
 pub use problem::Problem;
 pub use proxy::Proxy;
 pub(crate) use publish::nosec;

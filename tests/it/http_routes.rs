@@ -168,6 +168,38 @@ async fn path_parameters_are_percent_decoded() {
     // The thing's id may be escaped as well, and a UTF-8 name is decoded from its bytes.
     let url = format!("{base}/things/%6Fdd/properties/%C3%A9t%C3%A9");
     assert_eq!(common::get_json::<Value>(&client, &url).await, "chaud");
+    // The TD's forms name them percent-encoded (a space is not a URI character), and each
+    // readproperty form, resolved against the TD's base, reads the property.
+    let td: Value = common::get_json(&client, &format!("{base}/things/odd")).await;
+    common::assert_valid_td(&td);
+    let forms = |name: &str| td["properties"][name]["forms"].as_array().unwrap().clone();
+    let hrefs: Vec<String> = forms("colour temp")
+        .iter()
+        .map(|f| f["href"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        hrefs.contains(&"things/odd/properties/colour%20temp".to_owned()),
+        "{hrefs:?}"
+    );
+    assert!(hrefs.iter().all(|h| !h.contains(' ')), "{hrefs:?}");
+    for (name, value) in [
+        ("colour temp", serde_json::json!(2700)),
+        ("été", serde_json::json!("chaud")),
+    ] {
+        let read = forms(name)
+            .into_iter()
+            .find(|f| {
+                f["op"] == serde_json::json!(["readproperty"])
+                    && f["href"].as_str().unwrap().starts_with("things/")
+            })
+            .unwrap();
+        let url = format!(
+            "{}{}",
+            td["base"].as_str().unwrap(),
+            read["href"].as_str().unwrap()
+        );
+        assert_eq!(common::get_json::<Value>(&client, &url).await, value, "{url}");
+    }
     // An escape that is not UTF-8 names nothing.
     let res = client
         .get(format!("{base}/things/odd/properties/%FF"))

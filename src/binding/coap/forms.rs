@@ -16,7 +16,7 @@ use wot_td::thing::{DefaultedFormOperations, FormOperation as Op};
 use super::access::{Access, PSK};
 
 use crate::core::ExposedThing;
-use crate::td::{Form, FormProvider, Origins, form};
+use crate::td::{Form, FormProvider, Origins, form, path_segment};
 
 pub(crate) const COV_PREFIX: &str = "cov";
 pub(crate) const COV_NAMESPACE: &str = "https://www.w3.org/2019/wot/coap#";
@@ -127,7 +127,7 @@ impl FormProvider for CoapForms {
             return;
         };
         for (origin, secure) in each_origin(origins) {
-            let href = format!("{origin}/things/{}/properties/{name}", thing.slug);
+            let href = format!("{origin}/things/{}/properties/{}", thing.slug, path_segment(name));
             if !p.write_only {
                 self.admit(forms, secure, coap(&[Op::ReadProperty], href.clone(), None));
             }
@@ -149,7 +149,7 @@ impl FormProvider for CoapForms {
             return;
         };
         for (origin, secure) in each_origin(origins) {
-            let href = format!("{origin}/things/{}/actions/{name}", thing.slug);
+            let href = format!("{origin}/things/{}/actions/{}", thing.slug, path_segment(name));
             self.admit(forms, secure, coap(&[Op::InvokeAction], href.clone(), None));
             if !a.synchronous {
                 let instance = format!("{href}/{{actionID}}");
@@ -172,7 +172,7 @@ impl FormProvider for CoapForms {
             return;
         }
         for (origin, secure) in each_origin(origins) {
-            let href = format!("{origin}/things/{}/events/{name}", thing.slug);
+            let href = format!("{origin}/things/{}/events/{}", thing.slug, path_segment(name));
             self.admit(
                 forms,
                 secure,

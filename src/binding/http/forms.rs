@@ -15,7 +15,7 @@ use wot_td::protocol::http::{Form as HtvForm, Method};
 use wot_td::thing::FormOperation as Op;
 
 use crate::core::ExposedThing;
-use crate::td::{Form, FormProvider, Origins, form};
+use crate::td::{Form, FormProvider, Origins, form, path_segment};
 
 pub(crate) const PROFILE_BASIC: &str = "https://www.w3.org/2022/wot/profile/http-basic/v1";
 pub(crate) const PROFILE_SSE: &str = "https://www.w3.org/2022/wot/profile/http-sse/v1";
@@ -93,7 +93,7 @@ impl FormProvider for HttpForms {
         let Some(p) = thing.properties.get(name).filter(|_| origins.http.is_some()) else {
             return;
         };
-        let href = format!("things/{}/properties/{name}", thing.slug);
+        let href = format!("things/{}/properties/{}", thing.slug, path_segment(name));
         if !p.write_only {
             forms.push(http(&[Op::ReadProperty], href.clone(), Method::Get));
         }
@@ -103,7 +103,7 @@ impl FormProvider for HttpForms {
         if p.observable && !p.write_only {
             forms.push(longpoll(
                 &[Op::ObserveProperty, Op::UnobserveProperty],
-                format!("things/{}/longpoll/properties/{name}", thing.slug),
+                format!("things/{}/longpoll/properties/{}", thing.slug, path_segment(name)),
             ));
             forms.push(sse(&[Op::ObserveProperty, Op::UnobserveProperty], href));
         }
@@ -113,7 +113,7 @@ impl FormProvider for HttpForms {
         let Some(a) = thing.actions.get(name).filter(|_| origins.http.is_some()) else {
             return;
         };
-        let href = format!("things/{}/actions/{name}", thing.slug);
+        let href = format!("things/{}/actions/{}", thing.slug, path_segment(name));
         forms.push(http(&[Op::InvokeAction], href.clone(), Method::Post));
         if !a.synchronous {
             forms.push(http(
@@ -133,10 +133,10 @@ impl FormProvider for HttpForms {
         if origins.http.is_none() || !thing.events.contains_key(name) {
             return;
         }
-        let href = format!("things/{}/events/{name}", thing.slug);
+        let href = format!("things/{}/events/{}", thing.slug, path_segment(name));
         forms.push(longpoll(
             &[Op::SubscribeEvent, Op::UnsubscribeEvent],
-            format!("things/{}/longpoll/events/{name}", thing.slug),
+            format!("things/{}/longpoll/events/{}", thing.slug, path_segment(name)),
         ));
         forms.push(sse(&[Op::SubscribeEvent, Op::UnsubscribeEvent], href));
     }

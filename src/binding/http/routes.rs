@@ -309,9 +309,10 @@ async fn write_properties(state: &HttpState, req: &HttpRequest, id: &str, payloa
 
 fn status_href(origins: &Origins, thing: &str, status: &ActionStatus) -> String {
     format!(
-        "{}/things/{thing}/actions/{}/{}",
+        "{}/things/{}/actions/{}/{}",
         origins.http.as_deref().unwrap_or(""),
-        status.action,
+        crate::td::path_segment(thing),
+        crate::td::path_segment(&status.action),
         status.id
     )
 }

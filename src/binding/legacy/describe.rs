@@ -81,7 +81,10 @@ fn section(
         adjust(affordance, &mut a);
         a.insert(
             "links".into(),
-            json!([link(rel, format!("{base}/{kind}/{name}"))]),
+            json!([link(
+                rel,
+                format!("{base}/{kind}/{}", crate::td::path_segment(name))
+            )]),
         );
         out.insert(name.clone(), Value::Object(a));
     }
