@@ -92,8 +92,8 @@ fn preflight() -> HttpResponse {
 /// binding's own URLs, so a guarded resource (for example `GET /things/{id}` with
 /// `Upgrade: websocket`) is tried first. Every request passes the mounts' patterns on its way
 /// to the binding's table: a mount should sit under a static prefix (`web::scope`), which costs
-/// a string comparison, rather than a pattern with parameters, which costs a regex run. The runtime composes them; the HTTP binding never
-/// names another binding.
+/// a string comparison, rather than a pattern with parameters, which costs a regex run. The
+/// runtime composes them; the HTTP binding never names another binding.
 pub type Mount = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 
 /// Connection limits and timeouts of the HTTP port.

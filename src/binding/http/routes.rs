@@ -265,9 +265,8 @@ async fn write_property(
     name: &str,
     payload: web::Payload,
 ) -> Result {
-    // Unknown names are reported before the body is judged.
-    // The thing is looked up again after the body: a reload meanwhile replaces it, and a write
-    // to the replaced one would be lost.
+    // Unknown names are reported before the body is judged. The thing is looked up again after
+    // the body: a reload meanwhile replaces it, and a write to the replaced one would be lost.
     state.servient.thing(id)?.property(name)?;
     let value = require_json(state, req, payload).await?;
     let name = name.to_owned();
@@ -441,11 +440,10 @@ pub(crate) async fn dispatch(state: State, req: HttpRequest, payload: web::Paylo
         return Err(HttpError::NotFound(req.path().to_owned()));
     };
     let req = &req;
-    let read = matches!(Verb::of(req.method()), Verb::Get | Verb::Head);
     match (resource, Verb::of(req.method())) {
-        (R::WellKnown, _) if read => well_known(state, req),
-        (R::Things, _) if read => all_things(state, req),
-        (R::Thing(id), _) if read => thing_description(state, req, &id),
+        (R::WellKnown, Verb::Get | Verb::Head) => well_known(state, req),
+        (R::Things, Verb::Get | Verb::Head) => all_things(state, req),
+        (R::Thing(id), Verb::Get | Verb::Head) => thing_description(state, req, &id),
         (R::Properties(id), Verb::Get) => read_all_properties(state, req, &id).await,
         (R::Properties(id), Verb::Put) => write_properties(state, req, &id, payload).await,
         (R::Property(id, name), Verb::Get) => read_property(state, req, &id, &name).await,
