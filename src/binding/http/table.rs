@@ -95,7 +95,7 @@ pub(crate) fn resource(path: &str) -> Option<Resource<'_>> {
     if rest.is_empty() {
         return Some(Resource::Things);
     }
-    // The longest URL has five segments after `/things`; a sixth names nothing.
+    // The longest URLs have four segments after `/things`; a fifth is kept only to be refused.
     let mut raw = [""; 5];
     let mut count = 0;
     for segment in rest.strip_prefix('/')?.split('/') {
