@@ -34,44 +34,37 @@ pub(crate) struct PortOrigin {
 /// The origin (`scheme://host[:port]`) a request was sent to: what its forwarding headers
 /// (`Forwarded`, `X-Forwarded-Proto`, `X-Forwarded-Host`) or its `Host` name, else the port's own.
 pub(crate) fn request_origin(req: &actix_web::HttpRequest) -> String {
-    use actix_web::http::header;
+    use actix_web::http::header::{self, HeaderName};
+    const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
     let port = req.app_data::<PortOrigin>();
-    let named = |names: &[&str]| names.iter().any(|name| req.headers().contains_key(*name));
-    // Most requests name their origin in `Host` alone: read it without `connection_info`, which
-    // allocates every field it parses, to the same result.
-    const X_FORWARDED_PROTO: header::HeaderName = header::HeaderName::from_static("x-forwarded-proto");
-    const X_FORWARDED_HOST: header::HeaderName = header::HeaderName::from_static("x-forwarded-host");
-    let forwarded = [header::FORWARDED, X_FORWARDED_PROTO, X_FORWARDED_HOST]
-        .iter()
-        .any(|name| req.headers().contains_key(name))
-        || req.uri().scheme().is_some()
-        || req.uri().authority().is_some();
-    if let (false, Some(port)) = (forwarded, port) {
-        let scheme = if port.secure { "https" } else { "http" };
-        match req.headers().get(header::HOST).map(|host| host.to_str()) {
-            None => return format!("{scheme}://{}", port.address),
-            Some(Ok(host)) => return format!("{scheme}://{host}"),
-            Some(Err(_)) => {}
+    let has = |name: &HeaderName| req.headers().contains_key(name);
+    let forwarded = has(&header::FORWARDED);
+    let scheme_named = forwarded || has(&X_FORWARDED_PROTO) || req.uri().scheme().is_some();
+    let host_named = forwarded || has(&X_FORWARDED_HOST) || req.uri().authority().is_some();
+    let scheme = match port {
+        _ if scheme_named => None,
+        Some(port) if port.secure => Some("https"),
+        _ => Some("http"),
+    };
+    let host = match (host_named, port, req.headers().get(header::HOST)) {
+        (false, Some(port), None) => Some(port.address.as_str()),
+        (false, _, Some(host)) => host.to_str().ok(),
+        _ => None,
+    };
+    match (scheme, host) {
+        (Some(scheme), Some(host)) => format!("{scheme}://{host}"),
+        // Only a proxy's headers, an absolute request target or an unreadable Host need actix's
+        // `ConnectionInfo`, which allocates every field it parses; most requests never build it.
+        _ => {
+            let info = req.connection_info();
+            format!(
+                "{}://{}",
+                scheme.unwrap_or(info.scheme()),
+                host.unwrap_or(info.host())
+            )
         }
     }
-    let info = req.connection_info();
-    let scheme = if named(&["forwarded", "x-forwarded-proto"]) || req.uri().scheme().is_some() {
-        info.scheme()
-    } else if port.is_some_and(|port| port.secure) {
-        "https"
-    } else {
-        "http"
-    };
-    let host = match port {
-        Some(port)
-            if !named(&["forwarded", "x-forwarded-host", header::HOST.as_str()])
-                && req.uri().authority().is_none() =>
-        {
-            port.address.as_str()
-        }
-        _ => info.host(),
-    };
-    format!("{scheme}://{host}")
 }
 
 /// What each binding answers for one error of every `core::Error` variant, side by side. The
