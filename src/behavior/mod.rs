@@ -124,7 +124,7 @@ fn check_source(model: &Refs, name: &str, source: &PropertySource) -> Result<(),
         PropertySource::File(f) => {
             model.need_property(at.clone(), name, true)?;
             if let Some(p) = &f.pattern {
-                regex::Regex::new(p).map_err(|e| (format!("{at}/file/pattern"), e.to_string()))?;
+                regex_lite::Regex::new(p).map_err(|e| (format!("{at}/file/pattern"), e.to_string()))?;
             }
         }
     }
@@ -347,7 +347,7 @@ pub(crate) enum FileSourceError {
 /// Reads one number out of a file per its source spec.
 pub(crate) fn read_file_number(
     spec: &FileSource,
-    pattern: Option<&regex::Regex>,
+    pattern: Option<&regex_lite::Regex>,
 ) -> Result<f64, FileSourceError> {
     let path = || spec.path.clone();
     let text = std::fs::read_to_string(&spec.path)
@@ -367,7 +367,10 @@ pub(crate) fn read_file_number(
 }
 
 async fn poll_file(thing: Arc<ExposedThing>, name: String, spec: FileSource) {
-    let pattern = spec.pattern.as_deref().and_then(|p| regex::Regex::new(p).ok());
+    let pattern = spec
+        .pattern
+        .as_deref()
+        .and_then(|p| regex_lite::Regex::new(p).ok());
     let ty = schema_type(&thing, &name);
     let mut tick = tokio::time::interval(Duration::from_millis(spec.poll_ms.max(10)));
     let mut warned = false;
@@ -522,7 +525,7 @@ mod tests {
             poll_ms: 1000,
             decimals: 2,
         };
-        let re = regex::Regex::new(spec.pattern.as_deref().unwrap()).unwrap();
+        let re = regex_lite::Regex::new(spec.pattern.as_deref().unwrap()).unwrap();
         assert_eq!(read_file_number(&spec, Some(&re)).unwrap(), 1.0);
         std::fs::write(&path, "garbage").unwrap();
         assert!(matches!(

@@ -1,7 +1,8 @@
 //! Bindings: thin adapters between a wire protocol and the core. Each decodes requests into
 //! `core::Operation`s, encodes replies and errors back, and contributes its forms to TDs through
 //! `td::FormProvider`. No binding imports another; what several share without a wire of their
-//! own lives next to them (`keepalive`, `problem`, `upgrade`, `ws_inbound`, `ws_outbound`).
+//! own lives next to them (`keepalive`, `path`, `problem`, `upgrade`, `ws_inbound`,
+//! `ws_outbound`).
 //!
 //! As library API each binding shows only its configuration (part of
 //! [`crate::runtime::Config`]) and its [`crate::td::FormProvider`], for building the TDs the
@@ -14,6 +15,7 @@ pub mod http;
 pub(crate) mod keepalive;
 pub(crate) mod legacy;
 pub mod mqtt;
+pub(crate) mod path;
 pub(crate) mod problem;
 pub(crate) mod upgrade;
 pub mod ws;

@@ -1028,3 +1028,94 @@ async fn too_many_running_actions_answer_503_with_retry_after() {
     assert_eq!(body["data"]["status"], "503 Service Unavailable", "{body}");
     running.stop().await;
 }
+
+#[tokio::test]
+async fn every_url_takes_its_methods_and_refuses_the_others_with_its_allow() {
+    let running = common::start().await;
+    let client = common::client();
+    let base = running.http_url();
+    let created: Value = client
+        .post(format!("{base}/webthing/lamp/actions"))
+        .json(&json!({"fade": {"input": {"level": 10, "duration": 60000}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let status_path = created["fade"]["href"].as_str().unwrap().to_owned();
+    // (path, the methods it takes); each is sent every method it does not take, and GET.
+    let table = [
+        ("/webthing", "GET"),
+        ("/webthing/", "GET"),
+        ("/webthing/lamp", "GET"),
+        ("/webthing/lamp/", "GET"),
+        ("/webthing/lamp/properties", "GET"),
+        ("/webthing/lamp/properties/brightness", "GET, PUT"),
+        ("/webthing/lamp/actions", "GET, POST"),
+        ("/webthing/lamp/actions/fade", "GET, POST"),
+        (status_path.as_str(), "GET, DELETE"),
+        ("/webthing/lamp/events", "GET"),
+        ("/webthing/lamp/events/faded", "GET"),
+    ];
+    for (path, allow) in table {
+        for method in ["GET", "HEAD", "PUT", "POST", "DELETE", "PATCH"] {
+            let taken = allow.split(", ").any(|m| m == method);
+            if taken && method != "GET" {
+                continue;
+            }
+            let res = client
+                .request(
+                    reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                    format!("{base}{path}"),
+                )
+                .send()
+                .await
+                .unwrap();
+            if taken {
+                assert_eq!(res.status(), 200, "{method} {path}");
+                continue;
+            }
+            assert_eq!(res.status(), 405, "{method} {path}");
+            assert_eq!(res.headers()["allow"], allow, "{method} {path}");
+            if method != "HEAD" {
+                let body: Value = res.json().await.unwrap();
+                assert_eq!(body["messageType"], "error", "{method} {path}");
+                assert_eq!(
+                    body["data"]["status"], "405 Method Not Allowed",
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+    let cancelled = client
+        .delete(format!("{base}{status_path}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 204);
+    // Paths that name nothing are 404 with the error body; parameters are percent-decoded.
+    for path in [
+        "/webthing//",
+        "/webthing/lamp//",
+        "/webthing/lamp/properties/",
+        "/webthing/lamp/properties/on/extra",
+        "/webthing/lamp/props",
+        "/webthing/lamp/actions/fade/1/extra",
+        "/webthing/%FF",
+    ] {
+        let res = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(res.status(), 404, "{path}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["messageType"], "error", "{path}");
+    }
+    assert_eq!(
+        get_json(
+            &client,
+            &format!("{base}/webthing/l%61mp/properties/%62rightness")
+        )
+        .await,
+        (200, json!({"brightness": 50}))
+    );
+    running.stop().await;
+}

@@ -11,7 +11,6 @@ use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, guard, web};
 
-use super::not_allowed;
 use super::problem::HttpError;
 
 /// Where the page's assets live on the port.
@@ -130,9 +129,12 @@ async fn page() -> HttpResponse {
 }
 
 async fn serve_asset(req: HttpRequest) -> Result<HttpResponse, HttpError> {
-    match asset(req.path()) {
-        Some(a) => Ok(hardened(HttpResponse::Ok(), a.content_type).body(a.bytes)),
-        None => Err(HttpError::NotFound(req.path().to_owned())),
+    let Some(a) = asset(req.path()) else {
+        return Err(HttpError::NotFound(req.path().to_owned()));
+    };
+    match *req.method() {
+        Method::GET | Method::HEAD => Ok(hardened(HttpResponse::Ok(), a.content_type).body(a.bytes)),
+        _ => Err(HttpError::MethodNotAllowed("GET, HEAD")),
     }
 }
 
@@ -159,15 +161,9 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::head().guard(html_guard()).to(page))
             .default_service(web::to(not_for_html)),
     )
-    // Under a static prefix, so that other requests pay a string comparison, not a regex run.
-    .service(
-        web::scope("/explorer").service(
-            web::resource("/{file}")
-                .route(web::get().to(serve_asset))
-                .route(web::head().to(serve_asset))
-                .default_service(not_allowed("GET, HEAD")),
-        ),
-    );
+    // Under a static prefix, so that other requests pay a string comparison; the asset is looked
+    // up by its path, without a pattern (the router would compile a regex per worker).
+    .service(web::scope("/explorer").default_service(web::to(serve_asset)));
 }
 
 /// The total size of the page and its assets, in bytes (the README states it).

@@ -31,7 +31,6 @@ use crate::security::{Auth, HostPolicy};
 use crate::td::TdPublisher;
 use actix_web::ResponseError;
 pub use forms::HttpForms;
-use problem::HttpError;
 
 /// Everything the handlers share.
 pub(crate) struct HttpState {
@@ -60,10 +59,6 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
 const CORS_METHODS: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
 const CORS_HEADERS: &str = "Origin, Content-Type, Accept, X-Requested-With, Authorization, Last-Event-ID";
-
-fn not_allowed(allow: &'static str) -> actix_web::Route {
-    web::to(move || async move { Err::<HttpResponse, _>(HttpError::MethodNotAllowed(allow)) })
-}
 
 fn allow_origin(headers: &mut header::HeaderMap) {
     headers.insert(

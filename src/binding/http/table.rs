@@ -3,11 +3,13 @@
 //!
 //! It replaces one actix-web resource per URL, which the router tried in turn with a regular
 //! expression each and whose captures it copied (about a tenth of the CPU of a property read).
-//! Here a path is split once; segments are borrowed, and copied only when they hold a
-//! percent-escape to decode. It does no I/O and knows nothing of handlers, so it is tested
+//! Here a path is split once (`binding::path`); segments are borrowed, and copied only when
+//! they hold a percent-escape to decode. It does no I/O and knows nothing of handlers, so it is tested
 //! without sockets; `routes::dispatch` maps its answer onto the handlers.
 
 use std::borrow::Cow;
+
+use crate::binding::path::{param, segments};
 
 /// A resource of the binding, with its path parameters percent-decoded.
 #[derive(Debug, PartialEq, Eq)]
@@ -95,13 +97,8 @@ pub(crate) fn resource(path: &str) -> Option<Resource<'_>> {
     if rest.is_empty() {
         return Some(Resource::Things);
     }
-    // The longest URLs have four segments after `/things`; a fifth is kept only to be refused.
-    let mut raw = [""; 5];
-    let mut count = 0;
-    for segment in rest.strip_prefix('/')?.split('/') {
-        *raw.get_mut(count)? = segment;
-        count += 1;
-    }
+    // The longest URLs have four segments after `/things`.
+    let (raw, count) = segments::<4>(rest.strip_prefix('/')?)?;
     // Literal segments are compared as sent; only parameters are decoded.
     Some(match raw[..count] {
         [id] => Resource::Thing(param(id)?),
@@ -120,17 +117,6 @@ pub(crate) fn resource(path: &str) -> Option<Resource<'_>> {
         [id, "longpoll", "events", name] => Resource::LongpollEvent(param(id)?, param(name)?),
         _ => return None,
     })
-}
-
-/// One path parameter, decoded: None when empty or not UTF-8 once decoded.
-fn param(raw: &str) -> Option<Cow<'_, str>> {
-    if raw.is_empty() {
-        return None;
-    }
-    if !raw.contains('%') {
-        return Some(Cow::Borrowed(raw));
-    }
-    percent_encoding::percent_decode_str(raw).decode_utf8().ok()
 }
 
 #[cfg(test)]

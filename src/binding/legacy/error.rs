@@ -14,6 +14,8 @@ pub(crate) enum LegacyError {
     Core(Error),
     /// A request the legacy API cannot take, with the status to answer.
     Request(StatusCode, String),
+    /// A method the resource does not take: 405 with the `Allow` header listing those it does.
+    MethodNotAllowed(&'static str),
     /// The shared stream and socket limit was hit (429 or 503, with Retry-After).
     Limit(crate::limits::LimitHit),
 }
@@ -35,6 +37,7 @@ impl std::fmt::Display for LegacyError {
         match self {
             LegacyError::Core(e) => write!(f, "{e}"),
             LegacyError::Request(_, m) => f.write_str(m),
+            LegacyError::MethodNotAllowed(allow) => write!(f, "method not allowed here; allowed: {allow}"),
             LegacyError::Limit(hit) => write!(f, "{hit}"),
         }
     }
@@ -58,6 +61,7 @@ impl ResponseError for LegacyError {
         match self {
             LegacyError::Core(e) => core_status(e),
             LegacyError::Request(status, _) => *status,
+            LegacyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             LegacyError::Limit(hit) => {
                 StatusCode::from_u16(hit.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
             }
@@ -75,6 +79,9 @@ impl ResponseError for LegacyError {
         let unavailable = matches!(self, LegacyError::Core(e) if e.kind() == ErrorKind::Unavailable);
         if matches!(self, LegacyError::Limit(_)) || unavailable {
             response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+        }
+        if let LegacyError::MethodNotAllowed(allow) = self {
+            response.insert_header((actix_web::http::header::ALLOW, *allow));
         }
         response
             .content_type("application/json")

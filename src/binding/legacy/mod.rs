@@ -14,6 +14,7 @@ pub(crate) mod error;
 pub(crate) mod queue;
 pub(crate) mod routes;
 pub(crate) mod socket;
+mod table;
 pub(crate) mod wire;
 
 use std::collections::{HashMap, VecDeque};

@@ -5,13 +5,14 @@
 
 use std::net::IpAddr;
 
-use actix_web::http::{StatusCode, header};
+use actix_web::http::{Method, StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::error::LegacyError;
+use super::table::{self, Resource};
 use super::{LegacyState, MAX_MESSAGE, describe, socket, wire};
 use crate::core::{Error, Operation, Reply};
 
@@ -20,52 +21,47 @@ type State = web::Data<LegacyState>;
 
 const JSON: &str = "application/json";
 
-fn not_allowed(allow: &'static str) -> actix_web::Route {
-    web::to(move || async move {
-        Err::<HttpResponse, _>(LegacyError::Request(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("method not allowed here; allowed: {allow}"),
-        ))
-    })
-}
-
-fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
-    web::resource(path).default_service(not_allowed(allow))
-}
-
 pub(crate) fn configure(cfg: &mut web::ServiceConfig, state: State) {
     cfg.service(
         web::scope("/webthing")
             .app_data(state)
-            .service(resource("", "GET").route(web::get().to(list)))
-            .service(resource("/", "GET").route(web::get().to(list)))
-            .service(resource("/{id}", "GET").route(web::get().to(thing)))
-            .service(resource("/{id}/", "GET").route(web::get().to(thing)))
-            .service(resource("/{id}/properties", "GET").route(web::get().to(read_all)))
-            .service(
-                resource("/{id}/properties/{name}", "GET, PUT")
-                    .route(web::get().to(read_one))
-                    .route(web::put().to(write_one)),
-            )
-            .service(
-                resource("/{id}/actions", "GET, POST")
-                    .route(web::get().to(list_actions))
-                    .route(web::post().to(request_action)),
-            )
-            .service(
-                resource("/{id}/actions/{name}", "GET, POST")
-                    .route(web::get().to(list_actions_of))
-                    .route(web::post().to(request_named_action)),
-            )
-            .service(
-                resource("/{id}/actions/{name}/{action_id}", "GET, DELETE")
-                    .route(web::get().to(get_action))
-                    .route(web::delete().to(delete_action)),
-            )
-            .service(resource("/{id}/events", "GET").route(web::get().to(all_events)))
-            .service(resource("/{id}/events/{name}", "GET").route(web::get().to(events_of)))
-            .default_service(web::to(unknown)),
+            .default_service(web::to(dispatch)),
     );
+}
+
+/// Every request under `/webthing`: the URL table names the resource, the method picks the
+/// handler.
+async fn dispatch(state: State, req: HttpRequest, payload: web::Payload) -> Result {
+    use Resource as R;
+    let state = state.get_ref();
+    let Some(resource) = table::resource(req.path()) else {
+        return Err(LegacyError::Request(
+            StatusCode::NOT_FOUND,
+            format!("no {} resource at '{}'", req.method(), req.path()),
+        ));
+    };
+    let req = &req;
+    let get = req.method() == Method::GET;
+    match resource {
+        R::List if get => list(state, req),
+        R::Thing(id) if get => thing(state, req, &id),
+        R::Properties(id) if get => read_all(state, &id).await,
+        R::Property(id, name) if get => read_one(state, &id, &name).await,
+        R::Property(id, name) if req.method() == Method::PUT => write_one(state, &id, &name, payload).await,
+        R::Actions(id) if get => list_actions(state, &id),
+        R::Actions(id) if req.method() == Method::POST => request(state, &id, None, payload).await,
+        R::Action(id, name) if get => list_actions_of(state, &id, &name),
+        R::Action(id, name) if req.method() == Method::POST => {
+            request(state, &id, Some(&name), payload).await
+        }
+        R::ActionStatus(id, name, action) if get => get_action(state, &id, &name, &action),
+        R::ActionStatus(id, name, action) if req.method() == Method::DELETE => {
+            delete_action(state, &id, &name, &action)
+        }
+        R::Events(id) if get => all_events(state, &id),
+        R::Event(id, name) if get => events_of(state, &id, &name),
+        resource => Err(LegacyError::MethodNotAllowed(resource.allow())),
+    }
 }
 
 fn json(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
@@ -106,8 +102,8 @@ async fn read_object(mut payload: web::Payload) -> Result<serde_json::Map<String
 
 // ---------------------------------------------------------------- descriptions
 
-async fn list(state: State, req: HttpRequest) -> Result {
-    let origin = origin(&state, &req);
+fn list(state: &LegacyState, req: &HttpRequest) -> Result {
+    let origin = origin(state, req);
     let all: Vec<Value> = state
         .all()
         .iter()
@@ -123,53 +119,51 @@ fn is_websocket(req: &HttpRequest) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-async fn thing(state: State, req: HttpRequest, path: web::Path<String>) -> Result {
-    let legacy = state.thing(&path)?;
-    if is_websocket(&req) {
+fn thing(state: &LegacyState, req: &HttpRequest, id: &str) -> Result {
+    let legacy = state.thing(id)?;
+    if is_websocket(req) {
         let client = req.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
         let permit = state.subscribers.try_open(client).map_err(|hit| {
             tracing::warn!(%client, "legacy WebSocket refused: {hit}");
             LegacyError::Limit(hit)
         })?;
         let watches = (state.shutdown.clone(), state.servient.watch_changes());
-        return socket::open(&req, legacy, permit, watches, state.ping_interval);
+        return socket::open(req, legacy, permit, watches, state.ping_interval);
     }
     let d = describe::for_origin(
         legacy.template(&state.security),
         legacy.slug(),
-        &origin(&state, &req),
+        &origin(state, req),
     );
     Ok(json(StatusCode::OK, d.to_string()))
 }
 
 // ---------------------------------------------------------------- properties
 
-async fn read_all(state: State, path: web::Path<String>) -> Result {
-    match state.servient.handle(&path, Operation::ReadAllProperties).await? {
+async fn read_all(state: &LegacyState, id: &str) -> Result {
+    match state.servient.handle(id, Operation::ReadAllProperties).await? {
         Reply::Value(bytes) => Ok(json(StatusCode::OK, bytes)),
         other => Err(Error::Internal(format!("unexpected reply {other:?}")).into()),
     }
 }
 
-async fn read_one(state: State, path: web::Path<(String, String)>) -> Result {
-    let (id, name) = path.into_inner();
+async fn read_one(state: &LegacyState, id: &str, name: &str) -> Result {
     match state
         .servient
-        .handle(&id, Operation::ReadProperty(name.clone()))
+        .handle(id, Operation::ReadProperty(name.to_owned()))
         .await?
     {
-        Reply::Value(bytes) => Ok(json(StatusCode::OK, wire::keyed(&name, &bytes))),
+        Reply::Value(bytes) => Ok(json(StatusCode::OK, wire::keyed(name, &bytes))),
         other => Err(Error::Internal(format!("unexpected reply {other:?}")).into()),
     }
 }
 
 /// `PUT {name: value}` → 200 `{name: value as stored}`.
-async fn write_one(state: State, path: web::Path<(String, String)>, payload: web::Payload) -> Result {
-    let (id, name) = path.into_inner();
-    let thing = state.servient.thing(&id)?;
-    let property = thing.property(&name)?;
+async fn write_one(state: &LegacyState, id: &str, name: &str, payload: web::Payload) -> Result {
+    let thing = state.servient.thing(id)?;
+    let property = thing.property(name)?;
     let mut body = read_object(payload).await?;
-    let Some(value) = body.remove(&name) else {
+    let Some(value) = body.remove(name) else {
         return Err(LegacyError::bad_request(format!(
             "the body must be {{\"{name}\": value}}; it has no key '{name}'"
         )));
@@ -177,13 +171,13 @@ async fn write_one(state: State, path: web::Path<(String, String)>, payload: web
     let echo = property.write_only.then(|| value.clone());
     state
         .servient
-        .handle(&id, Operation::WriteProperty(name.clone(), value))
+        .handle(id, Operation::WriteProperty(name.to_owned(), value))
         .await?;
     let stored = match echo {
         Some(v) => Bytes::from(v.to_string()),
-        None => thing.read_property(&name)?,
+        None => thing.read_property(name)?,
     };
-    Ok(json(StatusCode::OK, wire::keyed(&name, &stored)))
+    Ok(json(StatusCode::OK, wire::keyed(name, &stored)))
 }
 
 // ---------------------------------------------------------------- actions
@@ -192,21 +186,20 @@ fn list_body(slug: &str, records: &[super::queue::Record]) -> String {
     Value::Array(records.iter().map(|r| r.describe(slug)).collect()).to_string()
 }
 
-async fn list_actions(state: State, path: web::Path<String>) -> Result {
-    let legacy = state.thing(&path)?;
+fn list_actions(state: &LegacyState, id: &str) -> Result {
+    let legacy = state.thing(id)?;
     Ok(json(
         StatusCode::OK,
         list_body(legacy.slug(), &legacy.actions(None)),
     ))
 }
 
-async fn list_actions_of(state: State, path: web::Path<(String, String)>) -> Result {
-    let (id, name) = path.into_inner();
-    let legacy = state.thing(&id)?;
-    legacy.thing.action(&name)?;
+fn list_actions_of(state: &LegacyState, id: &str, name: &str) -> Result {
+    let legacy = state.thing(id)?;
+    legacy.thing.action(name)?;
     Ok(json(
         StatusCode::OK,
-        list_body(legacy.slug(), &legacy.actions(Some(&name))),
+        list_body(legacy.slug(), &legacy.actions(Some(name))),
     ))
 }
 
@@ -240,48 +233,25 @@ async fn request(state: &LegacyState, id: &str, only: Option<&str>, payload: web
     ))
 }
 
-async fn request_action(state: State, path: web::Path<String>, payload: web::Payload) -> Result {
-    request(&state, &path, None, payload).await
-}
-
-async fn request_named_action(
-    state: State,
-    path: web::Path<(String, String)>,
-    payload: web::Payload,
-) -> Result {
-    let (id, name) = path.into_inner();
-    request(&state, &id, Some(&name), payload).await
-}
-
-async fn get_action(state: State, path: web::Path<(String, String, String)>) -> Result {
-    let (id, name, action_id) = path.into_inner();
-    let legacy = state.thing(&id)?;
-    let record = legacy.action(&name, &action_id)?;
+fn get_action(state: &LegacyState, id: &str, name: &str, action_id: &str) -> Result {
+    let legacy = state.thing(id)?;
+    let record = legacy.action(name, action_id)?;
     Ok(json(StatusCode::OK, record.describe(legacy.slug()).to_string()))
 }
 
-async fn delete_action(state: State, path: web::Path<(String, String, String)>) -> Result {
-    let (id, name, action_id) = path.into_inner();
-    state.thing(&id)?.remove_action(&name, &action_id)?;
+fn delete_action(state: &LegacyState, id: &str, name: &str, action_id: &str) -> Result {
+    state.thing(id)?.remove_action(name, action_id)?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 // ---------------------------------------------------------------- events
 
-async fn all_events(state: State, path: web::Path<String>) -> Result {
-    Ok(json(StatusCode::OK, state.thing(&path)?.events_json(None)))
+fn all_events(state: &LegacyState, id: &str) -> Result {
+    Ok(json(StatusCode::OK, state.thing(id)?.events_json(None)))
 }
 
-async fn events_of(state: State, path: web::Path<(String, String)>) -> Result {
-    let (id, name) = path.into_inner();
-    let legacy = state.thing(&id)?;
-    legacy.thing.event(&name)?;
-    Ok(json(StatusCode::OK, legacy.events_json(Some(&name))))
-}
-
-async fn unknown(req: HttpRequest) -> Result {
-    Err(LegacyError::Request(
-        StatusCode::NOT_FOUND,
-        format!("no {} resource at '{}'", req.method(), req.path()),
-    ))
+fn events_of(state: &LegacyState, id: &str, name: &str) -> Result {
+    let legacy = state.thing(id)?;
+    legacy.thing.event(name)?;
+    Ok(json(StatusCode::OK, legacy.events_json(Some(name))))
 }

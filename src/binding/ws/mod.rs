@@ -92,9 +92,10 @@ fn wants_upgrade(ctx: &guard::GuardContext<'_>) -> bool {
 
 /// Registers the endpoint: `GET /things/{id}` guarded on `Upgrade: websocket`, so it must be
 /// configured before the HTTP binding's own `/things/{id}` (which then still serves the TD).
-/// The guards sit on a `/things` scope, checked before the `{id}` pattern is run: a request that
-/// does not upgrade costs a prefix comparison and a header lookup here, and an upgrade to any
-/// other URL under `/things` falls through to the app's default service, the HTTP binding.
+/// The guards sit on a `/things` scope and the path is read without a pattern (the router would
+/// compile a regex per worker): a request that does not upgrade costs a prefix comparison and a
+/// header lookup here, and an upgrade to any other URL under `/things` falls through to the
+/// app's default service, the HTTP binding.
 pub(crate) fn service(state: WsState) -> impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static {
     let data = web::Data::new(state);
     move |cfg: &mut web::ServiceConfig| {
@@ -102,8 +103,9 @@ pub(crate) fn service(state: WsState) -> impl Fn(&mut web::ServiceConfig) + Send
             web::scope("/things")
                 .guard(guard::Get())
                 .guard(guard::fn_guard(wants_upgrade))
+                .guard(guard::fn_guard(|ctx| thing_id(ctx.head().uri.path()).is_some()))
                 .app_data(data.clone())
-                .service(web::resource("/{id}").route(web::get().to(upgrade))),
+                .default_service(web::to(upgrade)),
         );
     }
 }
@@ -123,10 +125,22 @@ fn refuse(status: StatusCode, detail: String) -> HttpResponse {
         .body(problem.into_json())
 }
 
-async fn upgrade(req: HttpRequest, path: web::Path<String>, state: web::Data<WsState>) -> HttpResponse {
-    let thing = match state.servient.thing(&path) {
-        Ok(thing) => thing,
-        Err(e) => {
+/// The thing a WebSocket URL names: `/things/{id}`, one segment, percent-decoded; None for any
+/// other path (the scope's guard sends those on to the HTTP binding).
+fn thing_id(path: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let id = path.strip_prefix("/things/")?;
+    if id.contains('/') {
+        return None;
+    }
+    crate::binding::path::param(id)
+}
+
+async fn upgrade(req: HttpRequest, state: web::Data<WsState>) -> HttpResponse {
+    let found = thing_id(req.path()).map(|id| state.servient.thing(&id));
+    let thing = match found {
+        Some(Ok(thing)) => thing,
+        None => return refuse(StatusCode::NOT_FOUND, format!("no thing at '{}'", req.path())),
+        Some(Err(e)) => {
             let status = StatusCode::from_u16(protocol::kind_status(e.kind()))
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return refuse(status, e.to_string());
