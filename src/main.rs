@@ -312,6 +312,7 @@ fn open_file_limit(max_connections: usize) {
 
 fn main() -> ExitCode {
     footprint::limit_malloc_arenas();
+    footprint::note_files_mapped_at_start();
     let cli = Cli::parse();
     // A client verb's stderr is its one line of diagnosis: libraries' logs (a TLS verifier's
     // ERROR line, say) only when RUST_LOG asks for them.
