@@ -220,7 +220,11 @@ impl Behaviors {
                     tasks.push(tokio::spawn(drift(thing.clone(), name.clone(), d.clone())))
                 }
                 PropertySource::File(f) => {
-                    tasks.push(tokio::spawn(poll_file(thing.clone(), name.clone(), f.clone())))
+                    let source = FilePoll::new(thing, name, f);
+                    // The first reading is taken now, before any client can ask, so that none
+                    // sees the schema's default in its place.
+                    let warned = source.read(false);
+                    tasks.push(tokio::spawn(source.poll(warned)))
                 }
                 PropertySource::Simulated(sim) => {
                     tasks.push(tokio::spawn(simulate(thing.clone(), name.clone(), sim.clone())))
@@ -366,28 +370,58 @@ pub(crate) fn read_file_number(
     Ok(round(number * spec.scale + spec.offset, spec.decimals))
 }
 
-async fn poll_file(thing: Arc<ExposedThing>, name: String, spec: FileSource) {
-    let pattern = spec
-        .pattern
-        .as_deref()
-        .and_then(|p| regex_lite::Regex::new(p).ok());
-    let ty = schema_type(&thing, &name);
-    let mut tick = tokio::time::interval(Duration::from_millis(spec.poll_ms.max(10)));
-    let mut warned = false;
-    loop {
-        tick.tick().await;
-        match read_file_number(&spec, pattern.as_ref()) {
+/// A property that reads its value out of a file (`PropertySource::File`).
+struct FilePoll {
+    thing: Arc<ExposedThing>,
+    name: String,
+    spec: FileSource,
+    pattern: Option<regex_lite::Regex>,
+    ty: Option<String>,
+}
+
+impl FilePoll {
+    fn new(thing: &Arc<ExposedThing>, name: &str, spec: &FileSource) -> Self {
+        FilePoll {
+            thing: thing.clone(),
+            name: name.to_owned(),
+            pattern: spec
+                .pattern
+                .as_deref()
+                .and_then(|p| regex_lite::Regex::new(p).ok()),
+            ty: schema_type(thing, name),
+            spec: spec.clone(),
+        }
+    }
+
+    /// Reads the file once into the property; returns whether the source is failing (`warned`
+    /// says whether its failure was logged already: once until it recovers).
+    fn read(&self, warned: bool) -> bool {
+        match read_file_number(&self.spec, self.pattern.as_ref()) {
             Ok(n) => {
-                warned = false;
-                if let Err(e) = thing.update_property(&name, as_number(n, ty.as_deref())) {
-                    tracing::warn!(thing = %thing.slug, property = %name, "{e}");
+                if let Err(e) = self
+                    .thing
+                    .update_property(&self.name, as_number(n, self.ty.as_deref()))
+                {
+                    tracing::warn!(thing = %self.thing.slug, property = %self.name, "{e}");
                 }
+                false
             }
-            Err(e) if !warned => {
-                warned = true;
-                tracing::warn!(thing = %thing.slug, property = %name, "file source: {e}");
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(thing = %self.thing.slug, property = %self.name, "file source: {e}");
+                }
+                true
             }
-            Err(_) => {}
+        }
+    }
+
+    /// Reads the file every `pollMs` from one period after now.
+    async fn poll(self, mut warned: bool) {
+        let period = Duration::from_millis(self.spec.poll_ms.max(10));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            tick.tick().await;
+            warned = self.read(warned);
         }
     }
 }
